@@ -1,0 +1,352 @@
+// Package config loads /etc/podspawn/config.yaml. A missing file means the
+// defaults; a file that exists but cannot be read or parsed is an error, so
+// that no command acts on defaults when the real configuration failed to load.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/podspawn/podspawn/desired"
+)
+
+// DefaultPath is where the server configuration lives.
+const DefaultPath = "/etc/podspawn/config.yaml"
+
+// Config is the parsed configuration with durations and sizes resolved.
+type Config struct {
+	// Path is the file this was loaded from; Exists says whether it existed.
+	Path   string `yaml:"-"`
+	Exists bool   `yaml:"-"`
+
+	Auth      Auth          `yaml:"auth"`
+	Defaults  ImageDefaults `yaml:"defaults"`
+	Session   Session       `yaml:"session"`
+	State     State         `yaml:"state"`
+	Log       Log           `yaml:"log"`
+	Security  Security      `yaml:"security"`
+	Resources Resources     `yaml:"resources"`
+	Cleanup   Cleanup       `yaml:"cleanup"`
+	SSH       SSH           `yaml:"ssh"`
+	Update    Update        `yaml:"update"`
+	// ProjectsFile is the registry of projects.
+	ProjectsFile string `yaml:"projects_file"`
+}
+
+type Auth struct {
+	KeyDir string `yaml:"key_dir"`
+}
+
+type ImageDefaults struct {
+	Image  string  `yaml:"image"`
+	Shell  string  `yaml:"shell"`
+	CPUs   float64 `yaml:"cpus"`
+	Memory string  `yaml:"memory"`
+	// MemoryBytes is Memory parsed; 0 means no limit.
+	MemoryBytes int64 `yaml:"-"`
+}
+
+type Session struct {
+	GracePeriod Duration     `yaml:"grace_period"`
+	MaxLifetime Duration     `yaml:"max_lifetime"`
+	Mode        desired.Mode `yaml:"mode"`
+}
+
+type State struct {
+	DBPath   string `yaml:"db_path"`
+	LockDir  string `yaml:"lock_dir"`
+	HomesDir string `yaml:"homes_dir"`
+	// ProjectsDir holds the clones of registered projects.
+	ProjectsDir string `yaml:"projects_dir"`
+}
+
+// Dir is the state directory: the directory of the database.
+func (s State) Dir() string { return filepath.Dir(s.DBPath) }
+
+type Log struct {
+	File     string `yaml:"file"`
+	AuditLog string `yaml:"audit_log"`
+}
+
+type Security struct {
+	CapDrop         []string          `yaml:"cap_drop"`
+	CapAdd          []string          `yaml:"cap_add"`
+	NoNewPrivileges bool              `yaml:"no_new_privileges"`
+	PidsLimit       int64             `yaml:"pids_limit"`
+	ReadonlyRootfs  bool              `yaml:"readonly_rootfs"`
+	Tmpfs           map[string]string `yaml:"tmpfs"`
+	Runtime         string            `yaml:"runtime"`
+}
+
+type Resources struct {
+	MaxPerUser int `yaml:"max_per_user"`
+}
+
+type Cleanup struct {
+	// OrphanMinAge protects objects that a spawn is creating right now.
+	OrphanMinAge Duration `yaml:"orphan_min_age"`
+	// PendingTimeout is how long a session may stay in "creating" with no
+	// live connection before it is considered abandoned.
+	PendingTimeout Duration `yaml:"pending_timeout"`
+}
+
+type SSH struct {
+	// AllowTCPForwarding lets users forward TCP ports through their SSH
+	// connection. Off by default: a forwarded port reaches the host's
+	// loopback services and other users' containers from the host side.
+	AllowTCPForwarding bool `yaml:"allow_tcp_forwarding"`
+	// AllowAgentForwarding passes the user's ssh-agent into the session.
+	AllowAgentForwarding bool `yaml:"allow_agent_forwarding"`
+	// SFTPServer is the sftp-server binary inside session containers.
+	SFTPServer string `yaml:"sftp_server"`
+}
+
+type Update struct {
+	// BaseURL of the releases API (a mirror, or a test server).
+	BaseURL string `yaml:"base_url"`
+	Repo    string `yaml:"repo"`
+}
+
+// Duration is a Go duration that must carry a unit in YAML.
+type Duration struct{ time.Duration }
+
+// Defaults returns the configuration used when no file exists.
+func Defaults() Config {
+	return Config{
+		Path:     DefaultPath,
+		Auth:     Auth{KeyDir: "/etc/podspawn/keys"},
+		Defaults: ImageDefaults{Image: "ubuntu:24.04", Shell: "/bin/bash", CPUs: 2.0, Memory: "2g", MemoryBytes: 2 << 30},
+		Session: Session{
+			GracePeriod: Duration{60 * time.Second},
+			MaxLifetime: Duration{8 * time.Hour},
+			Mode:        desired.ModeGracePeriod,
+		},
+		State: State{
+			DBPath:      "/var/lib/podspawn/state.db",
+			LockDir:     "/var/lib/podspawn/locks",
+			HomesDir:    "/var/lib/podspawn/homes",
+			ProjectsDir: "/var/lib/podspawn/projects",
+		},
+		Security: Security{
+			CapDrop:         []string{"ALL"},
+			CapAdd:          []string{"CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "NET_BIND_SERVICE"},
+			NoNewPrivileges: true,
+			PidsLimit:       256,
+			Tmpfs:           map[string]string{},
+		},
+		Resources:    Resources{MaxPerUser: 3},
+		Cleanup:      Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}},
+		SSH:          SSH{SFTPServer: "/usr/lib/openssh/sftp-server"},
+		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
+		ProjectsFile: "/etc/podspawn/projects.yaml",
+	}
+}
+
+// Load reads path. A missing file gives the defaults (Exists false); any
+// other failure is an error that names the file and what to fix.
+func Load(path string) (Config, error) {
+	cfg := Defaults()
+	cfg.Path = path
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cfg, nil
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	cfg.Exists = true
+	if err := decode(data, &cfg); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes and validates YAML on top of the defaults (for tests and
+// for server-setup's default file).
+func Parse(data []byte) (Config, error) {
+	cfg := Defaults()
+	if err := decode(data, &cfg); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func decode(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s", nameKeys(data, strings.TrimPrefix(err.Error(), "yaml: ")))
+	}
+	return nil
+}
+
+var lineRE = regexp.MustCompile(`line (\d+): `)
+
+// nameKeys rewrites "line N: ..." in a decoder error to also name the key
+// at that line, so the operator sees which setting to fix.
+func nameKeys(data []byte, msg string) string {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return msg
+	}
+	keys := map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				keys[n.Content[i].Line] = p
+				walk(n.Content[i+1], p)
+			}
+		}
+	}
+	walk(&root, "")
+	return lineRE.ReplaceAllStringFunc(msg, func(m string) string {
+		var line int
+		fmt.Sscanf(m, "line %d: ", &line)
+		if k, ok := keys[line]; ok {
+			return fmt.Sprintf("line %d (%s): ", line, k)
+		}
+		return m
+	})
+}
+
+// UnmarshalYAML requires a unit so that "60" is not silently 60ns.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration must be a string such as 60s or 8h", n.Line)
+	}
+	v, err := ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration in Go syntax.
+func (d Duration) MarshalYAML() (any, error) { return d.Duration.String(), nil }
+
+// ParseDuration parses a Go duration and refuses a bare number.
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if _, err := strconv.ParseFloat(s, 64); err == nil && s != "0" {
+		return 0, fmt.Errorf("invalid duration %q: must include a time unit (e.g. 60s, 8h)", s)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: must be a Go duration such as 90s, 5m or 8h", s)
+	}
+	return d, nil
+}
+
+// ParseMemory parses sizes like 512m, 2g, 1.5G (binary multiples). "" and
+// "0" mean no limit.
+func ParseMemory(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToLower(s))
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	mult := float64(1)
+	switch {
+	case strings.HasSuffix(s, "k"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "k")
+	case strings.HasSuffix(s, "m"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "m")
+	case strings.HasSuffix(s, "g"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "g")
+	case strings.HasSuffix(s, "b"):
+		s = strings.TrimSuffix(s, "b")
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("invalid size %q: use a number with an optional k, m or g suffix (e.g. 512m, 2g)", s)
+	}
+	return int64(v * mult), nil
+}
+
+func (c *Config) validate() error {
+	if c.Session.GracePeriod.Duration < 0 {
+		return fmt.Errorf("invalid session.grace_period %q: must not be negative", c.Session.GracePeriod.Duration)
+	}
+	if c.Session.MaxLifetime.Duration <= 0 {
+		return fmt.Errorf("invalid session.max_lifetime %q: must be positive (e.g. 8h)", c.Session.MaxLifetime.Duration)
+	}
+	if _, err := desired.ParseMode(string(c.Session.Mode)); err != nil {
+		return fmt.Errorf("invalid session.mode %q: must be grace-period, destroy-on-disconnect, or persistent", c.Session.Mode)
+	}
+	mem, err := ParseMemory(c.Defaults.Memory)
+	if err != nil {
+		return fmt.Errorf("invalid defaults.memory %q: %w", c.Defaults.Memory, err)
+	}
+	c.Defaults.MemoryBytes = mem
+	if c.Defaults.CPUs < 0 {
+		return fmt.Errorf("invalid defaults.cpus %v: must be 0 (unlimited) or positive", c.Defaults.CPUs)
+	}
+	if c.Defaults.Image == "" {
+		return errors.New("invalid defaults.image: must not be empty")
+	}
+	if c.Defaults.Shell == "" || !strings.HasPrefix(c.Defaults.Shell, "/") {
+		return fmt.Errorf("invalid defaults.shell %q: must be an absolute path", c.Defaults.Shell)
+	}
+	if c.Resources.MaxPerUser < 0 {
+		return fmt.Errorf("invalid resources.max_per_user %d: must be 0 (unlimited) or positive", c.Resources.MaxPerUser)
+	}
+	if c.Security.PidsLimit < 0 {
+		return fmt.Errorf("invalid security.pids_limit %d: must be 0 (unlimited) or positive", c.Security.PidsLimit)
+	}
+	if c.Cleanup.OrphanMinAge.Duration < 0 {
+		return fmt.Errorf("invalid cleanup.orphan_min_age %q: must not be negative", c.Cleanup.OrphanMinAge.Duration)
+	}
+	if c.Cleanup.PendingTimeout.Duration <= 0 {
+		return fmt.Errorf("invalid cleanup.pending_timeout %q: must be positive", c.Cleanup.PendingTimeout.Duration)
+	}
+	for name, p := range map[string]string{
+		"auth.key_dir": c.Auth.KeyDir, "state.db_path": c.State.DBPath, "state.lock_dir": c.State.LockDir,
+		"state.homes_dir": c.State.HomesDir, "state.projects_dir": c.State.ProjectsDir, "projects_file": c.ProjectsFile,
+	} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("invalid %s %q: must be an absolute path", name, p)
+		}
+	}
+	return nil
+}
+
+// SecuritySpec converts the security section for a session spec.
+func (c Config) SecuritySpec() desired.Security {
+	return desired.Security{
+		CapDrop:         append([]string(nil), c.Security.CapDrop...),
+		CapAdd:          append([]string(nil), c.Security.CapAdd...),
+		NoNewPrivileges: c.Security.NoNewPrivileges,
+		PidsLimit:       c.Security.PidsLimit,
+		ReadonlyRootfs:  c.Security.ReadonlyRootfs,
+		Tmpfs:           c.Security.Tmpfs,
+		Runtime:         c.Security.Runtime,
+	}
+}

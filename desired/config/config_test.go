@@ -1,0 +1,60 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadMissingFileGivesDefaults(t *testing.T) {
+	cfg, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Exists || cfg.Session.GracePeriod.Duration != 60*time.Second || cfg.Defaults.MemoryBytes != 2<<30 {
+		t.Fatalf("unexpected defaults: %+v", cfg)
+	}
+}
+
+func TestLoadErrorsNameKeyAndValue(t *testing.T) {
+	cases := map[string]struct{ yaml, want string }{
+		"unitless duration": {"session:\n  grace_period: 60\n", `line 2 (session.grace_period): invalid duration "60"`},
+		"bad duration":      {"session:\n  max_lifetime: forever\n", `line 2 (session.max_lifetime): invalid duration "forever"`},
+		"bad mode":          {"session:\n  mode: sometimes\n", `invalid session.mode "sometimes"`},
+		"unknown key":       {"sesion:\n  mode: persistent\n", `line 1 (sesion): field sesion not found`},
+		"bad memory":        {"defaults:\n  memory: lots\n", `invalid defaults.memory "lots"`},
+		"not yaml":          {"session: [\n", "did not find expected node content"},
+		"relative db path":  {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(p)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("got %v, want an error naming %s and containing %q", err, p, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadUnreadableIsError(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(dir); err == nil {
+		t.Fatal("a directory as config must be an error, not defaults")
+	}
+}
+
+func TestOverlay(t *testing.T) {
+	cfg, err := Parse([]byte("session:\n  grace_period: 5s\n  mode: persistent\ndefaults:\n  memory: 256m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Session.GracePeriod.Duration != 5*time.Second || cfg.Session.Mode != "persistent" || cfg.Defaults.MemoryBytes != 256<<20 || cfg.Session.MaxLifetime.Duration != 8*time.Hour {
+		t.Fatalf("overlay wrong: %+v", cfg)
+	}
+}

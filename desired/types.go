@@ -1,0 +1,236 @@
+// Package desired holds the types of what should exist: sessions keyed by
+// (user, project), their connection leases, and the users that may log in.
+// Loaders and edits live in sub-packages so that reconcile, which imports
+// these types, never pulls in SQL or file I/O.
+package desired
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// SessionKey identifies a session. Project "" is the default session.
+type SessionKey struct {
+	User    string `json:"user"`
+	Project string `json:"project"`
+}
+
+// String renders the key the way operators type it: alice or alice@backend.
+func (k SessionKey) String() string {
+	if k.Project == "" {
+		return k.User
+	}
+	return k.User + "@" + k.Project
+}
+
+// Less orders keys by user, then project.
+func (k SessionKey) Less(o SessionKey) bool {
+	if k.User != o.User {
+		return k.User < o.User
+	}
+	return k.Project < o.Project
+}
+
+// Unattributed is the key under which objects that carry managed-by=podspawn
+// but no parsable user label are reconciled.
+var Unattributed = SessionKey{}
+
+var (
+	userNameRE    = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+	projectNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
+)
+
+// ValidateUserName checks a user name; the error says what a valid one is.
+func ValidateUserName(name string) error {
+	if !userNameRE.MatchString(name) {
+		return fmt.Errorf("invalid username %q: must be 1-32 chars, start with a lowercase letter, and contain only [a-z0-9_-]", name)
+	}
+	return nil
+}
+
+// ValidateProjectName checks a project name; the error says what a valid one is.
+func ValidateProjectName(name string) error {
+	if !projectNameRE.MatchString(name) {
+		return fmt.Errorf("invalid project name %q: must be 1-64 chars, start with a lowercase letter, and contain only [a-z0-9_-]", name)
+	}
+	return nil
+}
+
+// ParseSessionKey parses the operator syntax user[@project].
+func ParseSessionKey(s string) (SessionKey, error) {
+	user, project, hasAt := strings.Cut(s, "@")
+	if user == "" {
+		return SessionKey{}, fmt.Errorf("invalid session %q: user is required (expected user or user@project)", s)
+	}
+	if err := ValidateUserName(user); err != nil {
+		return SessionKey{}, fmt.Errorf("invalid session %q: %w", s, err)
+	}
+	if hasAt {
+		if project == "" {
+			return SessionKey{}, fmt.Errorf("invalid session %q: project is empty after '@' (use %s for the default session)", s, user)
+		}
+		if err := ValidateProjectName(project); err != nil {
+			return SessionKey{}, fmt.Errorf("invalid session %q: %w", s, err)
+		}
+	}
+	return SessionKey{User: user, Project: project}, nil
+}
+
+// Mode decides what happens when the last connection of a session ends.
+type Mode string
+
+const (
+	ModeGracePeriod         Mode = "grace-period"
+	ModeDestroyOnDisconnect Mode = "destroy-on-disconnect"
+	ModePersistent          Mode = "persistent"
+)
+
+// ParseMode validates a mode string.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeGracePeriod, ModeDestroyOnDisconnect, ModePersistent:
+		return m, nil
+	}
+	return "", fmt.Errorf("invalid mode %q: must be grace-period, destroy-on-disconnect, or persistent", s)
+}
+
+// Status is where a session is in its life.
+type Status string
+
+const (
+	// StatusCreating: the row (the intent) exists; Docker objects may not yet.
+	StatusCreating Status = "creating"
+	StatusRunning  Status = "running"
+	StatusGrace    Status = "grace_period"
+	// StatusTerminating: teardown was decided; the row stays until Docker agreed.
+	StatusTerminating Status = "terminating"
+)
+
+// Session is one row of desired state.
+type Session struct {
+	Key SessionKey
+	// ID is unique per container generation; every Docker object of the
+	// generation carries it as a label.
+	ID            string
+	Mode          Mode
+	Status        Status
+	CreatedAt     time.Time
+	MaxLifetimeAt time.Time
+	// GracePeriod is fixed when the row is created so that the teardown
+	// policy comes from the row, never from whichever process disconnects last.
+	GracePeriod time.Duration
+	// GraceExpiry is zero unless Status is StatusGrace.
+	GraceExpiry time.Time
+	// TerminateReason says why a session was marked terminating
+	// (an operator's stop, a removed user, a removed project).
+	TerminateReason string
+	Spec            Spec
+	Leases          []Lease
+}
+
+// ContainerName is the session container's name.
+func (s *Session) ContainerName() string { return s.Spec.ContainerName }
+
+// Lease is one live SSH connection: the spawn process that serves it.
+type Lease struct {
+	ID        int64
+	SessionID string
+	PID       int
+	// PIDStart is the process start time in clock ticks since boot, so that
+	// a reused PID is never mistaken for the process that took the lease.
+	PIDStart  uint64
+	StartedAt time.Time
+}
+
+// Spec is everything needed to create the session's Docker objects. It is
+// resolved once, when the generation is created, and stored with the row.
+type Spec struct {
+	Image         string            `json:"image"`
+	Shell         string            `json:"shell"`
+	CPUs          float64           `json:"cpus,omitempty"`
+	MemoryBytes   int64             `json:"memory_bytes,omitempty"`
+	Env           []string          `json:"env,omitempty"`
+	Hostname      string            `json:"hostname,omitempty"`
+	ContainerName string            `json:"container_name"`
+	NetworkName   string            `json:"network_name"`
+	Security      Security          `json:"security"`
+	Services      []Service         `json:"services,omitempty"`
+	Mounts        []Mount           `json:"mounts,omitempty"`
+	ExtraLabels   map[string]string `json:"extra_labels,omitempty"`
+}
+
+// Security mirrors the security section of the config.
+type Security struct {
+	CapDrop         []string          `json:"cap_drop,omitempty"`
+	CapAdd          []string          `json:"cap_add,omitempty"`
+	NoNewPrivileges bool              `json:"no_new_privileges"`
+	PidsLimit       int64             `json:"pids_limit,omitempty"`
+	ReadonlyRootfs  bool              `json:"readonly_rootfs,omitempty"`
+	Tmpfs           map[string]string `json:"tmpfs,omitempty"`
+	Runtime         string            `json:"runtime,omitempty"`
+}
+
+// Service is a companion container on the session network.
+type Service struct {
+	Name    string   `json:"name"`
+	Image   string   `json:"image"`
+	Env     []string `json:"env,omitempty"`
+	Command []string `json:"command,omitempty"`
+	// Volumes are named volumes that podspawn creates and labels.
+	Volumes     []VolumeMount `json:"volumes,omitempty"`
+	CPUs        float64       `json:"cpus,omitempty"`
+	MemoryBytes int64         `json:"memory_bytes,omitempty"`
+}
+
+// VolumeMount mounts the named volume Name at Target.
+type VolumeMount struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+}
+
+// Mount is a host bind mount into the session container (persistent homes).
+type Mount struct {
+	Source string `json:"source"`
+	Target string `json:"target"`
+}
+
+// ServiceContainerName is the Docker name of a companion service container.
+func (s Spec) ServiceContainerName(svc string) string { return s.ContainerName + "-" + svc }
+
+// VolumeName is the Docker name of a service's named volume.
+func (s Spec) VolumeName(svc, vol string) string { return s.ContainerName + "-" + svc + "-" + vol }
+
+// ContainerName returns podspawn-<user> or podspawn-<user>-<project>.
+func ContainerName(k SessionKey) string {
+	if k.Project == "" {
+		return "podspawn-" + k.User
+	}
+	return "podspawn-" + k.User + "-" + k.Project
+}
+
+// NetworkName returns the session network name.
+func NetworkName(k SessionKey) string { return ContainerName(k) + "-net" }
+
+// State is a complete snapshot of desired state. A loader that cannot read
+// every part returns an error, never a State.
+type State struct {
+	// InstanceID is the random id of the state database; every object
+	// podspawn creates carries it, and objects of other instances are never touched.
+	InstanceID string
+	Sessions   map[SessionKey]*Session
+	// Users is the set of user names that have a key file.
+	Users map[string]bool
+}
+
+// SortedKeys returns the session keys in order.
+func (s State) SortedKeys() []SessionKey {
+	keys := make([]SessionKey, 0, len(s.Sessions))
+	for k := range s.Sessions {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Less(keys[j]) })
+	return keys
+}

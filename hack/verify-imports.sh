@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Enforce the reconcile rule: reconcile/ is pure decision logic. It must not
+# reach Docker, the database, the network, processes, logging or the wall clock
+# (time and effects come in as arguments), so it stays deterministic and
+# testable without any setup.
+set -o errexit -o nounset -o pipefail
+SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${SCRIPT_ROOT}"
+
+if [[ ! -d reconcile ]]; then
+  echo "verify-imports: ${SCRIPT_ROOT}/reconcile does not exist; nothing to check is an error" >&2
+  exit 1
+fi
+
+failed=0
+
+# Packages forbidden anywhere in the transitive (non-test) dependency graph.
+# A package matches itself and its subpackages (net/http/httptrace, ...).
+forbidden='^(github\.com/docker|github\.com/jmoiron/sqlx|github\.com/mattn/go-sqlite3|net/http|os/exec|database/sql|context|github\.com/go-logr|go\.uber\.org/zap)(/|$)'
+if ! deps="$(go list -deps ./reconcile/...)"; then
+  echo "verify-imports: 'go list -deps ./reconcile/...' failed (see above)" >&2
+  exit 1
+fi
+if bad="$(grep -E "${forbidden}" <<<"${deps}")"; then
+  echo "verify-imports: reconcile/ depends on forbidden packages:" >&2
+  sed 's/^/  /' <<<"${bad}" >&2
+  # Name the direct importers so the offending import is easy to find.
+  graph="$(go list -deps -f '{{.ImportPath}}:{{range .Imports}} {{.}}{{end}}' ./reconcile/...)"
+  for pkg in ${bad}; do
+    grep -F " ${pkg}" <<<"${graph}" | awk -v p="${pkg}" '{for (i = 2; i <= NF; i++) if ($i == p) print "    " p " imported by " substr($1, 1, length($1) - 1)}' >&2
+  done
+  failed=1
+fi
+
+# "os" and "log" are dependencies of fmt, so the graph check cannot catch
+# direct use; scan the source. Comment-only lines are ignored.
+mapfile -d '' files < <(find reconcile -name testdata -prune -o -name '*.go' ! -name '*_test.go' -type f -print0)
+if ((${#files[@]} > 0)); then
+  uses='time\.(Now|Since|Until)\(|(^|[^[:alnum:]_.])os\.'
+  imports='^[[:space:]]*(import[[:space:]]+)?([[:alnum:]_.]+[[:space:]]+)?"(os|context|log)"'
+  if bad="$(grep -nHE -e "${uses}" -e "${imports}" "${files[@]}" | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//')"; then
+    echo "verify-imports: reconcile/ uses the clock, os, context or log directly:" >&2
+    sed 's/^/  /' <<<"${bad}" >&2
+    failed=1
+  fi
+fi
+
+if ((failed)); then
+  exit 1
+fi
+echo "verify-imports: ok"

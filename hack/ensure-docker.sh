@@ -15,18 +15,22 @@ docker_up() {
   command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1
 }
 
+# /proc instead of pgrep: procps may not be installed yet on a fresh machine.
+dockerd_running() { grep -sqx dockerd /proc/[0-9]*/comm; }
+
 docker_up && exit 0
 
 if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
   echo "ensure-docker: installing docker.io" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+  # NEEDRESTART_SUSPEND: needrestart may otherwise prompt, and CI has no stdin.
+  DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq docker.io >/dev/null
 fi
 
 # Installing docker.io under systemd starts it for us; give that a chance.
 if [[ -d /run/systemd/system ]] && systemctl start docker 2>/dev/null; then
   :
-elif ! pgrep -x dockerd >/dev/null; then
+elif ! dockerd_running; then
   dockerd_args=()
   # dockerd refuses to start if it cannot program iptables. Some sandboxes lack
   # nf_tables but still have the legacy backend; if neither works, run without
@@ -47,11 +51,20 @@ elif ! pgrep -x dockerd >/dev/null; then
   setsid -f dockerd "${dockerd_args[@]}" >>"${LOG}" 2>&1 </dev/null
 fi
 
+fail() {
+  echo "ensure-docker: $*; last lines of ${LOG}:" >&2
+  tail -n 25 "${LOG}" >&2 2>/dev/null || true
+  exit 1
+}
+
 for ((i = 0; i < WAIT_SECONDS * 4; i++)); do
   docker_up && exit 0
+  # A dockerd that died on startup (bad iptables, storage driver...) will not
+  # come back; say so now instead of after the full wait. The grace period
+  # covers the moment before setsid's child has exec'd dockerd.
+  if ((i >= 8)) && ! dockerd_running; then
+    fail "dockerd exited during startup"
+  fi
   sleep 0.25
 done
-
-echo "ensure-docker: docker daemon did not answer within ${WAIT_SECONDS}s; last log lines:" >&2
-tail -n 40 "${LOG}" >&2 2>/dev/null || true
-exit 1
+fail "docker daemon did not answer within ${WAIT_SECONDS}s"

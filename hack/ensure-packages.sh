@@ -19,4 +19,5 @@ fi
 
 echo "ensure-packages: installing ${missing[*]}" >&2
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# NEEDRESTART_SUSPEND: needrestart may otherwise prompt, and CI has no stdin.
+DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,326 @@
+package actions
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/pkg/stdcopy"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// DockerAPI is the part of the Docker client the executor uses.
+type DockerAPI interface {
+	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, containerName string) (container.CreateResponse, error)
+	ContainerStart(ctx context.Context, containerID string, options container.StartOptions) error
+	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
+	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
+	ContainerExecCreate(ctx context.Context, containerID string, options container.ExecOptions) (container.ExecCreateResponse, error)
+	ContainerExecAttach(ctx context.Context, execID string, config container.ExecAttachOptions) (types.HijackedResponse, error)
+	ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error)
+	NetworkCreate(ctx context.Context, name string, options network.CreateOptions) (network.CreateResponse, error)
+	NetworkInspect(ctx context.Context, networkID string, options network.InspectOptions) (network.Inspect, error)
+	NetworkRemove(ctx context.Context, networkID string) error
+	VolumeCreate(ctx context.Context, options volume.CreateOptions) (volume.Volume, error)
+	VolumeInspect(ctx context.Context, volumeID string) (volume.Volume, error)
+	VolumeRemove(ctx context.Context, volumeID string, force bool) error
+	ImagePull(ctx context.Context, refStr string, options image.PullOptions) (io.ReadCloser, error)
+}
+
+// Docker executes actions against Docker and the store.
+type Docker struct {
+	API   DockerAPI
+	Store Store
+	Now   func() time.Time
+}
+
+// Execute runs one action idempotently.
+func (d *Docker) Execute(ctx context.Context, a reconcile.Action) (Outcome, error) {
+	if o, ok, err := executeStore(ctx, d.Store, a, d.Now()); ok {
+		return o, err
+	}
+	var (
+		o   Outcome
+		err error
+	)
+	switch a.Kind {
+	case reconcile.KindRemoveContainer:
+		o, err = d.removeContainer(ctx, a)
+	case reconcile.KindRemoveNetwork:
+		o, err = d.removeNetwork(ctx, a)
+	case reconcile.KindRemoveVolume:
+		o, err = d.removeVolume(ctx, a)
+	case reconcile.KindCreateNetwork:
+		o, err = d.createNetwork(ctx, a)
+	case reconcile.KindCreateVolume:
+		o, err = d.createVolume(ctx, a)
+	case reconcile.KindCreateContainer:
+		o, err = d.createContainer(ctx, a)
+	default:
+		return "", fmt.Errorf("unknown action kind %q", a.Kind)
+	}
+	if err != nil {
+		return o, fmt.Errorf("%s %s: %w", a.Kind, a.Target, err)
+	}
+	return o, nil
+}
+
+// owned reports whether labels say the object belongs to the action's
+// session generation.
+func owned(labels map[string]string, a reconcile.Action) bool {
+	return labels[observed.LabelManagedBy] == observed.ManagedByValue &&
+		labels[observed.LabelSession] == a.SessionID &&
+		labels[observed.LabelInstance] == a.Labels[observed.LabelInstance]
+}
+
+func notOwned(kind, name string, labels map[string]string) error {
+	who := "is not managed by podspawn"
+	if labels[observed.LabelManagedBy] == observed.ManagedByValue {
+		who = fmt.Sprintf("belongs to another session (user %q, project %q, session %q)", labels[observed.LabelUser], labels[observed.LabelProject], labels[observed.LabelSession])
+	}
+	return fmt.Errorf("%s %s already exists and %s; remove or rename it: %w", kind, name, who, ErrTerminal)
+}
+
+func (d *Docker) removeContainer(ctx context.Context, a reconcile.Action) (Outcome, error) {
+	ref := a.TargetID
+	if ref == "" {
+		ref = a.Target
+	}
+	err := d.API.ContainerRemove(ctx, ref, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if errdefs.IsNotFound(err) {
+		return Unchanged, nil
+	}
+	// A removal already in progress (another pass) finishes on its own.
+	if err != nil && strings.Contains(err.Error(), "is already in progress") {
+		return Unchanged, nil
+	}
+	return outcome(true, err)
+}
+
+func (d *Docker) removeNetwork(ctx context.Context, a reconcile.Action) (Outcome, error) {
+	ref := a.TargetID
+	if ref == "" {
+		ref = a.Target
+	}
+	err := d.API.NetworkRemove(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return Unchanged, nil
+	}
+	return outcome(true, err)
+}
+
+func (d *Docker) removeVolume(ctx context.Context, a reconcile.Action) (Outcome, error) {
+	err := d.API.VolumeRemove(ctx, a.Target, false)
+	if errdefs.IsNotFound(err) {
+		return Unchanged, nil
+	}
+	return outcome(true, err)
+}
+
+func (d *Docker) createNetwork(ctx context.Context, a reconcile.Action) (Outcome, error) {
+	_, err := d.API.NetworkCreate(ctx, a.Target, network.CreateOptions{Driver: "bridge", Labels: a.Labels})
+	if err == nil {
+		return Changed, nil
+	}
+	existing, ierr := d.API.NetworkInspect(ctx, a.Target, network.InspectOptions{})
+	if ierr != nil {
+		return "", err
+	}
+	if !owned(existing.Labels, a) {
+		return "", notOwned("network", a.Target, existing.Labels)
+	}
+	return Unchanged, nil
+}
+
+func (d *Docker) createVolume(ctx context.Context, a reconcile.Action) (Outcome, error) {
+	// Docker's volume create returns the existing volume instead of
+	// failing, so ownership is checked before creating.
+	existing, err := d.API.VolumeInspect(ctx, a.Target)
+	if err == nil {
+		if !owned(existing.Labels, a) {
+			return "", notOwned("volume", a.Target, existing.Labels)
+		}
+		return Unchanged, nil
+	}
+	if !errdefs.IsNotFound(err) {
+		return "", err
+	}
+	_, err = d.API.VolumeCreate(ctx, volume.CreateOptions{Name: a.Target, Labels: a.Labels})
+	return outcome(true, err)
+}
+
+func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outcome, error) {
+	spec := a.Container
+	if spec == nil {
+		return "", fmt.Errorf("create-container without a container spec: %w", ErrTerminal)
+	}
+	cfg, host, netCfg := containerConfig(a)
+	res := Changed
+	id := ""
+	created, err := d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
+	if errdefs.IsNotFound(err) {
+		if perr := d.pull(ctx, spec.Image); perr != nil {
+			return "", perr
+		}
+		created, err = d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
+	}
+	switch {
+	case err == nil:
+		id = created.ID
+	case errdefs.IsConflict(err):
+		existing, ierr := d.API.ContainerInspect(ctx, a.Target)
+		if ierr != nil {
+			return "", fmt.Errorf("%w (and inspecting the existing container failed: %v)", err, ierr)
+		}
+		if existing.Config == nil || !owned(existing.Config.Labels, a) {
+			var labels map[string]string
+			if existing.Config != nil {
+				labels = existing.Config.Labels
+			}
+			return "", notOwned("container", a.Target, labels)
+		}
+		id = existing.ID
+		res = Unchanged
+		if existing.State != nil && existing.State.Running {
+			return Unchanged, nil
+		}
+	default:
+		return "", err
+	}
+	if err := d.API.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return "", fmt.Errorf("starting: %w", err)
+	}
+	if spec.Role == observed.RoleSession && spec.User != "" {
+		if err := d.setupUser(ctx, id, spec.User, spec.Shell); err != nil {
+			return "", err
+		}
+	}
+	if res == Unchanged {
+		return Changed, nil // it was adopted but had to be started
+	}
+	return res, nil
+}
+
+func (d *Docker) pull(ctx context.Context, ref string) error {
+	rc, err := d.API.ImagePull(ctx, ref, image.PullOptions{})
+	if err != nil {
+		return fmt.Errorf("image %s is not available locally and could not be pulled (build it or pull it first): %w", ref, err)
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("pulling image %s: %w", ref, err)
+	}
+	if bytes.Contains(body, []byte(`"error"`)) {
+		return fmt.Errorf("image %s is not available locally and could not be pulled: %s", ref, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+func containerConfig(a reconcile.Action) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
+	s := a.Container
+	cfg := &container.Config{
+		Image: s.Image, Cmd: s.Cmd, Env: s.Env, Hostname: s.Hostname, Labels: a.Labels,
+		OpenStdin: s.Role == observed.RoleSession,
+	}
+	host := &container.HostConfig{
+		NetworkMode:    container.NetworkMode(s.Network),
+		CapDrop:        s.Security.CapDrop,
+		CapAdd:         s.Security.CapAdd,
+		ReadonlyRootfs: s.Security.ReadonlyRootfs,
+		Runtime:        s.Security.Runtime,
+		Init:           boolPtr(false),
+	}
+	if len(s.Security.Tmpfs) > 0 {
+		host.Tmpfs = s.Security.Tmpfs
+	}
+	if s.Security.NoNewPrivileges {
+		host.SecurityOpt = []string{"no-new-privileges:true"}
+	}
+	if s.Security.PidsLimit > 0 {
+		host.PidsLimit = &s.Security.PidsLimit
+	}
+	if s.CPUs > 0 {
+		host.NanoCPUs = int64(s.CPUs * 1e9)
+	}
+	if s.MemoryBytes > 0 {
+		host.Memory = s.MemoryBytes
+	}
+	for _, v := range s.Volumes {
+		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeVolume, Source: v.Name, Target: v.Target})
+	}
+	for _, m := range s.Mounts {
+		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target})
+	}
+	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+		s.Network: {Aliases: s.Aliases},
+	}}
+	return cfg, host, netCfg
+}
+
+func boolPtr(b bool) *bool { return &b }
+
+// userSetupScript creates the user in /etc/passwd and /etc/group with the
+// first free uid from 1000, and its home. It needs only a POSIX sh with
+// grep, cut and mkdir, so images without useradd work. Idempotent.
+const userSetupScript = `set -e
+u="$1"; sh_="$2"; home="/home/$u"
+if ! grep -q "^$u:" /etc/passwd; then
+  uid=1000
+  while cut -d: -f3 /etc/passwd | grep -qx "$uid"; do uid=$((uid+1)); done
+  gid=$uid
+  while cut -d: -f3 /etc/group 2>/dev/null | grep -qx "$gid"; do gid=$((gid+1)); done
+  echo "$u:x:$gid:" >> /etc/group
+  echo "$u:x:$uid:$gid:$u:$home:$sh_" >> /etc/passwd
+fi
+uid=$(grep "^$u:" /etc/passwd | cut -d: -f3)
+gid=$(grep "^$u:" /etc/passwd | cut -d: -f4)
+if [ ! -d "$home" ]; then mkdir -p "$home"; chown "$uid:$gid" "$home"; chmod 0750 "$home"; fi
+`
+
+func (d *Docker) setupUser(ctx context.Context, id, user, shell string) error {
+	code, out, err := Exec(ctx, d.API, id, []string{"sh", "-c", userSetupScript, "podspawn-setup", user, shell}, "root")
+	if err != nil {
+		return fmt.Errorf("setting up user %s in the container: %w", user, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("setting up user %s in the container: script exited %d: %s", user, code, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// Exec runs cmd in a container without a TTY and returns its exit code and
+// combined output.
+func Exec(ctx context.Context, api DockerAPI, id string, cmd []string, user string) (int, string, error) {
+	ex, err := api.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return -1, "", err
+	}
+	att, err := api.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return -1, "", err
+	}
+	defer att.Close()
+	var buf bytes.Buffer
+	if _, err := stdcopy.StdCopy(&buf, &buf, att.Reader); err != nil {
+		return -1, buf.String(), err
+	}
+	insp, err := api.ContainerExecInspect(ctx, ex.ID)
+	if err != nil {
+		return -1, buf.String(), err
+	}
+	return insp.ExitCode, buf.String(), nil
+}

@@ -1,0 +1,230 @@
+// Command podspawn gives every SSH user of a shared server their own
+// Docker container, and reconciles Docker with the session database.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/docker/docker/client"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/utils/clock"
+
+	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/controller"
+	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/observed/dockerobs"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// CLI lists every command. Each command is a struct in its own file with
+// a Run(*App) error method.
+type CLI struct {
+	Config    string `help:"Path of the config file." default:"/etc/podspawn/config.yaml" type:"path" env:"PODSPAWN_CONFIG"`
+	LogFormat string `help:"Log format on stderr: text or json." enum:"text,json" default:"text"`
+	Verbosity int    `help:"Log verbosity (repeat for more: -v, -vv)." short:"v" type:"counter"`
+
+	Cleanup CleanupCmd `cmd:"" help:"Reconcile Docker with the session database: expire grace periods and lifetimes, remove orphans."`
+	Version VersionCmd `cmd:"" help:"Print the podspawn version."`
+}
+
+// App carries what commands share, built lazily so that a command pays
+// only for what it uses (auth-keys never opens Docker).
+type App struct {
+	CLI    *CLI
+	Stdout io.Writer
+	Stderr io.Writer
+	Log    logr.Logger
+	Clock  clock.WithTicker
+
+	cfg    *config.Config
+	store  *sqlstore.Store
+	docker *client.Client
+}
+
+// ExitError ends the process with Code after printing Err (if any).
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Config loads the config once. A file that exists but is broken is an
+// error: no command acts on defaults when the real config failed.
+func (a *App) Config() (config.Config, error) {
+	if a.cfg == nil {
+		cfg, err := config.Load(a.CLI.Config)
+		if err != nil {
+			return config.Config{}, err
+		}
+		a.cfg = &cfg
+	}
+	return *a.cfg, nil
+}
+
+// Store opens the state database once.
+func (a *App) Store(ctx context.Context) (*sqlstore.Store, error) {
+	if a.store == nil {
+		cfg, err := a.Config()
+		if err != nil {
+			return nil, err
+		}
+		st, err := sqlstore.Open(ctx, cfg.State.DBPath)
+		if err != nil {
+			return nil, err
+		}
+		a.store = st
+	}
+	return a.store, nil
+}
+
+// Docker returns the Docker client.
+func (a *App) Docker() (*client.Client, error) {
+	if a.docker == nil {
+		c, err := dockerobs.NewClient()
+		if err != nil {
+			return nil, err
+		}
+		a.docker = c
+	}
+	return a.docker, nil
+}
+
+// ControllerOptions are the knobs commands may set.
+type ControllerOptions struct {
+	DryRun  bool
+	Workers int
+}
+
+// Controller builds a controller; with DryRun its executor only records.
+func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.Controller, error) {
+	cfg, err := a.Config()
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.Store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dc, err := a.Docker()
+	if err != nil {
+		return nil, err
+	}
+	var ex actions.Executor = &actions.Docker{API: dc, Store: st, Now: a.Clock.Now}
+	if o.DryRun {
+		ex = &actions.Recording{}
+	}
+	workers := o.Workers
+	if workers < 1 {
+		workers = 4
+	}
+	return &controller.Controller{
+		Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: dc, Executor: ex,
+		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration},
+		Clock:   a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: 30 * time.Second,
+	}, nil
+}
+
+// Close releases what the app opened.
+func (a *App) Close() {
+	if a.store != nil {
+		a.store.Close()
+	}
+	if a.docker != nil {
+		a.docker.Close()
+	}
+}
+
+func newLogger(format string, verbosity int, w io.Writer) logr.Logger {
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if format == "json" {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	} else {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	}
+	// logr V(n) is zap level -n.
+	core := zapcore.NewCore(enc, zapcore.AddSync(w), zap.NewAtomicLevelAt(zapcore.Level(-verbosity)))
+	return zapr.NewLogger(zap.New(core))
+}
+
+// run is main without os.Exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	var cli CLI
+	exited, exitCode := false, 0
+	parser, err := kong.New(&cli,
+		kong.Name("podspawn"),
+		kong.Description("Per-user Docker containers behind OpenSSH, with a reconciling cleanup controller."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exited, exitCode = true, code }),
+		kong.UsageOnError(),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if exited {
+		return exitCode
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		return 2
+	}
+	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: clock.RealClock{}}
+	defer app.Close()
+	if err := kctx.Run(app); err != nil {
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			if ee.Err != nil {
+				fmt.Fprintf(stderr, "Error: %v\n", ee.Err)
+			}
+			return ee.Code
+		}
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// signalContext is cancelled on SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// VersionCmd prints the version.
+type VersionCmd struct{}
+
+// Run prints the version.
+func (VersionCmd) Run(a *App) error {
+	fmt.Fprintln(a.Stdout, version)
+	return nil
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/podspawn/podspawn/controller"
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// PlanFormatVersion is bumped on any incompatible change of the JSON plan.
+const PlanFormatVersion = "1"
+
+func keyLabel(k desired.SessionKey) string {
+	if k == desired.Unattributed {
+		return "(unattributed)"
+	}
+	return k.String()
+}
+
+// renderPlanText prints one line per action with its reason and detail,
+// the skipped objects, and a summary line.
+func renderPlanText(w io.Writer, p reconcile.Plan) {
+	if p.Empty() {
+		fmt.Fprintln(w, "No changes. Docker matches the session database.")
+	} else {
+		fmt.Fprintf(w, "podspawn will perform the following actions (now %s):\n\n", p.Now.UTC().Format(time.RFC3339))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, a := range p.Actions {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s: %s\n", a.Kind, keyLabel(a.Key), a.Target, a.Reason, a.Detail)
+		}
+		tw.Flush()
+	}
+	if len(p.Skipped) > 0 {
+		fmt.Fprintln(w, "\nLeft alone:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, s := range p.Skipped {
+			fmt.Fprintf(tw, "  %s\t%s\t%s %s\t%s: %s\n", "skip", keyLabel(s.Key), s.ObjectKind, s.Target, s.Reason, s.Detail)
+		}
+		tw.Flush()
+	}
+	s := p.Summary()
+	fmt.Fprintf(w, "\nPlan: %d to create, %d to change, %d to remove. %d %s unchanged, %d skipped.\n",
+		s.Create, s.Change, s.Remove, s.Unchanged, plural(s.Unchanged, "session", "sessions"), s.Skipped)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+type jsonPlan struct {
+	FormatVersion string             `json:"format_version"`
+	Now           time.Time          `json:"now"`
+	Wake          *time.Time         `json:"wake,omitempty"`
+	Summary       reconcile.Summary  `json:"summary"`
+	Actions       []reconcile.Action `json:"actions"`
+	Skipped       []reconcile.Skip   `json:"skipped"`
+}
+
+func toJSONPlan(p reconcile.Plan) jsonPlan {
+	jp := jsonPlan{FormatVersion: PlanFormatVersion, Now: p.Now.UTC(), Summary: p.Summary(), Actions: p.Actions, Skipped: p.Skipped}
+	if jp.Actions == nil {
+		jp.Actions = []reconcile.Action{}
+	}
+	if jp.Skipped == nil {
+		jp.Skipped = []reconcile.Skip{}
+	}
+	if !p.Wake.IsZero() {
+		w := p.Wake.UTC()
+		jp.Wake = &w
+	}
+	return jp
+}
+
+func renderPlanJSON(w io.Writer, p reconcile.Plan) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(toJSONPlan(p))
+}
+
+// verbPast describes an executed action for the pass report.
+func verbPast(a reconcile.Action) string {
+	switch a.Kind {
+	case reconcile.KindRemoveContainer:
+		return "removed container " + a.Target
+	case reconcile.KindRemoveNetwork:
+		return "removed network " + a.Target
+	case reconcile.KindRemoveVolume:
+		return "removed volume " + a.Target
+	case reconcile.KindDeleteSession:
+		return "deleted session record " + keyLabel(a.Key)
+	case reconcile.KindMarkTerminating:
+		return "marked session " + keyLabel(a.Key) + " for removal"
+	case reconcile.KindCreateNetwork:
+		return "created network " + a.Target
+	case reconcile.KindCreateVolume:
+		return "created volume " + a.Target
+	case reconcile.KindCreateContainer:
+		return "created container " + a.Target
+	case reconcile.KindMarkRunning:
+		return "marked session " + keyLabel(a.Key) + " running"
+	case reconcile.KindStartGrace:
+		return "started grace period of " + keyLabel(a.Key)
+	case reconcile.KindCancelGrace:
+		return "cancelled grace period of " + keyLabel(a.Key)
+	case reconcile.KindReleaseLease:
+		return fmt.Sprintf("released dead connection %d of %s", a.LeaseID, keyLabel(a.Key))
+	}
+	return string(a.Kind) + " " + a.Target
+}
+
+// renderReportText prints what a pass did, one line per changed action,
+// then failures; it returns the counts.
+func renderReportText(w io.Writer, rep controller.Report) (created, changed, removed, failed int) {
+	for _, k := range rep.Keys {
+		for _, r := range k.Results {
+			if r.Err != nil || r.Outcome != "changed" {
+				continue
+			}
+			fmt.Fprintf(w, "%s (%s: %s)\n", verbPast(r.Action), r.Action.Reason, r.Action.Detail)
+			switch r.Action.Kind.Effect() {
+			case "create":
+				created++
+			case "remove":
+				removed++
+			default:
+				changed++
+			}
+		}
+		if k.Err != nil {
+			failed++
+		}
+	}
+	return
+}
+
+type jsonResult struct {
+	Action  reconcile.Action `json:"action"`
+	Outcome string           `json:"outcome"`
+	Error   string           `json:"error,omitempty"`
+}
+
+type jsonReport struct {
+	FormatVersion string       `json:"format_version"`
+	Plan          jsonPlan     `json:"plan"`
+	Results       []jsonResult `json:"results"`
+	Failed        []jsonFailed `json:"failed"`
+}
+
+type jsonFailed struct {
+	Key   desired.SessionKey `json:"key"`
+	Error string             `json:"error"`
+}
+
+func renderReportJSON(w io.Writer, rep controller.Report) error {
+	jr := jsonReport{FormatVersion: PlanFormatVersion, Plan: toJSONPlan(rep.Plan), Results: []jsonResult{}, Failed: []jsonFailed{}}
+	for _, r := range rep.Results() {
+		res := jsonResult{Action: r.Action, Outcome: string(r.Outcome)}
+		if r.Err != nil {
+			res.Error = r.Err.Error()
+		}
+		jr.Results = append(jr.Results, res)
+	}
+	for _, k := range rep.Failed() {
+		jr.Failed = append(jr.Failed, jsonFailed{Key: k.Key, Error: k.Err.Error()})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(jr)
+}
+
+// failureError summarises failed keys for stderr.
+func failureError(rep controller.Report) error {
+	failed := rep.Failed()
+	if len(failed) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s failed; the next pass retries them:", len(failed), plural(len(failed), "session", "sessions"))
+	for _, k := range failed {
+		fmt.Fprintf(&b, "\n  %s: %v", keyLabel(k.Key), k.Err)
+	}
+	return &ExitError{Code: 1, Err: fmt.Errorf("%s", b.String())}
+}

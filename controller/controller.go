@@ -1,0 +1,301 @@
+// Package controller drives reconciliation: it loads desired and observed
+// state, asks reconcile.Compute for a plan and executes it key by key
+// under the per-user lock. The same per-key function serves the one-shot
+// pass (cleanup, admin commands, spawn) and the daemon's work queue.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
+
+	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/keys"
+	"github.com/podspawn/podspawn/desired/lock"
+	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/observed/dockerobs"
+	"github.com/podspawn/podspawn/observed/proc"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// Controller holds the dependencies of a reconcile.
+type Controller struct {
+	Store    *sqlstore.Store
+	KeyDir   string
+	LockDir  string
+	Observer dockerobs.API
+	Executor actions.Executor
+	Options  reconcile.Options
+	Clock    clock.WithTicker
+	Log      logr.Logger
+	// Workers bounds how many keys are reconciled at once.
+	Workers int
+	// ReconcileTimeout bounds one key's reconcile.
+	ReconcileTimeout time.Duration
+	// LockTimeout bounds the wait for a user's lock.
+	LockTimeout time.Duration
+}
+
+func (c *Controller) workers() int {
+	if c.Workers < 1 {
+		return 1
+	}
+	return c.Workers
+}
+
+// LoadDesired reads the whole desired state, or fails as a whole.
+func (c *Controller) LoadDesired(ctx context.Context) (desired.State, error) {
+	sessions, err := c.Store.Load(ctx)
+	if err != nil {
+		return desired.State{}, err
+	}
+	users, err := keys.LoadUsers(c.KeyDir)
+	if err != nil {
+		return desired.State{}, err
+	}
+	return desired.State{InstanceID: c.Store.InstanceID(), Sessions: sessions, Users: users}, nil
+}
+
+// Observe lists every labelled Docker object (one call per kind) and
+// checks the lease processes of d.
+func (c *Controller) Observe(ctx context.Context, d desired.State) (observed.State, error) {
+	objs, err := dockerobs.List(ctx, c.Observer, "")
+	if err != nil {
+		return observed.State{}, err
+	}
+	return observed.State{Objects: objs, Alive: proc.Alive(leaseRefs(d))}, nil
+}
+
+func leaseRefs(d desired.State) []observed.ProcessRef {
+	var refs []observed.ProcessRef
+	for _, s := range d.Sessions {
+		for _, l := range s.Leases {
+			refs = append(refs, observed.ProcessRef{PID: l.PID, Start: l.PIDStart})
+		}
+	}
+	return refs
+}
+
+// Plan computes the full plan at the current time.
+func (c *Controller) Plan(ctx context.Context) (reconcile.Plan, error) {
+	d, err := c.LoadDesired(ctx)
+	if err != nil {
+		return reconcile.Plan{}, err
+	}
+	o, err := c.Observe(ctx, d)
+	if err != nil {
+		return reconcile.Plan{}, err
+	}
+	return reconcile.Compute(d, o, c.Clock.Now(), c.Options), nil
+}
+
+// PlanKeys computes the plan restricted to keys, from fresh per-key state.
+func (c *Controller) PlanKeys(ctx context.Context, ks []desired.SessionKey) (reconcile.Plan, error) {
+	var merged reconcile.Plan
+	merged.Now = c.Clock.Now()
+	merged.WakeByKey = map[desired.SessionKey]time.Time{}
+	for _, k := range ks {
+		p, err := c.planKey(ctx, k, merged.Now)
+		if err != nil {
+			return reconcile.Plan{}, err
+		}
+		merged.Actions = append(merged.Actions, p.Actions...)
+		merged.Skipped = append(merged.Skipped, p.Skipped...)
+		merged.Unchanged += p.Unchanged
+		for key, w := range p.WakeByKey {
+			merged.WakeByKey[key] = w
+		}
+		if !p.Wake.IsZero() && (merged.Wake.IsZero() || p.Wake.Before(merged.Wake)) {
+			merged.Wake = p.Wake
+		}
+	}
+	return merged, nil
+}
+
+// planKey loads one key's desired and observed state and computes its plan.
+func (c *Controller) planKey(ctx context.Context, k desired.SessionKey, now time.Time) (reconcile.Plan, error) {
+	d := desired.State{InstanceID: c.Store.InstanceID(), Sessions: map[desired.SessionKey]*desired.Session{}}
+	sess, err := c.Store.LoadKey(ctx, k)
+	if err != nil {
+		return reconcile.Plan{}, err
+	}
+	if sess != nil {
+		d.Sessions[k] = sess
+	}
+	if d.Users, err = keys.LoadUsers(c.KeyDir); err != nil {
+		return reconcile.Plan{}, err
+	}
+	var objs []observed.Object
+	if k == desired.Unattributed {
+		all, err := dockerobs.List(ctx, c.Observer, "")
+		if err != nil {
+			return reconcile.Plan{}, err
+		}
+		for _, o := range all {
+			if key, _ := o.Key(); key == k {
+				objs = append(objs, o)
+			}
+		}
+	} else if objs, err = dockerobs.ListKey(ctx, c.Observer, k); err != nil {
+		return reconcile.Plan{}, err
+	}
+	o := observed.State{Objects: objs, Alive: proc.Alive(leaseRefs(d))}
+	return reconcile.Compute(d, o, now, c.Options), nil
+}
+
+// Result is what happened to one action.
+type Result struct {
+	Action  reconcile.Action
+	Outcome actions.Outcome
+	Err     error
+}
+
+// KeyReport is the outcome of reconciling one key.
+type KeyReport struct {
+	Key     desired.SessionKey
+	Plan    reconcile.Plan
+	Results []Result
+	Err     error
+}
+
+// lockName maps a key to its per-user lock. Unattributed objects share one.
+func lockName(k desired.SessionKey) string {
+	if k == desired.Unattributed {
+		return "_unattributed"
+	}
+	return k.User
+}
+
+// ReconcileKey reconciles one key: it takes the user's lock (unless the
+// caller holds it), recomputes the key's plan from fresh state (so a
+// reconnect that happened since any earlier plan wins) and executes it in
+// order, stopping at the first failure so a row is never deleted before
+// Docker agreed.
+func (c *Controller) ReconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool) (rep KeyReport) {
+	rep.Key = k
+	defer func() {
+		if r := recover(); r != nil {
+			rep.Err = fmt.Errorf("panic while reconciling %s: %v\n%s", k, r, debug.Stack())
+		}
+	}()
+	if c.ReconcileTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.ReconcileTimeout)
+		defer cancel()
+	}
+	if !lockHeld {
+		lctx := ctx
+		if c.LockTimeout > 0 {
+			var cancel context.CancelFunc
+			lctx, cancel = context.WithTimeout(ctx, c.LockTimeout)
+			defer cancel()
+		}
+		l, err := lock.Acquire(lctx, c.LockDir, lockName(k))
+		if err != nil {
+			rep.Err = err
+			return rep
+		}
+		defer l.Unlock()
+	}
+	plan, err := c.planKey(ctx, k, c.Clock.Now())
+	if err != nil {
+		rep.Err = err
+		return rep
+	}
+	rep.Plan = plan
+	log := c.Log.WithValues("user", k.User, "project", k.Project)
+	for _, a := range plan.Actions {
+		_, dry := c.Executor.(*actions.Recording)
+		if !dry {
+			log.Info(actionMessage(a.Kind), "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
+		}
+		o, err := c.Executor.Execute(ctx, a)
+		rep.Results = append(rep.Results, Result{Action: a, Outcome: o, Err: err})
+		if err != nil {
+			rep.Err = err
+			return rep
+		}
+	}
+	return rep
+}
+
+func actionMessage(k reconcile.Kind) string {
+	switch k.Effect() {
+	case "create":
+		return "Creating object"
+	case "remove":
+		return "Removing object"
+	}
+	return "Updating session"
+}
+
+// Report is the outcome of a pass.
+type Report struct {
+	// Plan is the plan the pass started from.
+	Plan reconcile.Plan
+	Keys []KeyReport
+}
+
+// Failed returns the key reports that ended in an error.
+func (r Report) Failed() []KeyReport {
+	var out []KeyReport
+	for _, k := range r.Keys {
+		if k.Err != nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Results flattens every action result in key order.
+func (r Report) Results() []Result {
+	var out []Result
+	for _, k := range r.Keys {
+		out = append(out, k.Results...)
+	}
+	return out
+}
+
+// ErrLoad wraps failures to load state: nothing was planned or done.
+var ErrLoad = errors.New("loading state")
+
+// ReconcileOnce runs one pass. With no keys it plans everything and
+// reconciles the keys that have work; with keys, only those. Keys are
+// reconciled concurrently, at most Workers at a time.
+func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey) (Report, error) {
+	var (
+		plan reconcile.Plan
+		err  error
+	)
+	if len(ks) == 0 {
+		plan, err = c.Plan(ctx)
+		ks = plan.Keys()
+	} else {
+		plan, err = c.PlanKeys(ctx, ks)
+	}
+	if err != nil {
+		return Report{}, fmt.Errorf("%w: %w", ErrLoad, err)
+	}
+	rep := Report{Plan: plan, Keys: make([]KeyReport, len(ks))}
+	sem := make(chan struct{}, c.workers())
+	var wg sync.WaitGroup
+	for i, k := range ks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			rep.Keys[i] = c.ReconcileKey(ctx, k, false)
+		}()
+	}
+	wg.Wait()
+	return rep, nil
+}

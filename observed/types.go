@@ -1,0 +1,100 @@
+// Package observed holds the types of what exists: the Docker containers,
+// networks and volumes that carry podspawn's labels, and whether the
+// processes behind connection leases are alive. Loaders live in
+// sub-packages (dockerobs, proc) so reconcile never imports Docker.
+package observed
+
+import (
+	"time"
+
+	"github.com/podspawn/podspawn/desired"
+)
+
+// Labels podspawn puts on every object it creates.
+const (
+	LabelManagedBy = "managed-by"
+	ManagedByValue = "podspawn"
+	LabelUser      = "podspawn.user"
+	LabelProject   = "podspawn.project"
+	LabelSession   = "podspawn.session"
+	LabelRole      = "podspawn.role"
+	LabelInstance  = "podspawn.instance"
+	LabelService   = "podspawn.service"
+	// LabelKeep protects an object from removal (operators set it by hand).
+	LabelKeep = "podspawn.keep"
+)
+
+// Roles of containers and volumes.
+const (
+	RoleSession = "session"
+	RoleService = "service"
+)
+
+// Kind of a Docker object.
+type Kind string
+
+const (
+	KindContainer Kind = "container"
+	KindNetwork   Kind = "network"
+	KindVolume    Kind = "volume"
+)
+
+// Object is one labelled Docker object.
+type Object struct {
+	Kind    Kind
+	ID      string
+	Name    string
+	Created time.Time
+	// Running is meaningful for containers only.
+	Running bool
+	State   string
+	Labels  map[string]string
+}
+
+// Key returns the session key from the labels, and whether the user label
+// was present and valid.
+func (o Object) Key() (desired.SessionKey, bool) {
+	u := o.Labels[LabelUser]
+	if desired.ValidateUserName(u) != nil {
+		return desired.Unattributed, false
+	}
+	p := o.Labels[LabelProject]
+	if p != "" && desired.ValidateProjectName(p) != nil {
+		return desired.Unattributed, false
+	}
+	return desired.SessionKey{User: u, Project: p}, true
+}
+
+// SessionID is the generation label ("" when absent).
+func (o Object) SessionID() string { return o.Labels[LabelSession] }
+
+// Instance is the state-database id label ("" when absent).
+func (o Object) Instance() string { return o.Labels[LabelInstance] }
+
+// Role is the role label.
+func (o Object) Role() string { return o.Labels[LabelRole] }
+
+// ProcessRef identifies a process across PID reuse.
+type ProcessRef struct {
+	PID   int
+	Start uint64
+}
+
+// State is one observation. Complete is false for a per-key observation.
+type State struct {
+	Objects []Object
+	// Alive says, for every lease process that was checked, whether it
+	// still runs. A process missing from the map was not checked and is
+	// treated as alive (never release a lease on missing information).
+	Alive map[ProcessRef]bool
+}
+
+// ByKey groups objects by the session key their labels name.
+func (s State) ByKey() map[desired.SessionKey][]Object {
+	m := map[desired.SessionKey][]Object{}
+	for _, o := range s.Objects {
+		k, _ := o.Key()
+		m[k] = append(m[k], o)
+	}
+	return m
+}

@@ -1,0 +1,190 @@
+// Package reconcile is the pure diff between desired and observed state.
+// Compute takes both snapshots and the current time and returns a Plan: an
+// ordered list of actions, each with a reason for humans. It does no I/O,
+// reads no clock and logs nothing, so it can be tested at exact instants
+// and a dry run shows exactly what a real pass would do.
+package reconcile
+
+import (
+	"time"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/observed"
+)
+
+// Kind is what an action does. The executor branches on Kind only.
+type Kind string
+
+const (
+	KindReleaseLease    Kind = "release-lease"
+	KindCancelGrace     Kind = "cancel-grace"
+	KindStartGrace      Kind = "start-grace"
+	KindMarkTerminating Kind = "mark-terminating"
+	KindCreateNetwork   Kind = "create-network"
+	KindCreateVolume    Kind = "create-volume"
+	KindCreateContainer Kind = "create-container"
+	KindMarkRunning     Kind = "mark-running"
+	KindRemoveContainer Kind = "remove-container"
+	KindRemoveNetwork   Kind = "remove-network"
+	KindRemoveVolume    Kind = "remove-volume"
+	KindDeleteSession   Kind = "delete-session"
+)
+
+// Reason says why an action is planned. It is for humans and logs only:
+// the executor must never branch on it.
+type Reason string
+
+const (
+	ReasonLeaseDead         Reason = "lease-dead"
+	ReasonReconnected       Reason = "reconnected"
+	ReasonDisconnected      Reason = "disconnected"
+	ReasonGraceExpired      Reason = "grace-expired"
+	ReasonLifetimeExceeded  Reason = "lifetime-exceeded"
+	ReasonUserRemoved       Reason = "user-removed"
+	ReasonUserRequested     Reason = "user-requested"
+	ReasonProjectRemoved    Reason = "project-removed"
+	ReasonContainerGone     Reason = "container-gone"
+	ReasonCreationAbandoned Reason = "creation-abandoned"
+	ReasonOrphan            Reason = "orphan-no-session"
+	ReasonStaleGeneration   Reason = "stale-generation"
+	ReasonSessionCreating   Reason = "session-creating"
+	ReasonServiceMissing    Reason = "service-missing"
+	// Skip reasons.
+	ReasonForeignInstance   Reason = "foreign-instance"
+	ReasonProtected         Reason = "protected"
+	ReasonOrphanTooYoung    Reason = "orphan-too-young"
+	ReasonContainerDownBusy Reason = "container-down-with-connections"
+)
+
+// Action is one step. Target names the object (container, network or
+// volume name, or the session for database steps); TargetID pins the exact
+// Docker object seen when planning, so a same-named replacement is never
+// removed by mistake.
+type Action struct {
+	Kind      Kind               `json:"kind"`
+	Key       desired.SessionKey `json:"key"`
+	Target    string             `json:"target"`
+	TargetID  string             `json:"target_id,omitempty"`
+	SessionID string             `json:"session_id,omitempty"`
+	Reason    Reason             `json:"reason"`
+	Detail    string             `json:"detail"`
+	LeaseID   int64              `json:"lease_id,omitempty"`
+	// At is the grace expiry for start-grace.
+	At time.Time `json:"at,omitempty"`
+	// Labels are the labels of an object to create.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Container is the spec of a container to create.
+	Container *ContainerSpec `json:"container,omitempty"`
+}
+
+// ContainerSpec is what create-container creates.
+type ContainerSpec struct {
+	Role        string                `json:"role"`
+	Image       string                `json:"image"`
+	Cmd         []string              `json:"cmd,omitempty"`
+	Env         []string              `json:"env,omitempty"`
+	Hostname    string                `json:"hostname,omitempty"`
+	Network     string                `json:"network"`
+	Aliases     []string              `json:"aliases,omitempty"`
+	CPUs        float64               `json:"cpus,omitempty"`
+	MemoryBytes int64                 `json:"memory_bytes,omitempty"`
+	Security    desired.Security      `json:"security"`
+	Volumes     []desired.VolumeMount `json:"volumes,omitempty"`
+	Mounts      []desired.Mount       `json:"mounts,omitempty"`
+	// User and Shell describe the account to set up inside a session
+	// container (home /home/<user>), without needing useradd in the image.
+	User  string `json:"user,omitempty"`
+	Shell string `json:"shell,omitempty"`
+}
+
+// Skip is an object the plan deliberately leaves alone, with why.
+type Skip struct {
+	Key        desired.SessionKey `json:"key"`
+	ObjectKind observed.Kind      `json:"object_kind"`
+	Target     string             `json:"target"`
+	Reason     Reason             `json:"reason"`
+	Detail     string             `json:"detail"`
+}
+
+// Plan is the result of Compute.
+type Plan struct {
+	Now     time.Time `json:"now"`
+	Actions []Action  `json:"actions"`
+	Skipped []Skip    `json:"skipped"`
+	// Wake is the earliest future deadline (zero if none): the daemon sleeps
+	// until then instead of polling.
+	Wake time.Time `json:"wake,omitempty"`
+	// WakeByKey is each key's earliest future deadline.
+	WakeByKey map[desired.SessionKey]time.Time `json:"-"`
+	// Unchanged counts desired sessions that need nothing.
+	Unchanged int `json:"unchanged"`
+}
+
+// Empty reports whether the plan has nothing to do.
+func (p Plan) Empty() bool { return len(p.Actions) == 0 }
+
+// Keys returns the keys that have actions, in plan order.
+func (p Plan) Keys() []desired.SessionKey {
+	var keys []desired.SessionKey
+	seen := map[desired.SessionKey]bool{}
+	for _, a := range p.Actions {
+		if !seen[a.Key] {
+			seen[a.Key] = true
+			keys = append(keys, a.Key)
+		}
+	}
+	return keys
+}
+
+// ForKey returns the actions of one key, in order.
+func (p Plan) ForKey(k desired.SessionKey) []Action {
+	var out []Action
+	for _, a := range p.Actions {
+		if a.Key == k {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Summary counts actions by effect.
+type Summary struct {
+	Create    int `json:"create"`
+	Change    int `json:"change"`
+	Remove    int `json:"remove"`
+	Unchanged int `json:"unchanged"`
+	Skipped   int `json:"skipped"`
+}
+
+// Effect groups a kind into create, change or remove.
+func (k Kind) Effect() string {
+	switch k {
+	case KindCreateNetwork, KindCreateVolume, KindCreateContainer:
+		return "create"
+	case KindRemoveContainer, KindRemoveNetwork, KindRemoveVolume, KindDeleteSession:
+		return "remove"
+	}
+	return "change"
+}
+
+// Summary returns the counts for "Plan: ..." lines and logs.
+func (p Plan) Summary() Summary {
+	s := Summary{Unchanged: p.Unchanged, Skipped: len(p.Skipped)}
+	for _, a := range p.Actions {
+		switch a.Kind.Effect() {
+		case "create":
+			s.Create++
+		case "remove":
+			s.Remove++
+		default:
+			s.Change++
+		}
+	}
+	return s
+}
+
+// LogValues returns the summary as logr key/value pairs.
+func (p Plan) LogValues() []any {
+	s := p.Summary()
+	return []any{"create", s.Create, "change", s.Change, "remove", s.Remove, "unchanged", s.Unchanged, "skip", s.Skipped}
+}

@@ -110,6 +110,15 @@ type SSH struct {
 	AllowAgentForwarding bool `yaml:"allow_agent_forwarding"`
 	// SFTPServer is the sftp-server binary inside session containers.
 	SFTPServer string `yaml:"sftp_server"`
+	// UseSudo makes the forced command "sudo -n <podspawn> spawn": users
+	// need no Docker or database access; root-owned spawn trusts SUDO_USER.
+	UseSudo bool `yaml:"use_sudo"`
+	// Group is the host group of podspawn users (the sudoers rule names it).
+	Group string `yaml:"group"`
+	// AuthKeysUser is the unprivileged account sshd runs auth-keys as.
+	AuthKeysUser string `yaml:"auth_keys_user"`
+	// SSHDConfig is the sshd_config that server-setup edits and doctor reads.
+	SSHDConfig string `yaml:"sshd_config"`
 }
 
 type Update struct {
@@ -145,9 +154,10 @@ func Defaults() Config {
 			PidsLimit:       256,
 			Tmpfs:           map[string]string{},
 		},
-		Resources:    Resources{MaxPerUser: 3},
-		Cleanup:      Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}},
-		SSH:          SSH{SFTPServer: "/usr/lib/openssh/sftp-server"},
+		Resources: Resources{MaxPerUser: 3},
+		Cleanup:   Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}},
+		SSH: SSH{SFTPServer: "/usr/lib/openssh/sftp-server", UseSudo: true, Group: "podspawn",
+			AuthKeysUser: "podspawn-auth", SSHDConfig: "/etc/ssh/sshd_config"},
 		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
 		ProjectsFile: "/etc/podspawn/projects.yaml",
 	}

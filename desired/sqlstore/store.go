@@ -88,22 +88,22 @@ func IsBusy(err error) bool {
 }
 
 type sessionRow struct {
-	User            string         `db:"user"`
-	Project         string         `db:"project"`
-	ID              string         `db:"id"`
-	Mode            string         `db:"mode"`
-	Status          string         `db:"status"`
-	CreatedAt       int64          `db:"created_at"`
-	MaxLifetimeAt   int64          `db:"max_lifetime_at"`
-	GracePeriodNS   int64          `db:"grace_period_ns"`
-	GraceExpiry     sql.NullInt64  `db:"grace_expiry"`
-	TerminateReason string         `db:"terminate_reason"`
-	Image           string         `db:"image"`
-	ContainerName   string         `db:"container_name"`
-	NetworkName     string         `db:"network_name"`
-	ServiceNames    string         `db:"service_names"`
-	Spec            string         `db:"spec"`
-	UpdatedAt       int64          `db:"updated_at"`
+	User            string        `db:"user"`
+	Project         string        `db:"project"`
+	ID              string        `db:"id"`
+	Mode            string        `db:"mode"`
+	Status          string        `db:"status"`
+	CreatedAt       int64         `db:"created_at"`
+	MaxLifetimeAt   int64         `db:"max_lifetime_at"`
+	GracePeriodNS   int64         `db:"grace_period_ns"`
+	GraceExpiry     sql.NullInt64 `db:"grace_expiry"`
+	TerminateReason string        `db:"terminate_reason"`
+	Image           string        `db:"image"`
+	ContainerName   string        `db:"container_name"`
+	NetworkName     string        `db:"network_name"`
+	ServiceNames    string        `db:"service_names"`
+	Spec            string        `db:"spec"`
+	UpdatedAt       int64         `db:"updated_at"`
 }
 
 type leaseRow struct {

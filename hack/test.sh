@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command of the README and of CI: prepares the machine (packages,
+# dockerd, the busybox test image), runs the static checks, then every test,
+# including the end-to-end tests against the real Docker daemon and sshd.
+set -o errexit -o nounset -o pipefail
+SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${SCRIPT_ROOT}"
+
+bash hack/ci-setup.sh
+bash hack/verify.sh
+# -p 1: the end-to-end packages share one Docker daemon and one sshd
+# setup; running them one package at a time keeps them from racing.
+go test -count=1 -p 1 -timeout 75m "$@" ./...

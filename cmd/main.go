@@ -38,8 +38,11 @@ type CLI struct {
 	LogFormat string `help:"Log format on stderr: text or json." enum:"text,json" default:"text"`
 	Verbosity int    `help:"Log verbosity (repeat for more: -v, -vv)." short:"v" type:"counter"`
 
-	Cleanup CleanupCmd `cmd:"" help:"Reconcile Docker with the session database: expire grace periods and lifetimes, remove orphans."`
-	Version VersionCmd `cmd:"" help:"Print the podspawn version."`
+	Cleanup       CleanupCmd       `cmd:"" help:"Reconcile Docker with the session database: expire grace periods and lifetimes, remove orphans."`
+	AddProject    AddProjectCmd    `cmd:"" name:"add-project" help:"Register a project: clone it, build its Podfile image."`
+	UpdateProject UpdateProjectCmd `cmd:"" name:"update-project" help:"Pull a project and rebuild its image if the Podfile changed."`
+	RemoveProject RemoveProjectCmd `cmd:"" name:"remove-project" help:"Deregister a project and remove its clone (the image is kept)."`
+	Version       VersionCmd       `cmd:"" help:"Print the podspawn version."`
 }
 
 // App carries what commands share, built lazily so that a command pays

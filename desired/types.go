@@ -160,6 +160,10 @@ type Spec struct {
 	Services      []Service         `json:"services,omitempty"`
 	Mounts        []Mount           `json:"mounts,omitempty"`
 	ExtraLabels   map[string]string `json:"extra_labels,omitempty"`
+	// OnCreate runs once per container generation, OnStart on every
+	// connection; both as the user, with sh -c (from a project's Podfile).
+	OnCreate string `json:"on_create,omitempty"`
+	OnStart  string `json:"on_start,omitempty"`
 }
 
 // Security mirrors the security section of the config.

@@ -1,0 +1,75 @@
+package actions
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+)
+
+// ImageAPI is the part of the Docker client that image builds use.
+type ImageAPI interface {
+	ImageBuild(ctx context.Context, buildContext io.Reader, options build.ImageBuildOptions) (build.ImageBuildResponse, error)
+	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (image.InspectResponse, error)
+}
+
+// ImageExists reports whether ref is present locally.
+func ImageExists(ctx context.Context, api ImageAPI, ref string) (bool, error) {
+	_, err := api.ImageInspect(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// BuildImage builds tag from a Dockerfile alone (no other context), with
+// the classic builder, which works without network access when the base
+// image is local. The build output is returned for error messages.
+func BuildImage(ctx context.Context, api ImageAPI, tag, dockerfile string) (string, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: "Dockerfile", Mode: 0o644, Size: int64(len(dockerfile))}); err != nil {
+		return "", err
+	}
+	if _, err := tw.Write([]byte(dockerfile)); err != nil {
+		return "", err
+	}
+	if err := tw.Close(); err != nil {
+		return "", err
+	}
+	resp, err := api.ImageBuild(ctx, &buf, build.ImageBuildOptions{
+		Tags: []string{tag}, Dockerfile: "Dockerfile", Remove: true, ForceRemove: true, Version: build.BuilderV1,
+	})
+	if err != nil {
+		return "", fmt.Errorf("building image %s: %w", tag, err)
+	}
+	defer resp.Body.Close()
+	var out strings.Builder
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var msg struct {
+			Stream string `json:"stream"`
+			Error  string `json:"error"`
+		}
+		if err := dec.Decode(&msg); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return out.String(), fmt.Errorf("building image %s: reading build output: %w", tag, err)
+		}
+		out.WriteString(msg.Stream)
+		if msg.Error != "" {
+			return out.String(), fmt.Errorf("building image %s: %s", tag, strings.TrimSpace(msg.Error))
+		}
+	}
+	return out.String(), nil
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/lock"
+	"github.com/podspawn/podspawn/desired/projects"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// AddProjectCmd registers a project from a git repository.
+type AddProjectCmd struct {
+	Name   string `arg:"" help:"Project name ([a-z][a-z0-9_-]{0,63})."`
+	Repo   string `help:"Repository URL (anything git clone accepts, including a local path)." required:""`
+	Branch string `help:"Branch to clone (default: the repository's default branch)."`
+}
+
+// UpdateProjectCmd pulls a project and rebuilds its image if the Podfile changed.
+type UpdateProjectCmd struct {
+	Name string `arg:"" help:"Project name."`
+}
+
+// RemoveProjectCmd deregisters a project and removes its clone.
+type RemoveProjectCmd struct {
+	Name   string `arg:"" help:"Project name."`
+	Force  bool   `help:"Also destroy the live sessions of the project (without it, live sessions make the command fail)."`
+	DryRun bool   `help:"Print what would be done and change nothing."`
+}
+
+// projectsLock serialises edits of the registry.
+func projectsLock(ctx context.Context, cfg config.Config) (*lock.Lock, error) {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return lock.Acquire(lctx, cfg.State.LockDir, "_projects")
+}
+
+func git(ctx context.Context, dir string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("git %s: %v: %s", args[0], err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// buildProject reads the Podfile in dir and builds its image if missing.
+func (a *App) buildProject(ctx context.Context, name, dir string) (*projects.Podfile, string, error) {
+	pfPath, err := projects.Find(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	pf, err := projects.ReadPodfile(pfPath)
+	if err != nil {
+		return nil, "", err
+	}
+	dc, err := a.Docker()
+	if err != nil {
+		return nil, "", err
+	}
+	tag := pf.Tag(name)
+	exists, err := actions.ImageExists(ctx, dc, tag)
+	if err != nil {
+		return nil, "", fmt.Errorf("checking image %s: %w", tag, err)
+	}
+	if !exists {
+		if out, err := actions.BuildImage(ctx, dc, tag, pf.Dockerfile(name)); err != nil {
+			if strings.TrimSpace(out) != "" {
+				a.Log.Info("Image build output", "image", tag, "output", out)
+			}
+			return nil, "", err
+		}
+	}
+	return pf, pfPath, nil
+}
+
+// Run clones into a temporary directory and moves it into place only
+// after the Podfile parsed and the image built, so any failure leaves
+// neither a clone nor a registration behind.
+func (c *AddProjectCmd) Run(a *App) error {
+	if err := desired.ValidateProjectName(c.Name); err != nil {
+		return err
+	}
+	cfg, err := a.Config()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancelT()
+	l, err := projectsLock(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	reg, err := projects.Load(cfg.ProjectsFile)
+	if err != nil {
+		return err
+	}
+	if _, ok := reg[c.Name]; ok {
+		return fmt.Errorf("project %q already registered; use update-project to rebuild it", c.Name)
+	}
+	final := filepath.Join(cfg.State.ProjectsDir, c.Name)
+	if _, err := os.Stat(final); err == nil {
+		return fmt.Errorf("%s already exists but project %q is not registered; remove the directory or choose another name", final, c.Name)
+	}
+	if err := os.MkdirAll(cfg.State.ProjectsDir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(cfg.State.ProjectsDir, ".clone-"+c.Name+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	args := []string{"clone", "--quiet", "--single-branch"}
+	if c.Branch != "" {
+		args = append(args, "--branch", c.Branch)
+	}
+	args = append(args, "--", c.Repo, tmp)
+	if err := git(ctx, cfg.State.ProjectsDir, args...); err != nil {
+		return fmt.Errorf("cloning %s: %w", c.Repo, err)
+	}
+	pf, pfPath, err := a.buildProject(ctx, c.Name, tmp)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return fmt.Errorf("moving the clone into %s: %w", final, err)
+	}
+	rel, _ := filepath.Rel(tmp, pfPath)
+	reg[c.Name] = projects.Project{Repo: c.Repo, Branch: c.Branch, LocalPath: final, ImageTag: pf.Tag(c.Name), PodfilePath: rel}
+	if err := reg.Save(cfg.ProjectsFile); err != nil {
+		os.RemoveAll(final)
+		return fmt.Errorf("saving %s: %w", cfg.ProjectsFile, err)
+	}
+	fmt.Fprintf(a.Stdout, "project %s registered, image: %s\n", c.Name, pf.Tag(c.Name))
+	return nil
+}
+
+// Run pulls and rebuilds only when the Podfile changed. Running sessions
+// keep their image until they are recreated.
+func (c *UpdateProjectCmd) Run(a *App) error {
+	if err := desired.ValidateProjectName(c.Name); err != nil {
+		return err
+	}
+	cfg, err := a.Config()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancelT()
+	l, err := projectsLock(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	reg, err := projects.Load(cfg.ProjectsFile)
+	if err != nil {
+		return err
+	}
+	p, ok := reg[c.Name]
+	if !ok {
+		return fmt.Errorf("project %q is not registered; use add-project first", c.Name)
+	}
+	if err := git(ctx, p.LocalPath, "pull", "--quiet", "--ff-only"); err != nil {
+		return fmt.Errorf("updating %s: %w", p.LocalPath, err)
+	}
+	pf, pfPath, err := a.buildProject(ctx, c.Name, p.LocalPath)
+	if err != nil {
+		return err
+	}
+	tag := pf.Tag(c.Name)
+	if tag == p.ImageTag {
+		fmt.Fprintf(a.Stdout, "project %s: podfile unchanged, skipping rebuild\n", c.Name)
+		return nil
+	}
+	p.ImageTag = tag
+	p.PodfilePath, _ = filepath.Rel(p.LocalPath, pfPath)
+	reg[c.Name] = p
+	if err := reg.Save(cfg.ProjectsFile); err != nil {
+		return fmt.Errorf("saving %s: %w", cfg.ProjectsFile, err)
+	}
+	fmt.Fprintf(a.Stdout, "project %s rebuilt, image: %s\n", c.Name, tag)
+	return nil
+}
+
+// Run deregisters first (so no new session uses a half-removed project),
+// then removes the clone. Live sessions of the project make it fail unless
+// --force, which tears them down (reason project-removed).
+func (c *RemoveProjectCmd) Run(a *App) error {
+	if err := desired.ValidateProjectName(c.Name); err != nil {
+		return err
+	}
+	cfg, err := a.Config()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	l, err := projectsLock(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	reg, err := projects.Load(cfg.ProjectsFile)
+	if err != nil {
+		return err
+	}
+	p, ok := reg[c.Name]
+	if !ok {
+		return fmt.Errorf("project %q is not registered (see %s)", c.Name, cfg.ProjectsFile)
+	}
+	st, err := a.Store(ctx)
+	if err != nil {
+		return err
+	}
+	all, err := st.Load(ctx)
+	if err != nil {
+		return err
+	}
+	var live []desired.SessionKey
+	for k := range all {
+		if k.Project == c.Name {
+			live = append(live, k)
+		}
+	}
+	if len(live) > 0 && !c.Force {
+		return fmt.Errorf("project %s has %d live session(s); stop them first or use --force to destroy them", c.Name, len(live))
+	}
+	if c.DryRun {
+		fmt.Fprintf(a.Stdout, "would deregister project %s and remove %s\n", c.Name, p.LocalPath)
+		if len(live) > 0 {
+			fmt.Fprintf(a.Stdout, "would destroy %d session(s): %s\n", len(live), keyList(live))
+		}
+		return nil
+	}
+	delete(reg, c.Name)
+	if err := reg.Save(cfg.ProjectsFile); err != nil {
+		return fmt.Errorf("saving %s: %w", cfg.ProjectsFile, err)
+	}
+	var failed error
+	if len(live) > 0 {
+		project := c.Name
+		if _, err := st.MarkTerminatingWhere(ctx, "", &project, string(reconcile.ReasonProjectRemoved), a.Clock.Now()); err != nil {
+			return err
+		}
+		ctrl, err := a.Controller(ctx, ControllerOptions{})
+		if err != nil {
+			return err
+		}
+		rep, err := ctrl.ReconcileOnce(ctx, live...)
+		if err != nil {
+			return err
+		}
+		for _, k := range rep.Keys {
+			if k.Err == nil {
+				fmt.Fprintf(a.Stdout, "Destroyed session: %s (container %s)\n", k.Key, desired.ContainerName(k.Key))
+			}
+		}
+		failed = failureError(rep)
+	}
+	if p.LocalPath != "" && strings.HasPrefix(filepath.Clean(p.LocalPath), filepath.Clean(cfg.State.ProjectsDir)+string(filepath.Separator)) {
+		if err := os.RemoveAll(p.LocalPath); err != nil {
+			fmt.Fprintf(a.Stderr, "warning: could not remove %s: %v\n", p.LocalPath, err)
+		}
+	}
+	fmt.Fprintf(a.Stdout, "removed project %s\n", c.Name)
+	if p.ImageTag != "" {
+		fmt.Fprintf(a.Stdout, "note: image %s still exists; run 'docker rmi ...' to remove it\n", p.ImageTag)
+	}
+	return failed
+}
+
+func keyList(ks []desired.SessionKey) string {
+	s := make([]string, len(ks))
+	for i, k := range ks {
+		s[i] = k.String()
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,256 @@
+package projects
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/config"
+)
+
+// Podfile is the server-mode subset of a project's podfile.yaml.
+type Podfile struct {
+	Base      string            `yaml:"base"`
+	Env       map[string]string `yaml:"env"`
+	Shell     string            `yaml:"shell"`
+	Resources Resources         `yaml:"resources"`
+	Mode      string            `yaml:"mode"`
+	Services  []Service         `yaml:"services"`
+	OnCreate  string            `yaml:"on_create"`
+	OnStart   string            `yaml:"on_start"`
+
+	// Raw is the file's bytes; the image tag is derived from them.
+	Raw []byte `yaml:"-"`
+}
+
+// Resources limits the session container.
+type Resources struct {
+	CPUs   float64 `yaml:"cpus"`
+	Memory string  `yaml:"memory"`
+}
+
+// Service is a companion container.
+type Service struct {
+	Name    string            `yaml:"name"`
+	Image   string            `yaml:"image"`
+	Env     map[string]string `yaml:"env"`
+	Command []string          `yaml:"command"`
+	// Volumes are "name:/path" named volumes (never host paths).
+	Volumes   []string  `yaml:"volumes"`
+	Resources Resources `yaml:"resources"`
+}
+
+// PodfileNames are looked up in this order in a project's clone.
+var PodfileNames = []string{"podfile.yaml", ".podspawn/podfile.yaml"}
+
+// Find returns the path of the Podfile in dir.
+func Find(dir string) (string, error) {
+	for _, n := range PodfileNames {
+		p := filepath.Join(dir, n)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no podfile found in %s (looked for %s)", dir, strings.Join(PodfileNames, ", "))
+}
+
+// ReadPodfile reads and validates a Podfile.
+func ReadPodfile(path string) (*Podfile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("podfile %s does not exist", path)
+		}
+		return nil, fmt.Errorf("reading podfile: %w", err)
+	}
+	pf, err := ParsePodfile(data)
+	if err != nil {
+		return nil, fmt.Errorf("podfile %s: %w", path, err)
+	}
+	return pf, nil
+}
+
+var (
+	envKeyRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	serviceRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+	volumeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+)
+
+// ParsePodfile decodes and validates; every error names the field.
+func ParsePodfile(data []byte) (*Podfile, error) {
+	pf := &Podfile{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(pf); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	pf.Raw = append([]byte(nil), data...)
+	if strings.TrimSpace(pf.Base) == "" {
+		return nil, errors.New("field base: the base image is required (e.g. base: ubuntu:24.04)")
+	}
+	if pf.Shell != "" && !strings.HasPrefix(pf.Shell, "/") {
+		return nil, fmt.Errorf("field shell: %q must be an absolute path", pf.Shell)
+	}
+	if pf.Mode != "" {
+		if _, err := desired.ParseMode(pf.Mode); err != nil {
+			return nil, fmt.Errorf("field mode: %w", err)
+		}
+	}
+	if err := checkEnv("env", pf.Env); err != nil {
+		return nil, err
+	}
+	if err := checkResources("resources", pf.Resources); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for i, s := range pf.Services {
+		field := fmt.Sprintf("services[%d]", i)
+		if s.Name == "" {
+			return nil, fmt.Errorf("field %s.name: a service name is required", field)
+		}
+		if !serviceRE.MatchString(s.Name) {
+			return nil, fmt.Errorf("field %s.name: %q must match %s", field, s.Name, serviceRE)
+		}
+		if seen[s.Name] {
+			return nil, fmt.Errorf("field %s.name: duplicate service name %q", field, s.Name)
+		}
+		seen[s.Name] = true
+		if strings.TrimSpace(s.Image) == "" {
+			return nil, fmt.Errorf("field %s.image: service %q needs an image", field, s.Name)
+		}
+		if err := checkEnv(field+".env", s.Env); err != nil {
+			return nil, err
+		}
+		if err := checkResources(field+".resources", s.Resources); err != nil {
+			return nil, err
+		}
+		for j, v := range s.Volumes {
+			if _, _, err := splitVolume(v); err != nil {
+				return nil, fmt.Errorf("field %s.volumes[%d]: %w", field, j, err)
+			}
+		}
+	}
+	return pf, nil
+}
+
+func checkEnv(field string, env map[string]string) error {
+	for k := range env {
+		if !envKeyRE.MatchString(k) {
+			return fmt.Errorf("field %s: %q is not a valid variable name", field, k)
+		}
+	}
+	return nil
+}
+
+func checkResources(field string, r Resources) error {
+	if r.CPUs < 0 {
+		return fmt.Errorf("field %s.cpus: must not be negative", field)
+	}
+	if _, err := config.ParseMemory(r.Memory); err != nil {
+		return fmt.Errorf("field %s.memory: %w", field, err)
+	}
+	return nil
+}
+
+// splitVolume parses "name:/target". Host paths are refused: a Podfile
+// author must never be able to mount the server's files.
+func splitVolume(v string) (string, string, error) {
+	name, target, ok := strings.Cut(v, ":")
+	if !ok || target == "" {
+		return "", "", fmt.Errorf("%q must be name:/path (a named volume)", v)
+	}
+	if strings.HasPrefix(name, "/") || strings.HasPrefix(name, ".") {
+		return "", "", fmt.Errorf("%q: host paths are not allowed; use a named volume such as pgdata:%s", v, target)
+	}
+	if !volumeNameRE.MatchString(name) {
+		return "", "", fmt.Errorf("%q: volume name must match %s", v, volumeNameRE)
+	}
+	if !strings.HasPrefix(target, "/") {
+		return "", "", fmt.Errorf("%q: the mount target must be an absolute path", v)
+	}
+	return name, target, nil
+}
+
+// Tag is the image tag of the project's Podfile: the first 12 hex digits
+// of the sha256 of its bytes, so a changed Podfile gets a new image.
+func (pf *Podfile) Tag(project string) string {
+	sum := sha256.Sum256(pf.Raw)
+	return "podspawn/" + project + ":podfile-" + hex.EncodeToString(sum[:])[:12]
+}
+
+// Dockerfile is the build recipe: the base plus labels, nothing fetched
+// from the network, so a local base image builds offline.
+func (pf *Podfile) Dockerfile(project string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "FROM %s\n", pf.Base)
+	fmt.Fprintf(&b, "LABEL podspawn.project=%q podspawn.podfile=%q\n", project, pf.Tag(project))
+	return b.String()
+}
+
+func expand(s string, key desired.SessionKey) string {
+	return strings.NewReplacer("${PODSPAWN_USER}", key.User, "${PODSPAWN_PROJECT}", key.Project).Replace(s)
+}
+
+func envList(env map[string]string, key desired.SessionKey) []string {
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+expand(v, key))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Apply turns the Podfile into the session's spec on top of spec (which
+// carries the server defaults) and returns the mode the project asks for
+// ("" = keep the default).
+func (pf *Podfile) Apply(spec *desired.Spec, key desired.SessionKey, image string) (desired.Mode, error) {
+	spec.Image = image
+	if pf.Shell != "" {
+		spec.Shell = pf.Shell
+	}
+	if pf.Resources.CPUs > 0 {
+		spec.CPUs = pf.Resources.CPUs
+	}
+	if pf.Resources.Memory != "" {
+		m, err := config.ParseMemory(pf.Resources.Memory)
+		if err != nil {
+			return "", err
+		}
+		spec.MemoryBytes = m
+	}
+	spec.Env = append(spec.Env, envList(pf.Env, key)...)
+	spec.Env = append(spec.Env, "PODSPAWN_USER="+key.User, "PODSPAWN_PROJECT="+key.Project)
+	spec.OnCreate = expand(pf.OnCreate, key)
+	spec.OnStart = expand(pf.OnStart, key)
+	for _, s := range pf.Services {
+		svc := desired.Service{Name: s.Name, Image: s.Image, Env: envList(s.Env, key), Command: s.Command, CPUs: s.Resources.CPUs}
+		if s.Resources.Memory != "" {
+			m, err := config.ParseMemory(s.Resources.Memory)
+			if err != nil {
+				return "", err
+			}
+			svc.MemoryBytes = m
+		}
+		for _, v := range s.Volumes {
+			name, target, err := splitVolume(v)
+			if err != nil {
+				return "", err
+			}
+			svc.Volumes = append(svc.Volumes, desired.VolumeMount{Name: name, Target: target})
+		}
+		spec.Services = append(spec.Services, svc)
+	}
+	return desired.Mode(pf.Mode), nil
+}

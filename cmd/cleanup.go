@@ -1,24 +1,59 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"time"
+
+	"github.com/podspawn/podspawn/controller"
+	"github.com/podspawn/podspawn/desired/config"
 )
 
-// CleanupCmd is one reconcile pass (the daemon mode is in cleanup_daemon.go).
+// CleanupCmd is one reconcile pass, or with --daemon the long-running
+// cleanup controller.
 type CleanupCmd struct {
-	DryRun  bool   `help:"Print the plan and change nothing."`
-	Output  string `help:"Output format: text or json." enum:"text,json" default:"text" short:"o"`
-	Workers int    `help:"How many sessions to reconcile at once." default:"4"`
+	DryRun   bool   `help:"Print the plan and change nothing."`
+	Output   string `help:"Output format: text or json." enum:"text,json" default:"text" short:"o"`
+	Workers  int    `help:"How many sessions to reconcile at once." default:"4"`
+	Daemon   bool   `help:"Run continuously: act on Docker events, database changes and each session's own deadlines, with a full resync every --interval. Only one daemon runs per host."`
+	Interval string `help:"Full resync interval in daemon mode (Go duration, e.g. 60s)." default:"60s"`
+}
+
+// validate checks the flags before anything is opened. The interval is
+// checked even without --daemon, so a typo in a unit file shows up at once.
+func (c *CleanupCmd) validate() (time.Duration, error) {
+	if c.Workers < 1 {
+		return 0, fmt.Errorf("invalid --workers %d: must be at least 1", c.Workers)
+	}
+	interval, err := config.ParseDuration(c.Interval)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --interval: %w", err)
+	}
+	if interval <= 0 {
+		return 0, fmt.Errorf("invalid --interval %q: must be a positive duration such as 60s", c.Interval)
+	}
+	if c.Daemon && c.DryRun {
+		return 0, errors.New("--dry-run cannot be combined with --daemon: run 'podspawn cleanup --dry-run' to see what one pass would do")
+	}
+	if c.Daemon && c.Output == "json" {
+		return 0, errors.New("--output json applies to a single pass; the daemon writes logs to stderr (use --log-format json)")
+	}
+	return interval, nil
 }
 
 // Run executes one pass, or prints its plan with --dry-run. It exits
 // non-zero when any action failed.
 func (c *CleanupCmd) Run(a *App) error {
+	interval, err := c.validate()
+	if err != nil {
+		return err
+	}
+	if c.Daemon {
+		return c.runDaemon(a, interval)
+	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	if c.Workers < 1 {
-		return fmt.Errorf("invalid --workers %d: must be at least 1", c.Workers)
-	}
 	ctrl, err := a.Controller(ctx, ControllerOptions{DryRun: c.DryRun, Workers: c.Workers})
 	if err != nil {
 		return err
@@ -49,4 +84,41 @@ func (c *CleanupCmd) Run(a *App) error {
 	fmt.Fprintln(a.Stdout, "Cleanup pass complete.")
 	fmt.Fprintf(a.Stdout, "%d removed, %d created, %d changed, %d failed.\n", removed, created, changed, failed)
 	return failureError(rep)
+}
+
+// runDaemon takes the host's daemon lock and runs the controller until
+// SIGINT or SIGTERM, then drains and exits 0.
+func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
+	ctx, cancel := signalContext()
+	defer cancel()
+	// After the first signal, restore the default handling so that a
+	// second one ends the process at once instead of waiting for the drain.
+	go func() {
+		<-ctx.Done()
+		cancel()
+	}()
+	cfg, err := a.Config()
+	if err != nil {
+		return err
+	}
+	lock, err := controller.AcquireDaemonLock(controller.DaemonLockPath(cfg.State.Dir()))
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	ctrl, err := a.Controller(ctx, ControllerOptions{Workers: c.Workers})
+	if err != nil {
+		return err
+	}
+	dc, err := a.Docker()
+	if err != nil {
+		return err
+	}
+	d := &controller.Daemon{C: ctrl, Events: dc, Interval: interval, Workers: c.Workers}
+	a.Log.Info("Cleanup daemon started", "pid", os.Getpid(), "interval", interval.String(), "workers", c.Workers, "lock", lock.Path(), "db", cfg.State.DBPath)
+	if err := d.Run(ctx); err != nil {
+		return fmt.Errorf("cleanup daemon: %w", err)
+	}
+	a.Log.Info("Cleanup daemon stopped")
+	return nil
 }

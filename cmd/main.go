@@ -43,6 +43,18 @@ type CLI struct {
 	UpdateProject UpdateProjectCmd `cmd:"" name:"update-project" help:"Pull a project and rebuild its image if the Podfile changed."`
 	RemoveProject RemoveProjectCmd `cmd:"" name:"remove-project" help:"Deregister a project and remove its clone (the image is kept)."`
 	Version       VersionCmd       `cmd:"" help:"Print the podspawn version."`
+	Doctor        DoctorCmd        `cmd:"" help:"Run preflight checks of Docker, sshd, directories, disk and state; exit 1 if any failed."`
+	Update        UpdateCmd        `cmd:"" help:"Replace this binary with the latest release (checksum-verified, atomic); --check only reports."`
+	AuthKeys      AuthKeysCmd      `cmd:"" name:"auth-keys" help:"sshd AuthorizedKeysCommand: print the user's keys, each forced to 'podspawn spawn'."`
+	Spawn         SpawnCmd         `cmd:"" help:"Forced command of every podspawn key: serve one SSH connection in the user's session container."`
+	ServerSetup   ServerSetupCmd   `cmd:"" name:"server-setup" help:"Prepare this host: accounts, directories, sudoers rule and the sshd_config block (idempotent)."`
+
+	List       ListCmd       `cmd:"" help:"List the sessions in the state database."`
+	Stop       StopCmd       `cmd:"" help:"Destroy a session: its container, services, network and record."`
+	Status     StatusCmd     `cmd:"" help:"Show session, connection and container counts (or Prometheus metrics)."`
+	ListUsers  ListUsersCmd  `cmd:"" name:"list-users" help:"List the users of the key directory and their key counts."`
+	AddUser    AddUserCmd    `cmd:"" name:"add-user" help:"Add a user's public keys and create (or adopt) the host account sshd needs."`
+	RemoveUser RemoveUserCmd `cmd:"" name:"remove-user" help:"Remove a user's key file (and, with --force, destroy their sessions)."`
 }
 
 // App carries what commands share, built lazily so that a command pays
@@ -198,7 +210,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return 2
 	}
-	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: clock.RealClock{}}
+	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: newClock()}
 	defer app.Close()
 	if err := kctx.Run(app); err != nil {
 		var ee *ExitError

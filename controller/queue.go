@@ -47,6 +47,12 @@ func (c *Controller) processNextItem(ctx context.Context, q Queue) bool {
 	if shutdown {
 		return false
 	}
+	c.processItem(ctx, q, k)
+	return true
+}
+
+// processItem reconciles k, which the caller took off q with Get.
+func (c *Controller) processItem(ctx context.Context, q Queue, k desired.SessionKey) {
 	defer q.Done(k)
 	rep := c.ReconcileKey(ctx, k, false)
 	log := c.Log.WithValues("user", k.User, "project", k.Project)
@@ -69,7 +75,6 @@ func (c *Controller) processNextItem(ctx context.Context, q Queue) bool {
 		log.Error(rep.Err, "Reconcile failed", "attempt", q.NumRequeues(k)+1)
 		q.AddRateLimited(k)
 	}
-	return true
 }
 
 // RunWorkers starts n workers on q and returns when q shuts down and

@@ -51,6 +51,7 @@ const (
 	ReasonServiceMissing    Reason = "service-missing"
 	// Skip reasons.
 	ReasonForeignInstance   Reason = "foreign-instance"
+	ReasonUnmanaged         Reason = "unmanaged"
 	ReasonProtected         Reason = "protected"
 	ReasonOrphanTooYoung    Reason = "orphan-too-young"
 	ReasonContainerDownBusy Reason = "container-down-with-connections"

@@ -1,8 +1,11 @@
 package reconcile
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
@@ -31,79 +34,219 @@ const (
 	phaseLifetime
 	phaseTeardown
 	phaseOrphan
+	phaseCount
 )
 
-type chain struct {
-	key     desired.SessionKey
-	phase   int
-	actions []Action
-}
-
 // Compute returns the plan that moves observed towards desired at now.
-// It never mutates its inputs and returns the same plan for the same inputs.
+// It never mutates its inputs and returns the same plan for the same inputs,
+// whatever the order of the object list and of map iteration.
+//
+// Compute sees every session on every pass and is bound by memory
+// latency, so each object's labels are read once into a compact item,
+// items of all keys share one array, and one keyCtx with reused buffers
+// serves all keys: apart from the plan itself, allocations do not grow
+// with the number of keys (see BenchmarkCompute).
 func Compute(d desired.State, o observed.State, now time.Time, opt Options) Plan {
-	plan := Plan{Now: now, WakeByKey: map[desired.SessionKey]time.Time{}}
-	byKey := o.ByKey()
+	plan := Plan{Now: now, WakeByKey: make(map[desired.SessionKey]time.Time, len(d.Sessions))}
+	groups := groupByKey(d, o)
 
-	keySet := map[desired.SessionKey]bool{}
-	for k := range d.Sessions {
-		keySet[k] = true
-	}
-	for k := range byKey {
-		keySet[k] = true
-	}
-	keys := make([]desired.SessionKey, 0, len(keySet))
-	for k := range keySet {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].Less(keys[j]) })
-
-	var chains []chain
-	for _, k := range keys {
-		c := &keyCtx{key: k, d: d, sess: d.Sessions[k], alive: o.Alive, now: now, opt: opt, plan: &plan}
-		c.objects = c.partition(byKey[k])
+	// Keys arrive sorted, so appending each key's chain to its phase's
+	// bucket orders the plan by (phase, key) without a sort.
+	var byPhase [phaseCount][]Action
+	c := &keyCtx{d: d, alive: o.Alive, now: now, opt: opt, plan: &plan}
+	for i := range groups {
+		c.reset(&groups[i])
 		if c.sess == nil {
-			c.orphans(c.objects, ReasonOrphan)
+			c.orphans(c.removable, ReasonOrphan)
 		} else {
 			c.session()
 		}
 		if len(c.actions) > 0 {
-			chains = append(chains, chain{key: k, phase: c.phase, actions: c.actions})
+			byPhase[c.phase] = append(byPhase[c.phase], c.actions...)
 		} else if c.sess != nil {
 			plan.Unchanged++
 		}
 		if !c.wake.IsZero() {
-			plan.WakeByKey[k] = c.wake
+			plan.WakeByKey[c.key] = c.wake
 			if plan.Wake.IsZero() || c.wake.Before(plan.Wake) {
 				plan.Wake = c.wake
 			}
 		}
 	}
-	sort.SliceStable(chains, func(i, j int) bool {
-		if chains[i].phase != chains[j].phase {
-			return chains[i].phase < chains[j].phase
+	n := 0
+	for _, as := range byPhase {
+		n += len(as)
+	}
+	if n > 0 {
+		plan.Actions = make([]Action, 0, n)
+		for _, as := range byPhase {
+			plan.Actions = append(plan.Actions, as...)
 		}
-		return chains[i].key.Less(chains[j].key)
-	})
-	for _, c := range chains {
-		plan.Actions = append(plan.Actions, c.actions...)
 	}
 	return plan
 }
 
-type keyCtx struct {
-	key     desired.SessionKey
-	d       desired.State
+// item is an observed object (the caller's, never modified) with the
+// labels Compute consults, read once.
+type item struct {
+	*observed.Object
+	session  string // generation label
+	instance string // instance label
+	rank     int8   // teardown order, see sortForRemoval
+	class    int8
+}
+
+// Classes of items: what podspawn may do with the object.
+const (
+	classRemovable int8 = iota
+	classProtected      // present, never removed
+	classUnmanaged      // not podspawn's: invisible
+	classForeign        // another state database's: invisible
+)
+
+func newItem(o *observed.Object, instanceID string) item {
+	it := item{Object: o, session: o.Labels[observed.LabelSession], instance: o.Labels[observed.LabelInstance]}
+	switch o.Kind {
+	case observed.KindContainer:
+		if o.Labels[observed.LabelRole] == observed.RoleService {
+			it.rank = 1
+		}
+	case observed.KindNetwork:
+		it.rank = 2
+	default:
+		it.rank = 3
+	}
+	switch {
+	case o.Labels[observed.LabelManagedBy] != observed.ManagedByValue:
+		it.class = classUnmanaged
+	case it.instance != "" && it.instance != instanceID:
+		it.class = classForeign
+	case o.Labels[observed.LabelKeep] == "true":
+		it.class = classProtected
+	}
+	return it
+}
+
+// keyGroup is one key's session (nil if none) and objects.
+type keyGroup struct {
+	key desired.SessionKey
+	// prefix packs the user's first 8 bytes so that most key comparisons
+	// in the sort touch no string memory.
+	prefix  uint64
 	sess    *desired.Session
-	objects []observed.Object
-	alive   map[observed.ProcessRef]bool
-	now     time.Time
-	opt     Options
-	plan    *Plan
+	objects []item
+}
+
+func namePrefix(s string) uint64 {
+	var p uint64
+	for i := range 8 {
+		p <<= 8
+		if i < len(s) {
+			p |= uint64(s[i])
+		}
+	}
+	return p
+}
+
+// groupByKey pairs sessions with the objects their labels name, in key
+// order. Items of all groups share one array (a counting sort), which
+// Compute may reorder freely.
+func groupByKey(d desired.State, o observed.State) []keyGroup {
+	index := make(map[desired.SessionKey]int32, len(d.Sessions))
+	groups := make([]keyGroup, 0, len(d.Sessions))
+	for k, s := range d.Sessions {
+		index[k] = int32(len(groups))
+		groups = append(groups, keyGroup{key: k, prefix: namePrefix(k.User), sess: s})
+	}
+	of := make([]int32, len(o.Objects))
+	for i := range o.Objects {
+		k := objectKey(&o.Objects[i])
+		g, ok := index[k]
+		if !ok {
+			g = int32(len(groups))
+			index[k] = g
+			groups = append(groups, keyGroup{key: k, prefix: namePrefix(k.User)})
+		}
+		of[i] = g
+	}
+	start := make([]int32, len(groups)+1)
+	for _, g := range of {
+		start[g+1]++
+	}
+	for g := range groups {
+		start[g+1] += start[g]
+	}
+	items := make([]item, len(o.Objects))
+	next := slices.Clone(start[:len(groups)])
+	for i, g := range of {
+		items[next[g]] = newItem(&o.Objects[i], d.InstanceID)
+		next[g]++
+	}
+	for g := range groups {
+		groups[g].objects = items[start[g]:start[g+1]:start[g+1]]
+	}
+	slices.SortFunc(groups, func(a, b keyGroup) int {
+		if a.prefix != b.prefix {
+			return cmp.Compare(a.prefix, b.prefix)
+		}
+		if c := strings.Compare(a.key.User, b.key.User); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key.Project, b.key.Project)
+	})
+	return groups
+}
+
+// objectKey is observed.Object.Key without its regexps, which dominated
+// Compute at 100k sessions. TestObjectKeyMatchesObserved holds the two equal.
+func objectKey(o *observed.Object) desired.SessionKey {
+	u, p := o.Labels[observed.LabelUser], o.Labels[observed.LabelProject]
+	if !validName(u, 32) || (p != "" && !validName(p, 64)) {
+		return desired.Unattributed
+	}
+	return desired.SessionKey{User: u, Project: p}
+}
+
+// validName matches ^[a-z][a-z0-9_-]{0,max-1}$.
+func validName(s string, maxLen int) bool {
+	if len(s) == 0 || len(s) > maxLen || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if b := s[i]; (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '_' && b != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+type keyCtx struct {
+	key  desired.SessionKey
+	d    desired.State
+	sess *desired.Session
+	// removable are the key's objects podspawn may remove, in teardown
+	// order; present adds the protected ones, which exist for every
+	// decision but are never removed.
+	removable []item
+	present   []item
+	alive     map[observed.ProcessRef]bool
+	now       time.Time
+	opt       Options
+	plan      *Plan
 
 	actions []Action
 	phase   int
 	wake    time.Time
+
+	// Buffers reused across keys.
+	kept []item
+	dead []desired.Lease
+}
+
+func (c *keyCtx) reset(g *keyGroup) {
+	c.key, c.sess = g.key, g.sess
+	c.actions, c.phase, c.wake = c.actions[:0], 0, time.Time{}
+	c.removable, c.present = c.partition(g.objects)
 }
 
 func (c *keyCtx) add(a Action, phase int) {
@@ -120,55 +263,56 @@ func (c *keyCtx) wakeAt(t time.Time) {
 	}
 }
 
-func (c *keyCtx) skip(obj observed.Object, r Reason, detail string) {
-	c.plan.Skipped = append(c.plan.Skipped, Skip{Key: c.key, ObjectKind: obj.Kind, Target: obj.Name, Reason: r, Detail: detail})
+func (c *keyCtx) skip(it *item, r Reason, detail string) {
+	c.plan.Skipped = append(c.plan.Skipped, Skip{Key: c.key, ObjectKind: it.Kind, Target: it.Name, Reason: r, Detail: detail})
 }
 
-// partition drops (and reports) objects podspawn must not touch: those of
-// another state database, and those an operator protected.
-func (c *keyCtx) partition(objs []observed.Object) []observed.Object {
-	var mine []observed.Object
-	for _, obj := range objs {
-		switch {
-		case obj.Instance() != "" && obj.Instance() != c.d.InstanceID:
-			c.skip(obj, ReasonForeignInstance, fmt.Sprintf("created by another podspawn state database (instance %s)", obj.Instance()))
-		case obj.Labels[observed.LabelKeep] == "true":
-			c.skip(obj, ReasonProtected, "labelled "+observed.LabelKeep+"=true")
+// partition sorts a key's items into teardown order and reports the ones
+// podspawn must not touch: objects not managed by podspawn, those of
+// another state database, and those an operator protected. It returns the
+// items podspawn may remove and, as a longer view of the same array, those
+// plus the protected ones. Sorting first makes the skips independent of
+// Docker's listing order.
+func (c *keyCtx) partition(items []item) (removable, present []item) {
+	sortForRemoval(items)
+	kept := c.kept[:0]
+	n := 0
+	for i := range items {
+		it := items[i]
+		switch it.class {
+		case classUnmanaged:
+			c.skip(&it, ReasonUnmanaged, "not labelled "+observed.LabelManagedBy+"="+observed.ManagedByValue)
+		case classForeign:
+			c.skip(&it, ReasonForeignInstance, fmt.Sprintf("created by another podspawn state database (instance %s)", it.instance))
+		case classProtected:
+			c.skip(&it, ReasonProtected, "labelled "+observed.LabelKeep+"=true")
+			kept = append(kept, it)
 		default:
-			mine = append(mine, obj)
+			items[n] = it // n never passes i
+			n++
 		}
 	}
-	return sortForRemoval(mine)
+	m := n + copy(items[n:], kept)
+	c.kept = kept[:0]
+	return items[:n], items[:m]
 }
 
-// sortForRemoval orders objects in teardown order: session containers,
-// service containers, networks (Docker refuses to remove a network with
-// endpoints), then volumes (refused while a container uses them).
-func sortForRemoval(objs []observed.Object) []observed.Object {
-	out := append([]observed.Object(nil), objs...)
-	rank := func(o observed.Object) int {
-		switch o.Kind {
-		case observed.KindContainer:
-			if o.Role() == observed.RoleService {
-				return 1
-			}
-			return 0
-		case observed.KindNetwork:
-			return 2
-		}
-		return 3
+// sortForRemoval orders items in place in teardown order: session
+// containers, service containers, networks (Docker refuses to remove a
+// network with endpoints), then volumes (refused while a container uses them).
+func sortForRemoval(items []item) {
+	if len(items) < 2 {
+		return
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		ri, rj := rank(out[i]), rank(out[j])
-		if ri != rj {
-			return ri < rj
+	slices.SortStableFunc(items, func(a, b item) int {
+		if a.rank != b.rank {
+			return cmp.Compare(a.rank, b.rank)
 		}
-		if out[i].Name != out[j].Name {
-			return out[i].Name < out[j].Name
+		if r := strings.Compare(a.Name, b.Name); r != 0 {
+			return r
 		}
-		return out[i].ID < out[j].ID
+		return strings.Compare(a.ID, b.ID)
 	})
-	return out
 }
 
 func removeKind(k observed.Kind) Kind {
@@ -181,50 +325,67 @@ func removeKind(k observed.Kind) Kind {
 	return KindRemoveVolume
 }
 
-func (c *keyCtx) remove(obj observed.Object, r Reason, detail string, phase int) {
-	c.add(Action{Kind: removeKind(obj.Kind), Target: obj.Name, TargetID: obj.ID, SessionID: obj.SessionID(), Reason: r, Detail: detail}, phase)
+func (c *keyCtx) remove(it *item, r Reason, detail string, phase int) {
+	c.add(Action{Kind: removeKind(it.Kind), Target: it.Name, TargetID: it.ID, SessionID: it.session, Reason: r, Detail: detail}, phase)
 }
 
 // orphans removes objects with no session row once they are old enough.
-func (c *keyCtx) orphans(objs []observed.Object, r Reason) {
-	for _, obj := range objs {
-		ripe := obj.Created.Add(c.opt.OrphanMinAge)
-		if !expired(ripe, c.now) {
-			c.skip(obj, ReasonOrphanTooYoung, fmt.Sprintf("no session record; removable in %s", human(ripe.Sub(c.now))))
-			c.wakeAt(ripe)
-			continue
-		}
-		detail := "no session record"
-		if c.key == desired.Unattributed {
-			detail = "no session record and no podspawn.user label"
-		}
-		c.remove(obj, r, detail, phaseOrphan)
+func (c *keyCtx) orphans(items []item, r Reason) {
+	for i := range items {
+		c.orphan(&items[i], r)
 	}
+}
+
+func (c *keyCtx) orphan(obj *item, r Reason) {
+	ripe := obj.Created.Add(c.opt.OrphanMinAge)
+	if !expired(ripe, c.now) {
+		c.skip(obj, ReasonOrphanTooYoung, fmt.Sprintf("no session record; removable in %s", human(ripe.Sub(c.now))))
+		c.wakeAt(ripe)
+		return
+	}
+	detail := "no session record"
+	if c.key == desired.Unattributed {
+		detail = "no session record and no podspawn.user label"
+	}
+	c.remove(obj, r, detail, phaseOrphan)
+}
+
+// current: the object was made by this database for the session's
+// generation. Both labels are required, as the executor requires them to
+// adopt an object; without an instance label it is an orphan.
+func (c *keyCtx) current(it *item) bool {
+	return it.session == c.sess.ID && it.instance == c.d.InstanceID
+}
+
+// staleGeneration: the object was made by this database for an earlier
+// generation of the key.
+func (c *keyCtx) staleGeneration(it *item) bool {
+	return it.session != c.sess.ID && it.session != "" && it.instance == c.d.InstanceID
+}
+
+// findCurrent returns the object of the session's generation with that
+// kind and name, protected or not.
+func (c *keyCtx) findCurrent(k observed.Kind, name string) *item {
+	for i := range c.present {
+		if it := &c.present[i]; it.Kind == k && it.Name == name && c.current(it) {
+			return it
+		}
+	}
+	return nil
 }
 
 func (c *keyCtx) session() {
 	s := c.sess
-	var current, staleGen, unowned []observed.Object
-	for _, obj := range c.objects {
-		switch {
-		case obj.SessionID() == s.ID:
-			current = append(current, obj)
-		case obj.SessionID() != "" && obj.Instance() == c.d.InstanceID:
-			staleGen = append(staleGen, obj)
-		default:
-			unowned = append(unowned, obj)
-		}
-	}
-
-	var dead []desired.Lease
+	dead := c.dead[:0]
 	for _, l := range s.Leases {
 		if alive, checked := c.alive[observed.ProcessRef{PID: l.PID, Start: l.PIDStart}]; checked && !alive {
 			dead = append(dead, l)
 		}
 	}
+	c.dead = dead[:0]
 	live := len(s.Leases) - len(dead)
 
-	sessCtr := find(current, observed.KindContainer, s.Spec.ContainerName)
+	sessCtr := c.findCurrent(observed.KindContainer, s.Spec.ContainerName)
 	persistent := s.Mode == desired.ModePersistent
 
 	reason, detail, phase := c.teardownReason(live, sessCtr, persistent)
@@ -232,8 +393,10 @@ func (c *keyCtx) session() {
 		if s.Status != desired.StatusTerminating {
 			c.add(Action{Kind: KindMarkTerminating, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
 		}
-		for _, obj := range sortForRemoval(append(append(append([]observed.Object(nil), current...), staleGen...), unowned...)) {
-			c.remove(obj, reason, detail, phase)
+		// Every generation's objects and unowned leftovers of the key go;
+		// protected ones stay (the plan lists them as skipped).
+		for i := range c.removable {
+			c.remove(&c.removable[i], reason, detail, phase)
 		}
 		c.add(Action{Kind: KindDeleteSession, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
 		return
@@ -243,10 +406,16 @@ func (c *keyCtx) session() {
 		c.add(Action{Kind: KindReleaseLease, Target: "session " + c.key.String(), SessionID: s.ID, LeaseID: l.ID, Reason: ReasonLeaseDead,
 			Detail: fmt.Sprintf("connection process %d is gone", l.PID)}, phaseMaintain)
 	}
-	for _, obj := range staleGen {
-		c.remove(obj, ReasonStaleGeneration, "left by an earlier generation of this session", phaseOrphan)
+	for i := range c.removable {
+		if c.staleGeneration(&c.removable[i]) {
+			c.remove(&c.removable[i], ReasonStaleGeneration, "left by an earlier generation of this session", phaseOrphan)
+		}
 	}
-	c.orphans(unowned, ReasonOrphan)
+	for i := range c.removable {
+		if it := &c.removable[i]; !c.current(it) && !c.staleGeneration(it) {
+			c.orphan(it, ReasonOrphan)
+		}
+	}
 
 	switch {
 	case s.Status == desired.StatusGrace && live > 0:
@@ -260,7 +429,7 @@ func (c *keyCtx) session() {
 		c.wakeAt(at)
 	}
 
-	c.ensure(current, sessCtr, live)
+	c.ensure(sessCtr, live)
 
 	if !persistent {
 		c.wakeAt(s.MaxLifetimeAt)
@@ -275,7 +444,7 @@ func (c *keyCtx) session() {
 
 // teardownReason decides whether the session goes, and why. The order
 // gives one destroy per session with the admin docs' phase order.
-func (c *keyCtx) teardownReason(live int, sessCtr *observed.Object, persistent bool) (Reason, string, int) {
+func (c *keyCtx) teardownReason(live int, sessCtr *item, persistent bool) (Reason, string, int) {
 	s := c.sess
 	switch {
 	case s.Status == desired.StatusTerminating:
@@ -306,21 +475,28 @@ func (c *keyCtx) teardownReason(live int, sessCtr *observed.Object, persistent b
 // ensure creates what a live generation is missing: its network, service
 // volumes and containers, then the session container; a creating
 // generation is then marked running.
-func (c *keyCtx) ensure(current []observed.Object, sessCtr *observed.Object, live int) {
+func (c *keyCtx) ensure(sessCtr *item, live int) {
 	s := c.sess
 	creating := s.Status == desired.StatusCreating
 	r := ReasonServiceMissing
 	if creating {
 		r = ReasonSessionCreating
 	}
-	if creating && find(current, observed.KindNetwork, s.Spec.NetworkName) == nil {
+	// Whatever is created joins the network, so it must exist first.
+	needNet := creating
+	for _, svc := range s.Spec.Services {
+		if ctr := c.findCurrent(observed.KindContainer, s.Spec.ServiceContainerName(svc.Name)); ctr == nil || !ctr.Running {
+			needNet = true
+		}
+	}
+	if needNet && c.findCurrent(observed.KindNetwork, s.Spec.NetworkName) == nil {
 		c.add(Action{Kind: KindCreateNetwork, Target: s.Spec.NetworkName, SessionID: s.ID, Reason: r,
 			Detail: "session network", Labels: c.labels(observed.RoleSession, "")}, phaseMaintain)
 	}
 	for _, svc := range s.Spec.Services {
 		for _, v := range svc.Volumes {
 			name := s.Spec.VolumeName(svc.Name, v.Name)
-			if find(current, observed.KindVolume, name) == nil {
+			if c.findCurrent(observed.KindVolume, name) == nil {
 				c.add(Action{Kind: KindCreateVolume, Target: name, SessionID: s.ID, Reason: r,
 					Detail: fmt.Sprintf("volume %s of service %s", v.Name, svc.Name), Labels: c.labels(observed.RoleService, svc.Name)}, phaseMaintain)
 			}
@@ -328,7 +504,7 @@ func (c *keyCtx) ensure(current []observed.Object, sessCtr *observed.Object, liv
 	}
 	for _, svc := range s.Spec.Services {
 		name := s.Spec.ServiceContainerName(svc.Name)
-		if ctr := find(current, observed.KindContainer, name); ctr == nil || !ctr.Running {
+		if ctr := c.findCurrent(observed.KindContainer, name); ctr == nil || !ctr.Running {
 			c.add(Action{Kind: KindCreateContainer, Target: name, SessionID: s.ID, Reason: r, Detail: "service " + svc.Name,
 				Labels: c.labels(observed.RoleService, svc.Name), Container: c.serviceSpec(svc)}, phaseMaintain)
 		}
@@ -376,7 +552,7 @@ func (c *keyCtx) sessionSpec() *ContainerSpec {
 	return &ContainerSpec{
 		Role: observed.RoleSession, Image: sp.Image, Cmd: []string{"sleep", "infinity"},
 		Env: append([]string(nil), sp.Env...), Hostname: sp.Hostname, Network: sp.NetworkName, Aliases: []string{sp.ContainerName},
-		CPUs: sp.CPUs, MemoryBytes: sp.MemoryBytes, Security: sp.Security, Mounts: append([]desired.Mount(nil), sp.Mounts...),
+		CPUs: sp.CPUs, MemoryBytes: sp.MemoryBytes, Security: cloneSecurity(sp.Security), Mounts: append([]desired.Mount(nil), sp.Mounts...),
 		User: c.key.User, Shell: sp.Shell,
 	}
 }
@@ -394,17 +570,15 @@ func (c *keyCtx) serviceSpec(svc desired.Service) *ContainerSpec {
 	return &ContainerSpec{
 		Role: observed.RoleService, Image: svc.Image, Cmd: append([]string(nil), svc.Command...), Env: append([]string(nil), svc.Env...),
 		Hostname: svc.Name, Network: sp.NetworkName, Aliases: []string{svc.Name}, CPUs: svc.CPUs, MemoryBytes: mem,
-		Security: sp.Security, Volumes: vols,
+		Security: cloneSecurity(sp.Security), Volumes: vols,
 	}
 }
 
-func find(objs []observed.Object, k observed.Kind, name string) *observed.Object {
-	for i := range objs {
-		if objs[i].Kind == k && objs[i].Name == name {
-			return &objs[i]
-		}
-	}
-	return nil
+// cloneSecurity copies the slices and map so that a plan shares nothing
+// with the desired state it was computed from.
+func cloneSecurity(s desired.Security) desired.Security {
+	s.CapDrop, s.CapAdd, s.Tmpfs = slices.Clone(s.CapDrop), slices.Clone(s.CapAdd), maps.Clone(s.Tmpfs)
+	return s
 }
 
 // human renders a duration to the second for reasons ("2m10s").

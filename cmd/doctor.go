@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+
+	"github.com/podspawn/podspawn/cmd/internal/doctor"
+	"github.com/podspawn/podspawn/desired/config"
+)
+
+// DoctorCmd runs the preflight checks.
+type DoctorCmd struct {
+	Output string `help:"Output format: text or json (json includes the detail of passing checks)." enum:"text,json" default:"text" short:"o"`
+}
+
+// Help is shown by "podspawn doctor --help".
+func (DoctorCmd) Help() string {
+	return `Checks, in order: Docker daemon, Docker socket, OpenSSH version, sshd config
+valid, AuthorizedKeysCommand, podspawn config dir, key directory, state
+directory, lock directory, disk space, default image, config file, state
+database, cleanup daemon. Every path comes from --config (and DOCKER_HOST,
+PATH). Each check has its own timeout, so a hung Docker daemon cannot hang
+doctor. Warnings and failures are followed by a "fix:" line.
+
+Docker socket: with ssh.use_sudo (the default) podspawn users never use the
+socket (spawn runs as root through sudo), so a socket only root and group
+docker can use passes, and a world-accessible one is a warning (Docker
+access is root access). With ssh.use_sudo off, a socket that is not
+world-accessible is a warning: every podspawn user then needs group docker.
+
+Doctor changes nothing: it opens the state database without writing to it
+and creates no directory or lock file.
+
+Exit status: 0 when no check failed (warnings allowed), 1 when any failed.`
+}
+
+// Run runs every check and exits 1 if any failed. A config that does not
+// load is reported as a failed check rather than aborting, so the rest of
+// the server is still diagnosed.
+func (c *DoctorCmd) Run(a *App) error {
+	ctx, cancel := signalContext()
+	defer cancel()
+	env := doctor.Env{
+		ConfigPath: a.CLI.Config,
+		DockerHost: os.Getenv("DOCKER_HOST"),
+		Path:       os.Getenv("PATH"),
+		Euid:       os.Geteuid(),
+		Statfs:     doctor.Statfs,
+		LookupUID: func(name string) (int, error) {
+			u, err := user.Lookup(name)
+			if err != nil {
+				return 0, err
+			}
+			return strconv.Atoi(u.Uid)
+		},
+	}
+	env.Config, env.ConfigErr = config.Load(a.CLI.Config)
+	if bin, err := os.Executable(); err == nil {
+		env.Binary = bin
+	}
+	if dc, err := a.Docker(); err != nil {
+		env.DockerErr = err
+	} else {
+		env.Docker = dc
+	}
+	results := doctor.Run(ctx, env)
+	if c.Output == "json" {
+		if err := doctor.RenderJSON(a.Stdout, results); err != nil {
+			return err
+		}
+	} else {
+		doctor.RenderText(a.Stdout, results)
+	}
+	if _, _, failed := doctor.Summary(results); failed > 0 {
+		return &ExitError{Code: 1, Err: fmt.Errorf("%d check(s) failed", failed)}
+	}
+	return nil
+}

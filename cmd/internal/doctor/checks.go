@@ -1,0 +1,407 @@
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/podspawn/podspawn/controller"
+	"github.com/podspawn/podspawn/desired/sqlstore"
+)
+
+const defaultDockerSocket = "/var/run/docker.sock"
+
+func pass(detail string) Result { return Result{Status: Pass, Detail: detail} }
+func warn(detail, fix string) Result {
+	return Result{Status: Warn, Detail: detail, Fix: fix}
+}
+func fail(detail, fix string) Result {
+	return Result{Status: Fail, Detail: detail, Fix: fix}
+}
+
+func dockerHostLabel(e *Env) string {
+	if e.DockerHost != "" {
+		return e.DockerHost
+	}
+	return "unix://" + defaultDockerSocket
+}
+
+func checkDockerDaemon(ctx context.Context, e *Env) Result {
+	if e.Docker == nil {
+		return fail(fmt.Sprintf("cannot create a Docker client: %v", e.DockerErr),
+			"fix DOCKER_HOST (now "+strconv.Quote(e.DockerHost)+") or unset it to use "+defaultDockerSocket)
+	}
+	info, err := e.Docker.Info(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Result{} // runOne reports the timeout
+		}
+		return fail(fmt.Sprintf("Docker is not reachable at %s: %v", dockerHostLabel(e), err),
+			"install Docker and start it: sudo systemctl start docker")
+	}
+	return pass("server version " + info.ServerVersion)
+}
+
+// checkDockerSocket reflects podspawn's privilege model rather than the
+// old "everyone needs the socket" advice: with ssh.use_sudo (the default)
+// spawn runs as root through sudo, so podspawn users never touch the
+// socket, and a root:docker 0660 socket is exactly right. A socket that
+// every local account may use is a warning, since Docker access is root
+// access. Only with use_sudo off do users need it (through group docker).
+func checkDockerSocket(_ context.Context, e *Env) Result {
+	path := defaultDockerSocket
+	if e.DockerHost != "" {
+		if !strings.HasPrefix(e.DockerHost, "unix://") {
+			return pass("DOCKER_HOST is " + e.DockerHost + "; no local socket to check")
+		}
+		path = strings.TrimPrefix(e.DockerHost, "unix://")
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fail(path+" not found", "start Docker (sudo systemctl start docker), or point DOCKER_HOST at its socket")
+	}
+	if err != nil {
+		return fail(fmt.Sprintf("cannot stat %s: %v", path, err), "check the permissions of the directories above "+path)
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fail(fmt.Sprintf("%s exists but is not a socket (mode %s)", path, fi.Mode()),
+			"remove it and restart Docker: sudo systemctl restart docker")
+	}
+	perm := fi.Mode().Perm()
+	if perm&0o006 != 0 {
+		return warn(fmt.Sprintf("%s is accessible to every local account (mode %04o); Docker access is root access", path, perm),
+			"sudo chmod 660 "+path+" (podspawn users do not need it: spawn runs as root through sudo)")
+	}
+	if e.ConfigErr == nil && !e.Config.SSH.UseSudo {
+		return warn(fmt.Sprintf("%s not world-accessible (mode %04o); with ssh.use_sudo off, spawn runs as each SSH user, who needs docker group membership", path, perm),
+			"set ssh.use_sudo: true (recommended), or add each podspawn user to the socket's group: sudo usermod -aG docker <user>")
+	}
+	return pass(fmt.Sprintf("%s mode %04o", path, perm))
+}
+
+var opensshVersionRE = regexp.MustCompile(`OpenSSH_(\d+)\.(\d+)`)
+
+func checkOpenSSH(ctx context.Context, e *Env) Result {
+	found := false
+	var notOpenSSH string
+	for _, name := range []string{"sshd", "ssh"} {
+		bin, err := lookPath(name, e.Path)
+		if err != nil {
+			continue
+		}
+		found = true
+		out, _ := runTool(ctx, bin, "-V")
+		if ctx.Err() != nil {
+			return Result{}
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if !strings.Contains(line, "OpenSSH") {
+				continue
+			}
+			line = strings.TrimSpace(line)
+			m := opensshVersionRE.FindStringSubmatch(line)
+			if m == nil {
+				return pass(line)
+			}
+			major, _ := strconv.Atoi(m[1])
+			minor, _ := strconv.Atoi(m[2])
+			if major < 7 || (major == 7 && minor < 4) {
+				return fail(line+" is too old; podspawn needs OpenSSH 7.4+ for the restrict key option",
+					"upgrade openssh-server: sudo apt-get install openssh-server")
+			}
+			return pass(line)
+		}
+		if notOpenSSH == "" {
+			notOpenSSH = fmt.Sprintf("%s -V printed no OpenSSH version: %q", bin, truncate(strings.TrimSpace(out), 120))
+		}
+	}
+	if !found {
+		return fail("sshd not found in PATH; install openssh-server",
+			"sudo apt-get install openssh-server (and make sure /usr/sbin is in PATH)")
+	}
+	return fail(notOpenSSH, "podspawn needs OpenSSH 7.4+: sudo apt-get install openssh-server")
+}
+
+func checkSSHDConfig(ctx context.Context, e *Env) Result {
+	cfgPath := e.Config.SSH.SSHDConfig
+	bin, err := lookPath("sshd", e.Path)
+	if err != nil {
+		return fail("sshd not found in PATH; cannot validate "+cfgPath,
+			"sudo apt-get install openssh-server (and make sure /usr/sbin is in PATH)")
+	}
+	out, err := runTool(ctx, bin, "-t", "-f", cfgPath)
+	if ctx.Err() != nil {
+		return Result{}
+	}
+	if err == nil {
+		return pass(cfgPath)
+	}
+	out = strings.TrimSpace(out)
+	if e.Euid != 0 {
+		for _, s := range []string{"Could not load host key", "no hostkeys available", "Permission denied", "bad permissions"} {
+			if strings.Contains(out, s) {
+				return warn("sshd -t needs root to read host keys; re-run with sudo to fully validate",
+					"sudo podspawn doctor")
+			}
+		}
+	}
+	if out == "" {
+		out = err.Error()
+	}
+	return fail(fmt.Sprintf("sshd -t -f %s failed: %s", cfgPath, truncate(oneLine(out), 300)),
+		"correct the errors sshd -t reports in "+cfgPath+" (duplicate directives, unknown keywords, bad Match blocks)")
+}
+
+func checkConfigDir(_ context.Context, e *Env) Result {
+	dir := filepath.Dir(e.ConfigPath)
+	fi, r, ok := statDir(dir, "sudo podspawn server-setup (it creates every directory podspawn needs)")
+	if !ok {
+		return r
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return warn(fmt.Sprintf("%s is writable by group or others (mode %04o); whoever can write it decides images and keys", dir, perm),
+			"sudo chmod 755 "+dir)
+	}
+	return pass(dir)
+}
+
+func checkKeyDir(_ context.Context, e *Env) Result {
+	dir := e.Config.Auth.KeyDir
+	fi, r, ok := statDir(dir, fmt.Sprintf("sudo mkdir -p %s && sudo chmod 700 %s && sudo chown %s %s",
+		dir, dir, e.Config.SSH.AuthKeysUser, dir))
+	if !ok {
+		return r
+	}
+	var problems, fixes []string
+	if perm := fi.Mode().Perm(); perm != 0o700 {
+		problems = append(problems, fmt.Sprintf("%s has mode %04o, should be 0700", dir, perm))
+		fixes = append(fixes, "sudo chmod 700 "+dir)
+	}
+	// sshd runs auth-keys as ssh.auth_keys_user, which must own the 0700
+	// directory to read it: otherwise nobody can log in.
+	account := e.Config.SSH.AuthKeysUser
+	if e.LookupUID != nil {
+		uid, err := e.LookupUID(account)
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("account %s (ssh.auth_keys_user) does not exist, so sshd cannot run auth-keys", account))
+			fixes = append(fixes, "sudo podspawn server-setup")
+		case statUID(fi) != uid:
+			problems = append(problems, fmt.Sprintf("%s is owned by uid %d, not by %s (uid %d) that sshd runs auth-keys as", dir, statUID(fi), account, uid))
+			fixes = append(fixes, fmt.Sprintf("sudo chown -R %s %s", account, dir))
+		}
+	}
+	if len(problems) > 0 {
+		return warn(strings.Join(problems, "; "), strings.Join(fixes, " && "))
+	}
+	return pass(dir)
+}
+
+func checkStateDir(_ context.Context, e *Env) Result {
+	return checkWritableDir(e.Config.State.Dir())
+}
+
+func checkLockDir(_ context.Context, e *Env) Result {
+	return checkWritableDir(e.Config.State.LockDir)
+}
+
+// checkWritableDir proves write access by creating and removing a file:
+// permission bits do not tell (root, ACLs, read-only mounts).
+func checkWritableDir(dir string) Result {
+	fi, r, ok := statDir(dir, fmt.Sprintf("sudo mkdir -p -m 700 %s && sudo chown root:root %s", dir, dir))
+	if !ok {
+		return r
+	}
+	f, err := os.CreateTemp(dir, ".doctor-write-test-*")
+	if err != nil {
+		return fail(fmt.Sprintf("%s not writable: %v", dir, err),
+			fmt.Sprintf("run doctor as root, or fix the mount or ownership: sudo chown root:root %s", dir))
+	}
+	f.Close()
+	os.Remove(f.Name())
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return warn(fmt.Sprintf("%s is writable by group or others (mode %04o); other accounts could tamper with podspawn state", dir, perm),
+			"sudo chmod 700 "+dir)
+	}
+	return pass(dir)
+}
+
+func checkDiskSpace(_ context.Context, e *Env) Result {
+	statfs := e.Statfs
+	if statfs == nil {
+		statfs = Statfs
+	}
+	path := e.Config.State.Dir()
+	free, err := statfs(path)
+	if err != nil {
+		path = "/"
+		free, err = statfs(path)
+	}
+	if err != nil {
+		return warn("could not check disk space: "+err.Error(), "check free space by hand: df -h "+e.Config.State.Dir())
+	}
+	gb := float64(free) / (1 << 30)
+	fix := fmt.Sprintf("free space on the filesystem of %s; unused images are usually the largest: sudo docker image prune -a", path)
+	switch {
+	case gb < 1:
+		return fail(fmt.Sprintf("%.1f GB free (need at least 1 GB for images)", gb), fix)
+	case gb < 5:
+		return warn(fmt.Sprintf("%.1f GB free (recommend 5+ GB for image cache)", gb), fix)
+	}
+	return pass(fmt.Sprintf("%.1f GB free", gb))
+}
+
+// Statfs returns the bytes available to unprivileged users on the
+// filesystem holding path.
+func Statfs(path string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func checkDefaultImage(ctx context.Context, e *Env) Result {
+	img := e.Config.Defaults.Image
+	if e.Docker == nil {
+		return fail(fmt.Sprintf("cannot check %s: no Docker client: %v", img, e.DockerErr), "fix the Docker daemon check first")
+	}
+	resp, err := e.Docker.ImageInspect(ctx, img)
+	switch {
+	case err == nil:
+		id := strings.TrimPrefix(resp.ID, "sha256:")
+		return pass(fmt.Sprintf("%s cached (%s)", img, truncateID(id)))
+	case ctx.Err() != nil:
+		return Result{}
+	case errdefs.IsNotFound(err):
+		return warn(img+" not cached; first connection will pull it (slow)", "sudo docker pull "+img)
+	}
+	return fail(fmt.Sprintf("cannot check %s: %v", img, err), "fix the Docker daemon check first")
+}
+
+func checkConfigFile(_ context.Context, e *Env) Result {
+	switch {
+	case e.ConfigErr != nil:
+		return fail(e.ConfigErr.Error(),
+			"correct the setting named above in "+e.ConfigPath+"; commands other than doctor refuse to run until it loads")
+	case !e.Config.Exists:
+		return warn(e.ConfigPath+" does not exist; using built-in defaults",
+			"sudo podspawn server-setup writes one, or pass --config with the right path")
+	}
+	return pass(e.ConfigPath)
+}
+
+func checkStateDatabase(ctx context.Context, e *Env) Result {
+	path := e.Config.State.DBPath
+	h, err := sqlstore.CheckHealth(ctx, path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return warn(path+" does not exist yet; no session has been created",
+			"nothing to do if this is a new server: the first connection (or sudo podspawn cleanup) creates it")
+	case ctx.Err() != nil:
+		return Result{}
+	case errors.Is(err, fs.ErrPermission):
+		return fail(err.Error(), "run doctor as root: sudo podspawn doctor")
+	case err != nil:
+		return fail(err.Error(), "stop podspawn cleanup, copy "+path+" and its -wal file aside, and restore a good backup")
+	case len(h.Problems) > 0:
+		p := h.Problems
+		if len(p) > 3 {
+			p = append(p[:3:3], fmt.Sprintf("and %d more", len(h.Problems)-3))
+		}
+		return fail("quick_check: "+strings.Join(p, "; "),
+			"stop podspawn cleanup, copy "+path+" and its -wal file aside, and restore a good backup")
+	case h.SchemaVersion > h.Supported:
+		return fail(fmt.Sprintf("schema version %d is newer than this podspawn supports (%d)", h.SchemaVersion, h.Supported),
+			"install the podspawn release that wrote it: sudo podspawn update")
+	}
+	return pass(fmt.Sprintf("%s: quick_check ok, schema version %d", path, h.SchemaVersion))
+}
+
+func checkCleanupDaemon(_ context.Context, e *Env) Result {
+	// The probe is a non-blocking shared flock released at once and never
+	// creates the file (controller.DaemonLockHolder).
+	pid, running, err := controller.DaemonLockHolder(controller.DaemonLockPath(e.Config.State.Dir()))
+	switch {
+	case err != nil:
+		return warn(fmt.Sprintf("cannot tell whether it runs: %v", err), "check: sudo systemctl status podspawn-cleanup")
+	case !running:
+		return warn("not running; grace periods are enforced only at connect time",
+			"sudo systemctl enable --now podspawn-cleanup.service")
+	case pid > 0:
+		return pass(fmt.Sprintf("running (pid %d)", pid))
+	}
+	return pass("running")
+}
+
+// statDir reports a missing path or a non-directory as a failure.
+func statDir(dir, createFix string) (fs.FileInfo, Result, bool) {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fail(dir+" does not exist; run 'podspawn server-setup'", createFix), false
+	case err != nil:
+		return nil, fail(fmt.Sprintf("cannot stat %s: %v", dir, err), "check the permissions of the directories above "+dir), false
+	case !fi.IsDir():
+		return nil, fail(dir+" exists but is not a directory", "move "+dir+" aside, then: "+createFix), false
+	}
+	return fi, Result{}, true
+}
+
+func statUID(fi fs.FileInfo) int {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
+}
+
+// lookPath is exec.LookPath over an explicit PATH value.
+func lookPath(name, pathEnv string) (string, error) {
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		fi, err := os.Stat(p)
+		if err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in PATH", name)
+}
+
+// runTool runs a tool with the C locale and returns its combined output.
+func runTool(ctx context.Context, bin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	// A grandchild holding the output pipe must not keep us waiting.
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func truncateID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

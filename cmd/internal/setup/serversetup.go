@@ -1,0 +1,266 @@
+package setup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/keys"
+)
+
+// ServerSetup prepares the host. Every step is idempotent and reports
+// "ok" when it found nothing to do, so a second run changes nothing.
+type ServerSetup struct {
+	Runner   Runner
+	Reloader Reloader
+	Out      io.Writer
+	DryRun   bool
+	NoReload bool
+	// Binary and ConfigPath are absolute; they go into sshd_config, the
+	// key lines and sudoers.
+	Binary     string
+	ConfigPath string
+	Config     config.Config
+	SSHDConfig string
+	// SudoersFile is the drop-in path; SudoersDir is the directory sudo
+	// includes (/etc/sudoers.d), for the checks only a live drop-in needs.
+	SudoersFile string
+	SudoersDir  string
+}
+
+// Run performs the setup in dependency order: accounts before the files
+// they own, files before the sudoers rule and the sshd block that point
+// at them, and the sshd reload last. It stops at the first error; the
+// steps already done are reported and stay valid.
+func (s *ServerSetup) Run(ctx context.Context) error {
+	cfg := s.Config
+	if err := s.precheck(); err != nil {
+		return err
+	}
+	if err := s.step(EnsureGroup(ctx, s.Runner, cfg.SSH.Group, s.DryRun)); err != nil {
+		return err
+	}
+	c, acct, err := EnsureAuthAccount(ctx, s.Runner, cfg.SSH.AuthKeysUser, s.DryRun)
+	if err := s.step(c, err); err != nil {
+		return err
+	}
+	authOwner := Owner{Name: acct.Name, UID: acct.UID, GID: acct.GID}
+
+	dirs := []struct {
+		path  string
+		mode  fs.FileMode
+		owner Owner
+	}{
+		{filepath.Dir(s.ConfigPath), 0o755, Root},
+		{cfg.Auth.KeyDir, keys.DirMode, authOwner},
+		{cfg.State.Dir(), 0o700, Root},
+		{cfg.State.LockDir, 0o700, Root},
+		{cfg.State.HomesDir, 0o700, Root},
+	}
+	seen := map[string]fs.FileMode{}
+	for _, d := range dirs {
+		p := filepath.Clean(d.path)
+		if m, dup := seen[p]; dup {
+			if m != d.mode {
+				return fmt.Errorf("%s is used for two purposes that need different modes (%04o and %04o); give auth.key_dir, the config and state paths their own directories", p, m, d.mode)
+			}
+			continue
+		}
+		seen[p] = d.mode
+		if err := s.step(EnsureDir(p, d.mode, d.owner, s.DryRun)); err != nil {
+			return err
+		}
+	}
+	if err := s.fixKeyFiles(authOwner); err != nil {
+		return err
+	}
+	for _, p := range []string{cfg.State.DBPath, cfg.State.DBPath + "-wal", cfg.State.DBPath + "-shm"} {
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		if err := s.step(EnsureFileMode(p, 0o600, Root, s.DryRun)); err != nil {
+			return err
+		}
+	}
+	if err := s.configFile(); err != nil {
+		return err
+	}
+	if !s.DryRun || acct.UID >= 0 {
+		for _, p := range []string{s.ConfigPath, cfg.Auth.KeyDir} {
+			if _, err := os.Stat(p); err != nil {
+				continue
+			}
+			if err := CheckReachable(p, acct); err != nil {
+				fmt.Fprintf(s.Out, "warning: sshd runs auth-keys as %s, which cannot read %s: %v; make every directory above it searchable (chmod o+x)\n", acct.Name, p, err)
+			}
+		}
+	}
+	if cfg.SSH.UseSudo {
+		su := Sudoers{Runner: s.Runner, Path: s.SudoersFile, Content: RenderSudoers(s.Binary, s.ConfigPath, cfg.SSH.Group), DryRun: s.DryRun, IncludeDir: s.SudoersDir}
+		if err := s.step(su.Apply(ctx)); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(s.Out, "sudoers %s: skipped (ssh.use_sudo is false)\n", s.SudoersFile)
+	}
+	sshd := SSHD{Runner: s.Runner, Path: s.SSHDConfig, DryRun: s.DryRun, Params: SSHDParams{
+		Binary: s.Binary, Config: s.ConfigPath, AuthKeysUser: cfg.SSH.AuthKeysUser, Group: cfg.SSH.Group,
+		AllowTCPForwarding: cfg.SSH.AllowTCPForwarding, AllowAgentForwarding: cfg.SSH.AllowAgentForwarding,
+	}}
+	c, changed, err := sshd.Apply(ctx)
+	if err := s.step(c, err); err != nil {
+		return err
+	}
+	switch {
+	case s.DryRun && c.Done != "":
+		fmt.Fprintln(s.Out, "[dry-run] would reload sshd")
+	case s.DryRun:
+		fmt.Fprintln(s.Out, "sshd: ok (sshd_config unchanged, no reload needed)")
+	case !changed:
+		fmt.Fprintln(s.Out, "sshd: ok (sshd_config unchanged, no reload needed)")
+	case s.NoReload:
+		fmt.Fprintln(s.Out, "sshd: NOT reloaded (--no-reload); reload sshd to apply the new sshd_config")
+	default:
+		if err := s.step(s.Reloader.Reload(ctx)); err != nil {
+			return err
+		}
+	}
+	if s.DryRun {
+		fmt.Fprintln(s.Out, "[dry-run] nothing was changed")
+		return nil
+	}
+	fmt.Fprintln(s.Out, "server-setup complete")
+	return nil
+}
+
+func (s *ServerSetup) precheck() error {
+	cfg := s.Config
+	if err := ValidateAccountName("ssh.group", cfg.SSH.Group); err != nil {
+		return err
+	}
+	if err := ValidateAccountName("ssh.auth_keys_user", cfg.SSH.AuthKeysUser); err != nil {
+		return err
+	}
+	if cfg.SSH.Group == cfg.SSH.AuthKeysUser {
+		// useradd gives the auth-keys account a group of its own name.
+		return fmt.Errorf("ssh.group and ssh.auth_keys_user are both %q; they must differ", cfg.SSH.Group)
+	}
+	if err := ValidateConfigPath("the podspawn binary path", s.Binary); err != nil {
+		return err
+	}
+	if err := ValidateConfigPath("the config path (--config)", s.ConfigPath); err != nil {
+		return err
+	}
+	if err := CheckSafePath(s.Binary, false); err != nil {
+		return fmt.Errorf("sshd runs AuthorizedKeysCommand only from a path that root owns and nobody else can write, "+
+			"and sudo would run it as root: %v; install podspawn in such a place (e.g. /usr/local/bin) and run server-setup from there", err)
+	}
+	// The config steers what root does under sudo; nobody else may be
+	// able to replace it or a directory above it.
+	for p := filepath.Dir(s.ConfigPath); ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil {
+			if err := CheckSafePath(p, true); err != nil {
+				return fmt.Errorf("the config directory must be safe from non-root users (spawn runs as root with it): %v", err)
+			}
+			break
+		}
+		if p == "/" {
+			break
+		}
+	}
+	if cfg.SSH.UseSudo {
+		if _, err := os.Stat("/usr/bin/sudo"); err != nil {
+			return errors.New("ssh.use_sudo is true but /usr/bin/sudo is missing: install sudo (apt-get install sudo), or set ssh.use_sudo: false")
+		}
+		if err := ValidateConfigPath("--sudoers-file", s.SudoersFile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// configFile writes the commented defaults when the config is missing,
+// and otherwise makes sure only root can change it.
+func (s *ServerSetup) configFile() error {
+	c := Change{What: "config " + s.ConfigPath}
+	if s.Config.Exists {
+		c, err := EnsureFileMode(s.ConfigPath, 0o644, Root, s.DryRun)
+		c.What = "config " + s.ConfigPath
+		return s.step(c, err)
+	}
+	data := DefaultConfig(s.Config)
+	if _, err := config.Parse(data); err != nil {
+		return fmt.Errorf("BUG: the default config does not parse: %w", err)
+	}
+	c.Done, c.Would = "created with the defaults", "create "+s.ConfigPath+" with the defaults"
+	if s.DryRun {
+		return s.step(c, nil)
+	}
+	if err := WriteFileAtomic(s.ConfigPath, data, 0o644, Root); err != nil {
+		return s.step(c, err)
+	}
+	return s.step(c, nil)
+}
+
+// fixKeyFiles gives existing key files the contract's owner and mode (an
+// older podspawn left them 0644 root).
+func (s *ServerSetup) fixKeyFiles(o Owner) error {
+	users, err := keys.ListUsers(s.Config.Auth.KeyDir)
+	if err != nil || len(users) == 0 {
+		// A missing directory was just reported as "would create".
+		return nil
+	}
+	c := Change{What: fmt.Sprintf("key files in %s (%d)", s.Config.Auth.KeyDir, len(users))}
+	var fixed []string
+	for _, u := range users {
+		p := filepath.Join(s.Config.Auth.KeyDir, u)
+		fc, err := EnsureFileMode(p, keys.FileMode, o, true)
+		if err != nil {
+			return s.step(c, err)
+		}
+		if fc.Done != "" {
+			fixed = append(fixed, u)
+		}
+	}
+	if len(fixed) > 0 {
+		c.Done = fmt.Sprintf("fixed owner and mode of %d file(s): %v", len(fixed), fixed)
+		c.Would = fmt.Sprintf("fix owner and mode (%s, 0600) of key files %v", o.Name, fixed)
+	}
+	if s.DryRun || len(fixed) == 0 {
+		return s.step(c, nil)
+	}
+	for _, u := range fixed {
+		if _, err := keys.FixFile(filepath.Join(s.Config.Auth.KeyDir, u), keys.Owner{UID: o.UID, GID: o.GID}); err != nil {
+			return s.step(c, err)
+		}
+	}
+	return s.step(c, nil)
+}
+
+// step prints one step's result and passes its error on.
+func (s *ServerSetup) step(c Change, err error) error {
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.Done == "":
+		fmt.Fprintf(s.Out, "%s: ok\n", c.What)
+	case s.DryRun:
+		fmt.Fprintf(s.Out, "[dry-run] would %s\n", c.Would)
+	default:
+		fmt.Fprintf(s.Out, "%s: %s\n", c.What, c.Done)
+	}
+	for _, n := range c.Notes {
+		if len(n) > 0 && n[0] == ' ' {
+			fmt.Fprintln(s.Out, n)
+		} else {
+			fmt.Fprintf(s.Out, "  note: %s\n", n)
+		}
+	}
+	return nil
+}

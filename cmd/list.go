@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/observed/proc"
+)
+
+// newClock is the clock run() gives App; tests replace it with a fake so
+// that ages and plans are reproducible.
+var newClock = func() clock.WithTicker { return clock.RealClock{} }
+
+// ListCmd prints the sessions of the state database.
+type ListCmd struct {
+	Output string `help:"Output format: text, or json for scripts: an array of objects with user, project (\"\" for the default session), container, status, mode, connections (live SSH connections), created_at, max_lifetime_at and grace_expiry (RFC 3339 UTC, null when not applicable), lifetime_left_seconds (0 once expired; max_lifetime_at and lifetime_left_seconds are null for persistent sessions, which never expire)." enum:"text,json" default:"text" short:"o"`
+}
+
+// Help is shown by podspawn list --help.
+func (ListCmd) Help() string {
+	return `Lists every session recorded in the state database, ordered by user and project. It reads only the database, not Docker: a session whose container vanished still shows until cleanup removes it.
+
+CONNS counts live connections: a connection whose spawn process has died does not count. LIFETIME LEFT is "expired" once the maximum lifetime is reached (cleanup then destroys the session) and "never" for persistent sessions.`
+}
+
+// sessionView is one session with what list and status derive from it.
+type sessionView struct {
+	Sess *desired.Session
+	// Live is the number of leases whose process still runs.
+	Live int
+}
+
+// loadSessionViews reads every session, ordered by user and project, and
+// counts live leases.
+func loadSessionViews(ctx context.Context, a *App) ([]sessionView, error) {
+	st, err := a.Store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := st.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := desired.State{Sessions: sessions}
+	var refs []observed.ProcessRef
+	for _, s := range sessions {
+		for _, l := range s.Leases {
+			refs = append(refs, observed.ProcessRef{PID: l.PID, Start: l.PIDStart})
+		}
+	}
+	alive := proc.Alive(refs)
+	var out []sessionView
+	for _, k := range d.SortedKeys() {
+		s := sessions[k]
+		v := sessionView{Sess: s}
+		for _, l := range s.Leases {
+			if alive[observed.ProcessRef{PID: l.PID, Start: l.PIDStart}] {
+				v.Live++
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Run prints the table, or JSON with -o json.
+func (c *ListCmd) Run(a *App) error {
+	ctx, cancel := signalContext()
+	defer cancel()
+	views, err := loadSessionViews(ctx, a)
+	if err != nil {
+		return err
+	}
+	now := a.Clock.Now()
+	if c.Output == "json" {
+		return renderListJSON(a.Stdout, views, now)
+	}
+	renderListText(a.Stdout, views, now)
+	return nil
+}
+
+func renderListText(w io.Writer, views []sessionView, now time.Time) {
+	if len(views) == 0 {
+		fmt.Fprintln(w, "No active sessions.")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tPROJECT\tCONTAINER\tSTATUS\tCONNS\tAGE\tLIFETIME LEFT")
+	for _, v := range views {
+		s := v.Sess
+		project := s.Key.Project
+		if project == "" {
+			project = "(default)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Key.User, project, containerOf(s), s.Status, v.Live,
+			formatAge(now.Sub(s.CreatedAt)), lifetimeLeft(s, now))
+	}
+	tw.Flush()
+}
+
+func containerOf(s *desired.Session) string {
+	if s.Spec.ContainerName != "" {
+		return s.Spec.ContainerName
+	}
+	return desired.ContainerName(s.Key)
+}
+
+func lifetimeLeft(s *desired.Session, now time.Time) string {
+	if s.Mode == desired.ModePersistent {
+		return "never"
+	}
+	left := s.MaxLifetimeAt.Sub(now)
+	if left <= 0 {
+		return "expired"
+	}
+	return formatAge(left)
+}
+
+// formatAge renders a duration truncated to its largest units: 45s, 5m,
+// 2h, 2h30m. A negative duration (clock skew) shows as 0s.
+func formatAge(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int64(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int64(d/time.Minute))
+	}
+	h := int64(d / time.Hour)
+	m := int64((d % time.Hour) / time.Minute)
+	if m == 0 {
+		return fmt.Sprintf("%dh", h)
+	}
+	return fmt.Sprintf("%dh%dm", h, m)
+}
+
+type listJSON struct {
+	User                string     `json:"user"`
+	Project             string     `json:"project"`
+	Container           string     `json:"container"`
+	Status              string     `json:"status"`
+	Mode                string     `json:"mode"`
+	Connections         int        `json:"connections"`
+	CreatedAt           time.Time  `json:"created_at"`
+	MaxLifetimeAt       *time.Time `json:"max_lifetime_at"`
+	GraceExpiry         *time.Time `json:"grace_expiry"`
+	LifetimeLeftSeconds *int64     `json:"lifetime_left_seconds"`
+}
+
+func renderListJSON(w io.Writer, views []sessionView, now time.Time) error {
+	out := make([]listJSON, 0, len(views))
+	for _, v := range views {
+		s := v.Sess
+		j := listJSON{User: s.Key.User, Project: s.Key.Project, Container: containerOf(s), Status: string(s.Status),
+			Mode: string(s.Mode), Connections: v.Live, CreatedAt: s.CreatedAt.UTC()}
+		if s.Mode != desired.ModePersistent {
+			at := s.MaxLifetimeAt.UTC()
+			left := int64(s.MaxLifetimeAt.Sub(now) / time.Second)
+			if left < 0 {
+				left = 0
+			}
+			j.MaxLifetimeAt, j.LifetimeLeftSeconds = &at, &left
+		}
+		if !s.GraceExpiry.IsZero() {
+			g := s.GraceExpiry.UTC()
+			j.GraceExpiry = &g
+		}
+		out = append(out, j)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}

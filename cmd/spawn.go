@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/go-logr/logr"
+
+	"github.com/podspawn/podspawn/cmd/internal/spawn"
+	"github.com/podspawn/podspawn/desired"
+)
+
+// spawnFailureCode is spawn's exit code when podspawn itself failed (as
+// opposed to the user's command), the code ssh uses for its own errors.
+const spawnFailureCode = 255
+
+// SpawnCmd is the forced command of every podspawn key: it serves one SSH
+// connection inside the user's session container.
+type SpawnCmd struct {
+	User    string `help:"User to serve. Under sudo the caller is the user and this must match it or be omitted; root without sudo must give it."`
+	Project string `help:"Project session to attach to (default: PODSPAWN_PROJECT from the client, else the default session)."`
+}
+
+// Run serves the connection and exits with its process's exit code, or
+// 255 when podspawn could not start it.
+func (c *SpawnCmd) Run(a *App) error {
+	// A vanished client must turn writes into EPIPE errors we handle, not
+	// a silent death that skips releasing the connection.
+	signal.Ignore(syscall.SIGPIPE)
+	fail := func(err error) error { return &ExitError{Code: spawnFailureCode, Err: err} }
+
+	cfg, err := a.Config()
+	if err != nil {
+		return fail(err)
+	}
+	user, err := spawn.ResolveUser(spawn.IdentityInput{
+		EUID: os.Geteuid(), SudoUser: os.Getenv("SUDO_USER"), SudoUID: os.Getenv("SUDO_UID"),
+		FlagUser: c.User, Group: cfg.SSH.Group,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	project, err := spawn.ResolveProject(c.Project, os.Getenv("PODSPAWN_PROJECT"))
+	if err != nil {
+		return fail(fmt.Errorf("%w (set with PODSPAWN_PROJECT or a <project>.pod host name)", err))
+	}
+	log, closeLog, err := spawnLogger(a, cfg.Log.File)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeLog()
+	a.Log = log
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ctx, stopWatch := spawn.WatchHangup(ctx, os.Stdout)
+	defer stopWatch()
+
+	ctrl, err := a.Controller(ctx, ControllerOptions{Workers: 1})
+	if err != nil {
+		return fail(err)
+	}
+	dc, err := a.Docker()
+	if err != nil {
+		return fail(err)
+	}
+	sessions := &spawn.Sessions{
+		Config: cfg, Store: ctrl.Store, Reconciler: ctrl, Docker: dc, Clock: a.Clock, Log: log, LockTimeout: ctrl.LockTimeout,
+	}
+	code, err := spawn.Serve(ctx, sessions, dc, spawn.Connection{
+		Key:             desired.SessionKey{User: user, Project: project},
+		OriginalCommand: os.Getenv("SSH_ORIGINAL_COMMAND"),
+		Term:            os.Getenv("TERM"),
+		Stdio:           spawn.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return &ExitError{Code: code}
+}
+
+// spawnLogger sends spawn's logs to log.file. Without one they are dropped
+// unless -v was given: spawn's stderr is the SSH client's terminal, which
+// is no place for controller chatter. Errors still reach the user as the
+// one "Error:" line main prints.
+func spawnLogger(a *App, file string) (logr.Logger, func(), error) {
+	if file == "" {
+		if a.CLI.Verbosity > 0 {
+			return a.Log, func() {}, nil
+		}
+		return logr.Discard(), func() {}, nil
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return logr.Logger{}, nil, fmt.Errorf("opening log.file: %w", err)
+	}
+	return newLogger(a.CLI.LogFormat, a.CLI.Verbosity, f), func() { f.Close() }, nil
+}

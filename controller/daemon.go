@@ -1,0 +1,453 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// Daemon defaults.
+const (
+	DefaultDrainTimeout   = 30 * time.Second
+	DefaultDBPollInterval = time.Second
+	DefaultReconnectBase  = 500 * time.Millisecond
+	DefaultReconnectMax   = 10 * time.Second
+	DefaultResyncTimeout  = time.Minute
+)
+
+// Daemon is the long-running cleanup controller: workers consume the key
+// queue; Docker events, database commits, connection-process exits and a
+// periodic resync only enqueue keys; each key's reconcile requeues it at its
+// own next deadline, so expiries are enforced on time, not at the next tick.
+type Daemon struct {
+	C      *Controller
+	Events EventsAPI
+	// Interval between full resyncs, the safety net for anything the
+	// watchers missed.
+	Interval time.Duration
+	Workers  int
+	// DrainTimeout bounds how long shutdown waits for in-flight reconciles.
+	DrainTimeout time.Duration
+	// DBPollInterval is how often the database is checked for commits.
+	DBPollInterval time.Duration
+	// ReconnectBase and ReconnectMax bound the backoff between attempts to
+	// reach Docker again.
+	ReconnectBase, ReconnectMax time.Duration
+	// ResyncTimeout bounds one resync.
+	ResyncTimeout time.Duration
+	// Queue is used instead of a new NewQueue when set (tests).
+	Queue Queue
+
+	index objectIndex
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (d *Daemon) resyncTimeout() time.Duration { return orDefault(d.ResyncTimeout, DefaultResyncTimeout) }
+
+// ErrDrainTimeout is returned when in-flight reconciles did not finish
+// within the drain timeout and were cancelled.
+var ErrDrainTimeout = errors.New("in-flight reconciles did not finish in time and were cancelled; the next pass completes them")
+
+// Run runs until ctx is cancelled, then stops taking work, lets in-flight
+// reconciles finish (bounded by DrainTimeout) and returns. It returns an
+// error only for a failed start or an aborted drain: Docker or database
+// trouble while running is logged and retried, never fatal.
+func (d *Daemon) Run(ctx context.Context) error {
+	if d.Interval <= 0 {
+		return fmt.Errorf("invalid resync interval %s: must be positive", d.Interval)
+	}
+	log := d.C.Log
+	q := d.Queue
+	if q == nil {
+		q = NewQueue(d.C.Clock)
+	}
+	workers := d.Workers
+	if workers < 1 {
+		workers = 1
+	}
+
+	watcher, err := sqlstore.OpenWatcher(ctx, d.C.Store.Path())
+	if err != nil {
+		return err
+	}
+	defer watcher.Close()
+
+	// In-flight work must survive the signal that stops the daemon, so the
+	// workers' context is cancelled only when the drain times out.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var stopping atomic.Bool
+	var workersDone sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		workersDone.Add(1)
+		go func() {
+			defer workersDone.Done()
+			d.work(workCtx, q, &stopping)
+		}()
+	}
+
+	var sources sync.WaitGroup
+	sources.Add(1)
+	go func() {
+		defer sources.Done()
+		d.watchDB(ctx, q, watcher)
+	}()
+	d.watchDocker(ctx, q)
+	sources.Wait()
+
+	stopping.Store(true)
+	log.Info("Stopping: finishing in-flight reconciles", "timeout", orDefault(d.DrainTimeout, DefaultDrainTimeout).String())
+	drained := make(chan struct{})
+	go func() {
+		q.ShutDownWithDrain()
+		close(drained)
+	}()
+	timer := d.C.Clock.NewTimer(orDefault(d.DrainTimeout, DefaultDrainTimeout))
+	defer timer.Stop()
+	select {
+	case <-drained:
+	case <-timer.C():
+		cancelWork()
+		q.ShutDown() // stops ShutDownWithDrain waiting
+		<-drained
+		workersDone.Wait()
+		return ErrDrainTimeout
+	}
+	workersDone.Wait()
+	return nil
+}
+
+// work is one worker. Once stopping, keys still queued are dropped rather
+// than started: the next start's full resync finds whatever they needed.
+func (d *Daemon) work(ctx context.Context, q Queue, stopping *atomic.Bool) {
+	for {
+		k, shutdown := q.Get()
+		if shutdown {
+			return
+		}
+		if stopping.Load() {
+			q.Done(k)
+			continue
+		}
+		d.C.processItem(ctx, q, k)
+	}
+}
+
+// watchDocker keeps the Docker event subscription and the periodic resync
+// going until ctx ends. Losing Docker is logged once; attempts to reach it
+// again back off exponentially up to ReconnectMax, and every (re)connection
+// starts with a full resync.
+func (d *Daemon) watchDocker(ctx context.Context, q Queue) {
+	log := d.C.Log
+	base := orDefault(d.ReconnectBase, DefaultReconnectBase)
+	maxBackoff := orDefault(d.ReconnectMax, DefaultReconnectMax)
+	backoff := base
+	down := false // an outage was logged and not yet recovered from
+	first := true
+	for ctx.Err() == nil {
+		// Taken before the list, so events between list and subscription
+		// are replayed rather than lost.
+		since := d.C.Clock.Now()
+		sub := subscribe(ctx, d.Events, dockerTime(since))
+		err := d.resync(ctx, q, true)
+		if err == nil {
+			err = sub.failed()
+		}
+		if err != nil {
+			sub.cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if !down {
+				down = true
+				log.Error(err, "Cannot resync and watch Docker; retrying with backoff", "maxBackoff", maxBackoff.String())
+			} else {
+				log.V(1).Info("Resync still failing", "err", err.Error(), "retryIn", backoff.String())
+			}
+			if !d.sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		backoff = base
+		switch {
+		case down:
+			down = false
+			log.Info("Recovered: resubscribed to Docker events and resynced")
+		case first:
+			log.Info("Watching Docker events", "interval", d.Interval.String())
+		}
+		first = false
+		err = d.listen(ctx, q, sub)
+		sub.cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		down = true
+		log.Error(err, "Lost the Docker event stream; reconnecting with backoff", "maxBackoff", maxBackoff.String())
+	}
+}
+
+// listen reads events and runs the periodic resync until the stream fails
+// or ctx ends.
+func (d *Daemon) listen(ctx context.Context, q Queue, sub *subscription) error {
+	log := d.C.Log
+	timer := d.C.Clock.NewTimer(d.Interval)
+	defer timer.Stop()
+	failing := false
+	retry := orDefault(d.ReconnectBase, DefaultReconnectBase)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m := <-sub.labelled:
+			d.handleEvent(ctx, q, m)
+		case m := <-sub.objects:
+			d.handleEvent(ctx, q, m)
+		case err := <-sub.labelledErr:
+			return streamErr(err)
+		case err := <-sub.objectsErr:
+			return streamErr(err)
+		case <-timer.C():
+			if err := d.resync(ctx, q, false); err != nil {
+				// Typically a busy database or a Docker hiccup: retry soon,
+				// log once per failure spell.
+				if !failing {
+					log.Error(err, "Resync failed; retrying")
+				}
+				failing = true
+				timer.Reset(retry)
+				retry = min(2*retry, d.Interval)
+				continue
+			}
+			if failing {
+				log.Info("Resync succeeded again")
+			}
+			failing = false
+			retry = orDefault(d.ReconnectBase, DefaultReconnectBase)
+			timer.Reset(d.Interval)
+		}
+	}
+}
+
+// sleep waits for d or ctx; it reports false when ctx ended.
+func (d *Daemon) sleep(ctx context.Context, dur time.Duration) bool {
+	t := d.C.Clock.NewTimer(dur)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
+	}
+}
+
+// resync loads all desired and observed state. With all, every key in
+// desired ∪ observed is enqueued (start and reconnection); otherwise the
+// full plan is computed once and only keys with work are enqueued now, and
+// keys with a future deadline at that deadline, which finds the same work
+// without a reconcile per idle session on every tick.
+func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
+	ctx, cancel := context.WithTimeout(ctx, d.resyncTimeout())
+	defer cancel()
+	des, err := d.C.LoadDesired(ctx)
+	if err != nil {
+		return fmt.Errorf("loading desired state: %w", err)
+	}
+	obs, err := d.C.Observe(ctx, des)
+	if err != nil {
+		return fmt.Errorf("observing Docker: %w", err)
+	}
+	d.index.reset(obs.Objects, des.InstanceID)
+	now := d.C.Clock.Now()
+	plan := reconcile.Compute(des, obs, now, d.C.Options)
+	n := 0
+	if all {
+		keys := map[desired.SessionKey]bool{}
+		for k := range des.Sessions {
+			keys[k] = true
+		}
+		for _, o := range obs.Objects {
+			if foreign(o.Labels, des.InstanceID) {
+				continue
+			}
+			k, _ := o.Key()
+			keys[k] = true
+		}
+		for k := range keys {
+			q.Add(k)
+		}
+		n = len(keys)
+	} else {
+		for _, k := range plan.Keys() {
+			q.Add(k)
+			n++
+		}
+		for k, w := range plan.WakeByKey {
+			q.AddAfter(k, w.Sub(now))
+		}
+	}
+	d.C.Log.V(1).Info("Resynced", append([]any{"full", all, "enqueued", n, "sessions", len(des.Sessions), "objects", len(obs.Objects)}, plan.LogValues()...)...)
+	return nil
+}
+
+// watchDB polls the database for commits by other processes and watches
+// the processes behind leases.
+func (d *Daemon) watchDB(ctx context.Context, q Queue, w *sqlstore.Watcher) {
+	notify := func(k desired.SessionKey) {
+		d.C.Log.V(2).Info("Session changed", "user", k.User, "project", k.Project)
+		q.Add(k)
+	}
+	procs := newProcWatcher(d.C.Log, notify)
+	defer procs.close()
+	dw := &dbWatcher{w: w, log: d.C.Log, procs: procs, notify: notify}
+	dw.poll(ctx)
+	t := d.C.Clock.NewTicker(orDefault(d.DBPollInterval, DefaultDBPollInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			dw.poll(ctx)
+		}
+	}
+}
+
+// dockerTime formats t for the events API's since parameter.
+func dockerTime(t time.Time) string {
+	return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond())
+}
+
+// DaemonLockName is the file, in the state directory, that the cleanup
+// daemon holds an flock on while it runs. It contains the daemon's pid as
+// decimal text and a newline (doctor reads it).
+const DaemonLockName = "cleanup-daemon.lock"
+
+// DaemonLockPath returns the daemon lock of a state directory.
+func DaemonLockPath(stateDir string) string { return filepath.Join(stateDir, DaemonLockName) }
+
+// DaemonLock is the held single-daemon lock.
+type DaemonLock struct {
+	f    *os.File
+	path string
+}
+
+// ErrDaemonRunning is returned when another daemon holds the lock.
+var ErrDaemonRunning = errors.New("another cleanup daemon is running")
+
+// AcquireDaemonLock takes the host's daemon lock without waiting and
+// writes this process's pid into it. The file is never removed: removing a
+// locked file would let a second daemon lock a new inode.
+func AcquireDaemonLock(path string) (*DaemonLock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory for %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening daemon lock %s: %w", path, err)
+	}
+	// doctor probes the lock with a shared flock for an instant; a few
+	// short retries keep that probe from failing a daemon's start.
+	for attempt := 1; ; attempt++ {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != unix.EWOULDBLOCK || attempt == 5 {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
+	}
+	if err == unix.EWOULDBLOCK {
+		f.Close()
+		pid, _, _ := DaemonLockHolder(path)
+		who := "pid unknown"
+		if pid > 0 {
+			who = "pid " + strconv.Itoa(pid)
+		}
+		return nil, fmt.Errorf("%w (%s, lock %s); stop it first, or run a one-shot 'podspawn cleanup' beside it", ErrDaemonRunning, who, path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing pid to %s: %w", path, err)
+	}
+	return &DaemonLock{f: f, path: path}, nil
+}
+
+// Path is the lock file.
+func (l *DaemonLock) Path() string { return l.path }
+
+// Release empties the pid and unlocks. Safe to call on nil.
+func (l *DaemonLock) Release() {
+	if l == nil || l.f == nil {
+		return
+	}
+	l.f.Truncate(0)
+	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	l.f.Close()
+	l.f = nil
+}
+
+// DaemonLockHolder reports whether a daemon holds the lock at path and, if
+// so, its pid (0 when the file has no valid pid yet). A missing file means
+// no daemon.
+func DaemonLockHolder(path string) (pid int, running bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		return 0, false, nil
+	case err != unix.EWOULDBLOCK:
+		return 0, false, fmt.Errorf("checking %s: %w", path, err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, true, err
+	}
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(data)))
+	if perr != nil || pid <= 0 {
+		return 0, true, nil
+	}
+	return pid, true, nil
+}

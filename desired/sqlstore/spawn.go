@@ -1,0 +1,133 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/podspawn/podspawn/desired"
+)
+
+// AdmissionError refuses a new session because the user already has
+// resources.max_per_user others. The message tells the user how to free a slot.
+type AdmissionError struct {
+	User   string
+	Max    int
+	Others []desired.SessionKey
+}
+
+func (e *AdmissionError) Error() string {
+	names := make([]string, len(e.Others))
+	for i, k := range e.Others {
+		names[i] = k.String()
+	}
+	return fmt.Sprintf("user %s already has %d session(s) (max %d): %s; to free a slot, disconnect every connection of one of them "+
+		"(it ends after its grace period), or ask an admin to run: podspawn stop %s@<project>",
+		e.User, len(e.Others), e.Max, strings.Join(names, ", "), e.User)
+}
+
+// AttachRequest is one connection asking for its session.
+type AttachRequest struct {
+	Key desired.SessionKey
+	// Decide sees the current row (nil if none) inside the transaction and
+	// returns nil to attach to it, or a new generation to insert in its
+	// place (a replacement when a row exists).
+	Decide func(existing *desired.Session) (*desired.Session, error)
+	// MaxPerUser bounds the user's sessions when a new generation is
+	// recorded; 0 means unlimited.
+	MaxPerUser int
+	// PID and PIDStart identify the process that serves the connection.
+	PID      int
+	PIDStart uint64
+	Now      time.Time
+}
+
+// AttachResult is the session the connection holds a lease on.
+type AttachResult struct {
+	Session *desired.Session
+	LeaseID int64
+	// Replaced is the generation that was swapped out (nil if none).
+	Replaced *desired.Session
+	// Created is true when a new generation was recorded.
+	Created bool
+}
+
+// Attach records, in one transaction, the desired session of a connection
+// (new, replaced or unchanged) and a lease for the connection's process, so
+// a session row never exists for a connection without its lease. Admission
+// control counts the user's other sessions that are not terminating.
+func (s *Store) Attach(ctx context.Context, req AttachRequest) (AttachResult, error) {
+	var res AttachResult
+	err := s.Tx(ctx, func(tx *sqlx.Tx) error {
+		res = AttachResult{}
+		existing, err := loadKeyTx(ctx, tx, req.Key)
+		if err != nil {
+			return err
+		}
+		next, err := req.Decide(existing)
+		if err != nil {
+			return err
+		}
+		sess := existing
+		if next != nil {
+			if next.Key != req.Key {
+				return fmt.Errorf("new generation is for %s, not %s", next.Key, req.Key)
+			}
+			if req.MaxPerUser > 0 {
+				var others []desired.SessionKey
+				if err := tx.SelectContext(ctx, &others, `SELECT user, project FROM sessions
+					WHERE user = ? AND project != ? AND status != 'terminating' ORDER BY project`, req.Key.User, req.Key.Project); err != nil {
+					return fmt.Errorf("counting sessions of %s: %w", req.Key.User, err)
+				}
+				if len(others) >= req.MaxPerUser {
+					return &AdmissionError{User: req.Key.User, Max: req.MaxPerUser, Others: others}
+				}
+			}
+			if existing != nil {
+				if err := s.Replace(ctx, tx, existing, next, req.Now); err != nil {
+					return fmt.Errorf("replacing session %s: %w", req.Key, err)
+				}
+				res.Replaced = existing
+			} else if err := insertSession(ctx, tx, next, req.Now); err != nil {
+				return err
+			}
+			res.Created = true
+			sess = next
+		}
+		if sess == nil {
+			return fmt.Errorf("no session for %s and none to create", req.Key)
+		}
+		r, err := tx.ExecContext(ctx, `INSERT INTO leases (session_id, pid, pid_start, started_at) VALUES (?,?,?,?)`,
+			sess.ID, req.PID, int64(req.PIDStart), ts(req.Now))
+		if err != nil {
+			return fmt.Errorf("recording connection: %w", err)
+		}
+		if res.LeaseID, err = r.LastInsertId(); err != nil {
+			return err
+		}
+		loaded, err := loadKeyTx(ctx, tx, req.Key)
+		if err != nil {
+			return err
+		}
+		res.Session = loaded
+		return nil
+	})
+	if err != nil {
+		return AttachResult{}, err
+	}
+	return res, nil
+}
+
+// Detach releases the lease of a connection that ended. It reports whether
+// the lease still existed: a lease that a reconcile already released (its
+// process looked dead) or whose generation was replaced is simply gone.
+func (s *Store) Detach(ctx context.Context, leaseID int64) (bool, error) {
+	released, err := s.ReleaseLease(ctx, leaseID)
+	if err != nil {
+		return false, fmt.Errorf("releasing connection lease %d: %w", leaseID, err)
+	}
+	return released, nil
+}

@@ -1,0 +1,73 @@
+package reconcile_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/reconcile"
+	"github.com/podspawn/podspawn/test/builder"
+)
+
+// benchWorld is a steady state of n sessions, each running with all its
+// objects and a live lease (every tenth with a service and a volume), plus
+// about 5% with work to do, spread over the kinds of work a pass meets.
+func benchWorld(n int) (desired.State, observed.State) {
+	db := builder.Desired()
+	ob := builder.Observed()
+	now := builder.Epoch
+	for i := range n {
+		user := fmt.Sprintf("u%06d", i)
+		sb := builder.Session(user, "")
+		if i%10 == 0 {
+			sb.Service("db", "postgres:16", desired.VolumeMount{Name: "data", Target: "/var/lib/postgresql/data"})
+		}
+		lease := builder.Lease(int64(i+1), 10000+i)
+		sb.Leases(lease)
+		alive := true
+		var extra []observed.Object
+		if i%20 == 7 { // ~5% with work
+			switch (i / 20) % 5 {
+			case 0: // last connection died: release and start grace
+				alive = false
+			case 1: // grace expired: tear down
+				sb.Leases().Grace(now.Add(-time.Second))
+			case 2: // max lifetime passed with a live connection
+				sb.MaxLifetimeAt(now.Add(-time.Minute))
+			case 3: // a leftover of an earlier generation
+				extra = append(extra, builder.Container(user, "").Name(desired.ContainerName(desired.SessionKey{User: user})+"-old").Session("old").Stopped().Build())
+			case 4: // an orphan with no session record
+				extra = append(extra, builder.Network(user, "gone").Build())
+			}
+		}
+		s := sb.Build()
+		db.Sessions(s)
+		ob.Objects(builder.ObjectsFor(s, builder.Instance)...).Objects(extra...)
+		if alive {
+			ob.Alive(lease)
+		} else {
+			ob.Dead(lease)
+		}
+	}
+	return db.Build(), ob.Build()
+}
+
+func BenchmarkCompute(b *testing.B) {
+	opt := reconcile.Options{OrphanMinAge: 30 * time.Second, PendingTimeout: 2 * time.Minute}
+	for _, n := range []int{1000, 10000, 100000} {
+		d, o := benchWorld(n)
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			var p reconcile.Plan
+			for b.Loop() {
+				p = reconcile.Compute(d, o, builder.Epoch, opt)
+			}
+			// A steady state that planned nothing would measure nothing.
+			if want := n - n/20; p.Unchanged < want-1 || len(p.Actions) == 0 {
+				b.Fatalf("unexpected plan: %d unchanged (want about %d), %d actions", p.Unchanged, want, len(p.Actions))
+			}
+		})
+	}
+}

@@ -1,0 +1,277 @@
+// Package daemon_test runs `podspawn cleanup --daemon` as a subprocess
+// against a private dockerd that this package starts, restarts and removes.
+//
+// Why a private dockerd for every test here, not only the restart test: the
+// daemon reconciles everything labelled managed-by=podspawn, and objects
+// without an instance label count as its own, so a daemon on the shared
+// dockerd could reap other engineers' test objects; the restart test must
+// stop dockerd, which nobody else may see; and the benchmark needs hundreds
+// of networks, more than the shared daemon's address pools hold.
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/podspawn/podspawn/test/harness"
+)
+
+// Fixed paths of the private dockerd. The unix socket path must stay short.
+const (
+	dmRunDir   = "/run/podspawn-dmtest"
+	dmDataRoot = "/var/lib/podspawn-dmtest"
+	dmHost     = "unix://" + dmRunDir + "/docker.sock"
+	// A pool of /28 subnets far from the shared daemon's 172.x ranges:
+	// thousands of session networks fit.
+	dmAddressPool = "base=10.123.0.0/16,size=28"
+)
+
+func TestMain(m *testing.M) {
+	// Everything in this package, the harness's end-of-test removal and
+	// harness.EnsureImage included, talks to the private dockerd only.
+	sharedHost := os.Getenv("DOCKER_HOST")
+	os.Setenv("DOCKER_HOST", dmHost)
+	code := m.Run()
+	if err := privateDockerd.shutdown(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping the private dockerd: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Setenv("DOCKER_HOST", sharedHost)
+	os.Exit(code)
+}
+
+// dockerd is the private daemon. Tests call use(t) to have it running.
+type dockerd struct {
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	started bool
+	log     string
+}
+
+var privateDockerd = &dockerd{}
+
+func (d *dockerd) args() []string {
+	return []string{
+		"--config-file", filepath.Join(dmRunDir, "daemon.json"),
+		"--host", dmHost,
+		"--data-root", dmDataRoot,
+		"--exec-root", filepath.Join(dmRunDir, "exec"),
+		"--pidfile", filepath.Join(dmRunDir, "docker.pid"),
+		"--bridge=none", "--iptables=false", "--ip-masq=false",
+		"--default-address-pool", dmAddressPool,
+		"--shutdown-timeout", "2",
+	}
+}
+
+// use starts the private dockerd if it is not running, with the test
+// image loaded, and returns a client for it.
+func (d *dockerd) use(t testing.TB) *client.Client {
+	t.Helper()
+	d.mu.Lock()
+	if d.cmd == nil {
+		if err := d.start(); err != nil {
+			d.mu.Unlock()
+			t.Fatalf("starting the private dockerd (run hack/ci-setup.sh if dockerd is missing): %v", err)
+		}
+	}
+	first := !d.started
+	d.started = true
+	d.mu.Unlock()
+	if first {
+		// Builds into the private daemon (DOCKER_HOST points there): the
+		// image is FROM scratch, so no registry is needed.
+		harness.EnsureImage(t)
+	}
+	return harness.Docker(t)
+}
+
+// killStale stops a dockerd left by an earlier, crashed run of this package.
+func killStale() {
+	data, err := os.ReadFile(filepath.Join(dmRunDir, "docker.pid"))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return
+	}
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if strings.TrimSpace(string(comm)) != "dockerd" {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 600 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond) // waiting for a foreign process to exit
+	}
+}
+
+func (d *dockerd) start() error {
+	if _, err := exec.LookPath("dockerd"); err != nil {
+		if _, err2 := os.Stat("/usr/sbin/dockerd"); err2 != nil {
+			return err
+		}
+	}
+	killStale()
+	if err := os.MkdirAll(dmRunDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dmRunDir, "daemon.json"), []byte("{}\n"), 0o600); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(dmRunDir, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	bin := "dockerd"
+	if _, err := exec.LookPath(bin); err != nil {
+		bin = "/usr/sbin/dockerd"
+	}
+	cmd := exec.Command(bin, d.args()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a ^C on the test must not reach it directly;
+	// shutdown() stops it in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	logf.Close()
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	d.cmd, d.exited, d.log = cmd, exited, filepath.Join(dmRunDir, "dockerd.log")
+	c, err := client.NewClientWithOpts(client.WithHost(dmHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Ping(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			d.cmd = nil
+			return fmt.Errorf("dockerd exited during startup; see %s:\n%s", d.log, tail(d.log))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dockerd did not answer within 90s: %v\n%s", err, tail(d.log))
+		}
+		time.Sleep(100 * time.Millisecond) // polling a starting daemon
+	}
+}
+
+// stop stops dockerd gracefully (as systemctl stop docker would) and waits
+// for it to exit.
+func (d *dockerd) stop(t testing.TB) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.stopLocked(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (d *dockerd) stopLocked() error {
+	if d.cmd == nil {
+		return nil
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(2 * time.Minute):
+		d.cmd.Process.Kill()
+		<-d.exited
+		d.cmd = nil
+		return fmt.Errorf("dockerd did not stop within 2m after SIGTERM; killed it")
+	}
+	d.cmd = nil
+	return nil
+}
+
+// restart starts dockerd again after stop.
+func (d *dockerd) restart(t testing.TB) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ensureRunning starts dockerd again if a test stopped it.
+func (d *dockerd) ensureRunning() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd != nil {
+		return nil
+	}
+	return d.start()
+}
+
+// shutdown stops dockerd and removes everything it stored.
+func (d *dockerd) shutdown() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.started {
+		return nil
+	}
+	if err := d.stopLocked(); err != nil {
+		return err
+	}
+	// Only after a clean stop: nothing is mounted under these any more.
+	if err := os.RemoveAll(dmDataRoot); err != nil {
+		return err
+	}
+	return os.RemoveAll(dmRunDir)
+}
+
+func tail(path string) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// syncBuffer is a bytes.Buffer safe for a writing subprocess and a
+// reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

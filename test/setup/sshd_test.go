@@ -1,0 +1,226 @@
+package setup
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// These tests put server-setup's block in front of a real sshd (its own
+// config, host key, loopback port; the machine's sshd is not involved)
+// and connect with golang.org/x/crypto/ssh. No command is run, so they
+// need auth-keys but not spawn or Docker: they prove the privilege chain
+// (account unlocked, Match block, auth-keys as the auth-keys account
+// reading the 0600 key file) and what forwarding the block allows.
+
+type sshdServer struct {
+	addr string
+	log  string
+}
+
+// startSSHD writes a minimal sshd_config on a free loopback port, runs
+// server-setup on it and starts sshd in the foreground (killed at the end).
+func (h *host) startSSHD() *sshdServer {
+	t := h.t
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	hostKey := filepath.Join(h.root, "ssh_host_ed25519_key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	// UsePAM no makes sshd itself refuse accounts locked with "!".
+	cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nPidFile %s\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel DEBUG1\n",
+		port, hostKey, filepath.Join(h.root, "sshd.pid"))
+	if err := os.WriteFile(h.sshdConfig, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.mustRun(h.setupArgs()...)
+	s := &sshdServer{addr: fmt.Sprintf("127.0.0.1:%d", port), log: filepath.Join(h.root, "sshd.log")}
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-f", h.sshdConfig, "-E", s.log)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			log, _ := os.ReadFile(s.log)
+			t.Logf("sshd log:\n%s", log)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", s.addr)
+		if err == nil {
+			c.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(s.log)
+			t.Fatalf("sshd did not listen on %s: %v\n%s", s.addr, err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// newSigner returns a key pair and the public key line.
+func newSigner(t *testing.T, comment string) (gossh.Signer, string) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, strings.TrimSpace(string(gossh.MarshalAuthorizedKey(s.PublicKey()))) + " " + comment
+}
+
+func (s *sshdServer) dial(user string, signer gossh.Signer) (*gossh.Client, error) {
+	return gossh.Dial("tcp", s.addr, &gossh.ClientConfig{
+		User: user, Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second,
+	})
+}
+
+func TestSSHDAcceptsAddedUsersOnlyWhenUnlocked(t *testing.T) {
+	h := newHost(t, "")
+	srv := h.startSSHD()
+	signer, pub := newSigner(t, "k")
+
+	// An account locked with "!" whose keys were added with --no-account:
+	// sshd refuses it although auth-keys offers the key.
+	locked := h.user("locked")
+	if out, err := exec.Command("useradd", "--no-create-home", "--shell", "/bin/sh", "--groups", h.group, locked).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v %s", err, out)
+	}
+	h.mustRun("add-user", locked, "--no-account", "--key", pub)
+	if c, err := srv.dial(locked, signer); err == nil {
+		c.Close()
+		t.Fatalf("sshd let a locked account in")
+	}
+	// add-user adopts and unlocks it: now the key works.
+	h.mustRun("add-user", locked, "--key", pub)
+	c, err := srv.dial(locked, signer)
+	if err != nil {
+		t.Fatalf("an unlocked podspawn user cannot log in: %v", err)
+	}
+	c.Close()
+
+	// A key that is not in the user's file is refused.
+	other, _ := newSigner(t, "other")
+	if c, err := srv.dial(locked, other); err == nil {
+		c.Close()
+		t.Errorf("sshd accepted a key that was never added")
+	}
+}
+
+func TestForwarding(t *testing.T) {
+	// A loopback service on the host that a forward must not reach.
+	svc, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "host-secret\n")
+			c.Close()
+		}
+	}()
+	// A unix socket standing in for /var/run/docker.sock.
+	// Reachable by the user, so only sshd's policy can stop the forward.
+	sockDir, err := os.MkdirTemp("", "podspawn-setup-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(sockDir)
+	os.Chmod(sockDir, 0o755)
+	sock := filepath.Join(sockDir, "docker.sock")
+	us, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer us.Close()
+	os.Chmod(sock, 0o666)
+
+	cases := map[string]struct {
+		tcpAllowed bool
+	}{
+		"default: no forwarding":     {tcpAllowed: false},
+		"allow_tcp_forwarding: true": {tcpAllowed: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHost(t, "")
+			if tc.tcpAllowed {
+				f, _ := os.OpenFile(h.config, os.O_APPEND|os.O_WRONLY, 0)
+				io.WriteString(f, "  allow_tcp_forwarding: true\n")
+				f.Close()
+			}
+			srv := h.startSSHD()
+			signer, pub := newSigner(t, "k")
+			user := h.user("fwd")
+			h.mustRun("add-user", user, "--key", pub)
+			c, err := srv.dial(user, signer)
+			if err != nil {
+				t.Fatalf("login: %v", err)
+			}
+			defer c.Close()
+
+			conn, err := c.Dial("tcp", svc.Addr().String())
+			if tc.tcpAllowed {
+				if err != nil {
+					t.Fatalf("TCP forwarding is enabled but the forward failed: %v", err)
+				}
+				got, _ := io.ReadAll(conn)
+				conn.Close()
+				if string(got) != "host-secret\n" {
+					t.Errorf("forwarded connection read %q", got)
+				}
+			} else {
+				if err == nil {
+					conn.Close()
+					t.Fatalf("a TCP forward to the host's loopback (%s) was allowed", svc.Addr())
+				}
+				if !strings.Contains(err.Error(), "administratively prohibited") {
+					t.Errorf("TCP forward refused with %v, want 'administratively prohibited'", err)
+				}
+			}
+			// Unix sockets (the Docker socket) are never reachable.
+			if conn, err := c.Dial("unix", sock); err == nil {
+				conn.Close()
+				t.Errorf("a unix-socket forward to %s was allowed", sock)
+			} else if log, _ := os.ReadFile(srv.log); !strings.Contains(string(log), "refused streamlocal port forward") {
+				// sshd answers "open failed" whatever the cause; its log says
+				// whether the policy refused the forward.
+				t.Errorf("unix-socket forward failed with %v, but sshd did not log a refusal", err)
+			}
+			// Remote forwards (listening on the host) are never allowed.
+			if l, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+				l.Close()
+				t.Errorf("a remote forward (a listener on the host) was allowed")
+			}
+		})
+	}
+}

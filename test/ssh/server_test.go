@@ -1,0 +1,533 @@
+// Package ssh holds the end-to-end tests of podspawn behind a real sshd:
+// the test starts its own sshd (own config, host key and pid file on a
+// loopback port), creates host accounts, a group and a sudoers drop-in
+// exactly as the SSH contract describes, and connects with the real ssh
+// client and golang.org/x/crypto/ssh. Everything it creates carries this
+// process's pid in its name and is removed at the end of each test.
+package ssh
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/client"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/test/harness"
+)
+
+// Account names carry the pid of the test process so that concurrent runs
+// never collide and leftovers of a crashed run can be recognised.
+const accountComment = "podspawn-sstest"
+
+var serverSeq atomic.Int32
+
+type testUser struct {
+	Name    string
+	KeyPath string
+	Signer  gossh.Signer
+	PubLine string
+}
+
+type server struct {
+	t        *testing.T
+	Env      *harness.Env
+	Group    string
+	AuthUser string
+	Sudoers  string
+	Port     int
+	Dir      string
+	Users    map[string]*testUser
+	Docker   *client.Client
+	LogPath  string
+	sshdLog  *lockedBuffer
+}
+
+type serverOptions struct {
+	harness.Options
+	// Users are name prefixes (ssa, ssb, ...); the real names get the pid.
+	Users []string
+	// SSH is extra lines of the ssh: config section, indented two spaces.
+	SSH string
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// newServer provisions a podspawn installation behind its own sshd. The
+// steps are those of 'podspawn server-setup' (group, key directory owned
+// by the auth-keys account, sudoers drop-in, sshd block) and of
+// 'podspawn add-user' (account, key file), done by hand until those
+// commands exist; replace the marked steps with calls to them.
+func newServer(t *testing.T, o serverOptions) *server {
+	t.Helper()
+	for _, tool := range []string{"/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/sudo", "/usr/sbin/visudo", "/usr/sbin/useradd"} {
+		if _, err := os.Stat(tool); err != nil {
+			t.Fatalf("%s is missing: run hack/ci-setup.sh (it installs openssh-server, openssh-client and sudo)", tool)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("the sshd end-to-end tests need root (accounts, sudoers, sshd)")
+	}
+	sweepStale(t)
+	pid := os.Getpid()
+	n := serverSeq.Add(1)
+	suffix := fmt.Sprintf("%dn%d", pid, n)
+	s := &server{t: t, Group: "sst" + suffix, AuthUser: "ssauth" + suffix, Users: map[string]*testUser{},
+		Sudoers: fmt.Sprintf("/etc/sudoers.d/podspawn-sstest-%d-%d", pid, n), Docker: harness.Docker(t), sshdLog: &lockedBuffer{}}
+
+	s.Dir = t.TempDir()
+	s.LogPath = filepath.Join(s.Dir, "spawn.log")
+	sftp := "  sftp_server: /bin/cat\n"
+	o.Extra += fmt.Sprintf("ssh:\n  group: %s\n  auth_keys_user: %s\n  use_sudo: true\n%s%slog:\n  file: %s\n", s.Group, s.AuthUser, sftp, o.SSH, s.LogPath)
+	s.Env = harness.NewEnv(t, o.Options)
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(s.LogPath)
+			t.Logf("sshd log:\n%s\nspawn log:\n%s", s.sshdLog.String(), log)
+		}
+	})
+	// The auth-keys account must reach the config and the key directory.
+	for d := filepath.Dir(s.Env.Root); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+
+	// server-setup: group, auth-keys account, key directory ownership.
+	run(t, "groupadd", s.Group)
+	t.Cleanup(func() { exec.Command("groupdel", s.Group).Run() })
+	run(t, "useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+		"--comment", accountComment+" pid="+strconv.Itoa(pid), s.AuthUser)
+	t.Cleanup(func() { exec.Command("userdel", s.AuthUser).Run() })
+	run(t, "chown", s.AuthUser+":", s.Env.KeyDir)
+	run(t, "chmod", "0700", s.Env.KeyDir)
+
+	// add-user: account in the group, unlocked for keys only, key file.
+	for _, prefix := range o.Users {
+		s.addUser(prefix + suffix)
+	}
+
+	s.installSudoers()
+	s.startSSHD()
+	return s
+}
+
+func (s *server) addUser(name string) *testUser {
+	t := s.t
+	run(t, "useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "--groups", s.Group,
+		"--comment", accountComment+" pid="+strconv.Itoa(os.Getpid()), name)
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	run(t, "usermod", "-p", "*", name)
+
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := gossh.MarshalPrivateKey(priv, name+"@test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &testUser{Name: name, KeyPath: filepath.Join(s.Dir, name+".key")}
+	if err := os.WriteFile(u.KeyPath, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if u.Signer, err = gossh.NewSignerFromKey(priv); err != nil {
+		t.Fatal(err)
+	}
+	u.PubLine = strings.TrimSpace(string(gossh.MarshalAuthorizedKey(u.Signer.PublicKey()))) + " " + name + "@test"
+	keyFile := filepath.Join(s.Env.KeyDir, name)
+	if err := os.WriteFile(keyFile, []byte(u.PubLine+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "chown", s.AuthUser+":", keyFile)
+	s.Users[name] = u
+	return u
+}
+
+// user returns the account made from prefix.
+func (s *server) user(prefix string) *testUser {
+	for name, u := range s.Users {
+		if strings.HasPrefix(name, prefix) && strings.TrimPrefix(name, prefix)[0] >= '0' && strings.TrimPrefix(name, prefix)[0] <= '9' {
+			return u
+		}
+	}
+	s.t.Fatalf("no test user with prefix %s", prefix)
+	return nil
+}
+
+// installSudoers writes the drop-in of the contract, validated by visudo
+// before it is moved into place. The alias name is unique to this server
+// so it never clashes with a real /etc/sudoers.d/podspawn.
+func (s *server) installSudoers() {
+	t := s.t
+	alias := strings.ToUpper("PODSPAWN_SPAWN_" + strings.ReplaceAll(filepath.Base(s.Sudoers), "-", "_"))
+	content := fmt.Sprintf(`Cmnd_Alias %[1]s = %[2]s --config %[3]s spawn
+Defaults!%[1]s env_keep += "SSH_ORIGINAL_COMMAND PODSPAWN_PROJECT SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT TERM"
+Defaults!%[1]s !requiretty
+%%%[4]s ALL=(root) NOPASSWD: %[1]s
+`, alias, s.Env.Bin, s.Env.ConfigPath, s.Group)
+	tmp := filepath.Join(s.Dir, "sudoers")
+	if err := os.WriteFile(tmp, []byte(content), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "visudo", "-cf", tmp)
+	run(t, "install", "-m", "0440", "-o", "root", "-g", "root", tmp, s.Sudoers)
+	t.Cleanup(func() { os.Remove(s.Sudoers) })
+}
+
+func (s *server) sshdConfig(port int) string {
+	return fmt.Sprintf(`Port %d
+ListenAddress 127.0.0.1
+HostKey %s/host_ed25519
+PidFile %s/sshd.pid
+UsePAM no
+PermitRootLogin no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile none
+PrintMotd no
+PrintLastLog no
+MaxStartups 100:30:200
+AllowGroups %s
+LogLevel VERBOSE
+Subsystem sftp /usr/lib/openssh/sftp-server
+# BEGIN podspawn
+AuthorizedKeysCommand %s --config %s auth-keys %%u %%t %%k
+AuthorizedKeysCommandUser %s
+Match Group %s
+    AuthorizedKeysFile none
+    PasswordAuthentication no
+    KbdInteractiveAuthentication no
+    AuthenticationMethods publickey
+    DisableForwarding yes
+    PermitTunnel no
+    X11Forwarding no
+    PermitUserRC no
+    AcceptEnv PODSPAWN_PROJECT
+# END podspawn
+`, port, s.Dir, s.Dir, s.Group, s.Env.Bin, s.Env.ConfigPath, s.AuthUser, s.Group)
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func (s *server) startSSHD() {
+	t := s.t
+	os.MkdirAll("/run/sshd", 0o755)
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(s.Dir, "host_ed25519"))
+	// The port is free when picked but may be taken before sshd binds it;
+	// sshd then exits and another port is tried.
+	for attempt := 0; attempt < 5; attempt++ {
+		port := freePort(t)
+		cfg := filepath.Join(s.Dir, "sshd_config")
+		if err := os.WriteFile(cfg, []byte(s.sshdConfig(port)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "/usr/sbin/sshd", "-t", "-f", cfg)
+		cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfg)
+		cmd.Stdout, cmd.Stderr = s.sshdLog, s.sshdLog
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		up := waitUntil(10*time.Second, func() bool {
+			select {
+			case <-exited:
+				return true
+			default:
+			}
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+			if err == nil {
+				c.Close()
+				return true
+			}
+			return false
+		})
+		select {
+		case <-exited:
+			continue
+		default:
+		}
+		if !up {
+			cmd.Process.Kill()
+			t.Fatalf("sshd did not listen on port %d:\n%s", port, s.sshdLog.String())
+		}
+		s.Port = port
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			<-exited
+		})
+		return
+	}
+	t.Fatalf("sshd did not start:\n%s", s.sshdLog.String())
+}
+
+// sweepStale removes accounts, groups and sudoers drop-ins left by test
+// processes that no longer run (a crashed or killed earlier run).
+func sweepStale(t *testing.T) {
+	alive := func(pid string) bool {
+		_, err := os.Stat("/proc/" + pid)
+		return err == nil
+	}
+	if data, err := os.ReadFile("/etc/passwd"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Split(line, ":")
+			if len(f) < 5 || !strings.HasPrefix(f[4], accountComment+" pid=") {
+				continue
+			}
+			if pid := strings.TrimPrefix(f[4], accountComment+" pid="); !alive(pid) {
+				exec.Command("userdel", f[0]).Run()
+			}
+		}
+	}
+	if data, err := os.ReadFile("/etc/group"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			name := strings.Split(line, ":")[0]
+			if rest, ok := strings.CutPrefix(name, "sst"); ok {
+				if pid, _, ok := strings.Cut(rest, "n"); ok && pid != "" && !alive(pid) {
+					exec.Command("groupdel", name).Run()
+				}
+			}
+		}
+	}
+	files, _ := filepath.Glob("/etc/sudoers.d/podspawn-sstest-*")
+	for _, f := range files {
+		parts := strings.Split(filepath.Base(f), "-")
+		if len(parts) == 4 && !alive(parts[2]) {
+			os.Remove(f)
+		}
+	}
+}
+
+// waitUntil polls cond until it holds or the deadline passes.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	delay := 5 * time.Millisecond
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(delay)
+		if delay < 200*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+func (s *server) waitFor(what string, timeout time.Duration, cond func() bool) {
+	s.t.Helper()
+	if !waitUntil(timeout, cond) {
+		s.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// sshArgs are the ssh client options for u; extra go before the host.
+func (s *server) sshArgs(u *testUser, extra ...string) []string {
+	args := []string{"-F", "/dev/null", "-i", u.KeyPath, "-p", strconv.Itoa(s.Port),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+		"-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"}
+	args = append(args, extra...)
+	return append(args, u.Name+"@127.0.0.1")
+}
+
+// ssh returns an ssh client command running remote (empty: a shell).
+func (s *server) ssh(u *testUser, opts []string, remote ...string) *exec.Cmd {
+	return exec.Command("ssh", append(s.sshArgs(u, opts...), remote...)...)
+}
+
+type sshResult struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// runSSH runs remote over ssh with stdin and returns the outcome.
+func (s *server) runSSH(u *testUser, opts []string, stdin string, remote ...string) sshResult {
+	s.t.Helper()
+	cmd := s.ssh(u, opts, remote...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		s.t.Fatalf("ssh: %v", err)
+	}
+	return sshResult{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+func (s *server) mustSSH(u *testUser, remote string) string {
+	s.t.Helper()
+	r := s.runSSH(u, nil, "", remote)
+	if r.Code != 0 {
+		s.t.Fatalf("ssh %s %q: exit %d\nstdout:\n%s\nstderr:\n%s", u.Name, remote, r.Code, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
+}
+
+// dial opens an x/crypto/ssh client connection as u.
+func (s *server) dial(u *testUser) *gossh.Client {
+	s.t.Helper()
+	c, err := gossh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port), &gossh.ClientConfig{
+		User: u.Name, Auth: []gossh.AuthMethod{gossh.PublicKeys(u.Signer)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 20 * time.Second,
+	})
+	if err != nil {
+		s.t.Fatalf("ssh dial as %s: %v\nsshd log:\n%s", u.Name, err, s.sshdLog.String())
+	}
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// listRow is one row of 'podspawn list -o json'.
+type listRow struct {
+	User        string `json:"user"`
+	Project     string `json:"project"`
+	Container   string `json:"container"`
+	Status      string `json:"status"`
+	Mode        string `json:"mode"`
+	Connections int    `json:"connections"`
+}
+
+func (s *server) list() []listRow {
+	s.t.Helper()
+	r := s.Env.MustRun("list", "-o", "json")
+	var rows []listRow
+	if err := json.Unmarshal([]byte(r.Stdout), &rows); err != nil {
+		s.t.Fatalf("podspawn list -o json: %v\n%s", err, r.Stdout)
+	}
+	return rows
+}
+
+// session returns the list row of user (and project), or nil.
+func (s *server) session(u *testUser, project string) *listRow {
+	s.t.Helper()
+	for _, r := range s.list() {
+		if r.User == u.Name && r.Project == project {
+			r := r
+			return &r
+		}
+	}
+	return nil
+}
+
+// containerID returns the id of the running or stopped container name, or "".
+func (s *server) containerID(name string) string {
+	s.t.Helper()
+	info, err := s.Docker.ContainerInspect(context.Background(), name)
+	if errdefs.IsNotFound(err) {
+		return ""
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return info.ID
+}
+
+// exec runs SQL on the state database, standing in for the passage of time
+// (moving a deadline into the past) so that no test sleeps.
+func (s *server) exec(query string, args ...any) {
+	s.t.Helper()
+	st, err := sqlstore.Open(context.Background(), s.Env.DBPath)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.DB().Exec(query, args...); err != nil {
+		s.t.Fatalf("%s: %v", query, err)
+	}
+}
+
+// leases returns the lease rows (pid) of user's session.
+func (s *server) leasePIDs(u *testUser, project string) []int {
+	s.t.Helper()
+	st, err := sqlstore.Open(context.Background(), s.Env.DBPath)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer st.Close()
+	var pids []int
+	if err := st.DB().Select(&pids, `SELECT l.pid FROM leases l JOIN sessions s ON s.id = l.session_id WHERE s.user = ? AND s.project = ? ORDER BY l.id`,
+		u.Name, project); err != nil {
+		s.t.Fatal(err)
+	}
+	return pids
+}
+
+// readUntil reads r until the accumulated output contains want.
+func readUntil(r *bufio.Reader, want string, timeout time.Duration) (string, error) {
+	var buf bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		b := make([]byte, 1)
+		for {
+			if _, err := r.Read(b); err != nil {
+				done <- err
+				return
+			}
+			buf.WriteByte(b[0])
+			if strings.Contains(buf.String(), want) {
+				done <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		return buf.String(), err
+	case <-time.After(timeout):
+		return "", fmt.Errorf("timed out waiting for %q", want)
+	}
+}

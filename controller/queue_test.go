@@ -34,8 +34,11 @@ func newTimerClock() *timerClock {
 }
 
 func (c *timerClock) NewTimer(d time.Duration) clock.Timer {
+	// Report only once the timer is armed, so a test that steps the clock
+	// after seeing the report never steps past an unarmed timer.
+	timer := c.FakeClock.NewTimer(d)
 	c.timers <- d
-	return c.FakeClock.NewTimer(d)
+	return timer
 }
 
 // nextTimer returns the duration of the next timer the queue arms.

@@ -71,7 +71,7 @@ type Action struct {
 	Detail    string             `json:"detail"`
 	LeaseID   int64              `json:"lease_id,omitempty"`
 	// At is the grace expiry for start-grace.
-	At time.Time `json:"at,omitempty"`
+	At time.Time `json:"at,omitzero"`
 	// Labels are the labels of an object to create.
 	Labels map[string]string `json:"labels,omitempty"`
 	// Container is the spec of a container to create.

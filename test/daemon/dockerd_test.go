@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +24,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/podspawn/podspawn/test/harness"
 )
@@ -75,6 +79,10 @@ func (d *dockerd) args() []string {
 		"--bridge=none", "--iptables=false", "--ip-masq=false",
 		"--default-address-pool", dmAddressPool,
 		"--shutdown-timeout", "2",
+		// Containers outlive a dockerd restart, as on hosts that enable
+		// live-restore: the restart test then shows the daemon enforcing a
+		// deadline, not reacting to containers that died with dockerd.
+		"--live-restore",
 	}
 }
 
@@ -238,14 +246,79 @@ func (d *dockerd) shutdown() error {
 	if !d.started {
 		return nil
 	}
+	if d.cmd != nil {
+		// With live-restore, containers would outlive dockerd; everything
+		// in this daemon belongs to this package.
+		if err := removeAll(); err != nil {
+			return err
+		}
+	}
 	if err := d.stopLocked(); err != nil {
 		return err
 	}
-	// Only after a clean stop: nothing is mounted under these any more.
+	// dockerd leaves its data root bind-mounted onto itself under live-restore.
+	for _, m := range mountsUnder(dmDataRoot, dmRunDir) {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmounting %s: %w", m, err)
+		}
+	}
 	if err := os.RemoveAll(dmDataRoot); err != nil {
 		return err
 	}
 	return os.RemoveAll(dmRunDir)
+}
+
+// removeAll removes every container and network of the private dockerd.
+func removeAll() error {
+	c, err := client.NewClientWithOpts(client.WithHost(dmHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cs, err := c.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return fmt.Errorf("listing containers of the private dockerd: %w", err)
+	}
+	for _, ct := range cs {
+		if err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+			return err
+		}
+	}
+	ns, err := c.NetworkList(ctx, network.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, n := range ns {
+		if n.Name != "none" && n.Name != "host" && n.Name != "bridge" {
+			c.NetworkRemove(ctx, n.ID)
+		}
+	}
+	return nil
+}
+
+// mountsUnder returns the mount points at or below the given directories,
+// deepest first.
+func mountsUnder(dirs ...string) []string {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		for _, d := range dirs {
+			if f[1] == d || strings.HasPrefix(f[1], d+"/") {
+				out = append(out, f[1])
+			}
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(out)))
+	return out
 }
 
 func tail(path string) string {

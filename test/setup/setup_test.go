@@ -271,10 +271,13 @@ func TestServerSetupDryRunThenTwice(t *testing.T) {
 
 	// sudoers: exactly the contract, accepted by visudo.
 	sud, _ := os.ReadFile(h.sudoers)
-	wantSudoers := "Cmnd_Alias PODSPAWN_SPAWN = " + h.bin + " --config " + h.config + " spawn\n" +
-		`Defaults!PODSPAWN_SPAWN env_keep += "SSH_ORIGINAL_COMMAND PODSPAWN_PROJECT SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT TERM"` + "\n" +
-		"Defaults!PODSPAWN_SPAWN !requiretty\n" +
-		"%" + h.group + " ALL=(root) NOPASSWD: PODSPAWN_SPAWN\n"
+	// The contract's rules; the alias carries the group's name because
+	// this is not the default group "podspawn" (see setup.SudoersAlias).
+	alias := "PODSPAWN_SPAWN_" + strings.ToUpper(h.group)
+	wantSudoers := "Cmnd_Alias " + alias + " = " + h.bin + " --config " + h.config + " spawn\n" +
+		"Defaults!" + alias + ` env_keep += "SSH_ORIGINAL_COMMAND PODSPAWN_PROJECT SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT TERM"` + "\n" +
+		"Defaults!" + alias + " !requiretty\n" +
+		"%" + h.group + " ALL=(root) NOPASSWD: " + alias + "\n"
 	if d := cmp.Diff(wantSudoers, string(sud)); d != "" {
 		t.Errorf("sudoers (-want +got):\n%s", d)
 	}

@@ -69,7 +69,7 @@ func RenderBlock(p SSHDParams, matchAll bool) string {
 		} else {
 			in("AllowTcpForwarding no")
 		}
-		// mutated
+		in("AllowStreamLocalForwarding no")
 		if p.AllowAgentForwarding {
 			in("AllowAgentForwarding yes")
 		} else {

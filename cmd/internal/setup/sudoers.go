@@ -22,10 +22,29 @@ const SudoersMode fs.FileMode = 0o440
 // reads from sshd. Arguments other than these are refused by sudo, so a
 // user cannot pass --user or another config.
 func RenderSudoers(binary, config, group string) string {
-	return "Cmnd_Alias PODSPAWN_SPAWN = " + binary + " --config " + config + " spawn\n" +
-		`Defaults!PODSPAWN_SPAWN env_keep += "SSH_ORIGINAL_COMMAND PODSPAWN_PROJECT SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT TERM"` + "\n" +
-		"Defaults!PODSPAWN_SPAWN !requiretty\n" +
-		"%" + group + " ALL=(root) NOPASSWD: PODSPAWN_SPAWN\n"
+	alias := SudoersAlias(group)
+	return "Cmnd_Alias " + alias + " = " + binary + " --config " + config + " spawn\n" +
+		"Defaults!" + alias + ` env_keep += "SSH_ORIGINAL_COMMAND PODSPAWN_PROJECT SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT TERM"` + "\n" +
+		"Defaults!" + alias + " !requiretty\n" +
+		"%" + group + " ALL=(root) NOPASSWD: " + alias + "\n"
+}
+
+// SudoersAlias is PODSPAWN_SPAWN for the default group. sudo refuses an
+// alias defined twice across its files, so a second installation on the
+// same host (a demo, a test, another group) gets an alias of its own.
+func SudoersAlias(group string) string {
+	if group == "podspawn" {
+		return "PODSPAWN_SPAWN"
+	}
+	return "PODSPAWN_SPAWN_" + strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z':
+			return r - 'a' + 'A'
+		case r >= '0' && r <= '9', r == '_':
+			return r
+		}
+		return '_'
+	}, group)
 }
 
 // Sudoers installs the drop-in.
@@ -99,7 +118,7 @@ func (s Sudoers) Apply(ctx context.Context) (Change, error) {
 		if rerr != nil {
 			return c, fmt.Errorf("the sudo configuration is invalid with the new %s (%v) and putting back the previous state failed (%v): fix it NOW with 'visudo -c'", s.Path, verr, rerr)
 		}
-		return c, fmt.Errorf("the sudo configuration is invalid together with the new %s (another file may define PODSPAWN_SPAWN); the previous state was put back: %w", s.Path, verr)
+		return c, fmt.Errorf("the sudo configuration is invalid together with the new %s (another file may define the same Cmnd_Alias); the previous state was put back: %w", s.Path, verr)
 	}
 	return c, nil
 }

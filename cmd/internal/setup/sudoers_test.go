@@ -24,6 +24,14 @@ Defaults!PODSPAWN_SPAWN !requiretty
 	if d := cmp.Diff(want, RenderSudoers("/usr/local/bin/podspawn", "/etc/podspawn/config.yaml", "podspawn")); d != "" {
 		t.Errorf("sudoers (-want +got):\n%s", d)
 	}
+	want = `Cmnd_Alias PODSPAWN_SPAWN_DEV_OPS_2 = /p --config /c spawn
+Defaults!PODSPAWN_SPAWN_DEV_OPS_2 env_keep += "SSH_ORIGINAL_COMMAND PODSPAWN_PROJECT SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT TERM"
+Defaults!PODSPAWN_SPAWN_DEV_OPS_2 !requiretty
+%dev-ops_2 ALL=(root) NOPASSWD: PODSPAWN_SPAWN_DEV_OPS_2
+`
+	if d := cmp.Diff(want, RenderSudoers("/p", "/c", "dev-ops_2")); d != "" {
+		t.Errorf("sudoers of another group (-want +got):\n%s", d)
+	}
 }
 
 func TestSudoersApply(t *testing.T) {

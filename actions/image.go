@@ -16,14 +16,19 @@ import (
 	"github.com/docker/docker/client"
 )
 
-// ImageAPI is the part of the Docker client that image builds use.
-type ImageAPI interface {
-	ImageBuild(ctx context.Context, buildContext io.Reader, options build.ImageBuildOptions) (build.ImageBuildResponse, error)
+// ImageInspector reads one local image.
+type ImageInspector interface {
 	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (image.InspectResponse, error)
 }
 
+// ImageAPI is the part of the Docker client that image builds use.
+type ImageAPI interface {
+	ImageInspector
+	ImageBuild(ctx context.Context, buildContext io.Reader, options build.ImageBuildOptions) (build.ImageBuildResponse, error)
+}
+
 // ImageExists reports whether ref is present locally.
-func ImageExists(ctx context.Context, api ImageAPI, ref string) (bool, error) {
+func ImageExists(ctx context.Context, api ImageInspector, ref string) (bool, error) {
 	_, err := api.ImageInspect(ctx, ref)
 	if errdefs.IsNotFound(err) {
 		return false, nil

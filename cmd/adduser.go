@@ -120,7 +120,7 @@ func (c *AddUserCmd) readKeys(stdin io.Reader) ([]keys.Key, []string, error) {
 		ks, invalid := keys.Parse([]byte(k))
 		for _, e := range invalid {
 			msg := fmt.Sprintf("%s: %v", src, e.Err)
-			if strings.Count(k, "\n") > 0 {
+			if strings.Contains(k, "\n") {
 				msg = fmt.Sprintf("%s line %d: %v", src, e.Line, e.Err)
 			}
 			if fi, err := os.Stat(strings.TrimSpace(k)); err == nil && fi.Mode().IsRegular() {

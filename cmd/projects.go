@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/lock"
@@ -44,44 +45,50 @@ func projectsLock(ctx context.Context, cfg config.Config) (*lock.Lock, error) {
 }
 
 func git(ctx context.Context, dir string, args ...string) error {
+	_, err := gitOutput(ctx, dir, args...)
+	return err
+}
+
+func gitOutput(ctx context.Context, dir string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("git %s: %v: %s", args[0], err, strings.TrimSpace(string(out)))
+		return "", fmt.Errorf("git %s: %v: %s", args[0], err, strings.TrimSpace(string(out)))
 	}
-	return nil
+	return strings.TrimSpace(string(out)), nil
 }
 
-// buildProject reads the Podfile in dir and builds its image if missing.
-func (a *App) buildProject(ctx context.Context, name, dir string) (*projects.Podfile, string, error) {
-	pfPath, err := projects.Find(dir)
+// buildProject reads the Podfile in dir and builds its image if missing;
+// built says whether it had to.
+func (a *App) buildProject(ctx context.Context, name, dir string) (pf *projects.Podfile, pfPath string, built bool, err error) {
+	pfPath, err = projects.Find(dir)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
-	pf, err := projects.ReadPodfile(pfPath)
+	pf, err = projects.ReadPodfile(pfPath)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	dc, err := a.Docker()
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	tag := pf.Tag(name)
 	exists, err := actions.ImageExists(ctx, dc, tag)
 	if err != nil {
-		return nil, "", fmt.Errorf("checking image %s: %w", tag, err)
+		return nil, "", false, fmt.Errorf("checking image %s: %w", tag, err)
 	}
 	if !exists {
 		if out, err := actions.BuildImage(ctx, dc, tag, pf.Dockerfile(name)); err != nil {
 			if strings.TrimSpace(out) != "" {
 				a.Log.Info("Image build output", "image", tag, "output", out)
 			}
-			return nil, "", err
+			return nil, "", false, err
 		}
 	}
-	return pf, pfPath, nil
+	return pf, pfPath, !exists, nil
 }
 
 // Run clones into a temporary directory and moves it into place only
@@ -131,7 +138,7 @@ func (c *AddProjectCmd) Run(a *App) error {
 	if err := git(ctx, cfg.State.ProjectsDir, args...); err != nil {
 		return fmt.Errorf("cloning %s: %w", c.Repo, err)
 	}
-	pf, pfPath, err := a.buildProject(ctx, c.Name, tmp)
+	pf, pfPath, _, err := a.buildProject(ctx, c.Name, tmp)
 	if err != nil {
 		return err
 	}
@@ -175,16 +182,29 @@ func (c *UpdateProjectCmd) Run(a *App) error {
 	if !ok {
 		return fmt.Errorf("project %q is not registered; use add-project first", c.Name)
 	}
+	before, err := gitOutput(ctx, p.LocalPath, "rev-parse", "HEAD")
+	if err != nil {
+		return fmt.Errorf("reading the current commit of %s: %w", p.LocalPath, err)
+	}
 	if err := git(ctx, p.LocalPath, "pull", "--quiet", "--ff-only"); err != nil {
 		return fmt.Errorf("updating %s: %w", p.LocalPath, err)
 	}
-	pf, pfPath, err := a.buildProject(ctx, c.Name, p.LocalPath)
+	pf, pfPath, built, err := a.buildProject(ctx, c.Name, p.LocalPath)
 	if err != nil {
-		return err
+		// New sessions read the Podfile from the clone: put back the
+		// commit that matches the registered image.
+		if rerr := git(context.WithoutCancel(ctx), p.LocalPath, "reset", "--quiet", "--hard", before); rerr != nil {
+			return fmt.Errorf("%w\n  restoring %s to %s also failed: %v; fix the clone by hand", err, p.LocalPath, before, rerr)
+		}
+		return fmt.Errorf("%w\n  project %s is unchanged (clone restored to %.12s, image %s)", err, c.Name, before, p.ImageTag)
 	}
 	tag := pf.Tag(c.Name)
 	if tag == p.ImageTag {
-		fmt.Fprintf(a.Stdout, "project %s: podfile unchanged, skipping rebuild\n", c.Name)
+		if built {
+			fmt.Fprintf(a.Stdout, "project %s: podfile unchanged, image %s was missing and has been rebuilt\n", c.Name, tag)
+		} else {
+			fmt.Fprintf(a.Stdout, "project %s: podfile unchanged, skipping rebuild\n", c.Name)
+		}
 		return nil
 	}
 	p.ImageTag = tag
@@ -247,6 +267,13 @@ func (c *RemoveProjectCmd) Run(a *App) error {
 		}
 		return nil
 	}
+	var ctrl *controller.Controller
+	if len(live) > 0 {
+		// Nothing is changed while Docker is down.
+		if ctrl, err = readyController(ctx, a); err != nil {
+			return err
+		}
+	}
 	delete(reg, c.Name)
 	if err := reg.Save(cfg.ProjectsFile); err != nil {
 		return fmt.Errorf("saving %s: %w", cfg.ProjectsFile, err)
@@ -254,23 +281,25 @@ func (c *RemoveProjectCmd) Run(a *App) error {
 	var failed error
 	if len(live) > 0 {
 		project := c.Name
-		if _, err := st.MarkTerminatingWhere(ctx, "", &project, string(reconcile.ReasonProjectRemoved), a.Clock.Now()); err != nil {
-			return err
-		}
-		ctrl, err := a.Controller(ctx, ControllerOptions{})
+		// Every session of the project is marked, including one created
+		// since the list above, and all of them are torn down.
+		marked, err := st.MarkTerminatingWhere(ctx, "", &project, string(reconcile.ReasonProjectRemoved), a.Clock.Now())
 		if err != nil {
 			return err
 		}
-		rep, err := ctrl.ReconcileOnce(ctx, live...)
-		if err != nil {
-			return err
-		}
-		for _, k := range rep.Keys {
-			if k.Err == nil {
-				fmt.Fprintf(a.Stdout, "Destroyed session: %s (container %s)\n", k.Key, desired.ContainerName(k.Key))
+		// Without keys ReconcileOnce would reconcile everything.
+		if len(marked) > 0 {
+			rep, err := ctrl.ReconcileOnce(ctx, marked...)
+			if err != nil {
+				return err
 			}
+			for _, k := range rep.Keys {
+				if k.Err == nil {
+					fmt.Fprintf(a.Stdout, "Destroyed session: %s (container %s)\n", k.Key, desired.ContainerName(k.Key))
+				}
+			}
+			failed = failureError(rep)
 		}
-		failed = failureError(rep)
 	}
 	if p.LocalPath != "" && strings.HasPrefix(filepath.Clean(p.LocalPath), filepath.Clean(cfg.State.ProjectsDir)+string(filepath.Separator)) {
 		if err := os.RemoveAll(p.LocalPath); err != nil {

@@ -24,6 +24,11 @@ var epoch = time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC)
 // arms. The queue arms a timer for the head of its waiting heap only once
 // it has taken an item in, so a recorded duration is exact proof of the
 // delay the queue applies (the fake time does not move in between).
+//
+// Its tickers never tick. The only ticker the queue makes is its 10s
+// safety heartbeat, which would otherwise wake the waiting loop on large
+// steps and re-arm timers concurrently with the test's next step; without
+// it the loop moves only when an item is added or the armed timer fires.
 type timerClock struct {
 	*testingclock.FakeClock
 	timers chan time.Duration
@@ -40,6 +45,13 @@ func (c *timerClock) NewTimer(d time.Duration) clock.Timer {
 	c.timers <- d
 	return timer
 }
+
+func (c *timerClock) NewTicker(time.Duration) clock.Ticker { return silentTicker{} }
+
+type silentTicker struct{}
+
+func (silentTicker) C() <-chan time.Time { return nil }
+func (silentTicker) Stop()               {}
 
 // nextTimer returns the duration of the next timer the queue arms.
 func (c *timerClock) nextTimer(t *testing.T) time.Duration {

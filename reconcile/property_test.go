@@ -26,7 +26,10 @@ var (
 	propProjects = []string{"", "web"}
 	propServices = []string{"db", "kv"}
 	propModes    = []desired.Mode{desired.ModeGracePeriod, desired.ModeDestroyOnDisconnect, desired.ModePersistent}
-	propStatuses = []desired.Status{desired.StatusCreating, desired.StatusRunning, desired.StatusGrace, desired.StatusTerminating}
+	// Weighted towards sessions in use, so that passes chain (creating,
+	// then running, then grace) as often as they tear down.
+	propStatuses = []desired.Status{desired.StatusCreating, desired.StatusCreating, desired.StatusRunning, desired.StatusRunning,
+		desired.StatusRunning, desired.StatusGrace, desired.StatusGrace, desired.StatusTerminating}
 )
 
 const foreignInstance = "inst-other"
@@ -106,8 +109,8 @@ func genWorld(t *rapid.T, blockers bool) (desired.State, observed.State) {
 			}
 			sb := builder.Session(u, p).ID(rapid.SampledFrom([]string{"g1", "g2"}).Draw(t, "generation")).
 				Mode(rapid.SampledFrom(propModes).Draw(t, "mode")).
-				CreatedAt(drawOffset(t, "createdAt", -3*time.Hour, -testOpt.PendingTimeout-1, -testOpt.PendingTimeout, -testOpt.PendingTimeout+1, 0)).
-				MaxLifetimeAt(drawOffset(t, "maxLifetimeAt", -time.Hour, -1, 0, 1, time.Hour)).
+				CreatedAt(drawOffset(t, "createdAt", -3*time.Hour, -testOpt.PendingTimeout-1, -testOpt.PendingTimeout, -testOpt.PendingTimeout+1, -time.Minute, 0)).
+				MaxLifetimeAt(drawOffset(t, "maxLifetimeAt", -time.Hour, -1, 0, 1, time.Hour, time.Hour, time.Hour)).
 				GracePeriod(rapid.SampledFrom([]time.Duration{0, time.Minute}).Draw(t, "gracePeriod"))
 			switch st := rapid.SampledFrom(propStatuses).Draw(t, "status"); st {
 			case desired.StatusGrace:
@@ -133,12 +136,12 @@ func genWorld(t *rapid.T, blockers bool) (desired.State, observed.State) {
 				leaseID++
 				l := builder.Lease(leaseID, 1000+int(leaseID))
 				leases = append(leases, l)
-				switch rapid.IntRange(0, 2).Draw(t, "leaseProcess") {
-				case 0:
+				switch rapid.IntRange(0, 3).Draw(t, "leaseProcess") {
+				case 0, 1:
 					ob.Alive(l)
-				case 1:
+				case 2:
 					ob.Dead(l)
-				} // 2: not checked
+				} // 3: not checked
 			}
 			s := sb.Leases(leases...).Build()
 			sessions[s.Key] = s
@@ -150,12 +153,17 @@ func genWorld(t *rapid.T, blockers bool) (desired.State, observed.State) {
 		for _, p := range propProjects {
 			k := key(u, p)
 			for _, n := range keyNames(k) {
-				if !rapid.Bool().Draw(t, "objectPresent") {
+				if rapid.IntRange(0, 3).Draw(t, "objectMissing") == 0 {
 					continue
 				}
+				// Half the objects are the healthy current generation of
+				// the key's session, if it has one; the rest anything.
 				gen := rapid.SampledFrom([]string{"g1", "g2", ""}).Draw(t, "objectGeneration")
 				inst := rapid.SampledFrom([]string{builder.Instance, builder.Instance, builder.Instance, foreignInstance, ""}).Draw(t, "objectInstance")
 				managed := rapid.IntRange(0, 9).Draw(t, "objectUnmanaged") > 0
+				if s := sessions[k]; s != nil && rapid.Bool().Draw(t, "objectHealthy") {
+					gen, inst, managed = s.ID, builder.Instance, true
+				}
 				keep := rapid.IntRange(0, 9).Draw(t, "objectKeep") == 0
 				created := drawOffset(t, "objectCreated", -time.Hour, -testOpt.OrphanMinAge-1, -testOpt.OrphanMinAge, -testOpt.OrphanMinAge+1, 0)
 				name := n.name
@@ -175,7 +183,7 @@ func genWorld(t *rapid.T, blockers bool) (desired.State, observed.State) {
 					b = builder.Container(u, p)
 				}
 				b.Name(name).Session(gen).Instance(inst).Created(created)
-				if n.kind == observed.KindContainer && !rapid.Bool().Draw(t, "objectRunning") {
+				if n.kind == observed.KindContainer && rapid.IntRange(0, 2).Draw(t, "objectStopped") == 0 {
 					b.Stopped()
 				}
 				if !managed {

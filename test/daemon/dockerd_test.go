@@ -43,6 +43,20 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	// One run of this package at a time per host: the private dockerd has
+	// fixed paths, and a second run would take it over.
+	lock, err := os.OpenFile(dmRunDir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "opening %s.lock: %v\n", dmRunDir, err)
+		os.Exit(1)
+	}
+	if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		fmt.Fprintf(os.Stderr, "another run of test/daemon holds %s.lock; waiting for it\n", dmRunDir)
+		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+			fmt.Fprintf(os.Stderr, "locking %s.lock: %v\n", dmRunDir, err)
+			os.Exit(1)
+		}
+	}
 	// Everything in this package, the harness's end-of-test removal and
 	// harness.EnsureImage included, talks to the private dockerd only.
 	sharedHost := os.Getenv("DOCKER_HOST")
@@ -55,6 +69,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Setenv("DOCKER_HOST", sharedHost)
+	lock.Close()
 	os.Exit(code)
 }
 

@@ -205,8 +205,14 @@ type daemonProc struct {
 // so that nothing in a test can be explained by a periodic pass.
 func (e *dmEnv) startDaemon(extra ...string) *daemonProc {
 	e.t.Helper()
-	args := append([]string{"--config", e.ConfigPath, "-v", "cleanup", "--daemon", "--interval", "1h"}, extra...)
-	cmd := exec.Command(e.Bin, args...)
+	return e.startDaemonArgs(append([]string{"-v", "cleanup", "--daemon", "--interval", "1h"}, extra...)...)
+}
+
+// startDaemonArgs runs podspawn --config <env> args... and waits until it
+// watches Docker events.
+func (e *dmEnv) startDaemonArgs(args ...string) *daemonProc {
+	e.t.Helper()
+	cmd := exec.Command(e.Bin, append([]string{"--config", e.ConfigPath}, args...)...)
 	cmd.Env = os.Environ()
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

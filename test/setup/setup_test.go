@@ -216,7 +216,7 @@ func TestServerSetupDryRunThenTwice(t *testing.T) {
 	}
 	for _, want := range []string{"[dry-run] would create group " + h.group, "[dry-run] would create system account " + h.authUser,
 		"[dry-run] would install " + h.sudoers, "[dry-run] would update " + h.sshdConfig, "  AuthorizedKeysCommandUser " + h.authUser,
-		"[dry-run] would reload sshd", "[dry-run] nothing was changed"} {
+		"[dry-run] would not reload sshd (--no-reload)", "[dry-run] nothing was changed"} {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("dry run output lacks %q:\n%s", want, r.Stdout)
 		}

@@ -55,9 +55,11 @@ func (h *host) startSSHD() *sshdServer {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		cmd.Wait()
+		<-exited
 		if t.Failed() {
 			log, _ := os.ReadFile(s.log)
 			t.Logf("sshd log:\n%s", log)
@@ -69,6 +71,13 @@ func (h *host) startSSHD() *sshdServer {
 		if err == nil {
 			c.Close()
 			return s
+		}
+		select {
+		case werr := <-exited:
+			exited <- werr
+			log, _ := os.ReadFile(s.log)
+			t.Fatalf("sshd exited (%v) before listening on %s (port taken meanwhile?):\n%s", werr, s.addr, log)
+		default:
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(s.log)

@@ -48,7 +48,7 @@ type testUser struct {
 }
 
 type server struct {
-	t        *testing.T
+	t        testing.TB
 	Env      *harness.Env
 	Group    string
 	AuthUser string
@@ -100,7 +100,7 @@ func run(t testing.TB, name string, args ...string) string {
 // by the auth-keys account, sudoers drop-in, sshd block) and of
 // 'podspawn add-user' (account, key file), done by hand until those
 // commands exist; replace the marked steps with calls to them.
-func newServer(t *testing.T, o serverOptions) *server {
+func newServer(t testing.TB, o serverOptions) *server {
 	t.Helper()
 	for _, tool := range []string{"/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/sudo", "/usr/sbin/visudo", "/usr/sbin/useradd"} {
 		if _, err := os.Stat(tool); err != nil {
@@ -249,7 +249,7 @@ Match Group %s
 `, port, s.Dir, s.Dir, s.Group, s.Env.Bin, s.Env.ConfigPath, s.AuthUser, s.Group)
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +312,7 @@ func (s *server) startSSHD() {
 
 // sweepStale removes accounts, groups and sudoers drop-ins left by test
 // processes that no longer run (a crashed or killed earlier run).
-func sweepStale(t *testing.T) {
+func sweepStale(t testing.TB) {
 	alive := func(pid string) bool {
 		_, err := os.Stat("/proc/" + pid)
 		return err == nil

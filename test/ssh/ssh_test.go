@@ -473,9 +473,9 @@ func TestIsolation(t *testing.T) {
 
 // TestProjects: the project comes from PODSPAWN_PROJECT (a trailing .pod
 // stripped) and is validated (G23); max_per_user refuses a further session
-// with a message saying how to free a slot.
+// with a message saying how to free a slot, while re-attaching is allowed.
 func TestProjects(t *testing.T) {
-	s := newServer(t, serverOptions{Users: []string{"ssa"}, Options: harness.Options{Extra: "resources:\n  max_per_user: 2\n"}})
+	s := newServer(t, serverOptions{Users: []string{"ssa"}, Options: harness.Options{Extra: "resources:\n  max_per_user: 1\n"}})
 	u := s.user("ssa")
 	for _, bad := range []string{"../x", "Bad", "x.y", "x;id"} {
 		r := s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=" + bad}, "", "echo ran")
@@ -483,24 +483,46 @@ func TestProjects(t *testing.T) {
 			t.Fatalf("project %q: exit %d stdout %q stderr %q; want refusal", bad, r.Code, r.Stdout, r.Stderr)
 		}
 	}
+	if r := s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=nosuchproject"}, "", "echo ran"); r.Code != 255 || !strings.Contains(r.Stderr, "not registered") {
+		t.Fatalf("unregistered project: exit %d stdout %q stderr %q; want refusal", r.Code, r.Stdout, r.Stderr)
+	}
 	if rows := s.list(); len(rows) != 0 {
 		t.Fatalf("refused projects left sessions: %+v", rows)
 	}
-	r := s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=web.pod"}, "", "echo $PODSPAWN_PROJECT $(hostname)")
-	if r.Code != 0 || r.Stdout != "web web\n" {
-		t.Fatalf("project web: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+
+	// A registered project (a local repository whose Podfile builds on the
+	// test image) is reachable as <project>.pod.
+	project := fmt.Sprintf("ssweb%d", os.Getpid())
+	repo := t.TempDir()
+	if err := os.WriteFile(repo+"/podfile.yaml", []byte("base: "+harness.Image+"\nshell: /bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if s.containerID(desired.ContainerName(desired.SessionKey{User: u.Name, Project: "web"})) == "" {
-		t.Fatal("no container for the web project")
+	for _, args := range [][]string{{"init", "-q"}, {"add", "podfile.yaml"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "podfile"}} {
+		run(t, "git", append([]string{"-C", repo}, args...)...)
 	}
-	s.mustSSH(u, "true")
-	r = s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=db"}, "", "echo ran")
-	want := fmt.Sprintf("user %[1]s already has 2 session(s) (max 2): %[1]s, %[1]s@web; to free a slot", u.Name)
-	if r.Code != 255 || !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "podspawn stop "+u.Name+"@<project>") {
-		t.Fatalf("third session: exit %d stderr %q; want the max_per_user refusal", r.Code, r.Stderr)
+	s.Env.MustRun("add-project", project, "--repo", repo)
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "image", "ls", "-q", "podspawn/"+project).Output()
+		for _, id := range strings.Fields(string(out)) {
+			exec.Command("docker", "image", "rm", id).Run()
+		}
+	})
+	r := s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=" + project + ".pod"}, "", "echo $PODSPAWN_PROJECT $(hostname)")
+	if r.Code != 0 || r.Stdout != project+" "+project+"\n" {
+		t.Fatalf("project %s: exit %d stdout %q stderr %q", project, r.Code, r.Stdout, r.Stderr)
 	}
-	// Re-attaching to an existing session is always allowed.
-	if out := s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=web"}, "", "echo again"); out.Code != 0 || out.Stdout != "again\n" {
+	if s.containerID(desired.ContainerName(desired.SessionKey{User: u.Name, Project: project})) == "" {
+		t.Fatalf("no container for project %s", project)
+	}
+
+	// The default session would be a second one: refused, saying how to free a slot.
+	r = s.runSSH(u, nil, "", "echo ran")
+	want := fmt.Sprintf("user %[1]s already has 1 session(s) (max 1): %[1]s@%[2]s; to free a slot", u.Name, project)
+	if r.Code != 255 || strings.Contains(r.Stdout, "ran") || !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, "podspawn stop "+u.Name+"@<project>") {
+		t.Fatalf("second session: exit %d stderr %q; want the max_per_user refusal", r.Code, r.Stderr)
+	}
+	// Re-attaching to the existing session is always allowed.
+	if out := s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=" + project}, "", "echo again"); out.Code != 0 || out.Stdout != "again\n" {
 		t.Fatalf("re-attach at the limit: %+v", out)
 	}
 }

@@ -30,10 +30,11 @@ func statOwner(fi fs.FileInfo) (int, int) {
 const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 
 // EnsureDir creates path with mode and owner, or corrects an existing
-// directory's mode and owner. Missing parents are created 0755 root.
+// directory's mode and owner. Missing parents are created 0755 root. A
+// symlink to a directory (a state dir moved to another disk) is followed.
 func EnsureDir(path string, mode fs.FileMode, o Owner, dryRun bool) (Change, error) {
 	c := Change{What: "directory " + path}
-	fi, err := os.Lstat(path)
+	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		c.Done = fmt.Sprintf("created (%04o %s)", mode, o.Name)
 		c.Would = fmt.Sprintf("create directory %s (%04o %s)", path, mode, o.Name)
@@ -64,10 +65,11 @@ func EnsureDir(path string, mode fs.FileMode, o Owner, dryRun bool) (Change, err
 	return fixMode(c, path, fi, mode, o, dryRun)
 }
 
-// EnsureFileMode corrects the mode and owner of an existing file.
+// EnsureFileMode corrects the mode and owner of an existing file (of the
+// target, when path is a symlink).
 func EnsureFileMode(path string, mode fs.FileMode, o Owner, dryRun bool) (Change, error) {
 	c := Change{What: "file " + path}
-	fi, err := os.Lstat(path)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return c, fmt.Errorf("checking %s: %w", path, err)
 	}
@@ -96,7 +98,7 @@ func fixMode(c Change, path string, fi fs.FileInfo, mode fs.FileMode, o Owner, d
 		return c, nil
 	}
 	if uid != o.UID || gid != o.GID {
-		if err := os.Lchown(path, o.UID, o.GID); err != nil {
+		if err := os.Chown(path, o.UID, o.GID); err != nil {
 			return c, fmt.Errorf("setting owner of %s: %w", path, err)
 		}
 	}

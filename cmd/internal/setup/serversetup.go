@@ -117,6 +117,8 @@ func (s *ServerSetup) Run(ctx context.Context) error {
 		return err
 	}
 	switch {
+	case s.DryRun && c.Done != "" && s.NoReload:
+		fmt.Fprintln(s.Out, "[dry-run] would not reload sshd (--no-reload)")
 	case s.DryRun && c.Done != "":
 		fmt.Fprintln(s.Out, "[dry-run] would reload sshd")
 	case s.DryRun:

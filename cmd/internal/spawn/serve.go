@@ -39,6 +39,7 @@ func Serve(ctx context.Context, s *Sessions, api ExecAPI, c Connection) (int, er
 		}
 		return hangupExitCode, nil
 	}
+	runConnectionHooks(ctx, api, att, c, s.Log)
 	stdinTTY := c.Stdio.Stdin != nil && term.IsTerminal(int(c.Stdio.Stdin.Fd()))
 	cmd := Route(c.OriginalCommand, spec.Shell, s.Config.SSH.SFTPServer, stdinTTY)
 	log := s.Log.WithValues("user", c.Key.User, "project", c.Key.Project, "container", spec.ContainerName, "route", cmd.Kind)

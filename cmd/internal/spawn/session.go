@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/config"
@@ -28,9 +29,12 @@ type Reconciler interface {
 	ReconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool) controller.KeyReport
 }
 
-// Inspector reads one container.
+// Inspector reads one container, and one image (for project sessions).
 type Inspector interface {
 	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
+	actions.ImageInspector
+	// ExecAPI runs a project's on_create hook (hooks.go).
+	ExecAPI
 }
 
 // Sessions attaches connections to sessions and detaches them.
@@ -54,6 +58,8 @@ type Attachment struct {
 	Session     *desired.Session
 	LeaseID     int64
 	ContainerID string
+	// Notice is on_create's output and warnings, for the connection's stderr.
+	Notice string
 }
 
 func (s *Sessions) lockTimeout() time.Duration {
@@ -117,6 +123,11 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 		}
 	}
 	now := s.Clock.Now()
+	if decide(existing, ctr, now).replace {
+		if err := s.checkProject(ctx, key); err != nil {
+			return nil, err
+		}
+	}
 	var why string
 	res, err := s.Store.Attach(ctx, sqlstore.AttachRequest{
 		Key: key, MaxPerUser: s.Config.Resources.MaxPerUser, PID: me.PID, PIDStart: me.Start, Now: now,
@@ -169,6 +180,7 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 		s.release(context.WithoutCancel(ctx), log, key, res.LeaseID)
 		return nil, fmt.Errorf("starting the session of %s: %w", key, rep.Err)
 	}
+	att.Notice = s.runOnCreate(ctx, att)
 	return att, nil
 }
 

@@ -27,6 +27,10 @@ func resolveSpec(cfg config.Config, key desired.SessionKey) (desired.Spec, desir
 		NetworkName:   desired.NetworkName(key),
 		Security:      cfg.SecuritySpec(),
 	}
+	if key.Project != "" {
+		mode, err := resolveProject(cfg, key, &spec)
+		return spec, mode, err
+	}
 	return spec, cfg.Session.Mode, nil
 }
 

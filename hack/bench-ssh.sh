@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Time "ssh user@host true" through a real sshd, sudo and podspawn spawn:
+# a new session (container created) and a re-attach, 20 runs each, next to
+# a bare "docker exec <running container> true" measured in the same run
+# (the floor) and spawn run directly as root (no sshd, no sudo). Needs
+# root, Docker and openssh-server (hack/ci-setup.sh installs them).
+set -o errexit -o nounset -o pipefail
+SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${SCRIPT_ROOT}"
+
+bash hack/ci-setup.sh >/dev/null
+out="$(mktemp)"
+trap 'rm -f "${out}"' EXIT
+if ! go test -count=1 -run '^$' -bench '^BenchmarkSSHConnect$' -benchtime 1x -v ./test/ssh/ >"${out}" 2>&1; then
+  cat "${out}" >&2
+  echo "bench-ssh: benchmark failed" >&2
+  exit 1
+fi
+grep -E 'median|^BenchmarkSSHConnect' "${out}"

@@ -205,6 +205,14 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 	}
 	if spec.Role == observed.RoleSession && spec.User != "" {
 		if err := d.setupUser(ctx, id, spec.User, spec.Shell); err != nil {
+			// The planner never re-creates a running container, so one left
+			// running without its account would be marked running as is.
+			// Remove it (even if ctx ran out) so the retry starts over.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if rerr := d.API.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); rerr != nil && !errdefs.IsNotFound(rerr) {
+				return "", fmt.Errorf("%w (and removing the container failed, remove it by hand: %v)", err, rerr)
+			}
 			return "", err
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/sqlstore"
 )
 
 // CleanupCmd is one reconcile pass, or with --daemon the long-running
@@ -106,7 +108,9 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 		return err
 	}
 	defer lock.Release()
-	ctrl, err := a.Controller(ctx, ControllerOptions{Workers: c.Workers})
+	ctrl, err := openBusy(ctx, a, func() (*controller.Controller, error) {
+		return a.Controller(ctx, ControllerOptions{Workers: c.Workers})
+	})
 	if err != nil {
 		return err
 	}
@@ -121,4 +125,26 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 	}
 	a.Log.Info("Cleanup daemon stopped")
 	return nil
+}
+
+// openBusy retries open while the state database is busy (another process
+// migrating or holding a long write), so that a busy database delays the
+// daemon's start instead of failing it.
+func openBusy(ctx context.Context, a *App, open func() (*controller.Controller, error)) (*controller.Controller, error) {
+	wait := 500 * time.Millisecond
+	for logged := false; ; logged = true {
+		ctrl, err := open()
+		if err == nil || !sqlstore.IsBusy(err) {
+			return ctrl, err
+		}
+		if !logged {
+			a.Log.Error(err, "State database is busy; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-a.Clock.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }

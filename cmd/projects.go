@@ -199,7 +199,17 @@ func (c *UpdateProjectCmd) Run(a *App) error {
 		return fmt.Errorf("%w\n  project %s is unchanged (clone restored to %.12s, image %s)", err, c.Name, before, p.ImageTag)
 	}
 	tag := pf.Tag(c.Name)
+	rel, _ := filepath.Rel(p.LocalPath, pfPath)
 	if tag == p.ImageTag {
+		// Same bytes, maybe moved (podfile.yaml <-> .podspawn/podfile.yaml):
+		// spawn reads it from the registered path.
+		if rel != p.PodfilePath {
+			p.PodfilePath = rel
+			reg[c.Name] = p
+			if err := reg.Save(cfg.ProjectsFile); err != nil {
+				return fmt.Errorf("saving %s: %w", cfg.ProjectsFile, err)
+			}
+		}
 		if built {
 			fmt.Fprintf(a.Stdout, "project %s: podfile unchanged, image %s was missing and has been rebuilt\n", c.Name, tag)
 		} else {
@@ -208,7 +218,7 @@ func (c *UpdateProjectCmd) Run(a *App) error {
 		return nil
 	}
 	p.ImageTag = tag
-	p.PodfilePath, _ = filepath.Rel(p.LocalPath, pfPath)
+	p.PodfilePath = rel
 	reg[c.Name] = p
 	if err := reg.Save(cfg.ProjectsFile); err != nil {
 		return fmt.Errorf("saving %s: %w", cfg.ProjectsFile, err)

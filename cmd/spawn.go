@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/syslog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -82,16 +83,21 @@ func (c *SpawnCmd) Run(a *App) error {
 	return &ExitError{Code: code}
 }
 
-// spawnLogger sends spawn's logs to log.file. Without one they are dropped
-// unless -v was given: spawn's stderr is the SSH client's terminal, which
-// is no place for controller chatter. Errors still reach the user as the
-// one "Error:" line main prints.
+// spawnLogger sends spawn's logs to log.file, else to syslog (where sshd
+// and sudo log the same connection), else nowhere unless -v was given:
+// spawn's stderr is the SSH client's terminal, which is no place for
+// controller chatter. Errors still reach the user as the one "Error:" line
+// main prints.
 func spawnLogger(a *App, file string) (logr.Logger, func(), error) {
 	if file == "" {
 		if a.CLI.Verbosity > 0 {
 			return a.Log, func() {}, nil
 		}
-		return logr.Discard(), func() {}, nil
+		w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_AUTHPRIV, "podspawn-spawn")
+		if err != nil {
+			return logr.Discard(), func() {}, nil
+		}
+		return newLogger(a.CLI.LogFormat, 0, w), func() { w.Close() }, nil
 	}
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {

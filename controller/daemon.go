@@ -61,7 +61,9 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-func (d *Daemon) resyncTimeout() time.Duration { return orDefault(d.ResyncTimeout, DefaultResyncTimeout) }
+func (d *Daemon) resyncTimeout() time.Duration {
+	return orDefault(d.ResyncTimeout, DefaultResyncTimeout)
+}
 
 // ErrDrainTimeout is returned when in-flight reconciles did not finish
 // within the drain timeout and were cancelled.
@@ -179,7 +181,7 @@ func (d *Daemon) watchDocker(ctx context.Context, q Queue) {
 			}
 			if !down {
 				down = true
-				log.Error(err, "Cannot resync and watch Docker; retrying with backoff", "maxBackoff", maxBackoff.String())
+				log.Error(err, "Resync failed; retrying with backoff until it succeeds", "maxBackoff", maxBackoff.String())
 			} else {
 				log.V(1).Info("Resync still failing", "err", err.Error(), "retryIn", backoff.String())
 			}

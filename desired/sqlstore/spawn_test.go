@@ -121,7 +121,9 @@ func TestAttachAdmission(t *testing.T) {
 	}
 	// Another user's sessions do not count.
 	if _, err := st.Attach(ctx, AttachRequest{Key: desired.SessionKey{User: "bob"}, MaxPerUser: 2, Now: now,
-		Decide: func(*desired.Session) (*desired.Session, error) { return spawnTestGen(desired.SessionKey{User: "bob"}, "b1", now), nil }}); err != nil {
+		Decide: func(*desired.Session) (*desired.Session, error) {
+			return spawnTestGen(desired.SessionKey{User: "bob"}, "b1", now), nil
+		}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := attach("db", "g3")

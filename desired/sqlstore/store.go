@@ -311,7 +311,9 @@ func (s *Store) DeleteSession(ctx context.Context, sessionID string) (bool, erro
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM leases WHERE session_id = ?`, sessionID)
+		// Leases go only with their row: a row that is not terminating
+		// keeps its live connections.
+		_, err = tx.ExecContext(ctx, `DELETE FROM leases WHERE session_id = ? AND NOT EXISTS (SELECT 1 FROM sessions WHERE id = ?)`, sessionID, sessionID)
 		return err
 	})
 	return changed, err

@@ -226,7 +226,9 @@ func (b *ObjectBuilder) ID(id string) *ObjectBuilder { b.o.ID, b.idSet = id, tru
 func (b *ObjectBuilder) Session(id string) *ObjectBuilder { return b.Label(observed.LabelSession, id) }
 
 // Instance sets the instance label ("" removes it).
-func (b *ObjectBuilder) Instance(id string) *ObjectBuilder { return b.Label(observed.LabelInstance, id) }
+func (b *ObjectBuilder) Instance(id string) *ObjectBuilder {
+	return b.Label(observed.LabelInstance, id)
+}
 
 // Running marks a container running.
 func (b *ObjectBuilder) Running() *ObjectBuilder { b.o.Running, b.o.State = true, "running"; return b }

@@ -143,7 +143,7 @@ func graceLatency(b *testing.B, n int, burst bool) {
 		dec = append(dec, at.Sub(expiry[k].Truncate(time.Millisecond)))
 	}
 	sort.Slice(dec, func(i, j int) bool { return dec[i] < dec[j] })
-	b.ReportMetric(float64(((dec[n/2-1]+dec[n/2])/2).Milliseconds()), "decision-median-ms")
+	b.ReportMetric(float64(((dec[n/2-1] + dec[n/2]) / 2).Milliseconds()), "decision-median-ms")
 	b.ReportMetric(float64(dec[n-1].Milliseconds()), "decision-worst-ms")
 	b.Logf("deadline to the daemon's decision (mark-terminating): median %s, worst %s", (dec[n/2-1]+dec[n/2])/2, dec[n-1])
 	if d.term() != 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/podspawn/podspawn/desired"
 )
@@ -49,6 +50,44 @@ func TestDaemonEnforcesGraceDeadline(t *testing.T) {
 		t.Errorf("exit code on SIGTERM = %d, want 0", code)
 	}
 	d.waitLog(time.Second, "Cleanup daemon stopped")
+}
+
+// Another process (spawn, at the last disconnect) releases the lease and
+// starts the grace period in the database; the daemon's database watcher
+// gives it a timer within a second, so it ends on time with --interval 1h.
+func TestDaemonPicksUpGraceStartedByAnotherProcess(t *testing.T) {
+	e := newDmEnv(t, 2*time.Second)
+	key := desired.SessionKey{User: uniq("dmdb")}
+	h := startHelper(t) // stays alive: only the database says the connection ended
+	e.seed(key, h)
+	d := e.startDaemon()
+	waitFor(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
+
+	expiry := time.Now().Add(2 * time.Second)
+	st := e.store()
+	err := st.Tx(context.Background(), func(tx *sqlx.Tx) error {
+		s, err := st.LoadKeyTx(context.Background(), tx, key)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`DELETE FROM leases WHERE session_id = ?`, s.ID); err != nil {
+			return err
+		}
+		_, err = tx.Exec(`UPDATE sessions SET status = 'grace_period', grace_expiry = ?, updated_at = ? WHERE id = ?`,
+			expiry.UnixNano(), time.Now().UnixNano(), s.ID)
+		return err
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Until(expiry)+10*time.Second, "the session to be removed after its deadline", func() bool { return e.gone(key) })
+	if n := len(d.lines(`"action": "delete-session"`, `"reason": "grace-expired"`, `"user": "`+key.User+`"`)); n != 1 {
+		t.Errorf("session deletions with reason grace-expired: %d, want 1", n)
+	}
+	if code := d.term(); code != 0 {
+		t.Errorf("exit code on SIGTERM = %d, want 0", code)
+	}
 }
 
 // A labelled container removed by hand: the Docker event makes the daemon
@@ -128,7 +167,7 @@ func TestDaemonSurvivesDockerRestart(t *testing.T) {
 	privateDockerd.restart(t)
 	waitFor(t, 60*time.Second, "the expired session to be removed after Docker came back", func() bool { return e.gone(key) })
 
-	if n := len(d.lines("Lost the Docker event stream")) + len(d.lines("Cannot resync and watch Docker")); n != 1 {
+	if n := len(d.lines("Lost the Docker event stream")) + len(d.lines("Resync failed; retrying with backoff")); n != 1 {
 		t.Errorf("outage logged %d times at the default level, want once", n)
 	}
 	if n := len(d.lines("Recovered: resubscribed to Docker events and resynced")); n != 1 {

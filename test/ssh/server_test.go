@@ -184,6 +184,20 @@ func (s *server) addUser(name string) *testUser {
 	return u
 }
 
+// testPubKey returns a fresh public key line.
+func testPubKey(t testing.TB) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := gossh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(gossh.MarshalAuthorizedKey(sshPub)))
+}
+
 // user returns the account made from prefix.
 func (s *server) user(prefix string) *testUser {
 	for name, u := range s.Users {

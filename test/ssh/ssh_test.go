@@ -39,6 +39,7 @@ func TestRemoteCommand(t *testing.T) {
 	if r.Stdout != want {
 		t.Fatalf("stdout = %q, want %q", r.Stdout, want)
 	}
+	t.Logf("stderr of the remote command: %q", r.Stderr)
 	if !strings.Contains(r.Stderr, "oops") {
 		t.Fatalf("stderr %q lacks the command's stderr", r.Stderr)
 	}
@@ -222,6 +223,16 @@ func TestConcurrentConnections(t *testing.T) {
 	})
 	if r := s.session(u, ""); r.Status != string(desired.StatusRunning) {
 		t.Fatalf("with 10 connections: %+v", r)
+	}
+	// The operator's view: the CONNS column of the text table.
+	var row []string
+	for _, line := range strings.Split(s.Env.MustRun("list").Stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[0] == u.Name {
+			row = f
+		}
+	}
+	if row == nil || row[3] != "running" || row[4] != "10" {
+		t.Fatalf("podspawn list row %q, want STATUS running and CONNS 10", row)
 	}
 	ctrs, err := s.Docker.ContainerList(context.Background(), container.ListOptions{All: true,
 		Filters: labelFilter("podspawn.user=" + u.Name)})

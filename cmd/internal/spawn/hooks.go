@@ -15,10 +15,11 @@ import (
 	"github.com/go-logr/logr"
 )
 
+// onCreateTimeout bounds on_create: it runs under the user's lock, which
+// every other connection and the cleanup of that user wait for.
+var onCreateTimeout = 10 * time.Minute
+
 const (
-	// onCreateTimeout bounds on_create: it runs under the user's lock,
-	// which every other connection and the cleanup of that user wait for.
-	onCreateTimeout = 10 * time.Minute
 	// hookOutputLimit is how much of on_create's output (its tail) is
 	// kept to show the user.
 	hookOutputLimit = 64 << 10
@@ -37,11 +38,11 @@ const (
 // runs now: not if it finished before, not if an earlier attempt started
 // and never finished (a killed spawn or a timeout; running it twice is
 // worse than not finishing it). Otherwise it records the start.
-const claimScript = `d=` + markerDir + `
-[ -e "$d/on_create.done" ] && exit 10
-[ -e "$d/on_create.started" ] && exit 11
+var claimScript = fmt.Sprintf(`d=%s
+[ -e "$d/on_create.done" ] && exit %d
+[ -e "$d/on_create.started" ] && exit %d
 mkdir -p "$d" && : > "$d/on_create.started"
-`
+`, markerDir, claimDone, claimInterrupted)
 
 // doneScript records on_create's result ($1: exit code or "error").
 const doneScript = `echo "$1" > ` + markerDir + `/on_create.done`

@@ -22,6 +22,7 @@ import (
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/proc"
+	"github.com/podspawn/podspawn/reconcile"
 )
 
 // Reconciler is the part of the controller a connection uses.
@@ -175,9 +176,17 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 		}
 	}
 	if rep.Err != nil {
+		bg := context.WithoutCancel(ctx)
+		// A generation that never came up is torn down now rather than
+		// retried with nobody waiting for it; the next connect starts afresh.
+		if res.Session.Status == desired.StatusCreating {
+			if _, err := s.Store.MarkTerminating(bg, res.Session.ID, string(reconcile.ReasonCreationAbandoned), s.Clock.Now()); err != nil {
+				log.Error(err, "Marking the failed session for removal failed")
+			}
+		}
 		// Give the lease back under the lock we still hold, so a failed
 		// connect never counts as a connection.
-		s.release(context.WithoutCancel(ctx), log, key, res.LeaseID)
+		s.release(bg, log, key, res.LeaseID)
 		return nil, fmt.Errorf("starting the session of %s: %w", key, rep.Err)
 	}
 	att.Notice = s.runOnCreate(ctx, att)

@@ -1,0 +1,62 @@
+package ssh
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+
+	"github.com/podspawn/podspawn/test/harness"
+)
+
+// TestFailedStartLeavesNothing runs spawn directly as root (no sshd): when
+// the session cannot start (its image cannot be had), the user gets an
+// error naming the cause and exit 255, and no session, lease, container
+// or network is left behind to be retried with nobody waiting.
+func TestFailedStartLeavesNothing(t *testing.T) {
+	e := harness.NewEnv(t, harness.Options{})
+	docker := harness.Docker(t)
+	const missing = "127.0.0.1:1/podspawn-missing:latest"
+	cfg, err := os.ReadFile(e.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := strings.Replace(string(cfg), "image: "+harness.Image, "image: "+missing, 1)
+	if fixed == string(cfg) {
+		t.Fatalf("config has no image line to replace:\n%s", cfg)
+	}
+	if err := os.WriteFile(e.ConfigPath, []byte(fixed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	user := fmt.Sprintf("ssf%d", os.Getpid())
+	if err := os.WriteFile(filepath.Join(e.KeyDir, user), []byte(testPubKey(t)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r := e.RunEnv([]string{"SSH_ORIGINAL_COMMAND=echo ran"}, "", "spawn", "--user", user)
+	if r.Code != 255 || strings.Contains(r.Stdout, "ran") || !strings.Contains(r.Stderr, "Error: starting the session of "+user) || !strings.Contains(r.Stderr, missing) {
+		t.Fatalf("spawn with a missing image: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	var rows []json.RawMessage
+	if out := e.MustRun("list", "-o", "json").Stdout; json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 0 {
+		t.Fatalf("sessions left after a failed start: %s", out)
+	}
+	f := labelFilter("podspawn.instance=" + e.InstanceID())
+	ctrs, err := docker.ContainerList(context.Background(), container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nets, err := docker.NetworkList(context.Background(), network.ListOptions{Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctrs) != 0 || len(nets) != 0 {
+		t.Fatalf("left behind: %d containers, %d networks", len(ctrs), len(nets))
+	}
+}

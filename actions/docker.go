@@ -86,9 +86,13 @@ func owned(labels map[string]string, a reconcile.Action) bool {
 		labels[observed.LabelInstance] == a.Labels[observed.LabelInstance]
 }
 
-func notOwned(kind, name string, labels map[string]string) error {
+func notOwned(kind, name string, labels map[string]string, a reconcile.Action) error {
 	who := "is not managed by podspawn"
-	if labels[observed.LabelManagedBy] == observed.ManagedByValue {
+	switch {
+	case labels[observed.LabelManagedBy] != observed.ManagedByValue:
+	case labels[observed.LabelInstance] != a.Labels[observed.LabelInstance]:
+		who = fmt.Sprintf("belongs to another podspawn state database (instance %q)", labels[observed.LabelInstance])
+	default:
 		who = fmt.Sprintf("belongs to another session (user %q, project %q, session %q)", labels[observed.LabelUser], labels[observed.LabelProject], labels[observed.LabelSession])
 	}
 	return fmt.Errorf("%s %s already exists and %s; remove or rename it: %w", kind, name, who, ErrTerminal)
@@ -140,7 +144,7 @@ func (d *Docker) createNetwork(ctx context.Context, a reconcile.Action) (Outcome
 		return "", err
 	}
 	if !owned(existing.Labels, a) {
-		return "", notOwned("network", a.Target, existing.Labels)
+		return "", notOwned("network", a.Target, existing.Labels, a)
 	}
 	return Unchanged, nil
 }
@@ -151,7 +155,7 @@ func (d *Docker) createVolume(ctx context.Context, a reconcile.Action) (Outcome,
 	existing, err := d.API.VolumeInspect(ctx, a.Target)
 	if err == nil {
 		if !owned(existing.Labels, a) {
-			return "", notOwned("volume", a.Target, existing.Labels)
+			return "", notOwned("volume", a.Target, existing.Labels, a)
 		}
 		return Unchanged, nil
 	}
@@ -171,7 +175,8 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 	res := Changed
 	id := ""
 	created, err := d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
-	if errdefs.IsNotFound(err) {
+	// A missing network is also "not found"; only a missing image is pulled.
+	if errdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "no such image") {
 		if perr := d.pull(ctx, spec.Image); perr != nil {
 			return "", perr
 		}
@@ -190,7 +195,7 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 			if existing.Config != nil {
 				labels = existing.Config.Labels
 			}
-			return "", notOwned("container", a.Target, labels)
+			return "", notOwned("container", a.Target, labels, a)
 		}
 		id = existing.ID
 		res = Unchanged

@@ -755,7 +755,7 @@ func TestCreateRefusesWhatIsNotOurs(t *testing.T) {
 				l[observed.LabelInstance] = "inst-2"
 				return l
 			},
-			who: `belongs to another session (user "alice", project "web"`,
+			who: `belongs to another podspawn state database (instance "inst-2")`,
 		},
 	}
 	kinds := map[string]struct {

@@ -13,7 +13,7 @@ import (
 // UserSessions reads every session of user (any status) with its leases,
 // ordered by project, in one read transaction. Used by remove-user.
 func (s *Store) UserSessions(ctx context.Context, user string) ([]*desired.Session, error) {
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.rdb.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("loading sessions of %s: %w", user, err)
 	}

@@ -27,7 +27,10 @@ var ErrNotFound = errors.New("no such session")
 
 // Store is the SQLite-backed desired-state store.
 type Store struct {
-	db         *sqlx.DB
+	db *sqlx.DB
+	// rdb serves read-only snapshots with deferred transactions, which in
+	// WAL mode never wait behind a writer.
+	rdb        *sqlx.DB
 	path       string
 	instanceID string
 }
@@ -62,11 +65,22 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state db %s: reading instance id: %w", path, err)
 	}
+	q.Set("_txlock", "deferred")
+	rdb, err := sqlx.Open("sqlite3", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening state db %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(4)
+	s.rdb = rdb
 	return s, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.rdb.Close()
+	return s.db.Close()
+}
 
 // Path is the database file.
 func (s *Store) Path() string { return s.path }
@@ -144,7 +158,7 @@ func (r sessionRow) toSession() (*desired.Session, error) {
 // Load reads every session and lease. It fails as a whole: a partial
 // result would make missing rows look like orphans.
 func (s *Store) Load(ctx context.Context) (map[desired.SessionKey]*desired.Session, error) {
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.rdb.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("loading sessions: %w", err)
 	}
@@ -162,7 +176,7 @@ func (s *Store) Load(ctx context.Context) (map[desired.SessionKey]*desired.Sessi
 
 // LoadKey reads one session (nil if absent) with its leases.
 func (s *Store) LoadKey(ctx context.Context, k desired.SessionKey) (*desired.Session, error) {
-	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.rdb.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("loading session %s: %w", k, err)
 	}

@@ -97,7 +97,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// workers' context is cancelled only when the drain times out.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// Stop taking work the moment ctx ends, before the sources wind down.
 	var stopping atomic.Bool
+	stop := context.AfterFunc(ctx, func() { stopping.Store(true) })
+	defer stop()
 	var workersDone sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		workersDone.Add(1)
@@ -116,7 +119,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.watchDocker(ctx, q)
 	sources.Wait()
 
-	stopping.Store(true)
 	log.Info("Stopping: finishing in-flight reconciles", "timeout", orDefault(d.DrainTimeout, DefaultDrainTimeout).String())
 	drained := make(chan struct{})
 	go func() {

@@ -1,8 +1,10 @@
 package reconcile_test
 
 import (
+	"cmp"
 	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,9 +17,14 @@ import (
 // benchWorld is a steady state of n sessions, each running with all its
 // objects and a live lease (every tenth with a service and a volume), plus
 // about 5% with work to do, spread over the kinds of work a pass meets.
+// Memory is laid out as the loaders lay it out, since Compute is bound by
+// memory latency: sessions allocated in key order (the store reads them
+// ORDER BY user, project) and objects in Docker's listing order (by kind,
+// then name, as dockerobs.List returns them).
 func benchWorld(n int) (desired.State, observed.State) {
-	db := builder.Desired()
+	d := desired.State{InstanceID: builder.Instance, Sessions: make(map[desired.SessionKey]*desired.Session, n), Users: make(map[string]bool, n)}
 	ob := builder.Observed()
+	var objs []observed.Object
 	now := builder.Epoch
 	for i := range n {
 		user := fmt.Sprintf("u%06d", i)
@@ -28,7 +35,6 @@ func benchWorld(n int) (desired.State, observed.State) {
 		lease := builder.Lease(int64(i+1), 10000+i)
 		sb.Leases(lease)
 		alive := true
-		var extra []observed.Object
 		if i%20 == 7 { // ~5% with work
 			switch (i / 20) % 5 {
 			case 0: // last connection died: release and start grace
@@ -38,21 +44,25 @@ func benchWorld(n int) (desired.State, observed.State) {
 			case 2: // max lifetime passed with a live connection
 				sb.MaxLifetimeAt(now.Add(-time.Minute))
 			case 3: // a leftover of an earlier generation
-				extra = append(extra, builder.Container(user, "").Name(desired.ContainerName(desired.SessionKey{User: user})+"-old").Session("old").Stopped().Build())
+				objs = append(objs, builder.Container(user, "").Name("podspawn-"+user+"-old").Session("old").Stopped().Build())
 			case 4: // an orphan with no session record
-				extra = append(extra, builder.Network(user, "gone").Build())
+				objs = append(objs, builder.Network(user, "gone").Build())
 			}
 		}
 		s := sb.Build()
-		db.Sessions(s)
-		ob.Objects(builder.ObjectsFor(s, builder.Instance)...).Objects(extra...)
+		d.Sessions[s.Key] = s
+		d.Users[user] = true
+		objs = append(objs, builder.ObjectsFor(s, builder.Instance)...)
 		if alive {
 			ob.Alive(lease)
 		} else {
 			ob.Dead(lease)
 		}
 	}
-	return db.Build(), ob.Build()
+	slices.SortFunc(objs, func(a, b observed.Object) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name))
+	})
+	return d, ob.Objects(objs...).Build()
 }
 
 func BenchmarkCompute(b *testing.B) {

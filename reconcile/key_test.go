@@ -21,8 +21,8 @@ func labelled(user, project *string) *observed.Object {
 	return &observed.Object{Labels: l}
 }
 
-// TestObjectKeyMatchesObserved holds objectKey, Compute's fast label
-// parser, equal to observed.Object.Key and its regexps.
+// TestObjectKeyMatchesObserved holds the key Compute's fast label parser
+// finds equal to observed.Object.Key and its regexps.
 func TestObjectKeyMatchesObserved(t *testing.T) {
 	s := func(v string) *string { return &v }
 	long := func(n int) string { return "a" + strings.Repeat("b", n-1) }
@@ -35,8 +35,8 @@ func TestObjectKeyMatchesObserved(t *testing.T) {
 	} {
 		o := labelled(tc.user, tc.project)
 		want, _ := o.Key()
-		if got := objectKey(o); got != want {
-			t.Errorf("labels %v: objectKey = %+v, Object.Key = %+v", o.Labels, got, want)
+		if _, got := newItem(o, ""); got != want {
+			t.Errorf("labels %v: newItem's key = %+v, Object.Key = %+v", o.Labels, got, want)
 		}
 	}
 }
@@ -56,8 +56,8 @@ func TestObjectKeyMatchesObservedProperty(t *testing.T) {
 		u, p := name.Draw(t, "user"), name.Draw(t, "project")
 		o := labelled(&u, &p)
 		want, _ := o.Key()
-		if got := objectKey(o); got != want {
-			t.Fatalf("labels %q %q: objectKey = %+v, Object.Key = %+v", u, p, got, want)
+		if _, got := newItem(o, ""); got != want {
+			t.Fatalf("labels %q %q: newItem's key = %+v, Object.Key = %+v", u, p, got, want)
 		}
 		if got, want := validName(u, 32), desired.ValidateUserName(u) == nil; got != want {
 			t.Fatalf("validName(%q, 32) = %v, ValidateUserName says %v", u, got, want)

@@ -104,11 +104,33 @@ const (
 	classForeign        // another state database's: invisible
 )
 
-func newItem(o *observed.Object, instanceID string) item {
-	it := item{Object: o, session: o.Labels[observed.LabelSession], instance: o.Labels[observed.LabelInstance]}
+// newItem reads the labels in one pass over the map (cheaper than a
+// lookup per label) and returns the item and the key its labels name.
+func newItem(o *observed.Object, instanceID string) (item, desired.SessionKey) {
+	it := item{Object: o}
+	var user, project, role string
+	var managed, keep bool
+	for k, v := range o.Labels {
+		switch k {
+		case observed.LabelUser:
+			user = v
+		case observed.LabelProject:
+			project = v
+		case observed.LabelSession:
+			it.session = v
+		case observed.LabelInstance:
+			it.instance = v
+		case observed.LabelRole:
+			role = v
+		case observed.LabelManagedBy:
+			managed = v == observed.ManagedByValue
+		case observed.LabelKeep:
+			keep = v == "true"
+		}
+	}
 	switch o.Kind {
 	case observed.KindContainer:
-		if o.Labels[observed.LabelRole] == observed.RoleService {
+		if role == observed.RoleService {
 			it.rank = 1
 		}
 	case observed.KindNetwork:
@@ -117,14 +139,14 @@ func newItem(o *observed.Object, instanceID string) item {
 		it.rank = 3
 	}
 	switch {
-	case o.Labels[observed.LabelManagedBy] != observed.ManagedByValue:
+	case !managed:
 		it.class = classUnmanaged
 	case it.instance != "" && it.instance != instanceID:
 		it.class = classForeign
-	case o.Labels[observed.LabelKeep] == "true":
+	case keep:
 		it.class = classProtected
 	}
-	return it
+	return it, labelKey(user, project)
 }
 
 // keyGroup is one key's session (nil if none) and objects.
@@ -159,8 +181,10 @@ func groupByKey(d desired.State, o observed.State) []keyGroup {
 		groups = append(groups, keyGroup{key: k, prefix: namePrefix(k.User), sess: s})
 	}
 	of := make([]int32, len(o.Objects))
+	items := make([]item, len(o.Objects))
 	for i := range o.Objects {
-		k := objectKey(&o.Objects[i])
+		var k desired.SessionKey
+		items[i], k = newItem(&o.Objects[i], d.InstanceID)
 		g, ok := index[k]
 		if !ok {
 			g = int32(len(groups))
@@ -176,14 +200,14 @@ func groupByKey(d desired.State, o observed.State) []keyGroup {
 	for g := range groups {
 		start[g+1] += start[g]
 	}
-	items := make([]item, len(o.Objects))
+	grouped := make([]item, len(items))
 	next := slices.Clone(start[:len(groups)])
 	for i, g := range of {
-		items[next[g]] = newItem(&o.Objects[i], d.InstanceID)
+		grouped[next[g]] = items[i]
 		next[g]++
 	}
 	for g := range groups {
-		groups[g].objects = items[start[g]:start[g+1]:start[g+1]]
+		groups[g].objects = grouped[start[g]:start[g+1]:start[g+1]]
 	}
 	slices.SortFunc(groups, func(a, b keyGroup) int {
 		if a.prefix != b.prefix {
@@ -197,14 +221,14 @@ func groupByKey(d desired.State, o observed.State) []keyGroup {
 	return groups
 }
 
-// objectKey is observed.Object.Key without its regexps, which dominated
-// Compute at 100k sessions. TestObjectKeyMatchesObserved holds the two equal.
-func objectKey(o *observed.Object) desired.SessionKey {
-	u, p := o.Labels[observed.LabelUser], o.Labels[observed.LabelProject]
-	if !validName(u, 32) || (p != "" && !validName(p, 64)) {
+// labelKey is observed.Object.Key from the user and project labels,
+// without its regexps, which dominated Compute at 100k sessions.
+// TestObjectKeyMatchesObserved holds the two equal.
+func labelKey(user, project string) desired.SessionKey {
+	if !validName(user, 32) || (project != "" && !validName(project, 64)) {
 		return desired.Unattributed
 	}
-	return desired.SessionKey{User: u, Project: p}
+	return desired.SessionKey{User: user, Project: project}
 }
 
 // validName matches ^[a-z][a-z0-9_-]{0,max-1}$.

@@ -15,8 +15,9 @@ import (
 
 // BenchmarkOrphanCleanup times one podspawn cleanup pass that finds
 // PODSPAWN_BENCH_ORPHANS (default 100) orphan sessions (a running container
-// on its own network, labelled managed-by, user and project, no row) and
-// removes them, against the docker CLI removing an identical set:
+// on its own network, no row) and
+// removes them (labelled managed-by, user, project and the env's instance,
+// as this controller labels what it creates), against the docker CLI removing an identical set:
 // "docker rm -f <all containers>" then "docker network rm <all networks>".
 // PODSPAWN_BENCH_WORKERS is a comma list of --workers values to time
 // (default "4", the cleanup default); PODSPAWN_BENCH_PER_USER is how many
@@ -41,7 +42,10 @@ func BenchmarkOrphanCleanup(b *testing.B) {
 		defer b.StartTimer()
 		keys := fleetKeys("ctq", n, perUser)
 		return e.makeFleet(keys, func(i int) map[string]string {
-			return map[string]string{observed.LabelManagedBy: observed.ManagedByValue, observed.LabelUser: keys[i].User, observed.LabelProject: keys[i].Project}
+			// The instance label keeps other engineers' cleanup passes on this
+			// shared daemon from reaping the fleet as their own orphans.
+			return map[string]string{observed.LabelManagedBy: observed.ManagedByValue, observed.LabelUser: keys[i].User,
+				observed.LabelProject: keys[i].Project, observed.LabelInstance: e.Instance}
 		})
 	}
 	gone := func(ms []member) {
@@ -61,6 +65,7 @@ func BenchmarkOrphanCleanup(b *testing.B) {
 		for _, w := range workers {
 			ms := orphans()
 			e.Proxy.ResetCounts()
+			load := loadAvg()
 			start := time.Now()
 			r := e.cleanup("--workers", strconv.Itoa(w))
 			d := time.Since(start)
@@ -70,8 +75,8 @@ func BenchmarkOrphanCleanup(b *testing.B) {
 			gone(ms)
 			name := fmt.Sprintf("podspawn-w%d", w)
 			totals[name] += d
-			b.Logf("%s: %d orphan sessions (%d per user) removed in %s; peak concurrent removals %d; Docker API requests:\n%s",
-				name, n, perUser, d.Round(time.Millisecond), e.Proxy.PeakRemovals(), summarizeCounts(e.Proxy.Counts()))
+			b.Logf("%s: %d orphan sessions (%d per user) removed in %s; load %s; peak concurrent removals %d; Docker API requests:\n%s",
+				name, n, perUser, d.Round(time.Millisecond), load, e.Proxy.PeakRemovals(), summarizeCounts(e.Proxy.Counts()))
 		}
 
 		ms := orphans()
@@ -80,6 +85,7 @@ func BenchmarkOrphanCleanup(b *testing.B) {
 			ctrs, nets = append(ctrs, m.ContainerID), append(nets, m.NetworkID)
 		}
 		e.Proxy.ResetCounts()
+		load := loadAvg()
 		start := time.Now()
 		rm := time.Duration(0)
 		for _, args := range [][]string{append([]string{"rm", "-f"}, ctrs...), append([]string{"network", "rm"}, nets...)} {
@@ -95,8 +101,8 @@ func BenchmarkOrphanCleanup(b *testing.B) {
 		d := time.Since(start)
 		gone(ms)
 		totals["docker-cli"] += d
-		b.Logf("docker-cli: %d containers + %d networks removed in %s (docker rm -f: %s, docker network rm: %s); peak concurrent removals %d; Docker API requests:\n%s",
-			n, n, d.Round(time.Millisecond), rm.Round(time.Millisecond), (d - rm).Round(time.Millisecond), e.Proxy.PeakRemovals(), summarizeCounts(e.Proxy.Counts()))
+		b.Logf("docker-cli: %d containers + %d networks removed in %s (docker rm -f: %s, docker network rm: %s); load %s; peak concurrent removals %d; Docker API requests:\n%s",
+			n, n, d.Round(time.Millisecond), rm.Round(time.Millisecond), (d - rm).Round(time.Millisecond), load, e.Proxy.PeakRemovals(), summarizeCounts(e.Proxy.Counts()))
 	}
 	cli := totals["docker-cli"].Seconds() / float64(b.N)
 	b.ReportMetric(cli, "docker-cli-s/op")
@@ -105,6 +111,16 @@ func BenchmarkOrphanCleanup(b *testing.B) {
 		b.ReportMetric(s, fmt.Sprintf("podspawn-w%d-s/op", w))
 		b.ReportMetric(s/cli, fmt.Sprintf("ratio-w%d", w))
 	}
+}
+
+// loadAvg is the 1-minute load average: the daemon is shared, so every
+// figure is logged with how busy the machine was when it was taken.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func envOr(name, def string) string {

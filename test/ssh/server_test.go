@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,10 +35,6 @@ import (
 	"github.com/podspawn/podspawn/test/harness"
 )
 
-// Account names carry the pid of the test process so that concurrent runs
-// never collide and leftovers of a crashed run can be recognised.
-const accountComment = "podspawn-sstest"
-
 var serverSeq atomic.Int32
 
 type testUser struct {
@@ -48,17 +45,18 @@ type testUser struct {
 }
 
 type server struct {
-	t        testing.TB
-	Env      *harness.Env
-	Group    string
-	AuthUser string
-	Sudoers  string
-	Port     int
-	Dir      string
-	Users    map[string]*testUser
-	Docker   *client.Client
-	LogPath  string
-	sshdLog  *lockedBuffer
+	t          testing.TB
+	Env        *harness.Env
+	Group      string
+	AuthUser   string
+	Sudoers    string
+	Port       int
+	Dir        string
+	Users      map[string]*testUser
+	Docker     *client.Client
+	LogPath    string
+	SSHDConfig string
+	sshdLog    *lockedBuffer
 }
 
 type serverOptions struct {
@@ -95,16 +93,16 @@ func run(t testing.TB, name string, args ...string) string {
 	return string(out)
 }
 
-// newServer provisions a podspawn installation behind its own sshd. The
-// steps are those of 'podspawn server-setup' (group, key directory owned
-// by the auth-keys account, sudoers drop-in, sshd block) and of
-// 'podspawn add-user' (account, key file), done by hand until those
-// commands exist; replace the marked steps with calls to them.
+// newServer provisions a podspawn installation behind its own sshd with
+// podspawn's own commands: 'server-setup' (group, auth-keys account,
+// directories, sudoers drop-in, the sshd_config block) against this
+// server's sshd_config and drop-in path, then 'add-user' per account.
+// Group, accounts and drop-in carry the pid and a sequence number.
 func newServer(t testing.TB, o serverOptions) *server {
 	t.Helper()
-	for _, tool := range []string{"/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/sudo", "/usr/sbin/visudo", "/usr/sbin/useradd"} {
+	for _, tool := range []string{"/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/sudo", "/usr/sbin/visudo", "/usr/sbin/useradd", "/usr/bin/git"} {
 		if _, err := os.Stat(tool); err != nil {
-			t.Fatalf("%s is missing: run hack/ci-setup.sh (it installs openssh-server, openssh-client and sudo)", tool)
+			t.Fatalf("%s is missing: run hack/ci-setup.sh (it installs openssh-server, openssh-client, sudo and git)", tool)
 		}
 	}
 	if os.Geteuid() != 0 {
@@ -119,8 +117,10 @@ func newServer(t testing.TB, o serverOptions) *server {
 
 	s.Dir = t.TempDir()
 	s.LogPath = filepath.Join(s.Dir, "spawn.log")
+	s.SSHDConfig = filepath.Join(s.Dir, "sshd_config")
 	sftp := "  sftp_server: /bin/cat\n"
-	o.Extra += fmt.Sprintf("ssh:\n  group: %s\n  auth_keys_user: %s\n  use_sudo: true\n%s%slog:\n  file: %s\n", s.Group, s.AuthUser, sftp, o.SSH, s.LogPath)
+	o.Extra += fmt.Sprintf("ssh:\n  group: %s\n  auth_keys_user: %s\n  use_sudo: true\n  sshd_config: %s\n%s%slog:\n  file: %s\n",
+		s.Group, s.AuthUser, s.SSHDConfig, sftp, o.SSH, s.LogPath)
 	s.Env = harness.NewEnv(t, o.Options)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -133,32 +133,31 @@ func newServer(t testing.TB, o serverOptions) *server {
 		os.Chmod(d, 0o755)
 	}
 
-	// server-setup: group, auth-keys account, key directory ownership.
-	run(t, "groupadd", s.Group)
-	t.Cleanup(func() { exec.Command("groupdel", s.Group).Run() })
-	run(t, "useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-		"--comment", accountComment+" pid="+strconv.Itoa(pid), s.AuthUser)
-	t.Cleanup(func() { exec.Command("userdel", s.AuthUser).Run() })
-	run(t, "chown", s.AuthUser+":", s.Env.KeyDir)
-	run(t, "chmod", "0700", s.Env.KeyDir)
-
-	// add-user: account in the group, unlocked for keys only, key file.
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(s.Dir, "host_ed25519"))
+	s.Port = freePort(t)
+	if err := os.WriteFile(s.SSHDConfig, []byte(s.baseSSHDConfig()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove(s.Sudoers)
+		exec.Command("userdel", s.AuthUser).Run()
+		exec.Command("groupdel", s.AuthUser).Run()
+		exec.Command("groupdel", s.Group).Run()
+	})
+	s.Env.MustRun("server-setup", "--sudoers-file", s.Sudoers, "--no-reload")
 	for _, prefix := range o.Users {
 		s.addUser(prefix + suffix)
 	}
-
-	s.installSudoers()
 	s.startSSHD()
 	return s
 }
 
 func (s *server) addUser(name string) *testUser {
 	t := s.t
-	run(t, "useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "--groups", s.Group,
-		"--comment", accountComment+" pid="+strconv.Itoa(os.Getpid()), name)
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
-	run(t, "usermod", "-p", "*", name)
-
+	t.Cleanup(func() {
+		exec.Command("userdel", name).Run()
+		exec.Command("groupdel", name).Run()
+	})
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -175,11 +174,7 @@ func (s *server) addUser(name string) *testUser {
 		t.Fatal(err)
 	}
 	u.PubLine = strings.TrimSpace(string(gossh.MarshalAuthorizedKey(u.Signer.PublicKey()))) + " " + name + "@test"
-	keyFile := filepath.Join(s.Env.KeyDir, name)
-	if err := os.WriteFile(keyFile, []byte(u.PubLine+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run(t, "chown", s.AuthUser+":", keyFile)
+	s.Env.MustRun("add-user", name, "--key", u.PubLine)
 	s.Users[name] = u
 	return u
 }
@@ -209,27 +204,9 @@ func (s *server) user(prefix string) *testUser {
 	return nil
 }
 
-// installSudoers writes the drop-in of the contract, validated by visudo
-// before it is moved into place. The alias name is unique to this server
-// so it never clashes with a real /etc/sudoers.d/podspawn.
-func (s *server) installSudoers() {
-	t := s.t
-	alias := strings.ToUpper("PODSPAWN_SPAWN_" + strings.ReplaceAll(filepath.Base(s.Sudoers), "-", "_"))
-	content := fmt.Sprintf(`Cmnd_Alias %[1]s = %[2]s --config %[3]s spawn
-Defaults!%[1]s env_keep += "SSH_ORIGINAL_COMMAND PODSPAWN_PROJECT SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT TERM"
-Defaults!%[1]s !requiretty
-%%%[4]s ALL=(root) NOPASSWD: %[1]s
-`, alias, s.Env.Bin, s.Env.ConfigPath, s.Group)
-	tmp := filepath.Join(s.Dir, "sudoers")
-	if err := os.WriteFile(tmp, []byte(content), 0o440); err != nil {
-		t.Fatal(err)
-	}
-	run(t, "visudo", "-cf", tmp)
-	run(t, "install", "-m", "0440", "-o", "root", "-g", "root", tmp, s.Sudoers)
-	t.Cleanup(func() { os.Remove(s.Sudoers) })
-}
-
-func (s *server) sshdConfig(port int) string {
+// baseSSHDConfig is this server's sshd_config before server-setup appends
+// the podspawn block.
+func (s *server) baseSSHDConfig() string {
 	return fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
 HostKey %s/host_ed25519
@@ -246,21 +223,7 @@ MaxStartups 100:30:200
 AllowGroups %s
 LogLevel VERBOSE
 Subsystem sftp /usr/lib/openssh/sftp-server
-# BEGIN podspawn
-AuthorizedKeysCommand %s --config %s auth-keys %%u %%t %%k
-AuthorizedKeysCommandUser %s
-Match Group %s
-    AuthorizedKeysFile none
-    PasswordAuthentication no
-    KbdInteractiveAuthentication no
-    AuthenticationMethods publickey
-    DisableForwarding yes
-    PermitTunnel no
-    X11Forwarding no
-    PermitUserRC no
-    AcceptEnv PODSPAWN_PROJECT
-# END podspawn
-`, port, s.Dir, s.Dir, s.Group, s.Env.Bin, s.Env.ConfigPath, s.AuthUser, s.Group)
+`, s.Port, s.Dir, s.Dir, s.Group)
 }
 
 func freePort(t testing.TB) int {
@@ -272,33 +235,40 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+var portLine = regexp.MustCompile(`(?m)^Port [0-9]+$`)
+
 func (s *server) startSSHD() {
 	t := s.t
 	os.MkdirAll("/run/sshd", 0o755)
-	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(s.Dir, "host_ed25519"))
-	// The port is free when picked but may be taken before sshd binds it;
+	// The port was free when picked but may be taken before sshd binds it;
 	// sshd then exits and another port is tried.
 	for attempt := 0; attempt < 5; attempt++ {
-		port := freePort(t)
-		cfg := filepath.Join(s.Dir, "sshd_config")
-		if err := os.WriteFile(cfg, []byte(s.sshdConfig(port)), 0o600); err != nil {
-			t.Fatal(err)
+		if attempt > 0 {
+			s.Port = freePort(t)
+			data, err := os.ReadFile(s.SSHDConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(s.SSHDConfig, portLine.ReplaceAll(data, []byte(fmt.Sprintf("Port %d", s.Port))), 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
-		run(t, "/usr/sbin/sshd", "-t", "-f", cfg)
-		cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfg)
+		run(t, "/usr/sbin/sshd", "-t", "-f", s.SSHDConfig)
+		cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", s.SSHDConfig)
 		cmd.Stdout, cmd.Stderr = s.sshdLog, s.sshdLog
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
+		addr := fmt.Sprintf("127.0.0.1:%d", s.Port)
 		up := waitUntil(10*time.Second, func() bool {
 			select {
 			case <-exited:
 				return true
 			default:
 			}
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
 				c.Close()
 				return true
@@ -312,9 +282,8 @@ func (s *server) startSSHD() {
 		}
 		if !up {
 			cmd.Process.Kill()
-			t.Fatalf("sshd did not listen on port %d:\n%s", port, s.sshdLog.String())
+			t.Fatalf("sshd did not listen on %s:\n%s", addr, s.sshdLog.String())
 		}
-		s.Port = port
 		t.Cleanup(func() {
 			cmd.Process.Kill()
 			<-exited
@@ -324,38 +293,44 @@ func (s *server) startSSHD() {
 	t.Fatalf("sshd did not start:\n%s", s.sshdLog.String())
 }
 
+// Names this package creates: sst<pid>n<seq> (group), ss<letters><pid>n<seq>
+// (accounts, each with a group of its name) and the sudoers drop-in.
+var (
+	staleName    = regexp.MustCompile(`^ss[a-z]*([0-9]+)n[0-9]+$`)
+	staleSudoers = regexp.MustCompile(`^podspawn-sstest-([0-9]+)-[0-9]+$`)
+)
+
 // sweepStale removes accounts, groups and sudoers drop-ins left by test
-// processes that no longer run (a crashed or killed earlier run).
+// processes of this package that no longer run (a crashed or killed run).
 func sweepStale(t testing.TB) {
-	alive := func(pid string) bool {
-		_, err := os.Stat("/proc/" + pid)
-		return err == nil
-	}
-	if data, err := os.ReadFile("/etc/passwd"); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Split(line, ":")
-			if len(f) < 5 || !strings.HasPrefix(f[4], accountComment+" pid=") {
-				continue
-			}
-			if pid := strings.TrimPrefix(f[4], accountComment+" pid="); !alive(pid) {
-				exec.Command("userdel", f[0]).Run()
-			}
+	dead := func(re *regexp.Regexp, name string) bool {
+		m := re.FindStringSubmatch(name)
+		if m == nil {
+			return false
 		}
+		_, err := os.Stat("/proc/" + m[1])
+		return err != nil
 	}
-	if data, err := os.ReadFile("/etc/group"); err == nil {
+	for _, file := range []string{"/etc/passwd", "/etc/group"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
 		for _, line := range strings.Split(string(data), "\n") {
 			name := strings.Split(line, ":")[0]
-			if rest, ok := strings.CutPrefix(name, "sst"); ok {
-				if pid, _, ok := strings.Cut(rest, "n"); ok && pid != "" && !alive(pid) {
-					exec.Command("groupdel", name).Run()
-				}
+			if !dead(staleName, name) {
+				continue
+			}
+			if file == "/etc/passwd" {
+				exec.Command("userdel", name).Run()
+			} else {
+				exec.Command("groupdel", name).Run()
 			}
 		}
 	}
 	files, _ := filepath.Glob("/etc/sudoers.d/podspawn-sstest-*")
 	for _, f := range files {
-		parts := strings.Split(filepath.Base(f), "-")
-		if len(parts) == 4 && !alive(parts[2]) {
+		if dead(staleSudoers, filepath.Base(f)) {
 			os.Remove(f)
 		}
 	}

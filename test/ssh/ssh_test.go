@@ -513,9 +513,10 @@ func TestProjects(t *testing.T) {
 	}
 	s.Env.MustRun("add-project", project, "--repo", repo)
 	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "image", "ls", "-q", "podspawn/"+project).Output()
-		for _, id := range strings.Fields(string(out)) {
-			exec.Command("docker", "image", "rm", id).Run()
+		// By tag: the image id is shared with the base image's other tags.
+		out, _ := exec.Command("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "podspawn/"+project).Output()
+		for _, ref := range strings.Fields(string(out)) {
+			exec.Command("docker", "image", "rm", ref).Run()
 		}
 	})
 	r := s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=" + project + ".pod"}, "", "echo $PODSPAWN_PROJECT $(hostname)")

@@ -7,6 +7,7 @@
 #   hack/bench-daemon.sh GraceLatency    # deadline -> container removal, 20 sessions
 #   hack/bench-daemon.sh Idle            # CPU and RSS of an idle daemon, 500 sessions
 #   PODSPAWN_BENCH_SESSIONS=100 hack/bench-daemon.sh Idle
+#   PODSPAWN_BENCH_WORKERS=16 hack/bench-daemon.sh GraceLatency/burst
 #
 # Reported metrics: median-ms / worst-ms / best-ms (grace deadline to the
 # container's destroy event), cpu-% / rss-MB / peak-rss-MB (idle minute,

@@ -90,10 +90,10 @@ func Compute(d desired.State, o observed.State, now time.Time, opt Options) Plan
 // labels Compute consults, read once.
 type item struct {
 	*observed.Object
-	session  string // generation label
-	instance string // instance label
-	rank     int8   // teardown order, see sortForRemoval
-	class    int8
+	session string // generation label
+	ours    bool   // the instance label is this database's
+	rank    int8   // teardown order, see sortForRemoval
+	class   int8
 }
 
 // Classes of items: what podspawn may do with the object.
@@ -108,7 +108,7 @@ const (
 // lookup per label) and returns the item and the key its labels name.
 func newItem(o *observed.Object, instanceID string) (item, desired.SessionKey) {
 	it := item{Object: o}
-	var user, project, role string
+	var user, project, role, instance string
 	var managed, keep bool
 	for k, v := range o.Labels {
 		switch k {
@@ -119,7 +119,7 @@ func newItem(o *observed.Object, instanceID string) (item, desired.SessionKey) {
 		case observed.LabelSession:
 			it.session = v
 		case observed.LabelInstance:
-			it.instance = v
+			instance = v
 		case observed.LabelRole:
 			role = v
 		case observed.LabelManagedBy:
@@ -128,6 +128,7 @@ func newItem(o *observed.Object, instanceID string) (item, desired.SessionKey) {
 			keep = v == "true"
 		}
 	}
+	it.ours = instance == instanceID
 	switch o.Kind {
 	case observed.KindContainer:
 		if role == observed.RoleService {
@@ -141,7 +142,7 @@ func newItem(o *observed.Object, instanceID string) (item, desired.SessionKey) {
 	switch {
 	case !managed:
 		it.class = classUnmanaged
-	case it.instance != "" && it.instance != instanceID:
+	case instance != "" && instance != instanceID:
 		it.class = classForeign
 	case keep:
 		it.class = classProtected
@@ -307,7 +308,7 @@ func (c *keyCtx) partition(items []item) (removable, present []item) {
 		case classUnmanaged:
 			c.skip(&it, ReasonUnmanaged, "not labelled "+observed.LabelManagedBy+"="+observed.ManagedByValue)
 		case classForeign:
-			c.skip(&it, ReasonForeignInstance, fmt.Sprintf("created by another podspawn state database (instance %s)", it.instance))
+			c.skip(&it, ReasonForeignInstance, fmt.Sprintf("created by another podspawn state database (instance %s)", it.Instance()))
 		case classProtected:
 			c.skip(&it, ReasonProtected, "labelled "+observed.LabelKeep+"=true")
 			kept = append(kept, it)
@@ -378,13 +379,13 @@ func (c *keyCtx) orphan(obj *item, r Reason) {
 // generation. Both labels are required, as the executor requires them to
 // adopt an object; without an instance label it is an orphan.
 func (c *keyCtx) current(it *item) bool {
-	return it.session == c.sess.ID && it.instance == c.d.InstanceID
+	return it.session == c.sess.ID && it.ours
 }
 
 // staleGeneration: the object was made by this database for an earlier
 // generation of the key.
 func (c *keyCtx) staleGeneration(it *item) bool {
-	return it.session != c.sess.ID && it.session != "" && it.instance == c.d.InstanceID
+	return it.session != c.sess.ID && it.session != "" && it.ours
 }
 
 // findCurrent returns the object of the session's generation with that

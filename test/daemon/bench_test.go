@@ -46,7 +46,11 @@ func graceLatency(b *testing.B, n int, burst bool) {
 		e.seed(k, h)
 		keys, helpers = append(keys, k), append(helpers, h)
 	}
-	d := e.startDaemon()
+	var extra []string
+	if w := os.Getenv("PODSPAWN_BENCH_WORKERS"); w != "" {
+		extra = []string{"--workers", w}
+	}
+	d := e.startDaemon(extra...)
 	waitFor(b, 5*time.Minute, "all sessions to run", func() bool {
 		for _, k := range keys {
 			if !e.running(k) {

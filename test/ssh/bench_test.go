@@ -13,12 +13,12 @@ import (
 
 // BenchmarkSSHConnect measures "ssh user@host true" from start to exit:
 // for a new session (the container is created) and for a re-attach to a
-// running one, against the floor of a bare "docker exec <container> true"
-// and of spawn run directly (no sshd, no sudo), 20 runs each, measured in
-// the same run. hack/bench-ssh.sh runs it; the medians are the figures.
+// running one, against the floors of a bare "docker exec <container> true"
+// and of "ssh true" to an account sshd serves without podspawn, and spawn
+// run directly (no sshd, no sudo), 20 runs each, measured in the same run. hack/bench-ssh.sh runs it; the medians are the figures.
 func BenchmarkSSHConnect(b *testing.B) {
 	const runs = 20
-	s := newServer(b, serverOptions{Users: []string{"ssa"}})
+	s := newServer(b, serverOptions{Users: []string{"ssa"}, PlainUser: true})
 	u := s.user("ssa")
 	name := desired.ContainerName(desired.SessionKey{User: u.Name})
 
@@ -31,7 +31,7 @@ func BenchmarkSSHConnect(b *testing.B) {
 		}
 		return d
 	}
-	var fresh, reattach, direct, floor []time.Duration
+	var fresh, reattach, direct, floor, plain []time.Duration
 	for i := 0; i < runs; i++ {
 		if s.session(u, "") != nil {
 			s.Env.MustRun("stop", u.Name)
@@ -49,6 +49,9 @@ func BenchmarkSSHConnect(b *testing.B) {
 	for i := 0; i < runs; i++ {
 		floor = append(floor, timeIt("docker exec", exec.Command("docker", "exec", name, "true")))
 	}
+	for i := 0; i < runs; i++ {
+		plain = append(plain, timeIt("ssh without podspawn", s.ssh(s.Plain, nil, "true")))
+	}
 	report := func(label, unit string, ds []time.Duration) {
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 		med := ds[len(ds)/2-1]/2 + ds[len(ds)/2]/2
@@ -60,6 +63,7 @@ func BenchmarkSSHConnect(b *testing.B) {
 	report("ssh true, re-attach", "reattach-ms", reattach)
 	report("spawn true (root, no sshd/sudo)", "spawn-ms", direct)
 	report("docker exec true (floor)", "docker-exec-ms", floor)
+	report("ssh true, plain account (sshd floor)", "plain-ssh-ms", plain)
 	fmt.Fprintln(os.Stderr)
 }
 

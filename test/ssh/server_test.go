@@ -56,7 +56,9 @@ type server struct {
 	Docker     *client.Client
 	LogPath    string
 	SSHDConfig string
-	sshdLog    *lockedBuffer
+	// Plain is the account outside podspawn (serverOptions.PlainUser).
+	Plain   *testUser
+	sshdLog *lockedBuffer
 }
 
 type serverOptions struct {
@@ -65,6 +67,9 @@ type serverOptions struct {
 	Users []string
 	// SSH is extra lines of the ssh: config section, indented two spaces.
 	SSH string
+	// PlainUser adds an account outside podspawn (its own authorized_keys
+	// file, a real shell on the host) to measure sshd's own cost.
+	PlainUser bool
 }
 
 type lockedBuffer struct {
@@ -148,6 +153,9 @@ func newServer(t testing.TB, o serverOptions) *server {
 	for _, prefix := range o.Users {
 		s.addUser(prefix + suffix)
 	}
+	if o.PlainUser {
+		s.addPlainUser("ssp" + suffix)
+	}
 	s.startSSHD()
 	return s
 }
@@ -177,6 +185,51 @@ func (s *server) addUser(name string) *testUser {
 	s.Env.MustRun("add-user", name, "--key", u.PubLine)
 	s.Users[name] = u
 	return u
+}
+
+// addPlainUser creates an account that sshd serves itself: a key in an
+// authorized_keys file of its own (a Match User block after podspawn's),
+// a host shell, no podspawn. Only the benchmark uses it.
+func (s *server) addPlainUser(name string) {
+	t := s.t
+	t.Cleanup(func() {
+		exec.Command("userdel", name).Run()
+		exec.Command("groupdel", name).Run()
+	})
+	run(t, "useradd", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh", name)
+	run(t, "usermod", "-p", "*", name)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := gossh.MarshalPrivateKey(priv, name+"@test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &testUser{Name: name, KeyPath: filepath.Join(s.Dir, name+".key")}
+	if err := os.WriteFile(u.KeyPath, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if u.Signer, err = gossh.NewSignerFromKey(priv); err != nil {
+		t.Fatal(err)
+	}
+	u.PubLine = strings.TrimSpace(string(gossh.MarshalAuthorizedKey(u.Signer.PublicKey())))
+	keys := filepath.Join(s.Env.Root, "plain_authorized_keys")
+	if err := os.WriteFile(keys, []byte(u.PubLine+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(s.SSHDConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key file lives under the test's temporary directory, below the
+	// world-writable /tmp, which StrictModes would refuse.
+	data = bytes.Replace(data, []byte("AllowGroups "+s.Group+"\n"), []byte("AllowGroups "+s.Group+" "+name+"\nStrictModes no\n"), 1)
+	data = append(data, fmt.Sprintf("Match User %s\n    AuthorizedKeysFile %s\n", name, keys)...)
+	if err := os.WriteFile(s.SSHDConfig, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Plain = u
 }
 
 // testPubKey returns a fresh public key line.

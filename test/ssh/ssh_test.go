@@ -39,7 +39,6 @@ func TestRemoteCommand(t *testing.T) {
 	if r.Stdout != want {
 		t.Fatalf("stdout = %q, want %q", r.Stdout, want)
 	}
-	t.Logf("stderr of the remote command: %q", r.Stderr)
 	if !strings.Contains(r.Stderr, "oops") {
 		t.Fatalf("stderr %q lacks the command's stderr", r.Stderr)
 	}
@@ -513,6 +512,9 @@ func TestProjects(t *testing.T) {
 	}
 	s.Env.MustRun("add-project", project, "--repo", repo)
 	t.Cleanup(func() {
+		// Cleanups run last-registered first, before the env removes its
+		// containers: stop the session so its image is no longer in use.
+		s.Env.Run("stop", u.Name+"@"+project)
 		// By tag: the image id is shared with the base image's other tags.
 		out, _ := exec.Command("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "podspawn/"+project).Output()
 		for _, ref := range strings.Fields(string(out)) {
@@ -579,8 +581,9 @@ func TestAuthKeysAsSSHD(t *testing.T) {
 	}
 }
 
-// TestSpawnRefusals: spawn refuses to run as a non-root user, and a sudo
-// caller cannot name another user.
+// TestSpawnRefusals: spawn refuses to run as a non-root user, and a user
+// cannot open another user's session through sudo (the sudoers rule allows
+// only the exact forced command; spawn's own SUDO_USER check is unit tested).
 func TestSpawnRefusals(t *testing.T) {
 	s := newServer(t, serverOptions{Users: []string{"ssa", "ssb"}})
 	a, b := s.user("ssa"), s.user("ssb")

@@ -47,6 +47,7 @@ const (
 	ReasonCreationAbandoned Reason = "creation-abandoned"
 	ReasonOrphan            Reason = "orphan-no-session"
 	ReasonStaleGeneration   Reason = "stale-generation"
+	ReasonDuplicate         Reason = "duplicate"
 	ReasonSessionCreating   Reason = "session-creating"
 	ReasonServiceMissing    Reason = "service-missing"
 	// Skip reasons.

@@ -441,6 +441,7 @@ func (c *keyCtx) session() {
 			c.orphan(it, ReasonOrphan)
 		}
 	}
+	c.duplicates()
 
 	switch {
 	case s.Status == desired.StatusGrace && live > 0:
@@ -464,6 +465,29 @@ func (c *keyCtx) session() {
 	}
 	if s.Status == desired.StatusCreating && live == 0 {
 		c.wakeAt(s.CreatedAt.Add(c.opt.PendingTimeout))
+	}
+}
+
+// duplicates removes all but the oldest of same-named objects of the
+// current generation: dockerd 20.10 can create a second network of the
+// same name when a create is retried while an abandoned one is still in
+// flight, and containers then fail with "network is ambiguous".
+func (c *keyCtx) duplicates() {
+	for i := range c.removable {
+		it := &c.removable[i]
+		if it.Kind != observed.KindNetwork || !c.current(it) {
+			continue
+		}
+		for j := range c.removable {
+			o := &c.removable[j]
+			if j == i || o.Kind != it.Kind || o.Name != it.Name || !c.current(o) {
+				continue
+			}
+			if o.Created.Before(it.Created) || (o.Created.Equal(it.Created) && o.ID < it.ID) {
+				c.remove(it, ReasonDuplicate, "a second network with the name of the session network", phaseMaintain)
+				break
+			}
+		}
 	}
 }
 

@@ -86,7 +86,7 @@ func TestAddUser(t *testing.T) {
 	// The host account: in the group, shell /bin/sh, no home, password "*"
 	// (not locked with "!", so sshd accepts key logins even with UsePAM no).
 	pw := getent(t, "passwd", alice)
-	if d := cmp.Diff([]string{"podspawn user", "/nonexistent", "/bin/sh"}, strings.Split(pw, ":")[4:]); d != "" {
+	if d := cmp.Diff([]string{"podspawn user", "/", "/bin/sh"}, strings.Split(pw, ":")[4:]); d != "" {
 		t.Errorf("account (-want +got):\n%s", d)
 	}
 	if got := field(getent(t, "shadow", alice), 1); got != "*" {

@@ -204,8 +204,11 @@ func EnsureUserAccount(ctx context.Context, r Runner, name, group string) (UserR
 		return UserResult{}, err
 	}
 	if !found {
+		// Home "/": sshd chdirs there before the forced command; a missing
+		// home would greet every login with "Could not chdir". The account
+		// never gets a host shell, so / is as good as any.
 		_, err := r.Run(ctx, "useradd", "--no-user-group", "--gid", group, "--groups", group,
-			"--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh",
+			"--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
 			"--comment", UserGECOS, "--password", "*", name)
 		if err != nil {
 			return UserResult{}, fmt.Errorf("creating host account %s: %w", name, err)

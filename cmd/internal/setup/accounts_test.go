@@ -26,10 +26,10 @@ func TestEnsureUserAccount(t *testing.T) {
 		"new account": {
 			name: "alice",
 			want: want{Created: true},
-			wantCalls: []string{"useradd --no-user-group --gid podspawn --groups podspawn --no-create-home --home-dir /nonexistent " +
+			wantCalls: []string{"useradd --no-user-group --gid podspawn --groups podspawn --no-create-home --home-dir / " +
 				"--shell /bin/sh --comment podspawn user --password * alice"},
 			check: func(t *testing.T, w world) {
-				if d := cmp.Diff(Account{Name: "alice", UID: 1000, GID: 990, GECOS: UserGECOS, Home: "/nonexistent", Shell: "/bin/sh"}, w.Users["alice"]); d != "" {
+				if d := cmp.Diff(Account{Name: "alice", UID: 1000, GID: 990, GECOS: UserGECOS, Home: "/", Shell: "/bin/sh"}, w.Users["alice"]); d != "" {
 					t.Errorf("account (-want +got):\n%s", d)
 				}
 				if w.Shadow["alice"] != "*" {
@@ -52,7 +52,7 @@ func TestEnsureUserAccount(t *testing.T) {
 		},
 		"existing account locked with !! (useradd default on some distros)": {
 			setup: func(f *fakeHost) {
-				f.addUser(Account{Name: "bob", UID: 1500, GID: 990, GECOS: UserGECOS, Home: "/nonexistent", Shell: "/bin/sh"}, "!!")
+				f.addUser(Account{Name: "bob", UID: 1500, GID: 990, GECOS: UserGECOS, Home: "/", Shell: "/bin/sh"}, "!!")
 			},
 			name:      "bob",
 			want:      want{Unlocked: true},
@@ -80,13 +80,13 @@ func TestEnsureUserAccount(t *testing.T) {
 		},
 		"already set up": {
 			setup: func(f *fakeHost) {
-				f.addUser(Account{Name: "erin", UID: 1503, GID: 990, GECOS: UserGECOS, Home: "/nonexistent", Shell: "/bin/sh"}, "*")
+				f.addUser(Account{Name: "erin", UID: 1503, GID: 990, GECOS: UserGECOS, Home: "/", Shell: "/bin/sh"}, "*")
 			},
 			name: "erin",
 		},
 		"nologin shell is reported": {
 			setup: func(f *fakeHost) {
-				f.addUser(Account{Name: "fay", UID: 1504, GID: 990, GECOS: UserGECOS, Home: "/nonexistent", Shell: "/usr/sbin/nologin"}, "*")
+				f.addUser(Account{Name: "fay", UID: 1504, GID: 990, GECOS: UserGECOS, Home: "/", Shell: "/usr/sbin/nologin"}, "*")
 			},
 			name: "fay",
 			want: want{Notes: []string{"login shell /usr/sbin/nologin"}},
@@ -111,7 +111,7 @@ func TestEnsureUserAccount(t *testing.T) {
 		},
 		"system uid created by podspawn is adopted": {
 			setup: func(f *fakeHost) {
-				f.addUser(Account{Name: "gus", UID: 900, GID: 990, GECOS: UserGECOS, Home: "/nonexistent", Shell: "/bin/sh"}, "*", grp)
+				f.addUser(Account{Name: "gus", UID: 900, GID: 990, GECOS: UserGECOS, Home: "/", Shell: "/bin/sh"}, "*", grp)
 			},
 			name: "gus",
 		},

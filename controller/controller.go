@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,6 +218,13 @@ func (c *Controller) ReconcileKey(ctx context.Context, k desired.SessionKey, loc
 		if !dry {
 			log.Info(actionMessage(a.Kind), "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
 		}
+		if a.Kind == reconcile.KindDeleteSession && !dry {
+			if err := c.confirmGone(ctx, k, a.SessionID); err != nil {
+				rep.Results = append(rep.Results, Result{Action: a, Err: err})
+				rep.Err = err
+				return rep
+			}
+		}
 		o, err := c.Executor.Execute(ctx, a)
 		rep.Results = append(rep.Results, Result{Action: a, Outcome: o, Err: err})
 		if err != nil {
@@ -225,6 +233,29 @@ func (c *Controller) ReconcileKey(ctx context.Context, k desired.SessionKey, loc
 		}
 	}
 	return rep
+}
+
+// confirmGone asks Docker again, right before a row is deleted, whether
+// any object of the generation is left. A list taken while dockerd shuts
+// down can miss objects; deleting the row then would forget them.
+func (c *Controller) confirmGone(ctx context.Context, k desired.SessionKey, sessionID string) error {
+	if k == desired.Unattributed {
+		return nil
+	}
+	objs, err := dockerobs.ListKey(ctx, c.Observer, k)
+	if err != nil {
+		return fmt.Errorf("confirming that session %s is gone from Docker: %w", k, err)
+	}
+	var left []string
+	for _, o := range objs {
+		if o.SessionID() == sessionID {
+			left = append(left, fmt.Sprintf("%s %s", o.Kind, o.Name))
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("session %s still has %s in Docker; keeping its record for the next pass", k, strings.Join(left, ", "))
+	}
+	return nil
 }
 
 func actionMessage(k reconcile.Kind) string {

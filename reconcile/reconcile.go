@@ -42,20 +42,20 @@ const (
 // whatever the order of the object list and of map iteration.
 //
 // Compute sees every session on every pass and is bound by memory
-// latency, so each object's labels are read once into a compact item,
-// items of all keys share one array, and one keyCtx with reused buffers
-// serves all keys: apart from the plan itself, allocations do not grow
-// with the number of keys (see BenchmarkCompute).
+// latency and by the garbage collector, so each object's labels are read
+// once into a compact item, keys are grouped by a counting sort, and one
+// keyCtx with reused buffers serves all keys: the allocations per key are
+// the plan's own (see BenchmarkCompute).
 func Compute(d desired.State, o observed.State, now time.Time, opt Options) Plan {
 	plan := Plan{Now: now, WakeByKey: make(map[desired.SessionKey]time.Time, len(d.Sessions))}
-	groups := groupByKey(d, o)
+	items, perm, groups := groupByKey(d, o)
 
 	// Keys arrive sorted, so appending each key's chain to its phase's
 	// bucket orders the plan by (phase, key) without a sort.
 	var byPhase [phaseCount][]Action
 	c := &keyCtx{d: d, alive: o.Alive, now: now, opt: opt, plan: &plan}
 	for i := range groups {
-		c.reset(&groups[i])
+		c.reset(&groups[i], items, perm)
 		if c.sess == nil {
 			c.orphans(c.removable, ReasonOrphan)
 		} else {
@@ -150,14 +150,15 @@ func newItem(o *observed.Object, instanceID string) (item, desired.SessionKey) {
 	return it, labelKey(user, project)
 }
 
-// keyGroup is one key's session (nil if none) and objects.
+// keyGroup is one key's session (nil if none) and objects: the items
+// numbered perm[lo:hi].
 type keyGroup struct {
 	key desired.SessionKey
 	// prefix packs the user's first 8 bytes so that most key comparisons
 	// in the sort touch no string memory.
-	prefix  uint64
-	sess    *desired.Session
-	objects []item
+	prefix uint64
+	sess   *desired.Session
+	lo, hi int32
 }
 
 func namePrefix(s string) uint64 {
@@ -172,17 +173,21 @@ func namePrefix(s string) uint64 {
 }
 
 // groupByKey pairs sessions with the objects their labels name, in key
-// order. Items of all groups share one array (a counting sort), which
-// Compute may reorder freely.
-func groupByKey(d desired.State, o observed.State) []keyGroup {
+// order: it returns one item per object, in the caller's order, and the
+// groups, whose items are numbered by perm (a counting sort by key).
+// Compute's cost is mostly memory, and the garbage collector's share grows
+// with every byte allocated here, so nothing is copied twice.
+func groupByKey(d desired.State, o observed.State) (items []item, perm []int32, groups []keyGroup) {
 	index := make(map[desired.SessionKey]int32, len(d.Sessions))
-	groups := make([]keyGroup, 0, len(d.Sessions))
+	// Room for some keys that only objects name, so that orphans do not
+	// force a copy of the whole slice.
+	groups = make([]keyGroup, 0, len(d.Sessions)+len(o.Objects)/16+16)
 	for k, s := range d.Sessions {
 		index[k] = int32(len(groups))
 		groups = append(groups, keyGroup{key: k, prefix: namePrefix(k.User), sess: s})
 	}
 	of := make([]int32, len(o.Objects))
-	items := make([]item, len(o.Objects))
+	items = make([]item, len(o.Objects))
 	for i := range o.Objects {
 		var k desired.SessionKey
 		items[i], k = newItem(&o.Objects[i], d.InstanceID)
@@ -201,14 +206,13 @@ func groupByKey(d desired.State, o observed.State) []keyGroup {
 	for g := range groups {
 		start[g+1] += start[g]
 	}
-	grouped := make([]item, len(items))
-	next := slices.Clone(start[:len(groups)])
-	for i, g := range of {
-		grouped[next[g]] = items[i]
-		next[g]++
-	}
 	for g := range groups {
-		groups[g].objects = grouped[start[g]:start[g+1]:start[g+1]]
+		groups[g].lo, groups[g].hi = start[g], start[g]
+	}
+	perm = make([]int32, len(items))
+	for i, g := range of {
+		perm[groups[g].hi] = int32(i)
+		groups[g].hi++
 	}
 	slices.SortFunc(groups, func(a, b keyGroup) int {
 		if a.prefix != b.prefix {
@@ -219,7 +223,7 @@ func groupByKey(d desired.State, o observed.State) []keyGroup {
 		}
 		return strings.Compare(a.key.Project, b.key.Project)
 	})
-	return groups
+	return items, perm, groups
 }
 
 // labelKey is observed.Object.Key from the user and project labels,
@@ -264,14 +268,19 @@ type keyCtx struct {
 	wake    time.Time
 
 	// Buffers reused across keys.
-	kept []item
-	dead []desired.Lease
+	objects []item
+	kept    []item
+	dead    []desired.Lease
 }
 
-func (c *keyCtx) reset(g *keyGroup) {
+func (c *keyCtx) reset(g *keyGroup, items []item, perm []int32) {
 	c.key, c.sess = g.key, g.sess
 	c.actions, c.phase, c.wake = c.actions[:0], 0, time.Time{}
-	c.removable, c.present = c.partition(g.objects)
+	c.objects = c.objects[:0]
+	for _, i := range perm[g.lo:g.hi] {
+		c.objects = append(c.objects, items[i])
+	}
+	c.removable, c.present = c.partition(c.objects)
 }
 
 func (c *keyCtx) add(a Action, phase int) {

@@ -50,6 +50,7 @@ const (
 	ReasonDuplicate         Reason = "duplicate"
 	ReasonSessionCreating   Reason = "session-creating"
 	ReasonServiceMissing    Reason = "service-missing"
+	ReasonContainerStopped  Reason = "container-stopped"
 	// Skip reasons.
 	ReasonForeignInstance   Reason = "foreign-instance"
 	ReasonUnmanaged         Reason = "unmanaged"

@@ -519,11 +519,10 @@ func (c *keyCtx) teardownReason(live int, sessCtr *item, persistent bool) (Reaso
 		return ReasonLifetimeExceeded, fmt.Sprintf("max lifetime reached %s ago, with %d live connection(s)", human(c.now.Sub(s.MaxLifetimeAt)), live), phaseLifetime
 	case s.Status == desired.StatusCreating && live == 0 && expired(s.CreatedAt.Add(c.opt.PendingTimeout), c.now):
 		return ReasonCreationAbandoned, fmt.Sprintf("still creating after %s with no live connection", human(c.now.Sub(s.CreatedAt))), phaseTeardown
-	case s.Status != desired.StatusCreating && live == 0 && (sessCtr == nil || !sessCtr.Running):
-		if sessCtr == nil {
-			return ReasonContainerGone, fmt.Sprintf("container %s is missing", s.Spec.ContainerName), phaseTeardown
-		}
-		return ReasonContainerGone, fmt.Sprintf("container %s is %s", s.Spec.ContainerName, sessCtr.State), phaseTeardown
+	case s.Status != desired.StatusCreating && live == 0 && sessCtr == nil:
+		// A stopped container is started again (see ensure): its files are
+		// the user's work. A missing one has nothing left to keep.
+		return ReasonContainerGone, fmt.Sprintf("container %s is missing", s.Spec.ContainerName), phaseTeardown
 	case s.Status == desired.StatusRunning && live == 0 && (s.Mode == desired.ModeDestroyOnDisconnect || (s.Mode == desired.ModeGracePeriod && s.GracePeriod <= 0)):
 		return ReasonDisconnected, fmt.Sprintf("last connection ended (mode %s, grace period %s)", s.Mode, human(s.GracePeriod)), phaseTeardown
 	}
@@ -540,8 +539,11 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 	if creating {
 		r = ReasonSessionCreating
 	}
-	// Whatever is created joins the network, so it must exist first.
-	needNet := creating
+	// A stopped session container (dockerd restart, reboot, OOM-killed
+	// init) is started again rather than replaced, keeping the user's files.
+	restart := !creating && sessCtr != nil && !sessCtr.Running
+	// Whatever is created or started joins the network, so it must exist first.
+	needNet := creating || restart
 	for _, svc := range s.Spec.Services {
 		if ctr := c.findCurrent(observed.KindContainer, s.Spec.ServiceContainerName(svc.Name)); ctr == nil || !ctr.Running {
 			needNet = true
@@ -567,18 +569,16 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 				Labels: c.labels(observed.RoleService, svc.Name), Container: c.serviceSpec(svc)}, phaseMaintain)
 		}
 	}
-	if sessCtr == nil || !sessCtr.Running {
-		if creating {
-			c.add(Action{Kind: KindCreateContainer, Target: s.Spec.ContainerName, SessionID: s.ID, Reason: r, Detail: "session container",
-				Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec()}, phaseMaintain)
-		} else if live > 0 {
-			state := "missing"
-			if sessCtr != nil {
-				state = sessCtr.State
-			}
-			c.plan.Skipped = append(c.plan.Skipped, Skip{Key: c.key, ObjectKind: observed.KindContainer, Target: s.Spec.ContainerName,
-				Reason: ReasonContainerDownBusy, Detail: fmt.Sprintf("container is %s with %d live connection(s); the next connection replaces it", state, live)})
-		}
+	switch {
+	case creating && (sessCtr == nil || !sessCtr.Running):
+		c.add(Action{Kind: KindCreateContainer, Target: s.Spec.ContainerName, SessionID: s.ID, Reason: r, Detail: "session container",
+			Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec()}, phaseMaintain)
+	case restart:
+		c.add(Action{Kind: KindCreateContainer, Target: s.Spec.ContainerName, SessionID: s.ID, Reason: ReasonContainerStopped,
+			Detail: fmt.Sprintf("container is %s; starting it again", sessCtr.State), Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec()}, phaseMaintain)
+	case sessCtr == nil && live > 0:
+		c.plan.Skipped = append(c.plan.Skipped, Skip{Key: c.key, ObjectKind: observed.KindContainer, Target: s.Spec.ContainerName,
+			Reason: ReasonContainerDownBusy, Detail: fmt.Sprintf("container is missing with %d live connection(s); the next connection replaces it", live)})
 	}
 	if creating {
 		c.add(Action{Kind: KindMarkRunning, Target: "session " + c.key.String(), SessionID: s.ID, Reason: r, Detail: "all objects exist"}, phaseMaintain)

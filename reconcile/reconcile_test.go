@@ -98,6 +98,14 @@ func startGrace(s *desired.Session, at time.Time) reconcile.Action {
 		Reason: reconcile.ReasonDisconnected, Detail: fmt.Sprintf("no live connections; grace period of %s ends at %s", s.GracePeriod, at.Format(time.RFC3339))}
 }
 
+// restartSession starts the stopped session container of s again.
+func restartSession(s *desired.Session, state string) reconcile.Action {
+	return reconcile.Action{Kind: reconcile.KindCreateContainer, Key: s.Key, Target: s.Spec.ContainerName, SessionID: s.ID,
+		Reason: reconcile.ReasonContainerStopped, Detail: "container is " + state + "; starting it again", Labels: sessionLabels(s, "session", ""),
+		Container: &reconcile.ContainerSpec{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
+			Network: s.Spec.NetworkName, Aliases: []string{s.Spec.ContainerName}, User: s.Key.User, Shell: "/bin/sh"}}
+}
+
 func wakes(kv ...any) map[desired.SessionKey]time.Time {
 	m := map[desired.SessionKey]time.Time{}
 	for i := 0; i < len(kv); i += 2 {
@@ -375,20 +383,29 @@ func TestCompute(t *testing.T) {
 			want: reconcile.Plan{Now: now, Actions: teardown(gone, true, reconcile.ReasonContainerGone,
 				"container podspawn-alice-web is missing", hSvc, hNet, hVol)},
 		},
-		"container stopped, no connection: remains removed, row deleted": {
+		"container stopped, no connection: started again, never replaced": {
 			desired:  builder.Desired(gone).Build(),
 			observed: builder.Observed(hNet, hVol, hSvc, stoppedCtr).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Actions: teardown(gone, true, reconcile.ReasonContainerGone,
-				"container podspawn-alice-web is exited", stoppedCtr, hSvc, hNet, hVol)},
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+				restartSession(gone, "exited"),
+			}},
 		},
-		"container stopped with a live connection: left to the next connection": {
+		"container stopped with a live connection: started again": {
 			desired:  builder.Desired(plain).Build(),
 			observed: builder.Observed(pNet, stoppedCtr).Alive(lease).Build(),
 			now:      now,
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+				restartSession(plain, "exited"),
+			}},
+		},
+		"container missing with a live connection: left to the next connection": {
+			desired:  builder.Desired(plain).Build(),
+			observed: builder.Observed(pNet).Alive(lease).Build(),
+			now:      now,
 			want: reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Skipped: []reconcile.Skip{
 				{Key: kAW, ObjectKind: observed.KindContainer, Target: "podspawn-alice-web", Reason: reconcile.ReasonContainerDownBusy,
-					Detail: "container is exited with 1 live connection(s); the next connection replaces it"},
+					Detail: "container is missing with 1 live connection(s); the next connection replaces it"},
 			}},
 		},
 		"terminating: the recorded reason, no second mark": {

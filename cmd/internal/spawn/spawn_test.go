@@ -127,7 +127,7 @@ func TestDecide(t *testing.T) {
 		"terminating":              {sess(func(s *desired.Session) { s.Status = desired.StatusTerminating }), running, verdict{replace: true, reason: "the session is being removed"}},
 		"creating, no container":   {sess(func(s *desired.Session) { s.Status = desired.StatusCreating }), ContainerState{}, verdict{}},
 		"container missing":        {sess(nil), ContainerState{}, verdict{replace: true, reason: "the session container is missing"}},
-		"container stopped":        {sess(nil), ContainerState{Exists: true, State: "exited"}, verdict{replace: true, reason: "the session container is exited"}},
+		"container stopped":        {sess(nil), ContainerState{Exists: true, State: "exited"}, verdict{}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

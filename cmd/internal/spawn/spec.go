@@ -89,9 +89,9 @@ func decide(existing *desired.Session, ctr ContainerState, now time.Time) verdic
 	case existing.Status == desired.StatusCreating:
 		return verdict{}
 	case !ctr.Exists:
+		// A stopped container, unlike a missing one, is attached to: the
+		// reconcile that follows starts it again, keeping the user's files.
 		return verdict{replace: true, reason: "the session container is missing"}
-	case !ctr.Running:
-		return verdict{replace: true, reason: fmt.Sprintf("the session container is %s", ctr.State)}
 	}
 	return verdict{}
 }

@@ -39,14 +39,41 @@ func renderPlanText(w io.Writer, p reconcile.Plan) {
 	if len(p.Skipped) > 0 {
 		fmt.Fprintln(w, "\nLeft alone:")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, s := range p.Skipped {
+		for i, s := range p.Skipped {
+			if i == maxSkipLines {
+				break
+			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s %s\t%s: %s\n", "skip", keyLabel(s.Key), s.ObjectKind, s.Target, s.Reason, s.Detail)
 		}
 		tw.Flush()
+		if rest := len(p.Skipped) - maxSkipLines; rest > 0 {
+			fmt.Fprintf(w, "  ... and %d more left alone (%s); -o json lists them all\n", rest, skipReasons(p.Skipped[maxSkipLines:]))
+		}
 	}
 	s := p.Summary()
 	fmt.Fprintf(w, "\nPlan: %d to create, %d to change, %d to remove. %d %s unchanged, %d skipped.\n",
 		s.Create, s.Change, s.Remove, s.Unchanged, plural(s.Unchanged, "session", "sessions"), s.Skipped)
+}
+
+// maxSkipLines keeps a plan readable on a host shared with another
+// installation, whose every object is listed as foreign.
+const maxSkipLines = 20
+
+// skipReasons counts skips by reason, in order of first appearance.
+func skipReasons(skips []reconcile.Skip) string {
+	counts := map[reconcile.Reason]int{}
+	var order []reconcile.Reason
+	for _, s := range skips {
+		if counts[s.Reason] == 0 {
+			order = append(order, s.Reason)
+		}
+		counts[s.Reason]++
+	}
+	parts := make([]string, len(order))
+	for i, r := range order {
+		parts[i] = fmt.Sprintf("%d %s", counts[r], r)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func plural(n int, one, many string) string {

@@ -242,7 +242,11 @@ func (e *coreEnv) objects(handMade ...string) []obj {
 		e.t.Fatal(err)
 	}
 	for _, c := range cs {
-		add(obj{Kind: "container", Name: strings.TrimPrefix(c.Names[0], "/"), ID: c.ID, Running: c.State == container.StateRunning, Labels: c.Labels})
+		name := ""
+		if len(c.Names) > 0 {
+			name = strings.TrimPrefix(c.Names[0], "/")
+		}
+		add(obj{Kind: "container", Name: name, ID: c.ID, Running: c.State == container.StateRunning, Labels: c.Labels})
 	}
 	ns, err := e.Docker.NetworkList(ctx, network.ListOptions{Filters: f})
 	if err != nil {

@@ -55,6 +55,7 @@ var (
 	listRE    = regexp.MustCompile(`^/(containers/json|networks|volumes)$`)
 	removeRE  = regexp.MustCompile(`^/(containers|networks|volumes)/([^/]+)$`)
 	stopRE    = regexp.MustCompile(`^/containers/([^/]+)/(stop|kill|restart|pause|rename|update)$`)
+	subRE     = regexp.MustCompile(`^/(containers|exec|networks)/[^/]+/(.+)$`)
 )
 
 func upstreamSocket() string {
@@ -177,7 +178,7 @@ func summarizeCounts(c map[string]int) string {
 		if m := removeRE.FindStringSubmatch(path); m != nil && m[2] != "json" && m[2] != "create" && m[2] != "prune" {
 			path = "/" + m[1] + "/{id}"
 		}
-		if m := regexp.MustCompile(`^/(containers|exec|networks)/[^/]+/(.+)$`).FindStringSubmatch(path); m != nil {
+		if m := subRE.FindStringSubmatch(path); m != nil {
 			path = "/" + m[1] + "/{id}/" + m[2]
 		}
 		grouped[method+" "+path] += v

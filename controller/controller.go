@@ -299,6 +299,28 @@ func (r Report) Results() []Result {
 // ErrLoad wraps failures to load state: nothing was planned or done.
 var ErrLoad = errors.New("loading state")
 
+// reconcileUserKeys takes the lock name once and reconciles the keys
+// ks[i] for i in idx, writing each report to out[i].
+func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []desired.SessionKey, idx []int, out []KeyReport) {
+	lctx := ctx
+	if c.LockTimeout > 0 {
+		var cancel context.CancelFunc
+		lctx, cancel = context.WithTimeout(ctx, c.LockTimeout)
+		defer cancel()
+	}
+	l, err := lock.Acquire(lctx, c.LockDir, name)
+	if err != nil {
+		for _, i := range idx {
+			out[i] = KeyReport{Key: ks[i], Err: err}
+		}
+		return
+	}
+	defer l.Unlock()
+	for _, i := range idx {
+		out[i] = c.ReconcileKey(ctx, ks[i], true)
+	}
+}
+
 // ReconcileOnce runs one pass. With no keys it plans everything and
 // reconciles the keys that have work; with keys, only those. Keys are
 // reconciled concurrently, at most Workers at a time.
@@ -317,15 +339,27 @@ func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey
 		return Report{}, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
 	rep := Report{Plan: plan, Keys: make([]KeyReport, len(ks))}
+	// One task per user: the keys of a user share its lock, so handing
+	// them to separate workers would only make those workers wait.
+	var order []string
+	byUser := map[string][]int{}
+	for i, k := range ks {
+		n := lockName(k)
+		if _, ok := byUser[n]; !ok {
+			order = append(order, n)
+		}
+		byUser[n] = append(byUser[n], i)
+	}
 	sem := make(chan struct{}, c.workers())
 	var wg sync.WaitGroup
-	for i, k := range ks {
+	for _, name := range order {
+		idx := byUser[name]
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			rep.Keys[i] = c.ReconcileKey(ctx, k, false)
+			c.reconcileUserKeys(ctx, name, ks, idx, rep.Keys)
 		}()
 	}
 	wg.Wait()

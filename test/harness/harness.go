@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +48,7 @@ var (
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		removeStaleBuilds("/usr/local/lib/podspawn-test")
 		dir := filepath.Join("/usr/local/lib/podspawn-test", fmt.Sprintf("%d", os.Getpid()))
 		if buildErr = os.MkdirAll(dir, 0o755); buildErr != nil {
 			return
@@ -66,6 +68,24 @@ func Binary(t testing.TB) string {
 		t.Fatalf("building podspawn: %v", buildErr)
 	}
 	return binPath
+}
+
+// removeStaleBuilds deletes the build directories of test processes that
+// have exited (each directory is named after its process id).
+func removeStaleBuilds(root string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			os.RemoveAll(filepath.Join(root, e.Name()))
+		}
+	}
 }
 
 // Docker returns a client; the test fails if Docker does not answer (run

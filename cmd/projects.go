@@ -44,6 +44,47 @@ func projectsLock(ctx context.Context, cfg config.Config) (*lock.Lock, error) {
 	return lock.Acquire(lctx, cfg.State.LockDir, "_projects")
 }
 
+// projectEdit is where every project command starts: a valid name, the
+// config, and the registry read under the projects lock.
+type projectEdit struct {
+	ctx  context.Context
+	cfg  config.Config
+	reg  projects.Registry
+	done func() // releases the lock, then cancels ctx
+}
+
+// beginProjectEdit validates name, loads the config, takes the projects
+// lock and loads the registry; timeout 0 means no limit but a signal.
+// The caller defers done.
+func (a *App) beginProjectEdit(name string, timeout time.Duration) (*projectEdit, error) {
+	if err := desired.ValidateProjectName(name); err != nil {
+		return nil, err
+	}
+	cfg, err := a.Config()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := signalContext()
+	if timeout > 0 {
+		cancelSignal := cancel
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeout(ctx, timeout)
+		cancel = func() { cancelTimeout(); cancelSignal() }
+	}
+	l, err := projectsLock(ctx, cfg)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	done := func() { l.Unlock(); cancel() }
+	reg, err := projects.Load(cfg.ProjectsFile)
+	if err != nil {
+		done()
+		return nil, err
+	}
+	return &projectEdit{ctx: ctx, cfg: cfg, reg: reg, done: done}, nil
+}
+
 func git(ctx context.Context, dir string, args ...string) error {
 	_, err := gitOutput(ctx, dir, args...)
 	return err
@@ -95,26 +136,12 @@ func (a *App) buildProject(ctx context.Context, name, dir string) (pf *projects.
 // after the Podfile parsed and the image built, so any failure leaves
 // neither a clone nor a registration behind.
 func (c *AddProjectCmd) Run(a *App) error {
-	if err := desired.ValidateProjectName(c.Name); err != nil {
-		return err
-	}
-	cfg, err := a.Config()
+	pe, err := a.beginProjectEdit(c.Name, 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancelT()
-	l, err := projectsLock(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer l.Unlock()
-	reg, err := projects.Load(cfg.ProjectsFile)
-	if err != nil {
-		return err
-	}
+	defer pe.done()
+	ctx, cfg, reg := pe.ctx, pe.cfg, pe.reg
 	if _, ok := reg[c.Name]; ok {
 		return fmt.Errorf("project %q already registered; use update-project to rebuild it", c.Name)
 	}
@@ -158,26 +185,12 @@ func (c *AddProjectCmd) Run(a *App) error {
 // Run pulls and rebuilds only when the Podfile changed. Running sessions
 // keep their image until they are recreated.
 func (c *UpdateProjectCmd) Run(a *App) error {
-	if err := desired.ValidateProjectName(c.Name); err != nil {
-		return err
-	}
-	cfg, err := a.Config()
+	pe, err := a.beginProjectEdit(c.Name, 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancelT()
-	l, err := projectsLock(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer l.Unlock()
-	reg, err := projects.Load(cfg.ProjectsFile)
-	if err != nil {
-		return err
-	}
+	defer pe.done()
+	ctx, cfg, reg := pe.ctx, pe.cfg, pe.reg
 	p, ok := reg[c.Name]
 	if !ok {
 		return fmt.Errorf("project %q is not registered; use add-project first", c.Name)
@@ -231,24 +244,12 @@ func (c *UpdateProjectCmd) Run(a *App) error {
 // then removes the clone. Live sessions of the project make it fail unless
 // --force, which tears them down (reason project-removed).
 func (c *RemoveProjectCmd) Run(a *App) error {
-	if err := desired.ValidateProjectName(c.Name); err != nil {
-		return err
-	}
-	cfg, err := a.Config()
+	pe, err := a.beginProjectEdit(c.Name, 0)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	l, err := projectsLock(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer l.Unlock()
-	reg, err := projects.Load(cfg.ProjectsFile)
-	if err != nil {
-		return err
-	}
+	defer pe.done()
+	ctx, cfg, reg := pe.ctx, pe.cfg, pe.reg
 	p, ok := reg[c.Name]
 	if !ok {
 		return fmt.Errorf("project %q is not registered (see %s)", c.Name, cfg.ProjectsFile)

@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/atomicfile"
 	"github.com/podspawn/podspawn/observed"
 )
 
@@ -81,7 +80,7 @@ func (c *StatusCmd) Run(a *App) error {
 		renderStatusText(&buf, d)
 	}
 	if c.OutputFile != "" {
-		return writeFileAtomic(c.OutputFile, buf.Bytes())
+		return atomicfile.Write(c.OutputFile, buf.Bytes(), 0o644, atomicfile.KeepOwner, atomicfile.KeepOwner) // collectors often run as another user
 	}
 	_, err = a.Stdout.Write(buf.Bytes())
 	return err
@@ -172,37 +171,4 @@ func renderStatusPrometheus(w io.Writer, d statusData) error {
 		}
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data so that a reader sees the old
-// or the new content, never a partial file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		// The temporary name is random: report the cause against path.
-		return fmt.Errorf("writing %s: %s", path, fsReason(err))
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("writing %s: %s", path, fsReason(err))
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	// CreateTemp makes 0600; collectors often run as another user.
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/podspawn/podspawn/desired/atomicfile"
 )
 
 // Owner is the account the key directory and key files belong to: the
@@ -60,51 +62,15 @@ func EnsureDir(dir string, o Owner) (bool, error) {
 	return changed, nil
 }
 
-// WriteFile replaces user's key file with data atomically: the data goes
-// to a temporary file in the same directory (a dot-file, which ListUsers
-// ignores), is synced, and is renamed over the old file, so a concurrent
-// reader (sshd's auth-keys) sees the old or the new file, never part of one.
+// WriteFile replaces user's key file with data atomically (the temporary
+// is a dot-file, which ListUsers ignores), so a concurrent reader (sshd's
+// auth-keys) sees the old or the new file, never part of one.
 func WriteFile(dir, user string, data []byte, o Owner) error {
 	path, err := Path(dir, user)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+user+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(FileMode); err != nil {
-		return fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	if err := tmp.Chown(o.UID, o.GID); err != nil {
-		return fmt.Errorf("setting owner of key file %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing key file %s: %w", path, err)
-	}
-	done = true
-	// The rename is durable only once the directory is synced.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, data, FileMode, o.UID, o.GID)
 }
 
 // AddResult says what AddKeys did.

@@ -36,8 +36,8 @@ func logFree(stderr string) string {
 
 func TestStopDestroysEverything(t *testing.T) {
 	e := newAdminEnv(t)
-	user := uniq("adstop")
-	e.addUser(user)
+	user := harness.Uniq("adstop")
+	e.AddUser(user)
 	key := desired.SessionKey{User: user, Project: "web"}
 	other := desired.SessionKey{User: user}
 	e.startSession(key, cacheService())
@@ -58,10 +58,10 @@ func TestStopDestroysEverything(t *testing.T) {
 	if diff := cmp.Diff([]string{"container " + base, "network " + base + "-net"}, e.objectNames()); diff != "" {
 		t.Errorf("objects after stop (-want +got):\n%s", diff)
 	}
-	if s := e.row(key); s != nil {
+	if s := e.Row(key); s != nil {
 		t.Errorf("record of %s still there: %+v", key, s)
 	}
-	if s := e.row(other); s == nil || s.Status != desired.StatusRunning {
+	if s := e.Row(other); s == nil || s.Status != desired.StatusRunning {
 		t.Errorf("other session touched: %+v", s)
 	}
 
@@ -77,7 +77,7 @@ func TestStopDestroysEverything(t *testing.T) {
 
 func TestStopUnknownAndMalformed(t *testing.T) {
 	e := newAdminEnv(t)
-	user := uniq("adnone")
+	user := harness.Uniq("adnone")
 	checkResult(t, e.Run("stop", user+"@proj"), 1, "", "Error: no active session for "+user+"@proj\n")
 	checkResult(t, e.Run("stop", user), 1, "", "Error: no active session for "+user+"\n")
 	checkResult(t, e.Run("stop", "@x"), 1, "", "Error: invalid session \"@x\": user is required (expected user or user@project)\n")
@@ -88,12 +88,12 @@ func TestStopUnknownAndMalformed(t *testing.T) {
 // record stays terminating until the teardown can finish.
 func TestStopReportsDockerRefusal(t *testing.T) {
 	e := newAdminEnv(t)
-	user := uniq("adfail")
-	e.addUser(user)
+	user := harness.Uniq("adfail")
+	e.AddUser(user)
 	key := desired.SessionKey{User: user, Project: "web"}
 	e.startSession(key)
 	netName := desired.NetworkName(key)
-	blocker := e.foreignContainer(uniq("adblocker-"), netName)
+	blocker := e.foreignContainer(harness.Uniq("adblocker-"), netName)
 
 	r := e.Run("stop", key.String())
 	if r.Code != 1 || r.Stdout != "" {
@@ -106,7 +106,7 @@ func TestStopReportsDockerRefusal(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", want, errLine)
 		}
 	}
-	s := e.row(key)
+	s := e.Row(key)
 	if s == nil || s.Status != desired.StatusTerminating || s.TerminateReason != "user-requested" {
 		t.Fatalf("record after the failed stop: %+v, want terminating for user-requested", s)
 	}
@@ -121,23 +121,23 @@ func TestStopReportsDockerRefusal(t *testing.T) {
 	if got := e.objectNames(); len(got) != 0 {
 		t.Errorf("objects left: %v", got)
 	}
-	if s := e.row(key); s != nil {
+	if s := e.Row(key); s != nil {
 		t.Errorf("record still there: %+v", s)
 	}
 }
 
 func TestRemoveUser(t *testing.T) {
 	e := newAdminEnv(t)
-	user := uniq("adrm")
-	e.addUser(user)
+	user := harness.Uniq("adrm")
+	e.AddUser(user)
 	e.startSession(desired.SessionKey{User: user})
 	e.startSession(desired.SessionKey{User: user, Project: "api"}, cacheService())
 	keyFile := filepath.Join(e.KeyDir, user)
 
 	// Without --force: refused, nothing changed.
-	db, objs := e.dbDump(), e.objects()
+	db, objs := e.DBDump(), e.objects()
 	checkResult(t, e.Run("remove-user", user), 1, "", "Error: user "+user+" has 2 active session(s); use --force to destroy them\n")
-	if diff := cmp.Diff(db, e.dbDump()); diff != "" {
+	if diff := cmp.Diff(db, e.DBDump()); diff != "" {
 		t.Errorf("state database changed (-before +after):\n%s", diff)
 	}
 	if diff := cmp.Diff(objs, e.objects()); diff != "" {
@@ -166,8 +166,8 @@ func TestRemoveUser(t *testing.T) {
 
 func TestRemoveUserWithoutSessions(t *testing.T) {
 	e := newAdminEnv(t)
-	user := uniq("adrm")
-	e.addUser(user)
+	user := harness.Uniq("adrm")
+	e.AddUser(user)
 	checkResult(t, e.Run("remove-user", user), 0, "removed user "+user+" (0 session(s) destroyed)\n", "")
 	if _, err := os.Stat(filepath.Join(e.KeyDir, user)); !os.IsNotExist(err) {
 		t.Errorf("key file still there: %v", err)
@@ -192,12 +192,12 @@ func TestRemoveUserPathTraversal(t *testing.T) {
 
 func TestDryRunChangesNothing(t *testing.T) {
 	e := newAdminEnv(t)
-	user := uniq("addry")
-	e.addUser(user)
+	user := harness.Uniq("addry")
+	e.AddUser(user)
 	key := desired.SessionKey{User: user, Project: "web"}
 	e.startSession(key, cacheService())
 	e.startSession(desired.SessionKey{User: user})
-	db, objs := e.dbDump(), e.objects()
+	db, objs := e.DBDump(), e.objects()
 	base := "podspawn-" + user
 
 	r := e.MustRun("stop", key.String(), "--dry-run")
@@ -222,7 +222,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	}
 	e.MustRun("remove-user", user, "--force", "--dry-run", "-o", "json")
 
-	if diff := cmp.Diff(db, e.dbDump()); diff != "" {
+	if diff := cmp.Diff(db, e.DBDump()); diff != "" {
 		t.Errorf("state database changed (-before +after):\n%s", diff)
 	}
 	if diff := cmp.Diff(objs, e.objects()); diff != "" {
@@ -235,8 +235,8 @@ func TestDryRunChangesNothing(t *testing.T) {
 
 func TestStatusDockerUnreachable(t *testing.T) {
 	e := newAdminEnv(t)
-	user := uniq("adstat")
-	e.addUser(user)
+	user := harness.Uniq("adstat")
+	e.AddUser(user)
 	e.startSession(desired.SessionKey{User: user})
 	env := []string{"DOCKER_HOST=unix:///nonexistent/docker.sock"}
 

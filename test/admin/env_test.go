@@ -10,10 +10,6 @@ package admin_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,22 +17,15 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/go-logr/logr"
-	"github.com/jmoiron/sqlx"
-	"golang.org/x/crypto/ssh"
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
-	"github.com/podspawn/podspawn/desired/config"
-	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/observed"
-	"github.com/podspawn/podspawn/observed/proc"
 	"github.com/podspawn/podspawn/reconcile"
 	"github.com/podspawn/podspawn/test/harness"
 )
@@ -52,44 +41,10 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	t.Helper()
 	dc := harness.Docker(t)
 	e := &adminEnv{Env: harness.NewEnv(t, harness.Options{}), t: t, Docker: dc}
-	st := e.openStore() // creates the database and its instance id
+	st := e.OpenStore() // creates the database and its instance id
 	e.Instance = st.InstanceID()
 	st.Close()
 	return e
-}
-
-// uniq returns prefix plus a random suffix: names are global on the
-// daemon, and leftovers of a crashed run must not collide.
-func uniq(prefix string) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
-}
-
-func (e *adminEnv) openStore() *sqlstore.Store {
-	e.t.Helper()
-	st, err := sqlstore.Open(context.Background(), e.DBPath)
-	if err != nil {
-		e.t.Fatalf("opening state db: %v", err)
-	}
-	return st
-}
-
-// addUser writes a key file so that the user may have sessions.
-func (e *adminEnv) addUser(user string) {
-	e.t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " " + user + "@test\n"
-	if err := os.WriteFile(filepath.Join(e.KeyDir, user), []byte(line), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
 }
 
 // cacheService is a companion container with a named volume.
@@ -103,26 +58,10 @@ func cacheService() desired.Service {
 // that one key so the real executor creates its objects.
 func (e *adminEnv) startSession(key desired.SessionKey, services ...desired.Service) {
 	e.t.Helper()
-	now := time.Now()
-	sess := &desired.Session{
-		Key: key, ID: sqlstore.NewSessionID(), Mode: desired.ModeGracePeriod, Status: desired.StatusCreating,
-		CreatedAt: now, MaxLifetimeAt: now.Add(8 * time.Hour), GracePeriod: time.Minute,
-		Spec: desired.Spec{Image: harness.Image, Shell: "/bin/sh", ContainerName: desired.ContainerName(key),
-			NetworkName: desired.NetworkName(key), Security: config.Defaults().SecuritySpec(), Services: services},
-	}
-	self, err := proc.Self()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	st := e.openStore()
+	e.SeedCreating(key, harness.SeedOptions{Services: services})
+	st := e.OpenStore()
 	defer st.Close()
 	ctx := context.Background()
-	if err := st.Create(ctx, sess, now); err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := st.AddLease(ctx, sess.ID, self.PID, self.Start, now); err != nil {
-		e.t.Fatal(err)
-	}
 	ctrl := &controller.Controller{
 		Store: st, KeyDir: e.KeyDir, LockDir: filepath.Join(e.StateDir, "locks"), Observer: e.Docker,
 		Executor: &actions.Docker{API: e.Docker, Store: st, Now: time.Now},
@@ -132,50 +71,25 @@ func (e *adminEnv) startSession(key desired.SessionKey, services ...desired.Serv
 	if rep := ctrl.ReconcileKey(ctx, key, false); rep.Err != nil {
 		e.t.Fatalf("creating session %s: %v", key, rep.Err)
 	}
-	if got := e.row(key); got == nil || got.Status != desired.StatusRunning {
+	if got := e.Row(key); got == nil || got.Status != desired.StatusRunning {
 		e.t.Fatalf("session %s after its creating reconcile: %+v, want status running", key, got)
 	}
-}
-
-// row loads one session (nil if absent).
-func (e *adminEnv) row(key desired.SessionKey) *desired.Session {
-	e.t.Helper()
-	st := e.openStore()
-	defer st.Close()
-	s, err := st.LoadKey(context.Background(), key)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return s
 }
 
 // objects lists, straight from the daemon, the objects of this env's
 // instance as "kind name state", sorted.
 func (e *adminEnv) objects() []string {
 	e.t.Helper()
-	ctx := context.Background()
-	f := filters.NewArgs(filters.Arg("label", observed.LabelInstance+"="+e.Instance))
 	out := []string{}
-	cs, err := e.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, c := range cs {
-		out = append(out, "container "+strings.TrimPrefix(c.Names[0], "/")+" "+string(c.State)+" "+c.ID)
-	}
-	ns, err := e.Docker.NetworkList(ctx, network.ListOptions{Filters: f})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, n := range ns {
-		out = append(out, "network "+n.Name+" "+n.ID)
-	}
-	vs, err := e.Docker.VolumeList(ctx, volume.ListOptions{Filters: f})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, v := range vs.Volumes {
-		out = append(out, "volume "+v.Name)
+	for _, o := range harness.ListObjects(e.t, e.Docker, e.Instance) {
+		switch o.Kind {
+		case "container":
+			out = append(out, o.String()+" "+o.State+" "+o.ID)
+		case "network":
+			out = append(out, o.String()+" "+o.ID)
+		default:
+			out = append(out, o.String())
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -187,49 +101,6 @@ func (e *adminEnv) objectNames() []string {
 	for _, o := range e.objects() {
 		f := strings.Fields(o)
 		out = append(out, f[0]+" "+f[1])
-	}
-	return out
-}
-
-// dbDump returns every row of every table, for before/after comparisons.
-func (e *adminEnv) dbDump() map[string][]map[string]any {
-	e.t.Helper()
-	st := e.openStore()
-	defer st.Close()
-	db := st.DB()
-	out := map[string][]map[string]any{}
-	var tables []string
-	if err := db.Select(&tables, `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`); err != nil {
-		e.t.Fatal(err)
-	}
-	for _, tbl := range tables {
-		out[tbl] = dumpTable(e.t, db, tbl)
-	}
-	return out
-}
-
-func dumpTable(t *testing.T, db *sqlx.DB, tbl string) []map[string]any {
-	t.Helper()
-	rows, err := db.Queryx(`SELECT * FROM "` + tbl + `" ORDER BY rowid`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := []map[string]any{}
-	for rows.Next() {
-		m := map[string]any{}
-		if err := rows.MapScan(m); err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range m {
-			if b, ok := v.([]byte); ok {
-				m[k] = string(b)
-			}
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

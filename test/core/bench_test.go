@@ -76,7 +76,7 @@ func BenchmarkOrphanCleanup(b *testing.B) {
 			name := fmt.Sprintf("podspawn-w%d", w)
 			totals[name] += d
 			b.Logf("%s: %d orphan sessions (%d per user) removed in %s; load %s; peak concurrent removals %d; Docker API requests:\n%s",
-				name, n, perUser, d.Round(time.Millisecond), load, e.Proxy.PeakRemovals(), summarizeCounts(e.Proxy.Counts()))
+				name, n, perUser, d.Round(time.Millisecond), load, e.Proxy.PeakRemovals(), harness.SummarizeCounts(e.Proxy.Counts()))
 		}
 
 		ms := orphans()
@@ -102,7 +102,7 @@ func BenchmarkOrphanCleanup(b *testing.B) {
 		gone(ms)
 		totals["docker-cli"] += d
 		b.Logf("docker-cli: %d containers + %d networks removed in %s (docker rm -f: %s, docker network rm: %s); load %s; peak concurrent removals %d; Docker API requests:\n%s",
-			n, n, d.Round(time.Millisecond), rm.Round(time.Millisecond), (d - rm).Round(time.Millisecond), load, e.Proxy.PeakRemovals(), summarizeCounts(e.Proxy.Counts()))
+			n, n, d.Round(time.Millisecond), rm.Round(time.Millisecond), (d - rm).Round(time.Millisecond), load, e.Proxy.PeakRemovals(), harness.SummarizeCounts(e.Proxy.Counts()))
 	}
 	cli := totals["docker-cli"].Seconds() / float64(b.N)
 	b.ReportMetric(cli, "docker-cli-s/op")

@@ -38,7 +38,7 @@ func nextSubnet() (string, bool) {
 
 // fleetKeys returns n session keys: users with perUser projects each.
 func fleetKeys(prefix string, n, perUser int) []desired.SessionKey {
-	base := uniq(prefix)
+	base := harness.Uniq(prefix)
 	keys := make([]desired.SessionKey, n)
 	for i := range keys {
 		keys[i] = desired.SessionKey{User: fmt.Sprintf("%s-%03d", base, i/perUser), Project: fmt.Sprintf("p%d", i%perUser)}

@@ -20,7 +20,7 @@ func wantSessionObjects(key desired.SessionKey) []string {
 }
 
 // checkLabels verifies every object carries the full podspawn label set.
-func checkLabels(t *testing.T, e *coreEnv, key desired.SessionKey, sessionID string, objs []obj) {
+func checkLabels(t *testing.T, e *coreEnv, key desired.SessionKey, sessionID string, objs []harness.Object) {
 	t.Helper()
 	for _, o := range objs {
 		for k, want := range map[string]string{
@@ -39,23 +39,23 @@ func checkLabels(t *testing.T, e *coreEnv, key desired.SessionKey, sessionID str
 
 func TestGraceExpiryRemovesContainerServicesNetworkVolumeAndRow(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{})
-	key := desired.SessionKey{User: uniq("cta")}
-	e.addUser(key.User)
-	id := e.startSession(key, sessionOpts{Services: []desired.Service{dbService()}})
+	key := desired.SessionKey{User: harness.Uniq("cta")}
+	e.AddUser(key.User)
+	id := e.startSession(key, harness.SeedOptions{Services: []desired.Service{dbService()}})
 
 	objs := e.objects()
-	if diff := cmp.Diff(wantSessionObjects(key), names(objs)); diff != "" {
+	if diff := cmp.Diff(wantSessionObjects(key), harness.ObjectNames(objs)); diff != "" {
 		t.Fatalf("objects after creation (-want +got):\n%s", diff)
 	}
 	checkLabels(t, e, key, id, objs)
 
 	// The connection ends: the next pass starts the grace period.
-	e.releaseLeases(key)
+	e.ReleaseLeases(key)
 	before := time.Now()
 	r := e.mustCleanup()
 	after := time.Now()
 	mustContain(t, "cleanup output", r.Stdout, "started grace period of "+key.String())
-	s := e.row(key)
+	s := e.Row(key)
 	if s.Status != desired.StatusGrace {
 		t.Fatalf("status after disconnect = %s, want %s", s.Status, desired.StatusGrace)
 	}
@@ -67,18 +67,18 @@ func TestGraceExpiryRemovesContainerServicesNetworkVolumeAndRow(t *testing.T) {
 	}
 
 	// The grace period ends.
-	e.exec(`UPDATE sessions SET grace_expiry = ? WHERE id = ?`, time.Now().Add(-time.Second).UnixNano(), id)
+	e.ExecSQL(`UPDATE sessions SET grace_expiry = ? WHERE id = ?`, time.Now().Add(-time.Second).UnixNano(), id)
 	r = e.mustCleanup()
 	mustContain(t, "cleanup output", r.Stdout, "grace-expired", "removed container "+desired.ContainerName(key),
 		"removed container "+desired.ContainerName(key)+"-db", "removed network "+desired.NetworkName(key),
 		"removed volume "+desired.ContainerName(key)+"-db-data", "deleted session record "+key.String())
 	if got := e.objects(); len(got) != 0 {
-		t.Errorf("objects left after grace expiry: %v", names(got))
+		t.Errorf("objects left after grace expiry: %v", harness.ObjectNames(got))
 	}
-	if s := e.row(key); s != nil {
+	if s := e.Row(key); s != nil {
 		t.Errorf("row left after grace expiry: %+v", s)
 	}
-	if diff := cmp.Diff(map[string]any{"leases": 0}, map[string]any{"leases": len(e.dbDump()["leases"])}); diff != "" {
+	if diff := cmp.Diff(map[string]any{"leases": 0}, map[string]any{"leases": len(e.DBDump()["leases"])}); diff != "" {
 		t.Errorf("leases left (-want +got):\n%s", diff)
 	}
 
@@ -89,46 +89,46 @@ func TestGraceExpiryRemovesContainerServicesNetworkVolumeAndRow(t *testing.T) {
 
 func TestMaxLifetimeRemovesSessionEvenWithLiveLease(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{})
-	key := desired.SessionKey{User: uniq("ctb"), Project: "web"}
-	e.addUser(key.User)
-	id := e.startSession(key, sessionOpts{Services: []desired.Service{dbService()}})
-	if got := e.row(key); len(got.Leases) != 1 {
+	key := desired.SessionKey{User: harness.Uniq("ctb"), Project: "web"}
+	e.AddUser(key.User)
+	id := e.startSession(key, harness.SeedOptions{Services: []desired.Service{dbService()}})
+	if got := e.Row(key); len(got.Leases) != 1 {
 		t.Fatalf("want one live lease, got %+v", got.Leases)
 	}
 
-	e.exec(`UPDATE sessions SET max_lifetime_at = ? WHERE id = ?`, time.Now().Add(-time.Second).UnixNano(), id)
+	e.ExecSQL(`UPDATE sessions SET max_lifetime_at = ? WHERE id = ?`, time.Now().Add(-time.Second).UnixNano(), id)
 	r := e.mustCleanup()
 	mustContain(t, "cleanup output", r.Stdout, "lifetime-exceeded", "with 1 live connection(s)", "deleted session record "+key.String())
 	if got := e.objects(); len(got) != 0 {
-		t.Errorf("objects left after max lifetime: %v", names(got))
+		t.Errorf("objects left after max lifetime: %v", harness.ObjectNames(got))
 	}
-	if s := e.row(key); s != nil {
+	if s := e.Row(key); s != nil {
 		t.Errorf("row left after max lifetime: %+v", s)
 	}
-	if n := len(e.dbDump()["leases"]); n != 0 {
+	if n := len(e.DBDump()["leases"]); n != 0 {
 		t.Errorf("%d leases left after max lifetime", n)
 	}
 }
 
 func TestPersistentSessionUntouchedWithDeadlinesPast(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{})
-	key := desired.SessionKey{User: uniq("ctc")}
-	e.addUser(key.User)
-	id := e.startSession(key, sessionOpts{Mode: desired.ModePersistent, Services: []desired.Service{dbService()}})
+	key := desired.SessionKey{User: harness.Uniq("ctc")}
+	e.AddUser(key.User)
+	id := e.startSession(key, harness.SeedOptions{Mode: desired.ModePersistent, Services: []desired.Service{dbService()}})
 
 	// No connection, grace period and lifetime both over: the exact state
 	// in which the old podspawn destroyed persistent sessions (G9).
-	e.releaseLeases(key)
+	e.ReleaseLeases(key)
 	past := time.Now().Add(-time.Hour).UnixNano()
-	e.exec(`UPDATE sessions SET status = 'grace_period', grace_expiry = ?, max_lifetime_at = ? WHERE id = ?`, past, past, id)
-	objs, dump := e.objects(), e.dbDump()
+	e.ExecSQL(`UPDATE sessions SET status = 'grace_period', grace_expiry = ?, max_lifetime_at = ? WHERE id = ?`, past, past, id)
+	objs, dump := e.objects(), e.DBDump()
 
 	r := e.mustCleanup()
 	mustContain(t, "cleanup output", r.Stdout, "0 removed, 0 created, 0 changed, 0 failed.")
 	if diff := cmp.Diff(objs, e.objects()); diff != "" {
 		t.Errorf("cleanup changed a persistent session's objects (-before +after):\n%s", diff)
 	}
-	if diff := cmp.Diff(dump, e.dbDump()); diff != "" {
+	if diff := cmp.Diff(dump, e.DBDump()); diff != "" {
 		t.Errorf("cleanup changed the database (-before +after):\n%s", diff)
 	}
 	p := parsePlan(t, e.mustCleanup("--dry-run", "-o", "json").Stdout)
@@ -139,8 +139,8 @@ func TestPersistentSessionUntouchedWithDeadlinesPast(t *testing.T) {
 
 func TestDeadLeaseIsReleasedAndGraceStarts(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{})
-	key := desired.SessionKey{User: uniq("ctk")}
-	e.addUser(key.User)
+	key := desired.SessionKey{User: harness.Uniq("ctk")}
+	e.AddUser(key.User)
 
 	// A stand-in for the spawn process that serves the connection.
 	cmd := exec.Command("sleep", "3600")
@@ -159,8 +159,8 @@ func TestDeadLeaseIsReleasedAndGraceStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := observed.ProcessRef{PID: cmd.Process.Pid, Start: start}
-	e.startSession(key, sessionOpts{Lease: ref})
-	if got := e.row(key); len(got.Leases) != 1 || got.Leases[0].PID != ref.PID {
+	e.startSession(key, harness.SeedOptions{Lease: ref})
+	if got := e.Row(key); len(got.Leases) != 1 || got.Leases[0].PID != ref.PID {
 		t.Fatalf("leases after creation = %+v, want one lease of pid %d", got.Leases, ref.PID)
 	}
 	// While the process lives, a pass changes nothing.
@@ -174,7 +174,7 @@ func TestDeadLeaseIsReleasedAndGraceStarts(t *testing.T) {
 	objs := e.objects()
 	r = e.mustCleanup()
 	mustContain(t, "cleanup output", r.Stdout, "released dead connection", "lease-dead", "started grace period of "+key.String())
-	s := e.row(key)
+	s := e.Row(key)
 	if s.Status != desired.StatusGrace || len(s.Leases) != 0 {
 		t.Errorf("after the lease holder died: status %s, leases %+v; want %s and none", s.Status, s.Leases, desired.StatusGrace)
 	}
@@ -186,10 +186,10 @@ func TestDeadLeaseIsReleasedAndGraceStarts(t *testing.T) {
 // G3, G4: a row whose container vanished is torn down completely.
 func TestContainerRemovedByHandTearsDownServicesNetworkAndRow(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{})
-	key := desired.SessionKey{User: uniq("ctl"), Project: "api"}
-	e.addUser(key.User)
-	e.startSession(key, sessionOpts{Services: []desired.Service{dbService()}})
-	e.releaseLeases(key)
+	key := desired.SessionKey{User: harness.Uniq("ctl"), Project: "api"}
+	e.AddUser(key.User)
+	e.startSession(key, harness.SeedOptions{Services: []desired.Service{dbService()}})
+	e.ReleaseLeases(key)
 
 	if _, err := exec.Command("docker", "rm", "-f", desired.ContainerName(key)).CombinedOutput(); err != nil {
 		t.Fatalf("docker rm -f: %v", err)
@@ -198,9 +198,9 @@ func TestContainerRemovedByHandTearsDownServicesNetworkAndRow(t *testing.T) {
 	mustContain(t, "cleanup output", r.Stdout, "container-gone", "removed container "+desired.ContainerName(key)+"-db",
 		"removed network "+desired.NetworkName(key), "removed volume "+desired.ContainerName(key)+"-db-data", "deleted session record "+key.String())
 	if got := e.objects(); len(got) != 0 {
-		t.Errorf("objects left: %v", names(got))
+		t.Errorf("objects left: %v", harness.ObjectNames(got))
 	}
-	if s := e.row(key); s != nil {
+	if s := e.Row(key); s != nil {
 		t.Errorf("row left: %+v", s)
 	}
 }

@@ -25,14 +25,14 @@ func TestOrphanContainerAndNetworkRemoved(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{Cleanup: "  orphan_min_age: 0s\n"})
 
 	// Left by a crash of something that labelled only managed-by.
-	bareNet := uniq("ctorph-net-")
+	bareNet := harness.Uniq("ctorph-net-")
 	e.handNetwork(bareNet, managedOnly)
-	bareCtr := uniq("ctorph-ctr-")
+	bareCtr := harness.Uniq("ctorph-ctr-")
 	e.handContainer(bareCtr, managedOnly, bareNet)
 
 	// Left by a crash between creating a session's objects and its row.
-	key := desired.SessionKey{User: uniq("ctd"), Project: "web"}
-	e.addUser(key.User)
+	key := desired.SessionKey{User: harness.Uniq("ctd"), Project: "web"}
+	e.AddUser(key.User)
 	e.handNetwork(desired.NetworkName(key), sessionLabels(key, e.Instance, observed.RoleSession))
 	e.handContainer(desired.ContainerName(key), sessionLabels(key, e.Instance, observed.RoleSession), desired.NetworkName(key))
 
@@ -52,7 +52,7 @@ func TestOrphanContainerAndNetworkRemoved(t *testing.T) {
 	mustContain(t, "cleanup output", r.Stdout, "removed container "+bareCtr, "removed network "+bareNet,
 		"removed container "+desired.ContainerName(key), "removed network "+desired.NetworkName(key), "4 removed, 0 created, 0 changed, 0 failed.")
 	if got := e.objects(hand...); len(got) != 0 {
-		t.Errorf("orphans left: %v", names(got))
+		t.Errorf("orphans left: %v", harness.ObjectNames(got))
 	}
 	if refused := e.Proxy.Refused(); len(refused) != 0 {
 		t.Errorf("podspawn tried to remove objects this test does not own: %v", refused)
@@ -61,12 +61,12 @@ func TestOrphanContainerAndNetworkRemoved(t *testing.T) {
 
 func TestYoungOrphanKeptAndReported(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{Cleanup: "  orphan_min_age: 1h\n"})
-	bareNet := uniq("ctyoung-net-")
+	bareNet := harness.Uniq("ctyoung-net-")
 	e.handNetwork(bareNet, managedOnly)
-	bareCtr := uniq("ctyoung-ctr-")
+	bareCtr := harness.Uniq("ctyoung-ctr-")
 	e.handContainer(bareCtr, managedOnly, bareNet)
-	key := desired.SessionKey{User: uniq("cty")}
-	e.addUser(key.User)
+	key := desired.SessionKey{User: harness.Uniq("cty")}
+	e.AddUser(key.User)
 	e.handContainer(desired.ContainerName(key), sessionLabels(key, e.Instance, observed.RoleSession), "")
 	hand := []string{bareNet, bareCtr}
 	before := e.objects(hand...)
@@ -97,18 +97,18 @@ func TestOtherInstanceAndUnlabelledObjectsUntouched(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{Cleanup: "  orphan_min_age: 0s\n"})
 
 	// A whole session of another podspawn state database on this daemon.
-	other := desired.SessionKey{User: uniq("ctf")}
-	e.addUser(other.User)
+	other := desired.SessionKey{User: harness.Uniq("ctf")}
+	e.AddUser(other.User)
 	e.handNetwork(desired.NetworkName(other), sessionLabels(other, "someother", observed.RoleSession))
 	e.handContainer(desired.ContainerName(other), sessionLabels(other, "someother", observed.RoleSession), desired.NetworkName(other))
 	// A container of the operator's that merely has a session-like name.
-	cte := desired.SessionKey{User: uniq("cte")}
-	e.addUser(cte.User)
+	cte := desired.SessionKey{User: harness.Uniq("cte")}
+	e.AddUser(cte.User)
 	e.handContainer(desired.ContainerName(cte), nil, "")
 	hand := []string{desired.NetworkName(other), desired.ContainerName(other), desired.ContainerName(cte)}
 	before := e.objects(hand...)
 	if len(before) != 3 {
-		t.Fatalf("setup: objects %v", names(before))
+		t.Fatalf("setup: objects %v", harness.ObjectNames(before))
 	}
 
 	t.Run("no session", func(t *testing.T) {
@@ -132,7 +132,7 @@ func TestOtherInstanceAndUnlabelledObjectsUntouched(t *testing.T) {
 	t.Run("session wants the name", func(t *testing.T) {
 		// A session of cte is being created: its container name is taken
 		// by the unlabelled container, which must be neither adopted nor removed.
-		e.seedCreating(cte, sessionOpts{})
+		e.SeedCreating(cte, harness.SeedOptions{})
 		r := e.cleanup()
 		if r.Code == 0 {
 			t.Fatalf("cleanup succeeded although the session container name is taken:\n%s", fmtResult(r))
@@ -141,7 +141,7 @@ func TestOtherInstanceAndUnlabelledObjectsUntouched(t *testing.T) {
 		if diff := cmp.Diff(before, without(e.objects(hand...), "network", desired.NetworkName(cte))); diff != "" {
 			t.Errorf("cleanup touched objects it does not own (-before +after):\n%s", diff)
 		}
-		if s := e.row(cte); s == nil || s.Status != desired.StatusCreating {
+		if s := e.Row(cte); s == nil || s.Status != desired.StatusCreating {
 			t.Errorf("row of %s = %+v, want it kept in status creating", cte, s)
 		}
 	})
@@ -152,8 +152,8 @@ func TestOtherInstanceAndUnlabelledObjectsUntouched(t *testing.T) {
 
 // without drops the named object: the network podspawn itself created for
 // a session (the first step of its creation, before the name conflict).
-func without(objs []obj, kind, name string) []obj {
-	out := []obj{}
+func without(objs []harness.Object, kind, name string) []harness.Object {
+	out := []harness.Object{}
 	for _, o := range objs {
 		if o.Kind != kind || o.Name != name {
 			out = append(out, o)

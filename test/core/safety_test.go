@@ -19,21 +19,21 @@ func TestDryRunChangesNothing(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{Cleanup: "  orphan_min_age: 0s\n"})
 	// Work of every kind is pending: an expired grace period, a session
 	// waiting to be created, a dead lease and an orphan.
-	expired := desired.SessionKey{User: uniq("ctg")}
-	e.addUser(expired.User)
-	id := e.startSession(expired, sessionOpts{Services: []desired.Service{dbService()}})
-	e.releaseLeases(expired)
-	e.exec(`UPDATE sessions SET status = 'grace_period', grace_expiry = ? WHERE id = ?`, time.Now().Add(-time.Minute).UnixNano(), id)
+	expired := desired.SessionKey{User: harness.Uniq("ctg")}
+	e.AddUser(expired.User)
+	id := e.startSession(expired, harness.SeedOptions{Services: []desired.Service{dbService()}})
+	e.ReleaseLeases(expired)
+	e.ExecSQL(`UPDATE sessions SET status = 'grace_period', grace_expiry = ? WHERE id = ?`, time.Now().Add(-time.Minute).UnixNano(), id)
 
-	creating := desired.SessionKey{User: uniq("cti"), Project: "web"}
-	e.addUser(creating.User)
-	e.seedCreating(creating, sessionOpts{})
+	creating := desired.SessionKey{User: harness.Uniq("cti"), Project: "web"}
+	e.AddUser(creating.User)
+	e.SeedCreating(creating, harness.SeedOptions{})
 
-	orphan := desired.SessionKey{User: uniq("cth")}
-	e.addUser(orphan.User)
+	orphan := desired.SessionKey{User: harness.Uniq("cth")}
+	e.AddUser(orphan.User)
 	e.handContainer(desired.ContainerName(orphan), sessionLabels(orphan, e.Instance, observed.RoleSession), "")
 
-	objs, dump := e.objects(), e.dbDump()
+	objs, dump := e.objects(), e.DBDump()
 	text := e.mustCleanup("--dry-run")
 	mustContain(t, "dry-run text", text.Stdout, "podspawn will perform the following actions",
 		"Plan: 2 to create, 2 to change, 6 to remove.")
@@ -62,7 +62,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if diff := cmp.Diff(objs, e.objects()); diff != "" {
 		t.Errorf("dry run changed Docker objects (-before +after):\n%s", diff)
 	}
-	if diff := cmp.Diff(dump, e.dbDump()); diff != "" {
+	if diff := cmp.Diff(dump, e.DBDump()); diff != "" {
 		t.Errorf("dry run changed the database (-before +after):\n%s", diff)
 	}
 }
@@ -71,15 +71,15 @@ func TestDryRunChangesNothing(t *testing.T) {
 // pass finishes the job.
 func TestFailedRemovalKeepsRowAndNextPassFinishes(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{})
-	key := desired.SessionKey{User: uniq("ctj")}
-	e.addUser(key.User)
-	id := e.startSession(key, sessionOpts{})
-	e.releaseLeases(key)
-	e.exec(`UPDATE sessions SET status = 'grace_period', grace_expiry = ? WHERE id = ?`, time.Now().Add(-time.Second).UnixNano(), id)
+	key := desired.SessionKey{User: harness.Uniq("ctj")}
+	e.AddUser(key.User)
+	id := e.startSession(key, harness.SeedOptions{})
+	e.ReleaseLeases(key)
+	e.ExecSQL(`UPDATE sessions SET status = 'grace_period', grace_expiry = ? WHERE id = ?`, time.Now().Add(-time.Second).UnixNano(), id)
 
 	// An unlabelled container of the operator's on the session network:
 	// Docker refuses to remove a network that still has endpoints.
-	blocker := e.handContainer(uniq("ctblock-"), nil, desired.NetworkName(key))
+	blocker := e.handContainer(harness.Uniq("ctblock-"), nil, desired.NetworkName(key))
 
 	r := e.cleanup()
 	if r.Code == 0 {
@@ -87,11 +87,11 @@ func TestFailedRemovalKeepsRowAndNextPassFinishes(t *testing.T) {
 	}
 	mustContain(t, "cleanup stdout", r.Stdout, "removed container "+desired.ContainerName(key), "0 created, 1 changed, 1 failed.")
 	mustContain(t, "cleanup stderr", r.Stderr, "Error: 1 session failed; the next pass retries them:", key.String()+": remove-network "+desired.NetworkName(key))
-	s := e.row(key)
+	s := e.Row(key)
 	if s == nil || s.Status != desired.StatusTerminating || s.TerminateReason != "grace-expired" {
 		t.Fatalf("row after the failed pass = %+v, want it kept as terminating (grace-expired)", s)
 	}
-	if diff := cmp.Diff([]string{"network " + desired.NetworkName(key)}, names(e.objects())); diff != "" {
+	if diff := cmp.Diff([]string{"network " + desired.NetworkName(key)}, harness.ObjectNames(e.objects())); diff != "" {
 		t.Errorf("objects after the failed pass (-want +got):\n%s", diff)
 	}
 	if _, ok := e.inspect(blocker); !ok {
@@ -123,9 +123,9 @@ func TestFailedRemovalKeepsRowAndNextPassFinishes(t *testing.T) {
 	r = e.mustCleanup()
 	mustContain(t, "cleanup stdout", r.Stdout, "removed network "+desired.NetworkName(key), "deleted session record "+key.String())
 	if got := e.objects(); len(got) != 0 {
-		t.Errorf("objects left: %v", names(got))
+		t.Errorf("objects left: %v", harness.ObjectNames(got))
 	}
-	if s := e.row(key); s != nil {
+	if s := e.Row(key); s != nil {
 		t.Errorf("row left: %+v", s)
 	}
 }
@@ -134,8 +134,8 @@ func TestFailedRemovalKeepsRowAndNextPassFinishes(t *testing.T) {
 // defaults (which name another database, and so see every object as an orphan).
 func TestBrokenConfigRemovesNothing(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{Cleanup: "  orphan_min_age: 0s\n"})
-	key := desired.SessionKey{User: uniq("ctm")}
-	e.addUser(key.User)
+	key := desired.SessionKey{User: harness.Uniq("ctm")}
+	e.AddUser(key.User)
 	e.handNetwork(desired.NetworkName(key), sessionLabels(key, e.Instance, observed.RoleSession))
 	e.handContainer(desired.ContainerName(key), sessionLabels(key, e.Instance, observed.RoleSession), desired.NetworkName(key))
 	before := e.objects()
@@ -171,19 +171,19 @@ func TestBrokenConfigRemovesNothing(t *testing.T) {
 	}
 	e.mustCleanup()
 	if got := e.objects(); len(got) != 0 {
-		t.Errorf("orphans left after fixing the config: %v", names(got))
+		t.Errorf("orphans left after fixing the config: %v", harness.ObjectNames(got))
 	}
 }
 
 // A key directory that is missing is not "no users": nothing is removed.
 func TestMissingKeyDirTouchesNothing(t *testing.T) {
 	e := newCoreEnv(t, harness.Options{Cleanup: "  orphan_min_age: 0s\n"})
-	key := desired.SessionKey{User: uniq("ctn")}
-	e.addUser(key.User)
-	e.startSession(key, sessionOpts{Services: []desired.Service{dbService()}})
-	orphan := desired.SessionKey{User: uniq("cto")}
+	key := desired.SessionKey{User: harness.Uniq("ctn")}
+	e.AddUser(key.User)
+	e.startSession(key, harness.SeedOptions{Services: []desired.Service{dbService()}})
+	orphan := desired.SessionKey{User: harness.Uniq("cto")}
 	e.handContainer(desired.ContainerName(orphan), sessionLabels(orphan, e.Instance, observed.RoleSession), "")
-	objs, dump := e.objects(), e.dbDump()
+	objs, dump := e.objects(), e.DBDump()
 
 	if err := os.RemoveAll(e.KeyDir); err != nil {
 		t.Fatal(err)
@@ -198,7 +198,7 @@ func TestMissingKeyDirTouchesNothing(t *testing.T) {
 	if diff := cmp.Diff(objs, e.objects()); diff != "" {
 		t.Errorf("cleanup without a key directory changed Docker objects (-before +after):\n%s", diff)
 	}
-	if diff := cmp.Diff(dump, e.dbDump()); diff != "" {
+	if diff := cmp.Diff(dump, e.DBDump()); diff != "" {
 		t.Errorf("cleanup without a key directory changed the database (-before +after):\n%s", diff)
 	}
 }

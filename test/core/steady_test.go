@@ -75,10 +75,10 @@ func TestSteadyStatePassListsOncePerKind(t *testing.T) {
 	ctx := context.Background()
 	keys := fleetKeys("cts", n, 10)
 	for i := 0; i < n; i += 10 {
-		e.addUser(keys[i].User)
+		e.AddUser(keys[i].User)
 	}
 
-	st := e.openStore()
+	st := e.OpenStore()
 	defer st.Close()
 	self, err := proc.Self()
 	if err != nil {
@@ -90,7 +90,7 @@ func TestSteadyStatePassListsOncePerKind(t *testing.T) {
 	ids := make([]string, n)
 	for i, k := range keys {
 		s := &desired.Session{Key: k, ID: sqlstore.NewSessionID(), Mode: desired.ModeGracePeriod, Status: desired.StatusRunning,
-			CreatedAt: now, MaxLifetimeAt: now.Add(8 * time.Hour), GracePeriod: time.Hour, Spec: sessionSpec(k, nil)}
+			CreatedAt: now, MaxLifetimeAt: now.Add(8 * time.Hour), GracePeriod: time.Hour, Spec: harness.SessionSpec(k, nil)}
 		if i%2 == 1 {
 			s.Status, s.GraceExpiry = desired.StatusGrace, now.Add(time.Hour)
 		}

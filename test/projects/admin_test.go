@@ -56,7 +56,7 @@ func TestAddProject(t *testing.T) {
 	})
 
 	t.Run("a bad Podfile leaves nothing behind", func(t *testing.T) {
-		bad := uniq("pjbad")
+		bad := harness.Uniq("pjbad")
 		badRepo := e.newRepo(map[string]string{".podspawn/podfile.yaml": "# " + e.nonce + "\nbase: " + harness.Image + "\nservices:\n  - name: db\n    volumes: [\"/etc:/data\"]\n"})
 		r := e.Run("add-project", bad, "--repo", badRepo)
 		if r.Code != 1 || !strings.Contains(r.Stderr, "field services[0].image") {
@@ -95,18 +95,18 @@ func TestAddProject(t *testing.T) {
 
 func TestUnregisteredProjectAndMissingImage(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	user := uniq("pjun")
-	e.addUser(user)
+	user := harness.Uniq("pjun")
+	e.AddUser(user)
 
 	r := e.spawn(user, "nope", "echo should-not-run")
 	if r.Code != 255 || r.Stdout != "" || !strings.Contains(r.Stderr, `project "nope" is not registered on this server; ask an admin to run podspawn add-project`) {
 		t.Fatalf("spawn to an unregistered project: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
-	if s := e.row(desired.SessionKey{User: user, Project: "nope"}); s != nil {
+	if s := e.Row(desired.SessionKey{User: user, Project: "nope"}); s != nil {
 		t.Errorf("row recorded for an unregistered project: %+v", s)
 	}
-	if objs := e.objectsOf("podspawn.user=" + user); len(objs) != 0 {
-		t.Errorf("objects created for an unregistered project: %v", names(objs))
+	if objs := harness.ListObjects(e.t, e.dc, e.instance, "podspawn.user="+user); len(objs) != 0 {
+		t.Errorf("objects created for an unregistered project: %v", harness.ObjectNames(objs))
 	}
 
 	tag := e.addProject("backend", e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile("")}))
@@ -117,8 +117,8 @@ func TestUnregisteredProjectAndMissingImage(t *testing.T) {
 	if r.Code != 255 || r.Stdout != "" || !strings.Contains(r.Stderr, "image "+tag+" not built; run: podspawn update-project backend") {
 		t.Fatalf("spawn with the image missing: exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
-	if objs := e.objectsOf("podspawn.user=" + user); len(objs) != 0 {
-		t.Errorf("objects created although the image is missing: %v", names(objs))
+	if objs := harness.ListObjects(e.t, e.dc, e.instance, "podspawn.user="+user); len(objs) != 0 {
+		t.Errorf("objects created although the image is missing: %v", harness.ObjectNames(objs))
 	}
 
 	out := e.MustRun("update-project", "backend").Stdout
@@ -132,9 +132,9 @@ func TestUnregisteredProjectAndMissingImage(t *testing.T) {
 
 func TestUpdateProject(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	alice, bob := uniq("pja"), uniq("pjb")
-	e.addUser(alice)
-	e.addUser(bob)
+	alice, bob := harness.Uniq("pja"), harness.Uniq("pjb")
+	e.AddUser(alice)
+	e.AddUser(bob)
 	repo := e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile("")})
 	oldTag := e.addProject("backend", repo)
 	aliceKey := desired.SessionKey{User: alice, Project: "backend"}
@@ -203,8 +203,8 @@ func TestUpdateProject(t *testing.T) {
 
 func TestRemoveProject(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	user := uniq("pjr")
-	e.addUser(user)
+	user := harness.Uniq("pjr")
+	e.AddUser(user)
 	tag := e.addProject("backend", e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile("")}))
 	key := desired.SessionKey{User: user, Project: "backend"}
 	e.mustSpawn(user, "backend", "true")
@@ -217,7 +217,7 @@ func TestRemoveProject(t *testing.T) {
 	if _, ok := e.registry()["backend"]; !ok {
 		t.Error("registry entry removed although the command was refused")
 	}
-	if diff := cmp.Diff(sessionObjectNames(key), names(e.keyObjects(key))); diff != "" {
+	if diff := cmp.Diff(sessionObjectNames(key), harness.ObjectNames(e.keyObjects(key))); diff != "" {
 		t.Errorf("session objects after the refusal (-want +got):\n%s", diff)
 	}
 
@@ -234,9 +234,9 @@ func TestRemoveProject(t *testing.T) {
 		t.Errorf("stdout = %q, want %q", r.Stdout, want)
 	}
 	if objs := e.keyObjects(key); len(objs) != 0 {
-		t.Errorf("objects left after remove-project --force: %v", names(objs))
+		t.Errorf("objects left after remove-project --force: %v", harness.ObjectNames(objs))
 	}
-	if s := e.row(key); s != nil {
+	if s := e.Row(key); s != nil {
 		t.Errorf("row left: %+v", s)
 	}
 	if _, ok := e.registry()["backend"]; ok {

@@ -6,31 +6,21 @@ package projects_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/projects"
-	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/test/harness"
 )
 
@@ -40,7 +30,7 @@ type env struct {
 	t        *testing.T
 	dc       *client.Client
 	instance string
-	proxy    *scopeProxy
+	proxy    *harness.ScopeProxy
 	// nonce goes into every Podfile, so image tags are unique to this run
 	// and removing them at the end never hits another test's image.
 	nonce string
@@ -51,27 +41,17 @@ type env struct {
 
 func newEnv(t *testing.T, o harness.Options) *env {
 	t.Helper()
-	e := &env{t: t, dc: harness.Docker(t), nonce: uniq(""), images: map[string]bool{}}
+	e := &env{t: t, dc: harness.Docker(t), nonce: harness.Uniq(""), images: map[string]bool{}}
 	// Registered before the harness env, so it runs after its containers
 	// (which use the images) are removed.
 	t.Cleanup(e.removeImages)
 	e.Env = harness.NewEnv(t, o)
-	st, err := sqlstore.Open(context.Background(), e.DBPath)
-	if err != nil {
-		t.Fatalf("opening state db: %v", err)
-	}
+	st := e.OpenStore() // creates the database and its instance id
 	e.instance = st.InstanceID()
 	st.Close()
-	e.proxy = newScopeProxy(t, e.instance)
+	e.proxy = harness.NewScopeProxy(t)
+	e.proxy.AddInstance(e.instance)
 	return e
-}
-
-// uniq returns prefix plus 6 random hex digits: user names and images
-// are global on the daemon, and a crashed earlier run must not collide.
-func uniq(prefix string) string {
-	var b [3]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
 }
 
 func (e *env) trackImage(tag string) {
@@ -92,23 +72,6 @@ func (e *env) removeImages() {
 	}
 }
 
-// addUser writes a key file for user.
-func (e *env) addUser(user string) {
-	e.t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " " + user + "@test\n"
-	if err := os.WriteFile(filepath.Join(e.KeyDir, user), []byte(line), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
 // gitRun runs git in dir and returns its trimmed output.
 func gitRun(t testing.TB, dir string, args ...string) string {
 	t.Helper()
@@ -124,7 +87,7 @@ func gitRun(t testing.TB, dir string, args ...string) string {
 // newRepo makes a local git repository holding files, committed.
 func (e *env) newRepo(files map[string]string) string {
 	e.t.Helper()
-	dir := filepath.Join(e.Root, "repos", uniq("repo"))
+	dir := filepath.Join(e.Root, "repos", harness.Uniq("repo"))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
@@ -278,93 +241,10 @@ func (e *env) cleanup() harness.Result {
 	return r
 }
 
-// row loads a session row (nil if none).
-func (e *env) row(key desired.SessionKey) *desired.Session {
-	e.t.Helper()
-	st, err := sqlstore.Open(context.Background(), e.DBPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer st.Close()
-	s, err := st.LoadKey(context.Background(), key)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return s
-}
-
-// sql runs one statement on the state database.
-func (e *env) sql(q string, args ...any) {
-	e.t.Helper()
-	st, err := sqlstore.Open(context.Background(), e.DBPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.DB().Exec(q, args...); err != nil {
-		e.t.Fatalf("%s: %v", q, err)
-	}
-}
-
-// object is a Docker object as the tests compare it.
-type object struct {
-	Kind, Name string
-	Labels     map[string]string
-}
-
-// objectsOf lists this env's containers (running or not), networks and
-// volumes that carry the given label filters, sorted by kind and name.
-func (e *env) objectsOf(labels ...string) []object {
-	e.t.Helper()
-	ctx := context.Background()
-	f := filters.NewArgs(filters.Arg("label", "podspawn.instance="+e.instance))
-	for _, l := range labels {
-		f.Add("label", l)
-	}
-	var out []object
-	cs, err := e.dc.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, c := range cs {
-		out = append(out, object{"container", strings.TrimPrefix(c.Names[0], "/"), c.Labels})
-	}
-	ns, err := e.dc.NetworkList(ctx, network.ListOptions{Filters: f})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, n := range ns {
-		out = append(out, object{"network", n.Name, n.Labels})
-	}
-	vs, err := e.dc.VolumeList(ctx, volume.ListOptions{Filters: f})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, v := range vs.Volumes {
-		out = append(out, object{"volume", v.Name, v.Labels})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Kind != out[j].Kind {
-			return out[i].Kind < out[j].Kind
-		}
-		return out[i].Name < out[j].Name
-	})
-	return out
-}
-
-// names lists "kind name" of objects.
-func names(objs []object) []string {
-	out := []string{}
-	for _, o := range objs {
-		out = append(out, o.Kind+" "+o.Name)
-	}
-	return out
-}
-
 // keyObjects lists the objects of a session key.
-func (e *env) keyObjects(key desired.SessionKey) []object {
+func (e *env) keyObjects(key desired.SessionKey) []harness.Object {
 	e.t.Helper()
-	return e.objectsOf("podspawn.user="+key.User, "podspawn.project="+key.Project)
+	return harness.ListObjects(e.t, e.dc, e.instance, "podspawn.user="+key.User, "podspawn.project="+key.Project)
 }
 
 // sessionObjectNames is what a project session with the db service owns.

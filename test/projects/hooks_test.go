@@ -30,8 +30,8 @@ func waitOnCreateStarted(t *testing.T, e *env, ctr string) {
 
 func TestOnCreateRunsOnceAndOtherConnectionsWaitForIt(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	user := uniq("pjhook")
-	e.addUser(user)
+	user := harness.Uniq("pjhook")
+	e.AddUser(user)
 	e.addProject("backend", e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile(blockingOnCreate)}))
 	ctr := desired.ContainerName(desired.SessionKey{User: user, Project: "backend"})
 
@@ -65,8 +65,8 @@ func TestOnCreateRunsOnceAndOtherConnectionsWaitForIt(t *testing.T) {
 
 func TestInterruptedOnCreateIsNotRunAgain(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	user := uniq("pjkill")
-	e.addUser(user)
+	user := harness.Uniq("pjkill")
+	e.AddUser(user)
 	e.addProject("backend", e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile(blockingOnCreate)}))
 	key := desired.SessionKey{User: user, Project: "backend"}
 	ctr := desired.ContainerName(key)
@@ -95,8 +95,8 @@ func TestInterruptedOnCreateIsNotRunAgain(t *testing.T) {
 
 func TestHookFailuresAreWarnings(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	user := uniq("pjfail")
-	e.addUser(user)
+	user := harness.Uniq("pjfail")
+	e.AddUser(user)
 	hooks := `on_create: echo setting-up; echo oops >&2; exit 3
 on_start: echo on-start-says-hi; exit 4
 `

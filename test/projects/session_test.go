@@ -15,8 +15,8 @@ import (
 
 func TestProjectSession(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	user := uniq("pjalice")
-	e.addUser(user)
+	user := harness.Uniq("pjalice")
+	e.AddUser(user)
 	tag := e.addProject("backend", e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile(defaultHooks)}))
 	key := desired.SessionKey{User: user, Project: "backend"}
 
@@ -33,7 +33,7 @@ func TestProjectSession(t *testing.T) {
 		t.Errorf("hooks.log after two connections = %q, want %q", r.Stdout, want)
 	}
 
-	sess := e.row(key)
+	sess := e.Row(key)
 	if sess == nil {
 		t.Fatal("no session row")
 	}
@@ -44,8 +44,8 @@ func TestProjectSession(t *testing.T) {
 		t.Errorf("session container image = %s, want %s", got, tag)
 	}
 	// Every object of the session carries its user, project and generation.
-	objs := e.objectsOf("podspawn.session=" + sess.ID)
-	if diff := cmp.Diff(sessionObjectNames(key), names(objs)); diff != "" {
+	objs := harness.ListObjects(e.t, e.dc, e.instance, "podspawn.session="+sess.ID)
+	if diff := cmp.Diff(sessionObjectNames(key), harness.ObjectNames(objs)); diff != "" {
 		t.Errorf("objects of session %s (-want +got):\n%s", sess.ID, diff)
 	}
 	for _, o := range objs {
@@ -68,19 +68,19 @@ func TestProjectSession(t *testing.T) {
 
 func TestProjectModePrecedence(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	user := uniq("pjmode")
-	e.addUser(user)
+	user := harness.Uniq("pjmode")
+	e.AddUser(user)
 	e.addProject("backend", e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile("mode: destroy-on-disconnect\n")}))
 	key := desired.SessionKey{User: user, Project: "backend"}
 
 	// The Podfile's mode wins over session.mode: the session is gone
 	// with the connection.
 	e.mustSpawn(user, "backend", "true")
-	if s := e.row(key); s != nil {
+	if s := e.Row(key); s != nil {
 		t.Errorf("row after disconnect of a destroy-on-disconnect session: %+v", s)
 	}
 	if objs := e.keyObjects(key); len(objs) != 0 {
-		t.Errorf("objects after disconnect: %v", names(objs))
+		t.Errorf("objects after disconnect: %v", harness.ObjectNames(objs))
 	}
 
 	// The registry's mode wins over the Podfile's.
@@ -92,7 +92,7 @@ func TestProjectModePrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.mustSpawn(user, "backend", "true")
-	s := e.row(key)
+	s := e.Row(key)
 	if s == nil || s.Mode != desired.ModePersistent || s.Status != desired.StatusRunning {
 		t.Fatalf("row after disconnect = %+v, want a persistent running session", s)
 	}
@@ -100,9 +100,9 @@ func TestProjectModePrecedence(t *testing.T) {
 
 func TestTwoUsersOfAProjectAreIsolated(t *testing.T) {
 	e := newEnv(t, harness.Options{})
-	alice, bob := uniq("pjalice"), uniq("pjbob")
-	e.addUser(alice)
-	e.addUser(bob)
+	alice, bob := harness.Uniq("pjalice"), harness.Uniq("pjbob")
+	e.AddUser(alice)
+	e.AddUser(bob)
 	e.addProject("backend", e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile("")}))
 	aliceKey := desired.SessionKey{User: alice, Project: "backend"}
 	bobKey := desired.SessionKey{User: bob, Project: "backend"}
@@ -113,7 +113,7 @@ func TestTwoUsersOfAProjectAreIsolated(t *testing.T) {
 		}
 	}
 	for _, k := range []desired.SessionKey{aliceKey, bobKey} {
-		if diff := cmp.Diff(sessionObjectNames(k), names(e.keyObjects(k))); diff != "" {
+		if diff := cmp.Diff(sessionObjectNames(k), harness.ObjectNames(e.keyObjects(k))); diff != "" {
 			t.Errorf("objects of %s (-want +got):\n%s", k, diff)
 		}
 	}
@@ -138,11 +138,11 @@ func TestTeardownRemovesServicesAndVolumes(t *testing.T) {
 	e.addProject("backend", e.newRepo(map[string]string{"podfile.yaml": e.servicePodfile("")}))
 	start := func(prefix string) desired.SessionKey {
 		t.Helper()
-		u := uniq(prefix)
-		e.addUser(u)
+		u := harness.Uniq(prefix)
+		e.AddUser(u)
 		k := desired.SessionKey{User: u, Project: "backend"}
 		e.mustSpawn(u, "backend", "true")
-		if diff := cmp.Diff(sessionObjectNames(k), names(e.keyObjects(k))); diff != "" {
+		if diff := cmp.Diff(sessionObjectNames(k), harness.ObjectNames(e.keyObjects(k))); diff != "" {
 			t.Fatalf("objects of %s (-want +got):\n%s", k, diff)
 		}
 		return k
@@ -150,18 +150,18 @@ func TestTeardownRemovesServicesAndVolumes(t *testing.T) {
 	gone := func(k desired.SessionKey, how string) {
 		t.Helper()
 		if objs := e.keyObjects(k); len(objs) != 0 {
-			t.Errorf("after %s, objects of %s remain: %v", how, k, names(objs))
+			t.Errorf("after %s, objects of %s remain: %v", how, k, harness.ObjectNames(objs))
 		}
-		if s := e.row(k); s != nil {
+		if s := e.Row(k); s != nil {
 			t.Errorf("after %s, row of %s remains: %+v", how, k, s)
 		}
 	}
 
 	graceKey := start("pjgrace")
-	if s := e.row(graceKey); s == nil || s.Status != desired.StatusGrace {
+	if s := e.Row(graceKey); s == nil || s.Status != desired.StatusGrace {
 		t.Fatalf("row after disconnect = %+v, want grace_period", s)
 	}
-	e.sql(`UPDATE sessions SET grace_expiry = ? WHERE user = ? AND project = ?`, time.Now().Add(-time.Minute).UnixNano(), graceKey.User, graceKey.Project)
+	e.ExecSQL(`UPDATE sessions SET grace_expiry = ? WHERE user = ? AND project = ?`, time.Now().Add(-time.Minute).UnixNano(), graceKey.User, graceKey.Project)
 	e.cleanup()
 	gone(graceKey, "grace expiry and cleanup")
 
@@ -173,7 +173,7 @@ func TestTeardownRemovesServicesAndVolumes(t *testing.T) {
 	gone(stopKey, "stop")
 
 	orphanKey := start("pjorphan")
-	e.sql(`DELETE FROM sessions WHERE user = ? AND project = ?`, orphanKey.User, orphanKey.Project)
+	e.ExecSQL(`DELETE FROM sessions WHERE user = ? AND project = ?`, orphanKey.User, orphanKey.Project)
 	e.cleanup()
 	gone(orphanKey, "deleting the row and cleanup")
 }

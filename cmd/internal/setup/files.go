@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/podspawn/podspawn/desired/atomicfile"
 )
 
 // Owner is a file owner with a name for messages.
@@ -124,59 +126,16 @@ func modeString(m fs.FileMode) string {
 	return fmt.Sprintf("%04o", v)
 }
 
-// WriteFileAtomic replaces path with data: a temporary file in the same
-// directory gets the mode, owner and data, is synced, and is renamed over
-// path, so readers (sshd, sudo) see the old or the new file, never half.
+// WriteFileAtomic replaces path with data owned by o, so readers (sshd,
+// sudo) see the old or the new file, never half.
 func WriteFileAtomic(path string, data []byte, mode fs.FileMode, o Owner) error {
-	return writeFileChecked(path, data, mode, o, nil)
+	return atomicfile.Write(path, data, mode, o.UID, o.GID)
 }
 
 // writeFileChecked is WriteFileAtomic that first runs check on the
 // complete temporary file and leaves path alone when check fails.
 func writeFileChecked(path string, data []byte, mode fs.FileMode, o Owner, check func(tmp string) error) error {
-	dir := filepath.Dir(path)
-	// The leading dot and the dot inside the name keep sudo's
-	// @includedir from ever reading the temporary file.
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".podspawn-tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Chown(o.UID, o.GID); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if check != nil {
-		if err := check(tmp.Name()); err != nil {
-			return err
-		}
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteChecked(path, data, mode, o.UID, o.GID, check)
 }
 
 // CheckSafePath applies sshd's rule for AuthorizedKeysCommand (and the

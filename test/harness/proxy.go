@@ -1,4 +1,4 @@
-package core_test
+package harness
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"testing"
 )
 
-// scopeProxy sits between podspawn and the shared Docker daemon. podspawn
+// ScopeProxy sits between podspawn and the shared Docker daemon. podspawn
 // treats every managed-by=podspawn object without an instance label as its
 // own, so on a daemon shared with other engineers (and with objects such as
 // a stray "orphan-net-x") a real cleanup pass would reap objects this test
@@ -32,7 +32,7 @@ import (
 //     how many Docker calls a pass made.
 //
 // Everything else, including hijacked exec streams, passes through unchanged.
-type scopeProxy struct {
+type ScopeProxy struct {
 	Sock string
 
 	upstream string
@@ -65,17 +65,17 @@ func upstreamSocket() string {
 	return "/var/run/docker.sock"
 }
 
-// newScopeProxy starts a proxy on a fresh unix socket; it stops at test end.
-func newScopeProxy(t testing.TB) *scopeProxy {
+// NewScopeProxy starts a proxy on a fresh unix socket; it stops at test end.
+func NewScopeProxy(t testing.TB) *ScopeProxy {
 	t.Helper()
 	// Unix socket paths are limited to 108 bytes, and t.TempDir() can be
 	// longer than that for long test names.
-	dir, err := os.MkdirTemp("", "ctproxy")
+	dir, err := os.MkdirTemp("", "psproxy")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &scopeProxy{
+	p := &ScopeProxy{
 		Sock:      filepath.Join(dir, "docker.sock"),
 		upstream:  upstreamSocket(),
 		instances: map[string]bool{},
@@ -112,17 +112,17 @@ func newScopeProxy(t testing.TB) *scopeProxy {
 }
 
 // Host is the DOCKER_HOST value that routes through the proxy.
-func (p *scopeProxy) Host() string { return "unix://" + p.Sock }
+func (p *ScopeProxy) Host() string { return "unix://" + p.Sock }
 
 // AddInstance makes every object labelled podspawn.instance=id visible.
-func (p *scopeProxy) AddInstance(id string) {
+func (p *ScopeProxy) AddInstance(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.instances[id] = true
 }
 
 // Allow makes objects with these ids or names visible and removable.
-func (p *scopeProxy) Allow(refs ...string) {
+func (p *ScopeProxy) Allow(refs ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, r := range refs {
@@ -130,7 +130,7 @@ func (p *scopeProxy) Allow(refs ...string) {
 	}
 }
 
-func (p *scopeProxy) visible(id, name string, labels map[string]string) bool {
+func (p *ScopeProxy) visible(id, name string, labels map[string]string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.instances[labels["podspawn.instance"]] || p.allowed[id] || p.allowed[name] || p.allowed[strings.TrimPrefix(name, "/")]
@@ -138,7 +138,7 @@ func (p *scopeProxy) visible(id, name string, labels map[string]string) bool {
 
 // Counts returns the requests seen since the last reset, keyed "GET /path"
 // with the API version prefix removed.
-func (p *scopeProxy) Counts() map[string]int {
+func (p *ScopeProxy) Counts() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make(map[string]int, len(p.counts))
@@ -149,7 +149,7 @@ func (p *scopeProxy) Counts() map[string]int {
 }
 
 // ResetCounts clears the request counters and the removal peak.
-func (p *scopeProxy) ResetCounts() {
+func (p *ScopeProxy) ResetCounts() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts = map[string]int{}
@@ -157,21 +157,21 @@ func (p *scopeProxy) ResetCounts() {
 }
 
 // PeakRemovals is the most DELETE requests in flight at once since the last reset.
-func (p *scopeProxy) PeakRemovals() int {
+func (p *ScopeProxy) PeakRemovals() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.peak
 }
 
 // Refused lists the removals the proxy blocked.
-func (p *scopeProxy) Refused() []string {
+func (p *ScopeProxy) Refused() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.refused...)
 }
 
-// summarizeCounts renders counts grouped by endpoint kind, ids replaced by {id}.
-func summarizeCounts(c map[string]int) string {
+// SummarizeCounts renders counts grouped by endpoint kind, ids replaced by {id}.
+func SummarizeCounts(c map[string]int) string {
 	grouped := map[string]int{}
 	for k, v := range c {
 		method, path, _ := strings.Cut(k, " ")
@@ -195,7 +195,7 @@ func summarizeCounts(c map[string]int) string {
 	return b.String()
 }
 
-func (p *scopeProxy) serve(w http.ResponseWriter, r *http.Request) {
+func (p *ScopeProxy) serve(w http.ResponseWriter, r *http.Request) {
 	path := versionRE.ReplaceAllString(r.URL.Path, "")
 	p.mu.Lock()
 	p.counts[r.Method+" "+path]++
@@ -242,7 +242,7 @@ func (p *scopeProxy) serve(w http.ResponseWriter, r *http.Request) {
 
 // mine inspects ref on the daemon. An object that does not exist is
 // "mine": removing it is a harmless NotFound that podspawn must handle.
-func (p *scopeProxy) mine(ctx context.Context, kind, ref string) (bool, error) {
+func (p *ScopeProxy) mine(ctx context.Context, kind, ref string) (bool, error) {
 	u := "http://docker/" + kind + "/" + ref
 	if kind == "containers" {
 		u += "/json"
@@ -285,7 +285,7 @@ func (p *scopeProxy) mine(ctx context.Context, kind, ref string) (bool, error) {
 }
 
 // filterList drops objects the test does not own from list responses.
-func (p *scopeProxy) filterList(resp *http.Response) error {
+func (p *ScopeProxy) filterList(resp *http.Response) error {
 	req := resp.Request
 	path := versionRE.ReplaceAllString(req.URL.Path, "")
 	if req.Method != http.MethodGet || resp.StatusCode != http.StatusOK || !listRE.MatchString(path) {

@@ -48,7 +48,15 @@ CREATE INDEX leases_session ON leases (session_id);
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+	// Inside an IMMEDIATE transaction: in WAL mode an autocommit statement
+	// that reads and then writes fails at once with SQLITE_BUSY (no busy
+	// wait) when another process wrote in between, as concurrent first
+	// opens of a fresh database do.
+	err := s.Tx(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("creating schema_migrations: %w", err)
 	}
 	latest := len(migrations) - 1

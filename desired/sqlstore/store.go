@@ -57,7 +57,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	db.SetMaxOpenConns(4)
 	s := &Store{db: db, path: path}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrateRetrying(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state db %s: %w", path, err)
 	}
@@ -66,6 +66,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("state db %s: reading instance id: %w", path, err)
 	}
 	q.Set("_txlock", "deferred")
+	// The journal mode is stored in the file; the readers need not set it.
+	q.Del("_journal_mode")
 	rdb, err := sqlx.Open("sqlite3", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
 	if err != nil {
 		db.Close()
@@ -74,6 +76,27 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	rdb.SetMaxOpenConns(4)
 	s.rdb = rdb
 	return s, nil
+}
+
+// migrateRetrying retries a migration that failed on SQLITE_BUSY: when
+// several processes open a fresh file at once, switching it to WAL can
+// fail without waiting on the busy timeout.
+func (s *Store) migrateRetrying(ctx context.Context) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for wait := 5 * time.Millisecond; ; wait *= 2 {
+		err := s.migrate(ctx)
+		if err == nil || !IsBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		if wait > 500*time.Millisecond {
+			wait = 500 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // Close closes the database.

@@ -6,6 +6,8 @@ import (
 	"log/syslog"
 	"os"
 	"os/signal"
+	osuser "os/user"
+	"strconv"
 	"syscall"
 
 	"github.com/go-logr/logr"
@@ -39,7 +41,7 @@ func (c *SpawnCmd) Run(a *App) error {
 	}
 	user, err := spawn.ResolveUser(spawn.IdentityInput{
 		EUID: os.Geteuid(), SudoUser: os.Getenv("SUDO_USER"), SudoUID: os.Getenv("SUDO_UID"),
-		FlagUser: c.User, Group: cfg.SSH.Group,
+		FlagUser: c.User, Group: cfg.SSH.Group, Direct: !cfg.SSH.UseSudo, Login: loginName(),
 	})
 	if err != nil {
 		return fail(err)
@@ -104,4 +106,13 @@ func spawnLogger(a *App, file string) (logr.Logger, func(), error) {
 		return logr.Logger{}, nil, fmt.Errorf("opening log.file: %w", err)
 	}
 	return newLogger(a.CLI.LogFormat, a.CLI.Verbosity, f), func() { f.Close() }, nil
+}
+
+// loginName is the name of the effective user ("" if unknown).
+func loginName() string {
+	u, err := osuser.LookupId(strconv.Itoa(os.Geteuid()))
+	if err != nil {
+		return ""
+	}
+	return u.Username
 }

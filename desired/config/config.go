@@ -112,6 +112,9 @@ type SSH struct {
 	SFTPServer string `yaml:"sftp_server"`
 	// UseSudo makes the forced command "sudo -n <podspawn> spawn": users
 	// need no Docker or database access; root-owned spawn trusts SUDO_USER.
+	// Off, spawn runs as the user and trusts only its login name, but every
+	// user then needs the Docker socket (root on the host) and write access
+	// to the state database: only for hosts whose users are all admins.
 	UseSudo bool `yaml:"use_sudo"`
 	// Group is the host group of podspawn users (the sudoers rule names it).
 	Group string `yaml:"group"`

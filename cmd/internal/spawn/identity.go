@@ -27,6 +27,10 @@ type IdentityInput struct {
 	Group string
 	// InGroup reports whether user is a member of group (nil: os/user).
 	InGroup func(user, group string) (bool, error)
+	// Direct is ssh.use_sudo false: sshd runs spawn as the user itself.
+	// Login is then the name of EUID, the only identity trusted.
+	Direct bool
+	Login  string
 }
 
 // ErrNotRoot explains how spawn is meant to be run.
@@ -39,6 +43,18 @@ var ErrNotRoot = errors.New("podspawn spawn must run as root: sshd runs it as 's
 // must belong to the podspawn group; root without sudo (an operator or a
 // test) names the user with --user.
 func ResolveUser(in IdentityInput) (string, error) {
+	if in.EUID != 0 && in.Direct {
+		// Without sudo the process is the user: its own login name is the
+		// identity, whatever --user says. (This mode needs the user to
+		// reach Docker and the database; see ssh.use_sudo.)
+		if err := desired.ValidateUserName(in.Login); err != nil {
+			return "", fmt.Errorf("login name: %w", err)
+		}
+		if in.FlagUser != "" && in.FlagUser != in.Login {
+			return "", fmt.Errorf("--user %q does not match the login %q: a user can only open their own session", in.FlagUser, in.Login)
+		}
+		return in.Login, nil
+	}
 	if in.EUID != 0 {
 		return "", ErrNotRoot
 	}

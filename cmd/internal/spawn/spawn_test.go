@@ -31,6 +31,10 @@ func TestResolveUser(t *testing.T) {
 		"root without --user":           {in: IdentityInput{}, wantErr: "--user is required"},
 		"root with invalid --user":      {in: IdentityInput{FlagUser: "Bad"}, wantErr: `invalid username "Bad"`},
 		"not root":                      {in: IdentityInput{EUID: 1000, SudoUser: "alice", SudoUID: "1001", FlagUser: "alice", InGroup: member}, wantErr: "must run as root"},
+		"direct mode: the login":        {in: IdentityInput{EUID: 1000, Direct: true, Login: "alice", FlagUser: "alice"}, want: "alice"},
+		"direct mode: no --user":        {in: IdentityInput{EUID: 1000, Direct: true, Login: "alice"}, want: "alice"},
+		"direct mode: naming another":   {in: IdentityInput{EUID: 1000, Direct: true, Login: "alice", FlagUser: "bob"}, wantErr: `--user "bob" does not match the login "alice"`},
+		"direct mode: unknown login":    {in: IdentityInput{EUID: 1000, Direct: true}, wantErr: "login name"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

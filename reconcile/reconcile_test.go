@@ -145,6 +145,8 @@ func TestCompute(t *testing.T) {
 	plainObjs := builder.ObjectsFor(plain, builder.Instance)
 	pNet, pCtr := plainObjs[0], plainObjs[1]
 	idle := builder.Session("alice", "web").Build()
+	// dupNet is a second network of the same name, created after pNet.
+	dupNet := builder.Network("alice", "web").ID("net-dup").Created(pNet.Created.Add(time.Second)).Build()
 
 	creating := builder.Session("alice", "web").Creating().Leases(lease).
 		Service("db", "postgres:16", dbData).
@@ -419,6 +421,14 @@ func TestCompute(t *testing.T) {
 			observed: builder.Observed().Build(),
 			now:      now,
 			want:     reconcile.Plan{Now: now, Actions: teardown(stoppedNoReason, false, reconcile.ReasonUserRequested, "marked for removal")},
+		},
+		"a duplicate session network: the younger one is removed": {
+			desired:  builder.Desired(plain).Build(),
+			observed: builder.Observed(pCtr, pNet, dupNet).Alive(lease).Build(),
+			now:      now,
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+				remove(kAW, dupNet, reconcile.ReasonDuplicate, "a second network with the name of the session network"),
+			}},
 		},
 		"stale generation objects are removed, the live generation kept": {
 			desired:  builder.Desired(plain).Build(),

@@ -938,3 +938,32 @@ func TestReconcileOnceLoadFailureExecutesNothing(t *testing.T) {
 		})
 	}
 }
+
+// A removal that Docker reported done but that a fresh list still shows
+// (a list taken while dockerd shuts down can be stale) must not let the
+// row go: the record is what remembers the object.
+func TestReconcileKeyKeepsTheRowWhileDockerStillShowsAnObject(t *testing.T) {
+	e := newEnv(t)
+	alice := desired.SessionKey{User: "alice"}
+	e.addUser(t, "alice")
+	e.addSession(t, alice, sessOpts{status: desired.StatusTerminating, reason: string(reconcile.ReasonUserRequested), running: true})
+	e.exec.setIntercept(func(ctx context.Context, a reconcile.Action, next actions.Executor) (actions.Outcome, error) {
+		if a.Kind == reconcile.KindRemoveNetwork {
+			return actions.Changed, nil // claims success, removes nothing
+		}
+		return next.Execute(ctx, a)
+	})
+
+	rep := e.ctrl.ReconcileKey(context.Background(), alice, false)
+	if rep.Err == nil || !strings.Contains(rep.Err.Error(), "still has network podspawn-alice-net in Docker") {
+		t.Fatalf("ReconcileKey error = %v, want one naming the network left in Docker", rep.Err)
+	}
+	if got := e.status(t, alice); got != desired.StatusTerminating {
+		t.Fatalf("row status = %q, want it kept as terminating", got)
+	}
+	for _, a := range e.exec.executed() {
+		if a.Kind == reconcile.KindDeleteSession {
+			t.Fatalf("delete-session was executed although the network is still listed")
+		}
+	}
+}

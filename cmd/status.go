@@ -8,15 +8,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/atomicfile"
-	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/observed/dockerobs"
 )
 
 // StatusCmd prints session and container counts, for humans or Prometheus.
@@ -95,12 +93,7 @@ func countManagedContainers(ctx context.Context, a *App) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cs, err := dc.ContainerList(ctx, container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", observed.LabelManagedBy+"="+observed.ManagedByValue))})
-	if err != nil {
-		return 0, err
-	}
-	return len(cs), nil
+	return dockerobs.CountContainers(ctx, dc)
 }
 
 // shortReason keeps the first line of err, bounded, for a one-line status.

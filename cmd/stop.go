@@ -133,7 +133,7 @@ func readyController(ctx context.Context, a *App) (*controller.Controller, error
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := dc.Ping(pctx); err != nil {
-		return nil, fmt.Errorf("Docker is not reachable, nothing was changed: %s", shortReason(err))
+		return nil, fmt.Errorf("Docker is not reachable, nothing was changed: %s (start Docker, e.g. systemctl start docker, then retry)", shortReason(err))
 	}
 	return ctrl, nil
 }

@@ -98,3 +98,14 @@ func ListKey(ctx context.Context, api API, key desired.SessionKey) ([]observed.O
 	}
 	return out, nil
 }
+
+// CountContainers counts the labelled containers in every state (session,
+// service, orphan, stopped) with one filtered list call.
+func CountContainers(ctx context.Context, api API) (int, error) {
+	f := filters.NewArgs(filters.Arg("label", observed.LabelManagedBy+"="+observed.ManagedByValue))
+	cs, err := api.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return 0, err // callers say what failed ("Docker unreachable: ...")
+	}
+	return len(cs), nil
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/test/harness"
 )
 
 // Benchmarks of the daemon; hack/bench-daemon.sh runs them with
@@ -51,7 +52,7 @@ func graceLatency(b *testing.B, n int, burst bool) {
 		extra = []string{"--workers", w}
 	}
 	d := e.startDaemon(extra...)
-	waitFor(b, 5*time.Minute, "all sessions to run", func() bool {
+	harness.Eventually(b, 5*time.Minute, "all sessions to run", func() bool {
 		for _, k := range keys {
 			if !e.running(k) {
 				return false
@@ -107,7 +108,7 @@ func graceLatency(b *testing.B, n int, burst bool) {
 			}
 		}
 	}
-	waitFor(b, 3*time.Minute, "every container to be removed", func() bool {
+	harness.Eventually(b, 3*time.Minute, "every container to be removed", func() bool {
 		record()
 		mu.Lock()
 		defer mu.Unlock()
@@ -186,7 +187,7 @@ func BenchmarkDaemonIdle(b *testing.B) {
 	start := time.Now()
 	st := e.store()
 	defer st.Close()
-	waitFor(b, 30*time.Minute, fmt.Sprintf("%d sessions to run", n), func() bool {
+	harness.Eventually(b, 30*time.Minute, fmt.Sprintf("%d sessions to run", n), func() bool {
 		var running int
 		if err := st.DB().Get(&running, `SELECT COUNT(*) FROM sessions WHERE status = 'running'`); err != nil {
 			b.Fatal(err)
@@ -199,7 +200,7 @@ func BenchmarkDaemonIdle(b *testing.B) {
 	// in 5s; the window alone paces this check.
 	pid := d.cmd.Process.Pid
 	prev, since := cpuTicks(b, pid), time.Now()
-	waitFor(b, 10*time.Minute, "the daemon to settle", func() bool {
+	harness.Eventually(b, 10*time.Minute, "the daemon to settle", func() bool {
 		if time.Since(since) < 5*time.Second {
 			return false
 		}

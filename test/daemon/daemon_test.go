@@ -12,6 +12,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/test/harness"
 )
 
 // A connection process dies; the daemon releases its lease, starts the
@@ -23,11 +24,11 @@ func TestDaemonEnforcesGraceDeadline(t *testing.T) {
 	h := startHelper(t)
 	e.seed(key, h)
 	d := e.startDaemon()
-	waitFor(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
+	harness.Eventually(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
 
 	h.kill()
 	var expiry time.Time
-	waitFor(t, 20*time.Second, "the grace period to start", func() bool {
+	harness.Eventually(t, 20*time.Second, "the grace period to start", func() bool {
 		s := e.row(key)
 		if s != nil && s.Status == desired.StatusGrace {
 			expiry = s.GraceExpiry
@@ -38,7 +39,7 @@ func TestDaemonEnforcesGraceDeadline(t *testing.T) {
 	if got := expiry.Sub(time.Now()); got > 2*time.Second {
 		t.Fatalf("grace expiry %s is %s away, want at most the 2s grace period", expiry, got)
 	}
-	waitFor(t, time.Until(expiry)+10*time.Second, "the session to be removed after its deadline", func() bool { return e.gone(key) })
+	harness.Eventually(t, time.Until(expiry)+10*time.Second, "the session to be removed after its deadline", func() bool { return e.gone(key) })
 
 	if n := len(d.lines(`"reason": "grace-expired"`, `"user": "`+key.User+`"`)); n < 3 {
 		t.Errorf("%d actions logged with reason grace-expired, want mark-terminating, remove-container, remove-network, delete-session", n)
@@ -61,7 +62,7 @@ func TestDaemonPicksUpGraceStartedByAnotherProcess(t *testing.T) {
 	h := startHelper(t) // stays alive: only the database says the connection ended
 	e.seed(key, h)
 	d := e.startDaemon()
-	waitFor(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
+	harness.Eventually(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
 
 	expiry := time.Now().Add(2 * time.Second)
 	st := e.store()
@@ -81,7 +82,7 @@ func TestDaemonPicksUpGraceStartedByAnotherProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Until(expiry)+10*time.Second, "the session to be removed after its deadline", func() bool { return e.gone(key) })
+	harness.Eventually(t, time.Until(expiry)+10*time.Second, "the session to be removed after its deadline", func() bool { return e.gone(key) })
 	if n := len(d.lines(`"action": "delete-session"`, `"reason": "grace-expired"`, `"user": "`+key.User+`"`)); n != 1 {
 		t.Errorf("session deletions with reason grace-expired: %d, want 1", n)
 	}
@@ -98,9 +99,9 @@ func TestDaemonCleansSessionWhoseContainerWasRemovedByHand(t *testing.T) {
 	h := startHelper(t)
 	e.seed(key, h)
 	d := e.startDaemon()
-	waitFor(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
+	harness.Eventually(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
 	h.kill()
-	waitFor(t, 20*time.Second, "the grace period to start", func() bool {
+	harness.Eventually(t, 20*time.Second, "the grace period to start", func() bool {
 		s := e.row(key)
 		return s != nil && s.Status == desired.StatusGrace
 	})
@@ -108,7 +109,7 @@ func TestDaemonCleansSessionWhoseContainerWasRemovedByHand(t *testing.T) {
 	if err := e.Docker.ContainerRemove(context.Background(), desired.ContainerName(key), container.RemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "the network and row to be removed", func() bool { return e.gone(key) })
+	harness.Eventually(t, 15*time.Second, "the network and row to be removed", func() bool { return e.gone(key) })
 	if n := len(d.lines(`"reason": "container-gone"`, `"action": "remove-network"`, `"user": "`+key.User+`"`)); n != 1 {
 		t.Errorf("network removals with reason container-gone: %d, want 1", n)
 	}
@@ -132,9 +133,9 @@ func TestDaemonSurvivesDockerRestart(t *testing.T) {
 	h := startHelper(t)
 	e.seed(key, h)
 	d := e.startDaemon()
-	waitFor(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
+	harness.Eventually(t, 60*time.Second, "the daemon to create the session", func() bool { return e.running(key) })
 	h.kill()
-	waitFor(t, 20*time.Second, "the grace period to start", func() bool {
+	harness.Eventually(t, 20*time.Second, "the grace period to start", func() bool {
 		s := e.row(key)
 		return s != nil && s.Status == desired.StatusGrace
 	})
@@ -155,7 +156,7 @@ func TestDaemonSurvivesDockerRestart(t *testing.T) {
 	st.Close()
 	// The database watcher picks the change up and the reconcile fails
 	// while Docker is away; retries continue past the deadline.
-	waitFor(t, 30*time.Second, "a failed reconcile after the deadline", func() bool {
+	harness.Eventually(t, 30*time.Second, "a failed reconcile after the deadline", func() bool {
 		return time.Now().After(expiry) && len(d.attempts(key.User)) >= 2
 	})
 	if s := e.row(key); s == nil || s.Status != desired.StatusGrace {
@@ -165,7 +166,7 @@ func TestDaemonSurvivesDockerRestart(t *testing.T) {
 		t.Fatalf("the daemon exited while Docker was down")
 	}
 	privateDockerd.restart(t)
-	waitFor(t, 60*time.Second, "the expired session to be removed after Docker came back", func() bool { return e.gone(key) })
+	harness.Eventually(t, 60*time.Second, "the expired session to be removed after Docker came back", func() bool { return e.gone(key) })
 
 	if n := len(d.lines("Lost the Docker event stream")) + len(d.lines("Resync failed; retrying with backoff")); n != 1 {
 		t.Errorf("outage logged %d times at the default level, want once", n)
@@ -195,7 +196,7 @@ func TestDaemonSingleInstanceAndCleanShutdown(t *testing.T) {
 	}
 	d := e.startDaemon("--workers", "1")
 	for _, k := range keys {
-		waitFor(t, 90*time.Second, "the daemon to create "+k.String(), func() bool { return e.running(k) })
+		harness.Eventually(t, 90*time.Second, "the daemon to create "+k.String(), func() bool { return e.running(k) })
 	}
 
 	second := e.Run("cleanup", "--daemon", "--interval", "1h")
@@ -250,16 +251,16 @@ func TestDaemonFailingSessionDoesNotStarveOthers(t *testing.T) {
 	e.seed(free, hf)
 	d := e.startDaemon()
 	for _, k := range []desired.SessionKey{stuck, free} {
-		waitFor(t, 60*time.Second, "the daemon to create "+k.String(), func() bool { return e.running(k) })
+		harness.Eventually(t, 60*time.Second, "the daemon to create "+k.String(), func() bool { return e.running(k) })
 	}
 	blocker := e.blocker(desired.NetworkName(stuck))
 
 	hs.kill()
-	waitFor(t, 30*time.Second, "the stuck session's teardown to fail twice", func() bool { return len(d.attempts(stuck.User)) >= 2 })
+	harness.Eventually(t, 30*time.Second, "the stuck session's teardown to fail twice", func() bool { return len(d.attempts(stuck.User)) >= 2 })
 
 	hf.kill()
 	var expiry time.Time
-	waitFor(t, 20*time.Second, "the free session's grace period", func() bool {
+	harness.Eventually(t, 20*time.Second, "the free session's grace period", func() bool {
 		s := e.row(free)
 		if s != nil && s.Status == desired.StatusGrace {
 			expiry = s.GraceExpiry
@@ -267,7 +268,7 @@ func TestDaemonFailingSessionDoesNotStarveOthers(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, time.Until(expiry)+10*time.Second, "the free session to be removed on time", func() bool { return e.gone(free) })
+	harness.Eventually(t, time.Until(expiry)+10*time.Second, "the free session to be removed on time", func() bool { return e.gone(free) })
 
 	s := e.row(stuck)
 	if s == nil || s.Status != desired.StatusTerminating || !e.networkExists(desired.NetworkName(stuck)) {
@@ -283,7 +284,7 @@ func TestDaemonFailingSessionDoesNotStarveOthers(t *testing.T) {
 	if err := e.Docker.ContainerRemove(context.Background(), blocker, container.RemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "the stuck session to be removed once unblocked", func() bool { return e.gone(stuck) })
+	harness.Eventually(t, 15*time.Second, "the stuck session to be removed once unblocked", func() bool { return e.gone(stuck) })
 	if code := d.term(); code != 0 {
 		t.Errorf("exit code on SIGTERM = %d, want 0", code)
 	}

@@ -180,19 +180,6 @@ func (e *dmEnv) gone(key desired.SessionKey) bool {
 	return e.row(key) == nil && !c && !e.networkExists(desired.NetworkName(key))
 }
 
-// waitFor polls cond until it holds or timeout passes. It synchronises on
-// observable state; it never stands in for a measurement.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
-}
-
 // daemonProc is a running `podspawn cleanup --daemon`.
 type daemonProc struct {
 	t      testing.TB
@@ -243,7 +230,7 @@ func (e *dmEnv) startDaemonArgs(args ...string) *daemonProc {
 // waitLog waits until the output contains s.
 func (p *daemonProc) waitLog(timeout time.Duration, s string) {
 	p.t.Helper()
-	waitFor(p.t, timeout, fmt.Sprintf("daemon output %q", s), func() bool { return strings.Contains(p.out.String(), s) })
+	harness.Eventually(p.t, timeout, fmt.Sprintf("daemon output %q", s), func() bool { return strings.Contains(p.out.String(), s) })
 }
 
 // lines returns the output lines that contain every part.

@@ -307,22 +307,6 @@ func (e *env) imageExists(ref string) bool {
 	return ok
 }
 
-// eventually polls cond until it holds or a minute passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	delay := 10 * time.Millisecond
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(delay)
-		if delay < 200*time.Millisecond {
-			delay *= 2
-		}
-	}
-}
-
 // countLines counts lines of text equal to line.
 func countLines(text, line string) int {
 	n := 0

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/test/harness"
@@ -22,7 +23,7 @@ on_start: echo started >> $HOME/hooks.log
 // waitOnCreateStarted waits until on_create runs in ctr.
 func waitOnCreateStarted(t *testing.T, e *env, ctr string) {
 	t.Helper()
-	eventually(t, "on_create to start in "+ctr, func() bool {
+	harness.Eventually(t, time.Minute, "on_create to start in "+ctr, func() bool {
 		code, _, err := e.tryExec(ctr, "root", "test", "-e", "/tmp/oncreate-starts")
 		return err == nil && code == 0
 	})
@@ -41,7 +42,7 @@ func TestOnCreateRunsOnceAndOtherConnectionsWaitForIt(t *testing.T) {
 	// holds while on_create runs (G22), and not attach to a half-set-up session.
 	second := e.startSpawn(user, "backend", "cat setup-done")
 	lockFile := filepath.Join(e.StateDir, "locks", user+".lock")
-	eventually(t, "the second connection to wait for "+lockFile, func() bool { return holdsOpen(second.cmd.Process.Pid, lockFile) })
+	harness.Eventually(t, time.Minute, "the second connection to wait for "+lockFile, func() bool { return holdsOpen(second.cmd.Process.Pid, lockFile) })
 	select {
 	case <-second.done:
 		t.Fatalf("the second connection finished while on_create was still running: %+v", second.wait(t))

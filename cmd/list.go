@@ -49,7 +49,6 @@ func loadSessionViews(ctx context.Context, a *App) ([]sessionView, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := desired.State{Sessions: sessions}
 	var refs []observed.ProcessRef
 	for _, s := range sessions {
 		for _, l := range s.Leases {
@@ -58,8 +57,7 @@ func loadSessionViews(ctx context.Context, a *App) ([]sessionView, error) {
 	}
 	alive := proc.Alive(refs)
 	var out []sessionView
-	for _, k := range d.SortedKeys() {
-		s := sessions[k]
+	for _, s := range sessions { // in key order
 		v := sessionView{Sess: s}
 		for _, l := range s.Leases {
 			if alive[observed.ProcessRef{PID: l.PID, Start: l.PIDStart}] {

@@ -263,9 +263,9 @@ func (c *RemoveProjectCmd) Run(a *App) error {
 		return err
 	}
 	var live []desired.SessionKey
-	for k := range all {
-		if k.Project == c.Name {
-			live = append(live, k)
+	for _, s := range all {
+		if s.Key.Project == c.Name {
+			live = append(live, s.Key)
 		}
 	}
 	if len(live) > 0 && !c.Force {

@@ -197,7 +197,7 @@ func printWhatIf(ctx context.Context, a *App, ctrl *controller.Controller, outpu
 	}
 	plan, err := ctrl.PlanKeysWith(ctx, ks, func(d *desired.State) {
 		for _, s := range sessions {
-			if cur := d.Sessions[s.Key]; cur != nil && cur.Status != desired.StatusTerminating {
+			if cur := d.Session(s.Key); cur != nil && cur.Status != desired.StatusTerminating {
 				cur.Status = desired.StatusTerminating
 				cur.TerminateReason = string(reason)
 			}

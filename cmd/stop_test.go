@@ -50,7 +50,7 @@ func TestStopGolden(t *testing.T) {
 		e.seedUserSessions("alice")
 		e.docker.fail["volume podspawn-alice-backend-postgres-data"] = "remove podspawn-alice-backend-postgres-data: volume is in use - [abc123]"
 		golden(t, "stop_docker_refuses", e.run("stop", "alice@backend")+e.run("list"))
-		s := e.dbSnapshot()[desired.SessionKey{User: "alice", Project: "backend"}]
+		s := desired.State{Sessions: e.dbSnapshot()}.Session(desired.SessionKey{User: "alice", Project: "backend"})
 		if s == nil || s.Status != desired.StatusTerminating || s.TerminateReason != "user-requested" {
 			t.Fatalf("alice@backend must stay terminating for user-requested, got %+v", s)
 		}

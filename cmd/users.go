@@ -175,7 +175,7 @@ func (c *RemoveUserCmd) Run(a *App) error {
 			return err
 		}
 		err = printWhatIf(ctx, a, ctrl, c.Output, sessions, reconcile.ReasonUserRemoved, "requested by podspawn remove-user",
-			func(d *desired.State) { delete(d.Users, user) })
+			func(d *desired.State) { d.RemoveUser(user) })
 		if err != nil {
 			return err
 		}

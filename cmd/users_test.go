@@ -82,7 +82,7 @@ func TestListUsersGolden(t *testing.T) {
 }
 
 // dbSnapshot is the whole desired state, for "nothing changed" checks.
-func (e *adminEnv) dbSnapshot() map[desired.SessionKey]*desired.Session {
+func (e *adminEnv) dbSnapshot() []*desired.Session {
 	e.t.Helper()
 	m, err := e.store().Load(context.Background())
 	if err != nil {
@@ -188,7 +188,7 @@ func TestRemoveUserGolden(t *testing.T) {
 		golden(t, "remove_user_force_partial_failure", e.run("remove-user", "alice", "--force")+e.run("list"))
 		// The failed session waits for cleanup, marked terminating.
 		db := e.dbSnapshot()
-		s := db[desired.SessionKey{User: "alice", Project: "backend"}]
+		s := desired.State{Sessions: db}.Session(desired.SessionKey{User: "alice", Project: "backend"})
 		if len(db) != 1 || s == nil || s.Status != desired.StatusTerminating || s.TerminateReason != "user-removed" {
 			t.Errorf("want only alice@backend left, terminating for user-removed; got %v", db)
 		}
@@ -232,7 +232,7 @@ func TestRemoveUserGolden(t *testing.T) {
 }
 
 // assertUnchanged fails if the database or the fake Docker changed.
-func (e *adminEnv) assertUnchanged(db map[desired.SessionKey]*desired.Session, objs []string) {
+func (e *adminEnv) assertUnchanged(db []*desired.Session, objs []string) {
 	e.t.Helper()
 	if diff := cmp.Diff(db, e.dbSnapshot()); diff != "" {
 		e.t.Errorf("state database changed (-before +after):\n%s", diff)

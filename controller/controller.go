@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -58,7 +59,7 @@ func (c *Controller) LoadDesired(ctx context.Context) (desired.State, error) {
 	if err != nil {
 		return desired.State{}, err
 	}
-	users, err := keys.LoadUsers(c.KeyDir)
+	users, err := keys.ListUsers(c.KeyDir)
 	if err != nil {
 		return desired.State{}, err
 	}
@@ -72,7 +73,7 @@ func (c *Controller) Observe(ctx context.Context, d desired.State) (observed.Sta
 	if err != nil {
 		return observed.State{}, err
 	}
-	return observed.State{Objects: objs, Alive: proc.Alive(leaseRefs(d))}, nil
+	return observed.State{Objects: objs, Exited: proc.Exited(leaseRefs(d))}, nil
 }
 
 func leaseRefs(d desired.State) []observed.ProcessRef {
@@ -102,7 +103,6 @@ func (c *Controller) Plan(ctx context.Context) (reconcile.Plan, error) {
 func (c *Controller) PlanKeys(ctx context.Context, ks []desired.SessionKey) (reconcile.Plan, error) {
 	var merged reconcile.Plan
 	merged.Now = c.Clock.Now()
-	merged.WakeByKey = map[desired.SessionKey]time.Time{}
 	for _, k := range ks {
 		p, err := c.planKey(ctx, k, merged.Now)
 		if err != nil {
@@ -111,27 +111,27 @@ func (c *Controller) PlanKeys(ctx context.Context, ks []desired.SessionKey) (rec
 		merged.Actions = append(merged.Actions, p.Actions...)
 		merged.Skipped = append(merged.Skipped, p.Skipped...)
 		merged.Unchanged += p.Unchanged
-		for key, w := range p.WakeByKey {
-			merged.WakeByKey[key] = w
-		}
+		merged.Wakes = append(merged.Wakes, p.Wakes...)
 		if !p.Wake.IsZero() && (merged.Wake.IsZero() || p.Wake.Before(merged.Wake)) {
 			merged.Wake = p.Wake
 		}
 	}
+	// Plans are ordered by key; ks need not be.
+	slices.SortStableFunc(merged.Wakes, func(a, b reconcile.KeyWake) int { return a.Key.Compare(b.Key) })
 	return merged, nil
 }
 
 // planKey loads one key's desired and observed state and computes its plan.
 func (c *Controller) planKey(ctx context.Context, k desired.SessionKey, now time.Time) (reconcile.Plan, error) {
-	d := desired.State{InstanceID: c.Store.InstanceID(), Sessions: map[desired.SessionKey]*desired.Session{}}
+	d := desired.State{InstanceID: c.Store.InstanceID()}
 	sess, err := c.Store.LoadKey(ctx, k)
 	if err != nil {
 		return reconcile.Plan{}, err
 	}
 	if sess != nil {
-		d.Sessions[k] = sess
+		d.Sessions = []*desired.Session{sess}
 	}
-	if d.Users, err = keys.LoadUsers(c.KeyDir); err != nil {
+	if d.Users, err = keys.ListUsers(c.KeyDir); err != nil {
 		return reconcile.Plan{}, err
 	}
 	var objs []observed.Object
@@ -148,7 +148,7 @@ func (c *Controller) planKey(ctx context.Context, k desired.SessionKey, now time
 	} else if objs, err = dockerobs.ListKey(ctx, c.Observer, k); err != nil {
 		return reconcile.Plan{}, err
 	}
-	o := observed.State{Objects: objs, Alive: proc.Alive(leaseRefs(d))}
+	o := observed.State{Objects: objs, Exited: proc.Exited(leaseRefs(d))}
 	return reconcile.Compute(d, o, now, c.Options), nil
 }
 

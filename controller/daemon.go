@@ -288,8 +288,8 @@ func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 	n := 0
 	if all {
 		keys := map[desired.SessionKey]bool{}
-		for k := range des.Sessions {
-			keys[k] = true
+		for _, s := range des.Sessions {
+			keys[s.Key] = true
 		}
 		for _, o := range obs.Objects {
 			if foreign(o.Labels, des.InstanceID) {
@@ -307,8 +307,8 @@ func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 			q.Add(k)
 			n++
 		}
-		for k, w := range plan.WakeByKey {
-			q.AddAfter(k, w.Sub(now))
+		for _, w := range plan.Wakes {
+			q.AddAfter(w.Key, w.At.Sub(now))
 		}
 	}
 	d.C.Log.V(1).Info("Resynced", append([]any{"full", all, "enqueued", n, "sessions", len(des.Sessions), "objects", len(obs.Objects)}, plan.LogValues()...)...)

@@ -63,7 +63,7 @@ func (c *Controller) processItem(ctx context.Context, q Queue, k desired.Session
 			// Executed work changes state; look again so the key converges
 			// (for example create, then mark-running, then start-grace).
 			q.Add(k)
-		} else if w, ok := rep.Plan.WakeByKey[k]; ok {
+		} else if w, ok := rep.Plan.WakeFor(k); ok {
 			d := w.Sub(c.Clock.Now())
 			log.V(1).Info("Requeue at deadline", "requeueAfter", d)
 			q.AddAfter(k, d)

@@ -18,7 +18,7 @@ import (
 // edit may be nil (the plan of the unchanged state).
 func (c *Controller) PlanKeysWith(ctx context.Context, ks []desired.SessionKey, edit func(*desired.State)) (reconcile.Plan, error) {
 	ks = uniqueKeys(ks)
-	d := desired.State{InstanceID: c.Store.InstanceID(), Sessions: map[desired.SessionKey]*desired.Session{}}
+	d := desired.State{InstanceID: c.Store.InstanceID()}
 	for _, k := range ks {
 		// LoadKey returns freshly decoded rows, so edit mutates only this copy.
 		sess, err := c.Store.LoadKey(ctx, k)
@@ -26,10 +26,10 @@ func (c *Controller) PlanKeysWith(ctx context.Context, ks []desired.SessionKey, 
 			return reconcile.Plan{}, err
 		}
 		if sess != nil {
-			d.Sessions[k] = sess
+			d.PutSession(sess)
 		}
 	}
-	users, err := keys.LoadUsers(c.KeyDir)
+	users, err := keys.ListUsers(c.KeyDir)
 	if err != nil {
 		return reconcile.Plan{}, err
 	}
@@ -46,7 +46,7 @@ func (c *Controller) PlanKeysWith(ctx context.Context, ks []desired.SessionKey, 
 		}
 		objs = append(objs, kobjs...)
 	}
-	o := observed.State{Objects: objs, Alive: proc.Alive(leaseRefs(d))}
+	o := observed.State{Objects: objs, Exited: proc.Exited(leaseRefs(d))}
 	return reconcile.Compute(d, o, c.Clock.Now(), c.Options), nil
 }
 

@@ -92,22 +92,22 @@ func TestPlanKeysWith(t *testing.T) {
 		{
 			name: "no edit: a healthy persistent session needs nothing",
 			keys: []desired.SessionKey{key},
-			want: reconcile.Plan{Now: epoch, WakeByKey: map[desired.SessionKey]time.Time{}, Unchanged: 1},
+			want: reconcile.Plan{Now: epoch, Unchanged: 1},
 		},
 		{
 			name: "marked terminating, key given twice",
 			keys: []desired.SessionKey{key, key},
 			edit: func(d *desired.State) {
-				d.Sessions[key].Status = desired.StatusTerminating
-				d.Sessions[key].TerminateReason = string(reconcile.ReasonUserRequested)
+				d.Session(key).Status = desired.StatusTerminating
+				d.Session(key).TerminateReason = string(reconcile.ReasonUserRequested)
 			},
-			want: reconcile.Plan{Now: epoch, WakeByKey: map[desired.SessionKey]time.Time{}, Actions: teardown(reconcile.ReasonUserRequested)},
+			want: reconcile.Plan{Now: epoch, Actions: teardown(reconcile.ReasonUserRequested)},
 		},
 		{
 			name: "user dropped",
 			keys: []desired.SessionKey{key},
-			edit: func(d *desired.State) { delete(d.Users, "alice") },
-			want: reconcile.Plan{Now: epoch, WakeByKey: map[desired.SessionKey]time.Time{}, Actions: append([]reconcile.Action{
+			edit: func(d *desired.State) { d.RemoveUser("alice") },
+			want: reconcile.Plan{Now: epoch, Actions: append([]reconcile.Action{
 				{Kind: reconcile.KindMarkTerminating, Key: key, Target: "session alice@web", SessionID: "s1", Reason: reconcile.ReasonUserRemoved, Detail: "user alice has no key file"},
 			}, func() []reconcile.Action {
 				a := teardown(reconcile.ReasonUserRemoved)
@@ -121,7 +121,7 @@ func TestPlanKeysWith(t *testing.T) {
 			name: "a key without a row or objects",
 			keys: []desired.SessionKey{{User: "bob"}},
 			edit: func(d *desired.State) {},
-			want: reconcile.Plan{Now: epoch, WakeByKey: map[desired.SessionKey]time.Time{}},
+			want: reconcile.Plan{Now: epoch},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,7 +7,7 @@ package desired
 import (
 	"fmt"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -32,6 +32,14 @@ func (k SessionKey) Less(o SessionKey) bool {
 		return k.User < o.User
 	}
 	return k.Project < o.Project
+}
+
+// Compare orders keys by user, then project.
+func (k SessionKey) Compare(o SessionKey) int {
+	if c := strings.Compare(k.User, o.User); c != 0 {
+		return c
+	}
+	return strings.Compare(k.Project, o.Project)
 }
 
 // Unattributed is the key under which objects that carry managed-by=podspawn
@@ -220,21 +228,81 @@ func NetworkName(k SessionKey) string { return ContainerName(k) + "-net" }
 
 // State is a complete snapshot of desired state. A loader that cannot read
 // every part returns an error, never a State.
+//
+// Sessions and Users are sorted lists, not maps: the store reads sessions
+// in key order and the key directory is listed sorted, and reconcile pairs
+// them with Docker's objects by merging sorted lists, which at 100k
+// sessions costs a fraction of a hash lookup per session.
 type State struct {
 	// InstanceID is the random id of the state database; every object
 	// podspawn creates carries it, and objects of other instances are never touched.
 	InstanceID string
-	Sessions   map[SessionKey]*Session
-	// Users is the set of user names that have a key file.
-	Users map[string]bool
+	// Sessions are in key order, one per key.
+	Sessions []*Session
+	// Users are the names that have a key file, sorted, each once.
+	Users []string
 }
 
-// SortedKeys returns the session keys in order.
-func (s State) SortedKeys() []SessionKey {
-	keys := make([]SessionKey, 0, len(s.Sessions))
-	for k := range s.Sessions {
-		keys = append(keys, k)
+// NewState returns a state of sessions and users in order. Of two
+// sessions with one key, the later replaces the earlier.
+func NewState(instanceID string, sessions []*Session, users []string) State {
+	st := State{InstanceID: instanceID}
+	for _, sess := range sessions {
+		st.PutSession(sess)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].Less(keys[j]) })
+	st.Users = slices.Clone(users)
+	slices.Sort(st.Users)
+	st.Users = slices.Compact(st.Users)
+	return st
+}
+
+func (s State) findSession(k SessionKey) (int, bool) {
+	return slices.BinarySearchFunc(s.Sessions, k, func(sess *Session, k SessionKey) int { return sess.Key.Compare(k) })
+}
+
+// Session returns the session of k, or nil.
+func (s State) Session(k SessionKey) *Session {
+	if i, ok := s.findSession(k); ok {
+		return s.Sessions[i]
+	}
+	return nil
+}
+
+// PutSession adds sess, or replaces the session of its key.
+func (s *State) PutSession(sess *Session) {
+	i, ok := s.findSession(sess.Key)
+	if ok {
+		s.Sessions[i] = sess
+		return
+	}
+	s.Sessions = slices.Insert(s.Sessions, i, sess)
+}
+
+// RemoveSession removes the session of k, if any.
+func (s *State) RemoveSession(k SessionKey) {
+	if i, ok := s.findSession(k); ok {
+		s.Sessions = slices.Delete(s.Sessions, i, i+1)
+	}
+}
+
+// HasUser reports whether user has a key file.
+func (s State) HasUser(user string) bool {
+	_, ok := slices.BinarySearch(s.Users, user)
+	return ok
+}
+
+// RemoveUser drops user from the users with a key file.
+func (s *State) RemoveUser(user string) {
+	if i, ok := slices.BinarySearch(s.Users, user); ok {
+		s.Users = slices.Delete(s.Users, i, i+1)
+	}
+}
+
+// Keys returns the session keys in order.
+func (s State) Keys() []SessionKey {
+	keys := make([]SessionKey, len(s.Sessions))
+	for i, sess := range s.Sessions {
+		keys[i] = sess.Key
+	}
 	return keys
 }

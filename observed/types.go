@@ -83,10 +83,11 @@ type ProcessRef struct {
 // State is one observation. Complete is false for a per-key observation.
 type State struct {
 	Objects []Object
-	// Alive says, for every lease process that was checked, whether it
-	// still runs. A process missing from the map was not checked and is
-	// treated as alive (never release a lease on missing information).
-	Alive map[ProcessRef]bool
+	// Exited holds the lease processes known to be gone (or replaced: the
+	// PID runs with another start time). Every other lease is live, checked
+	// or not: a lease is never released on missing information. Only the
+	// few gone ones are kept, so a pass looks up each lease in a small set.
+	Exited map[ProcessRef]struct{}
 }
 
 // ByKey groups objects by the session key their labels name.

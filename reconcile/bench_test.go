@@ -22,7 +22,7 @@ import (
 // ORDER BY user, project) and objects in Docker's listing order (by kind,
 // then name, as dockerobs.List returns them).
 func benchWorld(n int) (desired.State, observed.State) {
-	d := desired.State{InstanceID: builder.Instance, Sessions: make(map[desired.SessionKey]*desired.Session, n), Users: make(map[string]bool, n)}
+	d := desired.State{InstanceID: builder.Instance, Sessions: make([]*desired.Session, 0, n), Users: make([]string, 0, n)}
 	ob := builder.Observed()
 	var objs []observed.Object
 	now := builder.Epoch
@@ -50,8 +50,8 @@ func benchWorld(n int) (desired.State, observed.State) {
 			}
 		}
 		s := sb.Build()
-		d.Sessions[s.Key] = s
-		d.Users[user] = true
+		d.Sessions = append(d.Sessions, s) // in key order, as the store reads them
+		d.Users = append(d.Users, user)
 		objs = append(objs, builder.ObjectsFor(s, builder.Instance)...)
 		if alive {
 			ob.Alive(lease)

@@ -1,6 +1,8 @@
 package reconcile
 
 import (
+	"cmp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,7 +37,7 @@ func TestObjectKeyMatchesObserved(t *testing.T) {
 	} {
 		o := labelled(tc.user, tc.project)
 		want, _ := o.Key()
-		if _, got := newItem(o, ""); got != want {
+		if got := newItem(o, "").key; got != want {
 			t.Errorf("labels %v: newItem's key = %+v, Object.Key = %+v", o.Labels, got, want)
 		}
 	}
@@ -56,7 +58,7 @@ func TestObjectKeyMatchesObservedProperty(t *testing.T) {
 		u, p := name.Draw(t, "user"), name.Draw(t, "project")
 		o := labelled(&u, &p)
 		want, _ := o.Key()
-		if _, got := newItem(o, ""); got != want {
+		if got := newItem(o, "").key; got != want {
 			t.Fatalf("labels %q %q: newItem's key = %+v, Object.Key = %+v", u, p, got, want)
 		}
 		if got, want := validName(u, 32), desired.ValidateUserName(u) == nil; got != want {
@@ -65,15 +67,57 @@ func TestObjectKeyMatchesObservedProperty(t *testing.T) {
 	})
 }
 
-func TestNamePrefixOrdersLikeStrings(t *testing.T) {
+// TestJoinOrdersLikeKeys: encoded keys order records as their session keys
+// order, whether the encoding decides (short keys) or the strings do
+// (long ones), for object records and for a key against a record.
+func TestJoinOrdersLikeKeys(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		gen := rapid.StringOfN(rapid.SampledFrom([]rune("ab\x00z")), 0, 12, -1)
-		a, b := gen.Draw(t, "a"), gen.Draw(t, "b")
-		pa, pb := namePrefix(a), namePrefix(b)
-		// Different prefixes must order as the strings do; equal ones
-		// fall back to comparing the strings.
-		if pa != pb && (pa < pb) != (a < b) {
-			t.Fatalf("namePrefix(%q)=%x, namePrefix(%q)=%x order differently from the strings", a, pa, b, pb)
+		name := rapid.StringMatching(`[a-c][a-c0_-]{0,18}`)
+		key := func(label string) desired.SessionKey {
+			k := desired.SessionKey{User: name.Draw(t, label+" user")}
+			if rapid.Bool().Draw(t, label+" has project") {
+				k.Project = name.Draw(t, label+" project")
+			}
+			return k
+		}
+		a, b := key("a"), key("b")
+		j := &joiner{items: []item{{key: a}, {key: b}}}
+		ra, rb := record{encode(a.User, a.Project), 0}, record{encode(b.User, b.Project), 1}
+		want := a.Compare(b)
+		if got := j.compareKeyRec(a, ra.encoded, &rb); got != want {
+			t.Fatalf("compareKeyRec(%v, %v) = %d, want %d", a, b, got, want)
+		}
+		if want == 0 {
+			want = -1 // equal keys fall back to the listing order
+		}
+		if got := j.compareRecs(&ra, &rb); got != want {
+			t.Fatalf("compareRecs(%v, %v) = %d, want %d", a, b, got, want)
+		}
+	})
+}
+
+// TestRadixSortMatchesSort: the radix sort on k0 is stable and orders as a
+// comparison sort does.
+func TestRadixSortMatchesSort(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		// Few distinct values per digit, so that ties and skipped digits occur.
+		k0 := rapid.Custom(func(t *rapid.T) uint64 {
+			var k uint64
+			for range 4 {
+				k = k<<16 | uint64(rapid.SampledFrom([]uint16{0, 1, 0x8000, 0xffff}).Draw(t, "digit"))
+			}
+			return k
+		})
+		n := rapid.IntRange(1, 300).Draw(t, "n")
+		recs := make([]record, n)
+		for i := range recs {
+			recs[i] = record{encoded: encoded{k0: k0.Draw(t, "k0")}, idx: int32(i)}
+		}
+		want := slices.Clone(recs)
+		slices.SortStableFunc(want, func(a, b record) int { return cmp.Compare(a.k0, b.k0) })
+		workers := rapid.IntRange(1, 4).Draw(t, "workers")
+		if got := radixSortK0(slices.Clone(recs), workers); !slices.Equal(got, want) {
+			t.Fatalf("radix sort differs from a stable sort")
 		}
 	})
 }

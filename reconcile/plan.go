@@ -6,6 +6,7 @@
 package reconcile
 
 import (
+	"slices"
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
@@ -57,6 +58,7 @@ const (
 	ReasonProtected         Reason = "protected"
 	ReasonOrphanTooYoung    Reason = "orphan-too-young"
 	ReasonContainerDownBusy Reason = "container-down-with-connections"
+	ReasonDuplicateSession  Reason = "duplicate-session"
 )
 
 // Action is one step. Target names the object (container, network or
@@ -117,10 +119,25 @@ type Plan struct {
 	// Wake is the earliest future deadline (zero if none): the daemon sleeps
 	// until then instead of polling.
 	Wake time.Time `json:"wake,omitempty"`
-	// WakeByKey is each key's earliest future deadline.
-	WakeByKey map[desired.SessionKey]time.Time `json:"-"`
+	// Wakes are each key's earliest future deadline, in key order.
+	Wakes []KeyWake `json:"-"`
 	// Unchanged counts desired sessions that need nothing.
 	Unchanged int `json:"unchanged"`
+}
+
+// KeyWake is when a key next needs a look.
+type KeyWake struct {
+	Key desired.SessionKey
+	At  time.Time
+}
+
+// WakeFor returns the earliest future deadline of key k.
+func (p Plan) WakeFor(k desired.SessionKey) (time.Time, bool) {
+	i, found := slices.BinarySearchFunc(p.Wakes, k, func(w KeyWake, k desired.SessionKey) int { return w.Key.Compare(k) })
+	if !found {
+		return time.Time{}, false
+	}
+	return p.Wakes[i].At, true
 }
 
 // Empty reports whether the plan has nothing to do.

@@ -269,7 +269,7 @@ type model struct {
 }
 
 func (m *model) session(a reconcile.Action) *desired.Session {
-	if s := m.d.Sessions[a.Key]; s != nil && s.ID == a.SessionID {
+	if s := m.d.Session(a.Key); s != nil && s.ID == a.SessionID {
 		return s
 	}
 	return nil
@@ -347,7 +347,7 @@ func (m *model) apply(a reconcile.Action) error {
 		}
 	case reconcile.KindDeleteSession:
 		if s != nil && s.Status == desired.StatusTerminating {
-			delete(m.d.Sessions, a.Key)
+			m.d.RemoveSession(a.Key)
 		}
 	case reconcile.KindCreateNetwork:
 		return m.create(observed.KindNetwork, a)
@@ -427,8 +427,9 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 
 	// (b) A desired, keyed, unexpired session with a live connection is
 	// never torn down, nor its current objects removed.
-	for k, s := range d.Sessions {
-		if !d.Users[k.User] || s.Status == desired.StatusTerminating {
+	for _, s := range d.Sessions {
+		k := s.Key
+		if !d.HasUser(k.User) || s.Status == desired.StatusTerminating {
 			continue
 		}
 		if s.Mode != desired.ModePersistent && (!now.Before(s.MaxLifetimeAt) ||
@@ -437,7 +438,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 		}
 		live := 0
 		for _, l := range s.Leases {
-			if alive, checked := o.Alive[builder.Ref(l)]; !checked || alive {
+			if _, gone := o.Exited[builder.Ref(l)]; !gone {
 				live++
 			}
 		}
@@ -492,7 +493,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 				}
 			}
 			if a.Kind.Effect() != "create" && a.TargetID == "" {
-				s := d.Sessions[k]
+				s := d.Session(k)
 				if s == nil || a.SessionID != s.ID {
 					t.Fatalf("%s: %s for generation %q, the row holds %v", k, a.Kind, a.SessionID, s)
 				}

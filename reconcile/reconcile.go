@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -39,229 +40,122 @@ const (
 
 // Compute returns the plan that moves observed towards desired at now.
 // It never mutates its inputs and returns the same plan for the same inputs,
-// whatever the order of the object list and of map iteration.
+// whatever the order of the object list and of map iteration, and however
+// many goroutines share the work.
 //
 // Compute sees every session on every pass and is bound by memory
-// latency and by the garbage collector, so each object's labels are read
-// once into a compact item, keys are grouped by a counting sort, and one
-// keyCtx with reused buffers serves all keys: the allocations per key are
-// the plan's own (see BenchmarkCompute).
+// latency: it reads each input once, pairs users, sessions and objects by
+// key with a sort (see join), then decides the keys independently,
+// splitting them across the CPUs (see BenchmarkCompute).
 func Compute(d desired.State, o observed.State, now time.Time, opt Options) Plan {
-	plan := Plan{Now: now, WakeByKey: make(map[desired.SessionKey]time.Time, len(d.Sessions))}
-	items, perm, groups := groupByKey(d, o)
+	return compute(d, o, now, opt, runtime.GOMAXPROCS(0))
+}
 
-	// Keys arrive sorted, so appending each key's chain to its phase's
-	// bucket orders the plan by (phase, key) without a sort.
-	var byPhase [phaseCount][]Action
-	c := &keyCtx{d: d, alive: o.Alive, now: now, opt: opt, plan: &plan}
-	for i := range groups {
-		c.reset(&groups[i], items, perm)
-		if c.sess == nil {
-			c.orphans(c.removable, ReasonOrphan)
-		} else {
-			c.session()
+// part is one worker's share of a plan: a contiguous range of keys.
+type part struct {
+	byPhase   [phaseCount][]Action
+	skipped   []Skip
+	wakes     []KeyWake
+	unchanged int
+}
+
+// serialMax is the input size below which goroutines cost more than they save.
+const serialMax = 8192
+
+func compute(d desired.State, o observed.State, now time.Time, opt Options, workers int) Plan {
+	if len(d.Sessions)+len(o.Objects) < serialMax {
+		workers = 1
+	}
+	j := newJoiner(d, o, workers)
+	spans := j.split(workers)
+	parts := make([]part, len(spans))
+	parallel(len(spans), len(spans), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			p, sp := &parts[i], spans[i]
+			p.wakes = make([]KeyWake, 0, sp.s1-sp.s0+64)
+			c := &keyCtx{instanceID: d.InstanceID, exited: o.Exited, now: now, opt: opt}
+			j.walk(sp, func(g *keyGroup) {
+				c.reset(g, j.items)
+				switch {
+				case g.sessions > 1:
+					c.duplicateSessions(g.sessions)
+				case c.sess == nil:
+					c.orphans(c.removable, ReasonOrphan)
+				default:
+					c.session()
+				}
+				if len(c.actions) > 0 {
+					p.byPhase[c.phase] = append(p.byPhase[c.phase], c.actions...)
+				} else if c.sess != nil {
+					p.unchanged++
+				}
+				if !c.wake.IsZero() {
+					p.wakes = append(p.wakes, KeyWake{Key: c.key, At: c.wake})
+				}
+			})
+			p.skipped = c.skipped
 		}
-		if len(c.actions) > 0 {
-			byPhase[c.phase] = append(byPhase[c.phase], c.actions...)
-		} else if c.sess != nil {
-			plan.Unchanged++
+	})
+	return merge(now, parts)
+}
+
+// merge joins the workers' parts, which are in key order: phase by phase
+// for the actions, so the plan is ordered by (phase, key).
+func merge(now time.Time, parts []part) Plan {
+	plan := Plan{Now: now}
+	var nActions, nSkipped, nWakes int
+	for _, p := range parts {
+		for _, as := range p.byPhase {
+			nActions += len(as)
 		}
-		if !c.wake.IsZero() {
-			plan.WakeByKey[c.key] = c.wake
-			if plan.Wake.IsZero() || c.wake.Before(plan.Wake) {
-				plan.Wake = c.wake
+		nSkipped += len(p.skipped)
+		nWakes += len(p.wakes)
+		plan.Unchanged += p.unchanged
+	}
+	if nActions > 0 {
+		plan.Actions = make([]Action, 0, nActions)
+		for ph := range phaseCount {
+			for _, p := range parts {
+				plan.Actions = append(plan.Actions, p.byPhase[ph]...)
 			}
 		}
 	}
-	n := 0
-	for _, as := range byPhase {
-		n += len(as)
+	if nSkipped > 0 {
+		plan.Skipped = make([]Skip, 0, nSkipped)
+		for _, p := range parts {
+			plan.Skipped = append(plan.Skipped, p.skipped...)
+		}
 	}
-	if n > 0 {
-		plan.Actions = make([]Action, 0, n)
-		for _, as := range byPhase {
-			plan.Actions = append(plan.Actions, as...)
+	if len(parts) == 1 && nWakes > 0 {
+		plan.Wakes = parts[0].wakes
+	} else if nWakes > 0 {
+		plan.Wakes = make([]KeyWake, 0, nWakes)
+		for _, p := range parts {
+			plan.Wakes = append(plan.Wakes, p.wakes...)
+		}
+	}
+	for _, w := range plan.Wakes {
+		if plan.Wake.IsZero() || w.At.Before(plan.Wake) {
+			plan.Wake = w.At
 		}
 	}
 	return plan
 }
 
-// item is an observed object (the caller's, never modified) with the
-// labels Compute consults, read once.
-type item struct {
-	*observed.Object
-	session string // generation label
-	ours    bool   // the instance label is this database's
-	rank    int8   // teardown order, see sortForRemoval
-	class   int8
-}
-
-// Classes of items: what podspawn may do with the object.
-const (
-	classRemovable int8 = iota
-	classProtected      // present, never removed
-	classUnmanaged      // not podspawn's: invisible
-	classForeign        // another state database's: invisible
-)
-
-// newItem reads the labels in one pass over the map (cheaper than a
-// lookup per label) and returns the item and the key its labels name.
-func newItem(o *observed.Object, instanceID string) (item, desired.SessionKey) {
-	it := item{Object: o}
-	var user, project, role, instance string
-	var managed, keep bool
-	for k, v := range o.Labels {
-		switch k {
-		case observed.LabelUser:
-			user = v
-		case observed.LabelProject:
-			project = v
-		case observed.LabelSession:
-			it.session = v
-		case observed.LabelInstance:
-			instance = v
-		case observed.LabelRole:
-			role = v
-		case observed.LabelManagedBy:
-			managed = v == observed.ManagedByValue
-		case observed.LabelKeep:
-			keep = v == "true"
-		}
-	}
-	it.ours = instance == instanceID
-	switch o.Kind {
-	case observed.KindContainer:
-		if role == observed.RoleService {
-			it.rank = 1
-		}
-	case observed.KindNetwork:
-		it.rank = 2
-	default:
-		it.rank = 3
-	}
-	switch {
-	case !managed:
-		it.class = classUnmanaged
-	case instance != "" && instance != instanceID:
-		it.class = classForeign
-	case keep:
-		it.class = classProtected
-	}
-	return it, labelKey(user, project)
-}
-
-// keyGroup is one key's session (nil if none) and objects: the items
-// numbered perm[lo:hi].
-type keyGroup struct {
-	key desired.SessionKey
-	// prefix packs the user's first 8 bytes so that most key comparisons
-	// in the sort touch no string memory.
-	prefix uint64
-	sess   *desired.Session
-	lo, hi int32
-}
-
-func namePrefix(s string) uint64 {
-	var p uint64
-	for i := range 8 {
-		p <<= 8
-		if i < len(s) {
-			p |= uint64(s[i])
-		}
-	}
-	return p
-}
-
-// groupByKey pairs sessions with the objects their labels name, in key
-// order: it returns one item per object, in the caller's order, and the
-// groups, whose items are numbered by perm (a counting sort by key).
-// Compute's cost is mostly memory, and the garbage collector's share grows
-// with every byte allocated here, so nothing is copied twice.
-func groupByKey(d desired.State, o observed.State) (items []item, perm []int32, groups []keyGroup) {
-	index := make(map[desired.SessionKey]int32, len(d.Sessions))
-	// Room for some keys that only objects name, so that orphans do not
-	// force a copy of the whole slice.
-	groups = make([]keyGroup, 0, len(d.Sessions)+len(o.Objects)/16+16)
-	for k, s := range d.Sessions {
-		index[k] = int32(len(groups))
-		groups = append(groups, keyGroup{key: k, prefix: namePrefix(k.User), sess: s})
-	}
-	of := make([]int32, len(o.Objects))
-	items = make([]item, len(o.Objects))
-	for i := range o.Objects {
-		var k desired.SessionKey
-		items[i], k = newItem(&o.Objects[i], d.InstanceID)
-		g, ok := index[k]
-		if !ok {
-			g = int32(len(groups))
-			index[k] = g
-			groups = append(groups, keyGroup{key: k, prefix: namePrefix(k.User)})
-		}
-		of[i] = g
-	}
-	start := make([]int32, len(groups)+1)
-	for _, g := range of {
-		start[g+1]++
-	}
-	for g := range groups {
-		start[g+1] += start[g]
-	}
-	for g := range groups {
-		groups[g].lo, groups[g].hi = start[g], start[g]
-	}
-	perm = make([]int32, len(items))
-	for i, g := range of {
-		perm[groups[g].hi] = int32(i)
-		groups[g].hi++
-	}
-	slices.SortFunc(groups, func(a, b keyGroup) int {
-		if a.prefix != b.prefix {
-			return cmp.Compare(a.prefix, b.prefix)
-		}
-		if c := strings.Compare(a.key.User, b.key.User); c != 0 {
-			return c
-		}
-		return strings.Compare(a.key.Project, b.key.Project)
-	})
-	return items, perm, groups
-}
-
-// labelKey is observed.Object.Key from the user and project labels,
-// without its regexps, which dominated Compute at 100k sessions.
-// TestObjectKeyMatchesObserved holds the two equal.
-func labelKey(user, project string) desired.SessionKey {
-	if !validName(user, 32) || (project != "" && !validName(project, 64)) {
-		return desired.Unattributed
-	}
-	return desired.SessionKey{User: user, Project: project}
-}
-
-// validName matches ^[a-z][a-z0-9_-]{0,max-1}$.
-func validName(s string, maxLen int) bool {
-	if len(s) == 0 || len(s) > maxLen || s[0] < 'a' || s[0] > 'z' {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if b := s[i]; (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '_' && b != '-' {
-			return false
-		}
-	}
-	return true
-}
-
 type keyCtx struct {
-	key  desired.SessionKey
-	d    desired.State
-	sess *desired.Session
+	key        desired.SessionKey
+	instanceID string
+	sess       *desired.Session
+	hasUser    bool
 	// removable are the key's objects podspawn may remove, in teardown
 	// order; present adds the protected ones, which exist for every
 	// decision but are never removed.
 	removable []item
 	present   []item
-	alive     map[observed.ProcessRef]bool
+	exited    map[observed.ProcessRef]struct{}
 	now       time.Time
 	opt       Options
-	plan      *Plan
+	skipped   []Skip
 
 	actions []Action
 	phase   int
@@ -273,11 +167,11 @@ type keyCtx struct {
 	dead    []desired.Lease
 }
 
-func (c *keyCtx) reset(g *keyGroup, items []item, perm []int32) {
-	c.key, c.sess = g.key, g.sess
+func (c *keyCtx) reset(g *keyGroup, items []item) {
+	c.key, c.sess, c.hasUser = g.key, g.sess, g.hasUser
 	c.actions, c.phase, c.wake = c.actions[:0], 0, time.Time{}
 	c.objects = c.objects[:0]
-	for _, i := range perm[g.lo:g.hi] {
+	for _, i := range g.objects {
 		c.objects = append(c.objects, items[i])
 	}
 	c.removable, c.present = c.partition(c.objects)
@@ -298,7 +192,7 @@ func (c *keyCtx) wakeAt(t time.Time) {
 }
 
 func (c *keyCtx) skip(it *item, r Reason, detail string) {
-	c.plan.Skipped = append(c.plan.Skipped, Skip{Key: c.key, ObjectKind: it.Kind, Target: it.Name, Reason: r, Detail: detail})
+	c.skipped = append(c.skipped, Skip{Key: c.key, ObjectKind: it.Kind, Target: it.Name, Reason: r, Detail: detail})
 }
 
 // partition sorts a key's items into teardown order and reports the ones
@@ -363,6 +257,15 @@ func (c *keyCtx) remove(it *item, r Reason, detail string, phase int) {
 	c.add(Action{Kind: removeKind(it.Kind), Target: it.Name, TargetID: it.ID, SessionID: it.session, Reason: r, Detail: detail}, phase)
 }
 
+// duplicateSessions leaves a key alone whose desired state holds more than
+// one session: which one is meant is unknown, and either choice would
+// remove the other's objects. Loaders never produce this (the key is the
+// table's primary key); a caller that builds a State by hand might.
+func (c *keyCtx) duplicateSessions(n int) {
+	c.skipped = append(c.skipped, Skip{Key: c.key, ObjectKind: "session", Target: "session " + c.key.String(), Reason: ReasonDuplicateSession,
+		Detail: fmt.Sprintf("the desired state holds %d sessions for this key; nothing is done until it holds one", n)})
+}
+
 // orphans removes objects with no session row once they are old enough.
 func (c *keyCtx) orphans(items []item, r Reason) {
 	for i := range items {
@@ -411,9 +314,11 @@ func (c *keyCtx) findCurrent(k observed.Kind, name string) *item {
 func (c *keyCtx) session() {
 	s := c.sess
 	dead := c.dead[:0]
-	for _, l := range s.Leases {
-		if alive, checked := c.alive[observed.ProcessRef{PID: l.PID, Start: l.PIDStart}]; checked && !alive {
-			dead = append(dead, l)
+	if len(c.exited) > 0 {
+		for _, l := range s.Leases {
+			if _, gone := c.exited[observed.ProcessRef{PID: l.PID, Start: l.PIDStart}]; gone {
+				dead = append(dead, l)
+			}
 		}
 	}
 	c.dead = dead[:0]
@@ -511,7 +416,7 @@ func (c *keyCtx) teardownReason(live int, sessCtr *item, persistent bool) (Reaso
 			r = ReasonUserRequested
 		}
 		return r, "marked for removal", phaseTeardown
-	case !c.d.Users[c.key.User]:
+	case !c.hasUser:
 		return ReasonUserRemoved, fmt.Sprintf("user %s has no key file", c.key.User), phaseTeardown
 	case !persistent && s.Status == desired.StatusGrace && !s.GraceExpiry.IsZero() && expired(s.GraceExpiry, c.now):
 		return ReasonGraceExpired, fmt.Sprintf("grace period ended %s ago", human(c.now.Sub(s.GraceExpiry))), phaseGrace
@@ -577,7 +482,7 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 		c.add(Action{Kind: KindCreateContainer, Target: s.Spec.ContainerName, SessionID: s.ID, Reason: ReasonContainerStopped,
 			Detail: fmt.Sprintf("container is %s; starting it again", sessCtr.State), Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec()}, phaseMaintain)
 	case sessCtr == nil && live > 0:
-		c.plan.Skipped = append(c.plan.Skipped, Skip{Key: c.key, ObjectKind: observed.KindContainer, Target: s.Spec.ContainerName,
+		c.skipped = append(c.skipped, Skip{Key: c.key, ObjectKind: observed.KindContainer, Target: s.Spec.ContainerName,
 			Reason: ReasonContainerDownBusy, Detail: fmt.Sprintf("container is missing with %d live connection(s); the next connection replaces it", live)})
 	}
 	if creating {
@@ -591,7 +496,7 @@ func (c *keyCtx) labels(role, service string) map[string]string {
 		observed.LabelUser:      c.key.User,
 		observed.LabelProject:   c.key.Project,
 		observed.LabelSession:   c.sess.ID,
-		observed.LabelInstance:  c.d.InstanceID,
+		observed.LabelInstance:  c.instanceID,
 		observed.LabelRole:      role,
 	}
 	if service != "" {

@@ -106,12 +106,13 @@ func restartSession(s *desired.Session, state string) reconcile.Action {
 			Network: s.Spec.NetworkName, Aliases: []string{s.Spec.ContainerName}, User: s.Key.User, Shell: "/bin/sh"}}
 }
 
-func wakes(kv ...any) map[desired.SessionKey]time.Time {
-	m := map[desired.SessionKey]time.Time{}
+// wakes lists key, time pairs in key order.
+func wakes(kv ...any) []reconcile.KeyWake {
+	var ws []reconcile.KeyWake
 	for i := 0; i < len(kv); i += 2 {
-		m[kv[i].(desired.SessionKey)] = kv[i+1].(time.Time)
+		ws = append(ws, reconcile.KeyWake{Key: kv[i].(desired.SessionKey), At: kv[i+1].(time.Time)})
 	}
-	return m
+	return ws
 }
 
 // sessionLabels is what Compute puts on the objects of s, written out
@@ -220,13 +221,13 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(healthy).Build(),
 			observed: builder.Observed(healthyObjs...).Alive(lease).Build(),
 			now:      now,
-			want:     reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime)},
+			want:     reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime)},
 		},
 		"no-op: lease not checked counts as alive": {
 			desired:  builder.Desired(plain).Build(),
 			observed: builder.Observed(plainObjs...).Build(),
 			now:      now,
-			want:     reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime)},
+			want:     reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime)},
 		},
 		"empty world": {
 			desired:  builder.Desired().Build(),
@@ -238,7 +239,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(creating).Build(),
 			observed: builder.Observed().Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				{Kind: reconcile.KindCreateNetwork, Key: kAW, Target: "podspawn-alice-web-net", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonSessionCreating, Detail: "session network", Labels: creatingLabels("session", "")},
 				{Kind: reconcile.KindCreateVolume, Key: kAW, Target: "podspawn-alice-web-db-data", SessionID: "sess-alice-web",
@@ -267,7 +268,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(builder.Session("alice", "web").Creating().Leases(lease).Build()).Build(),
 			observed: builder.Observed(pNet, builder.Container("alice", "web").Stopped().Build()).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonSessionCreating, Detail: "session container", Labels: sessionLabels(plain, "session", ""),
 					Container: &reconcile.ContainerSpec{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
@@ -280,7 +281,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(regen).Build(),
 			observed: builder.Observed(oldNet, oldCtr).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				remove(kAW, oldCtr, reconcile.ReasonStaleGeneration, "left by an earlier generation of this session"),
 				remove(kAW, oldNet, reconcile.ReasonStaleGeneration, "left by an earlier generation of this session"),
 				{Kind: reconcile.KindCreateNetwork, Key: kAW, Target: "podspawn-alice-web-net", SessionID: "sess-2",
@@ -297,7 +298,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(svcMissing).Build(),
 			observed: builder.Observed(builder.ObjectsFor(svcMissing, builder.Instance)[0], builder.ObjectsFor(svcMissing, builder.Instance)[2]).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web-cache", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonServiceMissing, Detail: "service cache", Labels: sessionLabels(svcMissing, "service", "cache"), Container: cacheSpec},
 			}},
@@ -306,7 +307,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(svcMissingNoNet).Build(),
 			observed: builder.Observed(builder.ObjectsFor(svcMissingNoNet, builder.Instance)[2]).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				{Kind: reconcile.KindCreateNetwork, Key: kAW, Target: "podspawn-alice-web-net", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonServiceMissing, Detail: "session network", Labels: sessionLabels(svcMissingNoNet, "session", "")},
 				{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web-cache", SessionID: "sess-alice-web",
@@ -317,7 +318,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(lastDead).Build(),
 			observed: builder.Observed(plainObjs...).Dead(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: now.Add(time.Minute), WakeByKey: wakes(kAW, now.Add(time.Minute)), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: now.Add(time.Minute), Wakes: wakes(kAW, now.Add(time.Minute)), Actions: []reconcile.Action{
 				releaseLease(lastDead, lease), startGrace(lastDead, now.Add(time.Minute)),
 			}},
 		},
@@ -325,7 +326,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(twoLeases).Build(),
 			observed: builder.Observed(plainObjs...).Dead(lease).Alive(builder.Lease(2, 4343)).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				releaseLease(twoLeases, lease),
 			}},
 		},
@@ -353,14 +354,14 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(idle).Build(),
 			observed: builder.Observed(plainObjs...).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: now.Add(time.Minute), WakeByKey: wakes(kAW, now.Add(time.Minute)),
+			want: reconcile.Plan{Now: now, Wake: now.Add(time.Minute), Wakes: wakes(kAW, now.Add(time.Minute)),
 				Actions: []reconcile.Action{startGrace(idle, now.Add(time.Minute))}},
 		},
 		"reconnected during grace: cancel grace": {
 			desired:  builder.Desired(reconnected).Build(),
 			observed: builder.Observed(plainObjs...).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: now.Add(30 * time.Second), WakeByKey: wakes(kAW, now.Add(30*time.Second)), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: now.Add(30 * time.Second), Wakes: wakes(kAW, now.Add(30*time.Second)), Actions: []reconcile.Action{
 				{Kind: reconcile.KindCancelGrace, Key: kAW, Target: "session alice@web", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonReconnected, Detail: "1 live connection(s)"},
 			}},
@@ -389,7 +390,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(gone).Build(),
 			observed: builder.Observed(hNet, hVol, hSvc, stoppedCtr).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				restartSession(gone, "exited"),
 			}},
 		},
@@ -397,7 +398,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(plain).Build(),
 			observed: builder.Observed(pNet, stoppedCtr).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				restartSession(plain, "exited"),
 			}},
 		},
@@ -405,7 +406,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(plain).Build(),
 			observed: builder.Observed(pNet).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Skipped: []reconcile.Skip{
+			want: reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Skipped: []reconcile.Skip{
 				{Key: kAW, ObjectKind: observed.KindContainer, Target: "podspawn-alice-web", Reason: reconcile.ReasonContainerDownBusy,
 					Detail: "container is missing with 1 live connection(s); the next connection replaces it"},
 			}},
@@ -426,7 +427,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(plain).Build(),
 			observed: builder.Observed(pCtr, pNet, dupNet).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				remove(kAW, dupNet, reconcile.ReasonDuplicate, "a second network with the name of the session network"),
 			}},
 		},
@@ -434,7 +435,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(plain).Build(),
 			observed: builder.Observed(staleVol, pCtr, staleSvc, pNet).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				remove(kAW, staleSvc, reconcile.ReasonStaleGeneration, "left by an earlier generation of this session"),
 				remove(kAW, staleVol, reconcile.ReasonStaleGeneration, "left by an earlier generation of this session"),
 			}},
@@ -443,7 +444,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(plain).Build(),
 			observed: builder.Observed(foreignNet, pNet, foreignCtr, pCtr).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Skipped: []reconcile.Skip{
+			want: reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Skipped: []reconcile.Skip{
 				{Key: kAW, ObjectKind: observed.KindContainer, Target: "podspawn-alice-web-old", Reason: reconcile.ReasonForeignInstance,
 					Detail: "created by another podspawn state database (instance other)"},
 				{Key: key("fred", ""), ObjectKind: observed.KindNetwork, Target: "podspawn-fred-net", Reason: reconcile.ReasonForeignInstance,
@@ -471,7 +472,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(idle).Build(),
 			observed: builder.Observed(pNet, keptCtr).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: now.Add(time.Minute), WakeByKey: wakes(kAW, now.Add(time.Minute)),
+			want: reconcile.Plan{Now: now, Wake: now.Add(time.Minute), Wakes: wakes(kAW, now.Add(time.Minute)),
 				Actions: []reconcile.Action{startGrace(idle, now.Add(time.Minute))},
 				Skipped: []reconcile.Skip{{Key: kAW, ObjectKind: observed.KindContainer, Target: "podspawn-alice-web",
 					Reason: reconcile.ReasonProtected, Detail: "labelled podspawn.keep=true"}},
@@ -491,7 +492,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired().Build(),
 			observed: builder.Observed(badUser, badProject, noUser).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: now.Add(30 * time.Second), WakeByKey: wakes(desired.Unattributed, now.Add(30*time.Second)),
+			want: reconcile.Plan{Now: now, Wake: now.Add(30 * time.Second), Wakes: wakes(desired.Unattributed, now.Add(30*time.Second)),
 				Actions: []reconcile.Action{
 					remove(desired.Unattributed, noUser, reconcile.ReasonOrphan, "no session record and no podspawn.user label"),
 					remove(desired.Unattributed, badProject, reconcile.ReasonOrphan, "no session record and no podspawn.user label"),
@@ -504,7 +505,7 @@ func TestCompute(t *testing.T) {
 			desired:  builder.Desired(plain).Build(),
 			observed: builder.Observed(pNet, legacySameGen, legacy, pCtr, legacyOrphan).Alive(lease).Build(),
 			now:      now,
-			want: reconcile.Plan{Now: now, Wake: defaultLifetime, WakeByKey: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				remove(kAW, legacy, reconcile.ReasonOrphan, "no session record"),
 				remove(kAW, legacySameGen, reconcile.ReasonOrphan, "no session record"),
 				remove(key("gus", ""), legacyOrphan, reconcile.ReasonOrphan, "no session record"),
@@ -538,7 +539,7 @@ func TestComputeDeadlines(t *testing.T) {
 	objs := builder.ObjectsFor(inGrace, builder.Instance)
 	for _, off := range offsets {
 		at := graceAt.Add(off.d)
-		want := reconcile.Plan{Now: at, Unchanged: 1, Wake: graceAt, WakeByKey: wakes(kAW, graceAt)}
+		want := reconcile.Plan{Now: at, Unchanged: 1, Wake: graceAt, Wakes: wakes(kAW, graceAt)}
 		if off.reached {
 			want = reconcile.Plan{Now: at, Actions: teardown(inGrace, true, reconcile.ReasonGraceExpired, "grace period ended 0s ago", objs[1], objs[0])}
 		}
@@ -549,7 +550,7 @@ func TestComputeDeadlines(t *testing.T) {
 	connected := builder.Session("alice", "web").MaxLifetimeAt(lifeAt).Leases(lease).Build()
 	for _, off := range offsets {
 		at := lifeAt.Add(off.d)
-		want := reconcile.Plan{Now: at, Unchanged: 1, Wake: lifeAt, WakeByKey: wakes(kAW, lifeAt)}
+		want := reconcile.Plan{Now: at, Unchanged: 1, Wake: lifeAt, Wakes: wakes(kAW, lifeAt)}
 		if off.reached {
 			want = reconcile.Plan{Now: at, Actions: teardown(connected, true, reconcile.ReasonLifetimeExceeded,
 				"max lifetime reached 0s ago, with 1 live connection(s)", objs[1], objs[0])}
@@ -560,7 +561,7 @@ func TestComputeDeadlines(t *testing.T) {
 	orphan := builder.Network("olga", "").Created(now.Add(-testOpt.OrphanMinAge)).Build()
 	for _, off := range offsets {
 		at := now.Add(off.d)
-		want := reconcile.Plan{Now: at, Wake: now, WakeByKey: wakes(key("olga", ""), now), Skipped: []reconcile.Skip{{Key: key("olga", ""),
+		want := reconcile.Plan{Now: at, Wake: now, Wakes: wakes(key("olga", ""), now), Skipped: []reconcile.Skip{{Key: key("olga", ""),
 			ObjectKind: observed.KindNetwork, Target: "podspawn-olga-net", Reason: reconcile.ReasonOrphanTooYoung, Detail: "no session record; removable in 0s"}}}
 		if off.reached {
 			want = reconcile.Plan{Now: at, Actions: []reconcile.Action{remove(key("olga", ""), orphan, reconcile.ReasonOrphan, "no session record")}}
@@ -572,7 +573,7 @@ func TestComputeDeadlines(t *testing.T) {
 	pendingAt := pending.CreatedAt.Add(testOpt.PendingTimeout)
 	for _, off := range offsets {
 		at := pendingAt.Add(off.d)
-		want := reconcile.Plan{Now: at, Wake: pendingAt, WakeByKey: wakes(kAW, pendingAt), Actions: []reconcile.Action{
+		want := reconcile.Plan{Now: at, Wake: pendingAt, Wakes: wakes(kAW, pendingAt), Actions: []reconcile.Action{
 			{Kind: reconcile.KindCreateNetwork, Key: kAW, Target: "podspawn-alice-web-net", SessionID: "sess-alice-web",
 				Reason: reconcile.ReasonSessionCreating, Detail: "session network", Labels: sessionLabels(pending, "session", "")},
 			{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web", SessionID: "sess-alice-web",
@@ -626,7 +627,7 @@ func TestComputePhaseOrder(t *testing.T) {
 		observed: builder.Observed(objs...).Dead(amyLease).Alive(catLease, danLease, abeLease).Build(),
 		now:      now,
 		want: reconcile.Plan{Now: now, Actions: want, Wake: now.Add(time.Minute),
-			WakeByKey: wakes(key("amy", ""), now.Add(time.Minute), key("abe", ""), defaultLifetime)},
+			Wakes: wakes(key("abe", ""), defaultLifetime, key("amy", ""), now.Add(time.Minute))},
 	}})
 }
 
@@ -695,26 +696,23 @@ func TestComputeDeterministic(t *testing.T) {
 	}
 }
 
-// reorder rebuilds every map of the inputs in a random insertion order and
-// shuffles the object list: none of it may change the plan.
+// reorder shuffles the sessions, users and objects and rebuilds the map
+// in a random insertion order: none of it may change the plan, even though
+// loaders hand over sessions and users sorted.
 func reorder(d desired.State, o observed.State, rng *rand.Rand) (desired.State, observed.State) {
 	d2 := builder.CloneDesired(d)
-	keys := d.SortedKeys()
-	rng.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
-	d2.Sessions = map[desired.SessionKey]*desired.Session{}
-	for _, k := range keys {
-		d2.Sessions[k] = builder.CloneSession(d.Sessions[k])
-	}
+	rng.Shuffle(len(d2.Sessions), func(i, j int) { d2.Sessions[i], d2.Sessions[j] = d2.Sessions[j], d2.Sessions[i] })
+	rng.Shuffle(len(d2.Users), func(i, j int) { d2.Users[i], d2.Users[j] = d2.Users[j], d2.Users[i] })
 	o2 := builder.CloneObserved(o)
 	rng.Shuffle(len(o2.Objects), func(i, j int) { o2.Objects[i], o2.Objects[j] = o2.Objects[j], o2.Objects[i] })
-	refs := make([]observed.ProcessRef, 0, len(o.Alive))
-	for r := range o.Alive {
+	refs := make([]observed.ProcessRef, 0, len(o.Exited))
+	for r := range o.Exited {
 		refs = append(refs, r)
 	}
 	rng.Shuffle(len(refs), func(i, j int) { refs[i], refs[j] = refs[j], refs[i] })
-	o2.Alive = map[observed.ProcessRef]bool{}
+	o2.Exited = map[observed.ProcessRef]struct{}{}
 	for _, r := range refs {
-		o2.Alive[r] = o.Alive[r]
+		o2.Exited[r] = struct{}{}
 	}
 	return d2, o2
 }

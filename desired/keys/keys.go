@@ -119,19 +119,6 @@ func ListUsers(dir string) ([]string, error) {
 	return users, nil
 }
 
-// LoadUsers returns the set of users with a key file.
-func LoadUsers(dir string) (map[string]bool, error) {
-	users, err := ListUsers(dir)
-	if err != nil {
-		return nil, err
-	}
-	m := make(map[string]bool, len(users))
-	for _, u := range users {
-		m[u] = true
-	}
-	return m, nil
-}
-
 // Read reads one user's key file.
 func Read(dir, user string) (UserFile, error) {
 	p, err := Path(dir, user)

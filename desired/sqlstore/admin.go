@@ -37,13 +37,5 @@ func (s *Store) UserSessions(ctx context.Context, user string) ([]*desired.Sessi
 	if err := tx.SelectContext(ctx, &leases, tx.Rebind(q), args...); err != nil {
 		return nil, fmt.Errorf("loading leases of %s: %w", user, err)
 	}
-	m, err := assemble(rows, leases)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*desired.Session, 0, len(rows))
-	for _, r := range rows {
-		out = append(out, m[desired.SessionKey{User: r.User, Project: r.Project}])
-	}
-	return out, nil
+	return assemble(rows, leases)
 }

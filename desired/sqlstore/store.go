@@ -178,9 +178,10 @@ func (r sessionRow) toSession() (*desired.Session, error) {
 	return s, nil
 }
 
-// Load reads every session and lease. It fails as a whole: a partial
-// result would make missing rows look like orphans.
-func (s *Store) Load(ctx context.Context) (map[desired.SessionKey]*desired.Session, error) {
+// Load reads every session and lease, in key order (see desired.State).
+// It fails as a whole: a partial result would make missing rows look like
+// orphans.
+func (s *Store) Load(ctx context.Context) ([]*desired.Session, error) {
 	tx, err := s.rdb.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("loading sessions: %w", err)
@@ -219,22 +220,24 @@ func loadKeyTx(ctx context.Context, tx *sqlx.Tx, k desired.SessionKey) (*desired
 	if err := tx.SelectContext(ctx, &leases, `SELECT id, session_id, pid, pid_start, started_at FROM leases WHERE session_id = ? ORDER BY id`, rows[0].ID); err != nil {
 		return nil, fmt.Errorf("loading leases of %s: %w", k, err)
 	}
-	m, err := assemble(rows, leases)
+	out, err := assemble(rows, leases)
 	if err != nil {
 		return nil, err
 	}
-	return m[k], nil
+	return out[0], nil
 }
 
-func assemble(rows []sessionRow, leases []leaseRow) (map[desired.SessionKey]*desired.Session, error) {
-	out := make(map[desired.SessionKey]*desired.Session, len(rows))
+// assemble returns the sessions of rows, in the rows' order, with their
+// leases.
+func assemble(rows []sessionRow, leases []leaseRow) ([]*desired.Session, error) {
+	out := make([]*desired.Session, 0, len(rows))
 	byID := make(map[string]*desired.Session, len(rows))
 	for _, r := range rows {
 		sess, err := r.toSession()
 		if err != nil {
 			return nil, err
 		}
-		out[sess.Key] = sess
+		out = append(out, sess)
 		byID[sess.ID] = sess
 	}
 	for _, l := range leases {

@@ -241,7 +241,7 @@ func TestRoundTripOfEveryField(t *testing.T) {
 			t.Errorf("%s comes back in %s, want UTC", name, ts.Location())
 		}
 	}
-	all, err := st.Load(ctx)
+	all, err := loadByKey(ctx, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +398,7 @@ func TestMarkTerminatingWhere(t *testing.T) {
 		Reason string
 	}
 	gotStates := map[string]state{}
-	all, err := st.Load(ctx)
+	all, err := loadByKey(ctx, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +454,7 @@ func TestTimestampsOrderNumericallyInEveryZone(t *testing.T) {
 			t.Fatalf("ORDER BY %s (-want +got):\n%s", col, diff)
 		}
 	}
-	all, err := st.Load(context.Background())
+	all, err := loadByKey(context.Background(), st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -638,7 +638,7 @@ func TestCorruptSpecFailsTheWholeLoad(t *testing.T) {
 	if _, err := st.DB().Exec(`UPDATE sessions SET spec = '{"image": "x", "services": [' WHERE id = ?`, bob.ID); err != nil {
 		t.Fatal(err)
 	}
-	all, err := st.Load(ctx)
+	all, err := loadByKey(ctx, st)
 	if err == nil || all != nil || !strings.Contains(err.Error(), "session bob@web: corrupt spec column") {
 		t.Fatalf("Load = %v, %v; want no map and an error naming bob@web", all, err)
 	}
@@ -681,4 +681,20 @@ func TestNewSessionIDIsRandomHex(t *testing.T) {
 		}
 		seen[id] = true
 	}
+}
+
+// loadByKey is Store.Load as a map, checking the key order Load promises.
+func loadByKey(ctx context.Context, st *Store) (map[desired.SessionKey]*desired.Session, error) {
+	all, err := st.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := map[desired.SessionKey]*desired.Session{}
+	for i, s := range all {
+		if i > 0 && all[i-1].Key.Compare(s.Key) >= 0 {
+			return nil, fmt.Errorf("Load returned %s after %s: not in key order", s.Key, all[i-1].Key)
+		}
+		m[s.Key] = s
+	}
+	return m, nil
 }

@@ -66,6 +66,18 @@ func Alive(refs []observed.ProcessRef) map[observed.ProcessRef]bool {
 	return out
 }
 
+// Exited returns the refs whose process is known to be gone, as Alive
+// decides.
+func Exited(refs []observed.ProcessRef) map[observed.ProcessRef]struct{} {
+	out := map[observed.ProcessRef]struct{}{}
+	for r, alive := range Alive(refs) {
+		if !alive {
+			out[r] = struct{}{}
+		}
+	}
+	return out
+}
+
 func zombie(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", Root, pid))
 	if err != nil {

@@ -338,14 +338,14 @@ type DesiredBuilder struct {
 // Desired starts a state of instance Instance holding sessions; unless
 // Users is called, every session's user has a key file.
 func Desired(sessions ...*desired.Session) *DesiredBuilder {
-	b := &DesiredBuilder{d: desired.State{InstanceID: Instance, Sessions: map[desired.SessionKey]*desired.Session{}, Users: map[string]bool{}}}
+	b := &DesiredBuilder{d: desired.State{InstanceID: Instance}}
 	return b.Sessions(sessions...)
 }
 
 // Sessions adds sessions (a later one replaces an earlier one of the same key).
 func (b *DesiredBuilder) Sessions(sessions ...*desired.Session) *DesiredBuilder {
 	for _, s := range sessions {
-		b.d.Sessions[s.Key] = CloneSession(s)
+		b.d.PutSession(CloneSession(s))
 	}
 	return b
 }
@@ -356,10 +356,7 @@ func (b *DesiredBuilder) Instance(id string) *DesiredBuilder { b.d.InstanceID = 
 // Users sets exactly which users have a key file.
 func (b *DesiredBuilder) Users(names ...string) *DesiredBuilder {
 	b.usersSet = true
-	b.d.Users = map[string]bool{}
-	for _, n := range names {
-		b.d.Users[n] = true
-	}
+	b.d.Users = desired.NewState("", nil, names).Users
 	return b
 }
 
@@ -367,9 +364,11 @@ func (b *DesiredBuilder) Users(names ...string) *DesiredBuilder {
 func (b *DesiredBuilder) Build() desired.State {
 	d := CloneDesired(b.d)
 	if !b.usersSet {
-		for k := range d.Sessions {
-			d.Users[k.User] = true
+		var users []string
+		for _, s := range d.Sessions {
+			users = append(users, s.Key.User)
 		}
+		d.Users = desired.NewState("", nil, users).Users
 	}
 	return d
 }
@@ -379,7 +378,7 @@ type ObservedBuilder struct{ o observed.State }
 
 // Observed starts an observation holding objs, with no lease checked.
 func Observed(objs ...observed.Object) *ObservedBuilder {
-	return (&ObservedBuilder{o: observed.State{Alive: map[observed.ProcessRef]bool{}}}).Objects(objs...)
+	return (&ObservedBuilder{o: observed.State{Exited: map[observed.ProcessRef]struct{}{}}}).Objects(objs...)
 }
 
 // Objects adds objects.
@@ -390,18 +389,19 @@ func (b *ObservedBuilder) Objects(objs ...observed.Object) *ObservedBuilder {
 	return b
 }
 
-// Alive records the processes of leases as checked and running.
+// Alive records the processes of leases as running, which is what every
+// lease not marked Dead is; it says so in a test and undoes Dead.
 func (b *ObservedBuilder) Alive(ls ...desired.Lease) *ObservedBuilder {
 	for _, l := range ls {
-		b.o.Alive[Ref(l)] = true
+		delete(b.o.Exited, Ref(l))
 	}
 	return b
 }
 
-// Dead records the processes of leases as checked and gone.
+// Dead records the processes of leases as gone.
 func (b *ObservedBuilder) Dead(ls ...desired.Lease) *ObservedBuilder {
 	for _, l := range ls {
-		b.o.Alive[Ref(l)] = false
+		b.o.Exited[Ref(l)] = struct{}{}
 	}
 	return b
 }
@@ -445,11 +445,11 @@ func cloneSecurity(s desired.Security) desired.Security {
 
 // CloneDesired deep-copies a desired state.
 func CloneDesired(d desired.State) desired.State {
-	c := desired.State{InstanceID: d.InstanceID, Users: maps.Clone(d.Users)}
+	c := desired.State{InstanceID: d.InstanceID, Users: slices.Clone(d.Users)}
 	if d.Sessions != nil {
-		c.Sessions = make(map[desired.SessionKey]*desired.Session, len(d.Sessions))
-		for k, s := range d.Sessions {
-			c.Sessions[k] = CloneSession(s)
+		c.Sessions = make([]*desired.Session, len(d.Sessions))
+		for i, s := range d.Sessions {
+			c.Sessions[i] = CloneSession(s)
 		}
 	}
 	return c
@@ -463,7 +463,7 @@ func CloneObject(o observed.Object) observed.Object {
 
 // CloneObserved deep-copies an observation.
 func CloneObserved(o observed.State) observed.State {
-	c := observed.State{Alive: maps.Clone(o.Alive)}
+	c := observed.State{Exited: maps.Clone(o.Exited)}
 	if o.Objects != nil {
 		c.Objects = make([]observed.Object, len(o.Objects))
 		for i, obj := range o.Objects {

@@ -90,9 +90,9 @@ func graceLatency(b *testing.B, n int, burst bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		for k, s := range all {
+		for _, s := range all {
 			if s.Status == desired.StatusGrace {
-				expiry[k] = s.GraceExpiry
+				expiry[s.Key] = s.GraceExpiry
 			}
 		}
 	}

@@ -157,8 +157,9 @@ func (j *joiner) sort(workers int) {
 		for hi < len(recs) && recs[hi].k0 == recs[lo].k0 {
 			hi++
 		}
-		if hi-lo > 1 {
-			slices.SortFunc(recs[lo:hi], cmpRec)
+		// The radix sort is stable, so a run is mostly in order already.
+		if run := recs[lo:hi]; len(run) > 1 && !slices.IsSortedFunc(run, cmpRec) {
+			slices.SortFunc(run, cmpRec)
 		}
 		lo = hi
 	}

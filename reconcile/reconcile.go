@@ -48,7 +48,11 @@ const (
 // key with a sort (see join), then decides the keys independently,
 // splitting them across the CPUs (see BenchmarkCompute).
 func Compute(d desired.State, o observed.State, now time.Time, opt Options) Plan {
-	return compute(d, o, now, opt, runtime.GOMAXPROCS(0))
+	workers := runtime.GOMAXPROCS(0)
+	if len(d.Sessions)+len(o.Objects) < serialMax {
+		workers = 1
+	}
+	return compute(d, o, now, opt, workers)
 }
 
 // part is one worker's share of a plan: a contiguous range of keys.
@@ -62,10 +66,9 @@ type part struct {
 // serialMax is the input size below which goroutines cost more than they save.
 const serialMax = 8192
 
+// compute is Compute with the work split across workers goroutines; the
+// plan does not depend on workers (TestComputeSameForAnyWorkers).
 func compute(d desired.State, o observed.State, now time.Time, opt Options, workers int) Plan {
-	if len(d.Sessions)+len(o.Objects) < serialMax {
-		workers = 1
-	}
 	j := newJoiner(d, o, workers)
 	spans := j.split(workers)
 	parts := make([]part, len(spans))
@@ -86,7 +89,7 @@ func compute(d desired.State, o observed.State, now time.Time, opt Options, work
 				}
 				if len(c.actions) > 0 {
 					p.byPhase[c.phase] = append(p.byPhase[c.phase], c.actions...)
-				} else if c.sess != nil {
+				} else if c.sess != nil && g.sessions == 1 {
 					p.unchanged++
 				}
 				if !c.wake.IsZero() {

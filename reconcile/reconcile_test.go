@@ -372,6 +372,14 @@ func TestCompute(t *testing.T) {
 			now:      now,
 			want:     reconcile.Plan{Now: now, Unchanged: 1},
 		},
+		"two sessions for one key in a hand-built state: the key is left alone": {
+			desired: desired.State{InstanceID: builder.Instance, Users: []string{"alice"}, Sessions: []*desired.Session{
+				plain, builder.Session("alice", "web").ID("sess-other").Leases(lease).Build()}},
+			observed: builder.Observed(plainObjs...).Alive(lease).Build(),
+			now:      now,
+			want: reconcile.Plan{Now: now, Skipped: []reconcile.Skip{{Key: kAW, ObjectKind: "session", Target: "session alice@web", Reason: reconcile.ReasonDuplicateSession,
+				Detail: "the desired state holds 2 sessions for this key; nothing is done until it holds one"}}},
+		},
 		"user removed: destroy even persistent and connected; teardown order, row last": {
 			desired:  builder.Desired(removedUser).Users("bob").Build(),
 			observed: builder.Observed(youngLoose, hVol, hCtr, staleCtr, hNet, hSvc).Alive(lease).Build(),

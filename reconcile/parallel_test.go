@@ -82,7 +82,9 @@ func TestComputeSameForAnyWorkers(t *testing.T) {
 		}
 	}
 	shuffled := builder.CloneDesired(d)
-	rng.Shuffle(len(shuffled.Sessions), func(i, j int) { shuffled.Sessions[i], shuffled.Sessions[j] = shuffled.Sessions[j], shuffled.Sessions[i] })
+	rng.Shuffle(len(shuffled.Sessions), func(i, j int) {
+		shuffled.Sessions[i], shuffled.Sessions[j] = shuffled.Sessions[j], shuffled.Sessions[i]
+	})
 	rng.Shuffle(len(shuffled.Users), func(i, j int) { shuffled.Users[i], shuffled.Users[j] = shuffled.Users[j], shuffled.Users[i] })
 	if diff := cmp.Diff(want, compute(shuffled, o, builder.Epoch, opt, 2)); diff != "" {
 		t.Fatalf("unsorted sessions and users: plan differs (-sorted +unsorted):\n%s", diff)

@@ -22,13 +22,18 @@ import (
 // ORDER BY user, project) and objects in Docker's listing order (by kind,
 // then name, as dockerobs.List returns them).
 func benchWorld(n int) (desired.State, observed.State) {
+	return benchWorldNamed(n, func(i int) (string, string) { return fmt.Sprintf("u%06d", i), "" })
+}
+
+// benchWorldNamed is benchWorld with the keys name(i) gives, in key order.
+func benchWorldNamed(n int, name func(int) (user, project string)) (desired.State, observed.State) {
 	d := desired.State{InstanceID: builder.Instance, Sessions: make([]*desired.Session, 0, n), Users: make([]string, 0, n)}
 	ob := builder.Observed()
 	var objs []observed.Object
 	now := builder.Epoch
 	for i := range n {
-		user := fmt.Sprintf("u%06d", i)
-		sb := builder.Session(user, "")
+		user, project := name(i)
+		sb := builder.Session(user, project)
 		if i%10 == 0 {
 			sb.Service("db", "postgres:16", desired.VolumeMount{Name: "data", Target: "/var/lib/postgresql/data"})
 		}
@@ -44,14 +49,16 @@ func benchWorld(n int) (desired.State, observed.State) {
 			case 2: // max lifetime passed with a live connection
 				sb.MaxLifetimeAt(now.Add(-time.Minute))
 			case 3: // a leftover of an earlier generation
-				objs = append(objs, builder.Container(user, "").Name("podspawn-"+user+"-old").Session("old").Stopped().Build())
+				objs = append(objs, builder.Container(user, project).Name("podspawn-"+user+project+"-old").Session("old").Stopped().Build())
 			case 4: // an orphan with no session record
-				objs = append(objs, builder.Network(user, "gone").Build())
+				objs = append(objs, builder.Network(user, project+"gone").Build())
 			}
 		}
 		s := sb.Build()
 		d.Sessions = append(d.Sessions, s) // in key order, as the store reads them
-		d.Users = append(d.Users, user)
+		if len(d.Users) == 0 || d.Users[len(d.Users)-1] != user {
+			d.Users = append(d.Users, user)
+		}
 		objs = append(objs, builder.ObjectsFor(s, builder.Instance)...)
 		if alive {
 			ob.Alive(lease)
@@ -81,5 +88,21 @@ func BenchmarkCompute(b *testing.B) {
 				b.Fatalf("unexpected plan: %d unchanged (want about %d), %d actions", p.Unchanged, want, len(p.Actions))
 			}
 		})
+	}
+}
+
+// BenchmarkComputeLongKeys is BenchmarkCompute with project sessions whose
+// keys pass the 16 bytes the join encodes, and users sharing their first
+// eight, so that ties fall to the strings: the join's slow path.
+func BenchmarkComputeLongKeys(b *testing.B) {
+	opt := reconcile.Options{OrphanMinAge: 30 * time.Second, PendingTimeout: 2 * time.Minute}
+	n := 100000
+	d, o := benchWorldNamed(n, func(i int) (string, string) {
+		return fmt.Sprintf("student%05d", i/2), [...]string{"backend-api", "frontend-web"}[i%2]
+	})
+	runtime.GC()
+	b.ReportAllocs()
+	for b.Loop() {
+		reconcile.Compute(d, o, builder.Epoch, opt)
 	}
 }

@@ -57,8 +57,10 @@ type keyGroup struct {
 	hasUser bool
 	// sessions counts the key's sessions; more than one is a broken
 	// desired state, and the key is left alone.
-	sessions int
-	objects  []int32 // into joiner.items
+	sessions     int
+	sessionIndex int     // of the session in joiner.sessions
+	objects      []int32 // into joiner.items
+	warmth       int     // see walk
 }
 
 type joiner struct {
@@ -141,64 +143,101 @@ func sortedSessions(ss []*desired.Session) []*desired.Session {
 // radixMin is the size from which the radix sort beats a comparison sort.
 const radixMin = 256
 
-// sort orders the records by compareRecs: a radix sort on k0, then a
-// comparison sort of each run of equal k0, which is short unless many
-// names share their first 8 bytes.
+// sort orders the records by compareRecs: a radix sort on the first 8
+// encoded bytes, then each run that shares them (names with a common
+// prefix, a user's projects) by the next 8 (a radix sort again if the run
+// is long) and, where long keys tie on all 16, by their strings.
 func (j *joiner) sort(workers int) {
 	cmpRec := func(a, b record) int { return j.compareRecs(&a, &b) }
 	if len(j.recs) < radixMin {
 		slices.SortFunc(j.recs, cmpRec)
 		return
 	}
-	j.recs = radixSortK0(j.recs, workers)
+	j.recs = radixSort(j.recs, workers, true)
 	recs := j.recs
+	var long [][]record
 	for lo := 0; lo < len(recs); {
 		hi := lo + 1
 		for hi < len(recs) && recs[hi].k0 == recs[lo].k0 {
 			hi++
 		}
-		// The radix sort is stable, so a run is mostly in order already.
-		if run := recs[lo:hi]; len(run) > 1 && !slices.IsSortedFunc(run, cmpRec) {
+		// The radix sort is stable, so a run is often in order already.
+		switch run := recs[lo:hi]; {
+		case len(run) < 2 || slices.IsSortedFunc(run, cmpRec):
+		case len(run) >= radixMin:
+			long = append(long, run)
+		default:
 			slices.SortFunc(run, cmpRec)
 		}
+		lo = hi
+	}
+	parallel(len(long), workers, func(lo, hi int) {
+		for _, run := range long[lo:hi] {
+			copy(run, radixSort(run, 1, false))
+			if !slices.IsSortedFunc(run, cmpRec) {
+				j.sortTies(run, cmpRec)
+			}
+		}
+	})
+}
+
+// sortTies sorts the runs of records, ordered by their encoded bytes,
+// that share all 16: long keys that differ further on.
+func (j *joiner) sortTies(recs []record, cmpRec func(a, b record) int) {
+	for lo := 0; lo < len(recs); {
+		hi := lo + 1
+		for hi < len(recs) && recs[hi].compare(recs[lo].encoded) == 0 {
+			hi++
+		}
+		slices.SortFunc(recs[lo:hi], cmpRec)
 		lo = hi
 	}
 }
 
 const (
 	digitBits = 8
-	digits    = 64 / digitBits
+	digits    = 128 / digitBits
 	buckets   = 1 << digitBits
 )
 
-func digit(k uint64, d int) int { return int(k >> (d * digitBits) & (buckets - 1)) }
+func (r *record) digit(hi bool, shift uint) int {
+	k := r.k1
+	if hi {
+		k = r.k0
+	}
+	return int(k >> shift & (buckets - 1))
+}
 
-// radixSortK0 is a least-significant-digit radix sort on k0, each pass
-// split across workers: each counts its share of the records, then writes
-// them at offsets that keep the sort stable. Digits that all records share
-// (the zero padding of short names, a common first letter) cost no pass.
-// Byte digits keep the scatter's write streams few enough for the caches.
-func radixSortK0(a []record, workers int) []record {
+// radixSort is a least-significant-digit radix sort on one of the words
+// of the encoded bytes (k0 if high, else k1), each pass split across
+// workers: each counts its share of the records, then writes them at
+// offsets that keep the sort stable. Digits that all records share (the
+// zero padding of short names, a common prefix) cost no pass. Byte digits
+// keep the scatter's write streams few enough for the caches.
+func radixSort(a []record, workers int, high bool) []record {
 	workers = max(1, min(workers, len(a)/chunkMin))
 	bound := func(w int) int { return len(a) * w / workers }
-	// A digit varies if some record's k0 differs from the first's in it.
-	diffs := make([]uint64, workers)
+	// A digit varies if some record differs from the first in it.
+	diffs := make([]encoded, workers)
 	parallel(workers, workers, func(wlo, whi int) {
 		for w := wlo; w < whi; w++ {
 			for i := bound(w); i < bound(w+1); i++ {
-				diffs[w] |= a[i].k0 ^ a[0].k0
+				diffs[w].k0 |= a[i].k0 ^ a[0].k0
+				diffs[w].k1 |= a[i].k1 ^ a[0].k1
 			}
 		}
 	})
-	var varying uint64
+	var varying record
 	for _, d := range diffs {
-		varying |= d
+		varying.k0 |= d.k0
+		varying.k1 |= d.k1
 	}
 
 	counts := make([][buckets]int32, workers)
 	tmp := make([]record, len(a))
-	for d := range digits {
-		if digit(varying, d) == 0 {
+	for d := range digits / 2 {
+		hi, shift := high, uint(d)*digitBits
+		if varying.digit(hi, shift) == 0 {
 			continue
 		}
 		parallel(workers, workers, func(wlo, whi int) {
@@ -206,7 +245,7 @@ func radixSortK0(a []record, workers int) []record {
 				c := &counts[w]
 				*c = [buckets]int32{}
 				for i := bound(w); i < bound(w+1); i++ {
-					c[digit(a[i].k0, d)]++
+					c[a[i].digit(hi, shift)]++
 				}
 			}
 		})
@@ -224,7 +263,7 @@ func radixSortK0(a []record, workers int) []record {
 			for w := wlo; w < whi; w++ {
 				off := &counts[w]
 				for i := bound(w); i < bound(w+1); i++ {
-					v := digit(a[i].k0, d)
+					v := a[i].digit(hi, shift)
 					tmp[off[v]] = a[i]
 					off[v]++
 				}
@@ -284,9 +323,22 @@ func sortSearch(n int, f func(int) bool) int {
 // objects slice is reused between calls.
 func (j *joiner) walk(sp span, fn func(*keyGroup)) {
 	si, oi, ui := sp.s0, sp.o0, sp.u0
+	warmS, warmO, warmth := si, oi, 0
 	var g keyGroup
 	for si < sp.s1 || oi < sp.o1 {
-		g = keyGroup{objects: g.objects[:0]}
+		// Touch the memory of the next keys in a tight loop before deciding
+		// them: these loads do not depend on each other, so their cache
+		// misses overlap, where deciding one key at a time would wait for
+		// each in turn.
+		if si >= warmS && si < sp.s1 {
+			warmS = min(si+warmAhead, sp.s1)
+			warmth += j.warmSessions(si, warmS)
+		}
+		if oi >= warmO && oi < sp.o1 {
+			warmO = min(oi+2*warmAhead, sp.o1)
+			warmth += j.warmObjects(oi, warmO)
+		}
+		g = keyGroup{objects: g.objects[:0], warmth: warmth}
 		var e encoded
 		if si < sp.s1 {
 			g.key = j.sessions[si].Key
@@ -298,7 +350,7 @@ func (j *joiner) walk(sp span, fn func(*keyGroup)) {
 			g.key, e = j.items[r.idx].key, r.encoded
 		}
 		for ; si < sp.s1 && j.sessions[si].Key == g.key; si++ {
-			g.sess = j.sessions[si]
+			g.sess, g.sessionIndex = j.sessions[si], si
 			g.sessions++
 		}
 		for ; oi < sp.o1 && j.compareKeyRec(g.key, e, &j.recs[oi]) == 0; oi++ {
@@ -310,6 +362,47 @@ func (j *joiner) walk(sp span, fn func(*keyGroup)) {
 		g.hasUser = ui < sp.u1 && j.users[ui] == g.key.User
 		fn(&g)
 	}
+}
+
+// warmAhead is how many sessions warmSessions touches at once: enough
+// misses in flight to cover the latency, few enough to stay in L1.
+const warmAhead = 32
+
+// warmSessions reads what deciding sessions [lo, hi) reads first: each
+// session, its leases and the bytes of its names. The sum only keeps the
+// loads from being optimised away.
+func (j *joiner) warmSessions(lo, hi int) int {
+	x := 0
+	ss := j.sessions[lo:hi]
+	for _, s := range ss {
+		x += len(s.ID) + len(s.Spec.ContainerName) + len(s.Leases) + len(s.Status)
+	}
+	for _, s := range ss {
+		if len(s.Leases) > 0 {
+			x += s.Leases[0].PID
+		}
+		if len(s.ID) > 0 && len(s.Spec.ContainerName) > 0 {
+			x += int(s.ID[0]) + int(s.Spec.ContainerName[0])
+		}
+	}
+	return x
+}
+
+// warmObjects does the same for the items of object records [lo, hi).
+func (j *joiner) warmObjects(lo, hi int) int {
+	x := 0
+	rs := j.recs[lo:hi]
+	for _, r := range rs {
+		it := &j.items[r.idx]
+		x += len(it.session) + len(it.Name)
+	}
+	for _, r := range rs {
+		it := &j.items[r.idx]
+		if len(it.session) > 0 && len(it.Name) > 0 {
+			x += int(it.session[0]) + int(it.Name[0])
+		}
+	}
+	return x
 }
 
 // parallel runs fn over [0, n) split into at most workers contiguous

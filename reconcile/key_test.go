@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"cmp"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -96,27 +97,39 @@ func TestJoinOrdersLikeKeys(t *testing.T) {
 	})
 }
 
-// TestRadixSortMatchesSort: the radix sort on k0 is stable and orders as a
-// comparison sort does.
+// TestRadixSortMatchesSort: the radix sort is stable and orders a word of
+// the encoded bytes as a comparison sort does.
 func TestRadixSortMatchesSort(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		// Few distinct values per digit, so that ties and skipped digits occur.
-		k0 := rapid.Custom(func(t *rapid.T) uint64 {
+		// Few distinct values per digit, so that ties and skipped digits
+		// occur; sizes up to three workers' shares.
+		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(t, "seed"), 0))
+		digitValues := []uint64{0, 1, 0x80, 0xff}
+		varying := rapid.Uint64().Draw(t, "varying digits")
+		word := func(shift int) uint64 {
 			var k uint64
-			for range 4 {
-				k = k<<16 | uint64(rapid.SampledFrom([]uint16{0, 1, 0x8000, 0xffff}).Draw(t, "digit"))
+			for d := range 8 {
+				if varying>>(shift+d)&1 == 1 {
+					k |= digitValues[rng.IntN(len(digitValues))] << (8 * d)
+				}
 			}
 			return k
-		})
-		n := rapid.IntRange(1, 300).Draw(t, "n")
+		}
+		n := rapid.IntRange(1, 3*chunkMin).Draw(t, "n")
 		recs := make([]record, n)
 		for i := range recs {
-			recs[i] = record{encoded: encoded{k0: k0.Draw(t, "k0")}, idx: int32(i)}
+			recs[i] = record{encoded: encoded{k0: word(0), k1: word(8)}, idx: int32(i)}
 		}
+		high := rapid.Bool().Draw(t, "high")
 		want := slices.Clone(recs)
-		slices.SortStableFunc(want, func(a, b record) int { return cmp.Compare(a.k0, b.k0) })
+		slices.SortStableFunc(want, func(a, b record) int {
+			if high {
+				return cmp.Compare(a.k0, b.k0)
+			}
+			return cmp.Compare(a.k1, b.k1)
+		})
 		workers := rapid.IntRange(1, 4).Draw(t, "workers")
-		if got := radixSortK0(slices.Clone(recs), workers); !slices.Equal(got, want) {
+		if got := radixSort(slices.Clone(recs), workers, high); !slices.Equal(got, want) {
 			t.Fatalf("radix sort differs from a stable sort")
 		}
 	})

@@ -57,10 +57,20 @@ func Compute(d desired.State, o observed.State, now time.Time, opt Options) Plan
 
 // part is one worker's share of a plan: a contiguous range of keys.
 type part struct {
-	byPhase   [phaseCount][]Action
+	// actions holds the chains of the part's keys in key order; chains
+	// says where each starts and in which phase it belongs.
+	actions   []Action
+	chains    []chain
 	skipped   []Skip
-	wakes     []KeyWake
 	unchanged int
+	// orphanWakes are the deadlines of keys without a session (young
+	// orphans); sessions' deadlines go to their slot in the shared list.
+	orphanWakes []KeyWake
+}
+
+type chain struct {
+	phase  int8
+	lo, hi int32
 }
 
 // serialMax is the input size below which goroutines cost more than they save.
@@ -72,12 +82,14 @@ func compute(d desired.State, o observed.State, now time.Time, opt Options, work
 	j := newJoiner(d, o, workers)
 	spans := j.split(workers)
 	parts := make([]part, len(spans))
+	// One slot per session: most have a deadline (their max lifetime), and
+	// slots let the workers write the plan's list in place.
+	wakes := make([]KeyWake, len(j.sessions))
 	parallel(len(spans), len(spans), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			p, sp := &parts[i], spans[i]
-			p.wakes = make([]KeyWake, 0, sp.s1-sp.s0+64)
+			p := &parts[i]
 			c := &keyCtx{instanceID: d.InstanceID, exited: o.Exited, now: now, opt: opt}
-			j.walk(sp, func(g *keyGroup) {
+			j.walk(spans[i], func(g *keyGroup) {
 				c.reset(g, j.items)
 				switch {
 				case g.sessions > 1:
@@ -88,38 +100,45 @@ func compute(d desired.State, o observed.State, now time.Time, opt Options, work
 					c.session()
 				}
 				if len(c.actions) > 0 {
-					p.byPhase[c.phase] = append(p.byPhase[c.phase], c.actions...)
+					p.chains = append(p.chains, chain{int8(c.phase), int32(len(p.actions)), int32(len(p.actions) + len(c.actions))})
+					p.actions = append(p.actions, c.actions...)
 				} else if c.sess != nil && g.sessions == 1 {
 					p.unchanged++
 				}
-				if !c.wake.IsZero() {
-					p.wakes = append(p.wakes, KeyWake{Key: c.key, At: c.wake})
+				switch {
+				case c.wake.IsZero():
+				case g.sessions > 0:
+					wakes[g.sessionIndex] = KeyWake{Key: c.key, At: c.wake}
+				default:
+					p.orphanWakes = append(p.orphanWakes, KeyWake{Key: c.key, At: c.wake})
 				}
 			})
 			p.skipped = c.skipped
 		}
 	})
-	return merge(now, parts)
+	return merge(now, parts, wakes)
 }
 
 // merge joins the workers' parts, which are in key order: phase by phase
 // for the actions, so the plan is ordered by (phase, key).
-func merge(now time.Time, parts []part) Plan {
+func merge(now time.Time, parts []part, wakes []KeyWake) Plan {
 	plan := Plan{Now: now}
-	var nActions, nSkipped, nWakes int
+	var nActions, nSkipped, nOrphanWakes int
 	for _, p := range parts {
-		for _, as := range p.byPhase {
-			nActions += len(as)
-		}
+		nActions += len(p.actions)
 		nSkipped += len(p.skipped)
-		nWakes += len(p.wakes)
+		nOrphanWakes += len(p.orphanWakes)
 		plan.Unchanged += p.unchanged
 	}
 	if nActions > 0 {
 		plan.Actions = make([]Action, 0, nActions)
 		for ph := range phaseCount {
 			for _, p := range parts {
-				plan.Actions = append(plan.Actions, p.byPhase[ph]...)
+				for _, ch := range p.chains {
+					if int(ch.phase) == ph {
+						plan.Actions = append(plan.Actions, p.actions[ch.lo:ch.hi]...)
+					}
+				}
 			}
 		}
 	}
@@ -129,20 +148,36 @@ func merge(now time.Time, parts []part) Plan {
 			plan.Skipped = append(plan.Skipped, p.skipped...)
 		}
 	}
-	if len(parts) == 1 && nWakes > 0 {
-		plan.Wakes = parts[0].wakes
-	} else if nWakes > 0 {
-		plan.Wakes = make([]KeyWake, 0, nWakes)
+	wakes = slices.DeleteFunc(wakes, func(w KeyWake) bool { return w.At.IsZero() })
+	if nOrphanWakes > 0 {
+		var orphans []KeyWake
 		for _, p := range parts {
-			plan.Wakes = append(plan.Wakes, p.wakes...)
+			orphans = append(orphans, p.orphanWakes...)
 		}
+		wakes = mergeWakes(wakes, orphans)
 	}
-	for _, w := range plan.Wakes {
+	for _, w := range wakes {
 		if plan.Wake.IsZero() || w.At.Before(plan.Wake) {
 			plan.Wake = w.At
 		}
 	}
+	if len(wakes) > 0 {
+		plan.Wakes = wakes
+	}
 	return plan
+}
+
+// mergeWakes merges two lists in key order with distinct keys.
+func mergeWakes(a, b []KeyWake) []KeyWake {
+	out := make([]KeyWake, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0].Key.Compare(b[0].Key) < 0 {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 type keyCtx struct {
@@ -153,8 +188,8 @@ type keyCtx struct {
 	// removable are the key's objects podspawn may remove, in teardown
 	// order; present adds the protected ones, which exist for every
 	// decision but are never removed.
-	removable []item
-	present   []item
+	removable []*item
+	present   []*item
 	exited    map[observed.ProcessRef]struct{}
 	now       time.Time
 	opt       Options
@@ -165,8 +200,8 @@ type keyCtx struct {
 	wake    time.Time
 
 	// Buffers reused across keys.
-	objects []item
-	kept    []item
+	objects []*item
+	kept    []*item
 	dead    []desired.Lease
 }
 
@@ -175,7 +210,7 @@ func (c *keyCtx) reset(g *keyGroup, items []item) {
 	c.actions, c.phase, c.wake = c.actions[:0], 0, time.Time{}
 	c.objects = c.objects[:0]
 	for _, i := range g.objects {
-		c.objects = append(c.objects, items[i])
+		c.objects = append(c.objects, &items[i])
 	}
 	c.removable, c.present = c.partition(c.objects)
 }
@@ -204,7 +239,7 @@ func (c *keyCtx) skip(it *item, r Reason, detail string) {
 // items podspawn may remove and, as a longer view of the same array, those
 // plus the protected ones. Sorting first makes the skips independent of
 // Docker's listing order.
-func (c *keyCtx) partition(items []item) (removable, present []item) {
+func (c *keyCtx) partition(items []*item) (removable, present []*item) {
 	sortForRemoval(items)
 	kept := c.kept[:0]
 	n := 0
@@ -212,11 +247,11 @@ func (c *keyCtx) partition(items []item) (removable, present []item) {
 		it := items[i]
 		switch it.class {
 		case classUnmanaged:
-			c.skip(&it, ReasonUnmanaged, "not labelled "+observed.LabelManagedBy+"="+observed.ManagedByValue)
+			c.skip(it, ReasonUnmanaged, "not labelled "+observed.LabelManagedBy+"="+observed.ManagedByValue)
 		case classForeign:
-			c.skip(&it, ReasonForeignInstance, fmt.Sprintf("created by another podspawn state database (instance %s)", it.Instance()))
+			c.skip(it, ReasonForeignInstance, fmt.Sprintf("created by another podspawn state database (instance %s)", it.Instance()))
 		case classProtected:
-			c.skip(&it, ReasonProtected, "labelled "+observed.LabelKeep+"=true")
+			c.skip(it, ReasonProtected, "labelled "+observed.LabelKeep+"=true")
 			kept = append(kept, it)
 		default:
 			items[n] = it // n never passes i
@@ -231,11 +266,11 @@ func (c *keyCtx) partition(items []item) (removable, present []item) {
 // sortForRemoval orders items in place in teardown order: session
 // containers, service containers, networks (Docker refuses to remove a
 // network with endpoints), then volumes (refused while a container uses them).
-func sortForRemoval(items []item) {
+func sortForRemoval(items []*item) {
 	if len(items) < 2 {
 		return
 	}
-	slices.SortStableFunc(items, func(a, b item) int {
+	slices.SortStableFunc(items, func(a, b *item) int {
 		if a.rank != b.rank {
 			return cmp.Compare(a.rank, b.rank)
 		}
@@ -270,9 +305,9 @@ func (c *keyCtx) duplicateSessions(n int) {
 }
 
 // orphans removes objects with no session row once they are old enough.
-func (c *keyCtx) orphans(items []item, r Reason) {
-	for i := range items {
-		c.orphan(&items[i], r)
+func (c *keyCtx) orphans(items []*item, r Reason) {
+	for _, it := range items {
+		c.orphan(it, r)
 	}
 }
 
@@ -307,7 +342,7 @@ func (c *keyCtx) staleGeneration(it *item) bool {
 // kind and name, protected or not.
 func (c *keyCtx) findCurrent(k observed.Kind, name string) *item {
 	for i := range c.present {
-		if it := &c.present[i]; it.Kind == k && it.Name == name && c.current(it) {
+		if it := c.present[i]; it.Kind == k && it.Name == name && c.current(it) {
 			return it
 		}
 	}
@@ -338,7 +373,7 @@ func (c *keyCtx) session() {
 		// Every generation's objects and unowned leftovers of the key go;
 		// protected ones stay (the plan lists them as skipped).
 		for i := range c.removable {
-			c.remove(&c.removable[i], reason, detail, phase)
+			c.remove(c.removable[i], reason, detail, phase)
 		}
 		c.add(Action{Kind: KindDeleteSession, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
 		return
@@ -349,12 +384,12 @@ func (c *keyCtx) session() {
 			Detail: fmt.Sprintf("connection process %d is gone", l.PID)}, phaseMaintain)
 	}
 	for i := range c.removable {
-		if c.staleGeneration(&c.removable[i]) {
-			c.remove(&c.removable[i], ReasonStaleGeneration, "left by an earlier generation of this session", phaseOrphan)
+		if c.staleGeneration(c.removable[i]) {
+			c.remove(c.removable[i], ReasonStaleGeneration, "left by an earlier generation of this session", phaseOrphan)
 		}
 	}
 	for i := range c.removable {
-		if it := &c.removable[i]; !c.current(it) && !c.staleGeneration(it) {
+		if it := c.removable[i]; !c.current(it) && !c.staleGeneration(it) {
 			c.orphan(it, ReasonOrphan)
 		}
 	}
@@ -391,12 +426,12 @@ func (c *keyCtx) session() {
 // flight, and containers then fail with "network is ambiguous".
 func (c *keyCtx) duplicates() {
 	for i := range c.removable {
-		it := &c.removable[i]
+		it := c.removable[i]
 		if it.Kind != observed.KindNetwork || !c.current(it) {
 			continue
 		}
 		for j := range c.removable {
-			o := &c.removable[j]
+			o := c.removable[j]
 			if j == i || o.Kind != it.Kind || o.Name != it.Name || !c.current(o) {
 				continue
 			}

@@ -65,6 +65,7 @@ type keyGroup struct {
 
 type joiner struct {
 	sessions []*desired.Session // in key order
+	invalid  []*desired.Session // with names that are not valid
 	users    []string           // sorted
 	items    []item
 	recs     []record // objects, in key order, then listing order
@@ -103,7 +104,7 @@ func newJoiner(d desired.State, o observed.State, workers int) *joiner {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		j.sessions = sortedSessions(d.Sessions)
+		j.sessions, j.invalid = sortedSessions(d.Sessions)
 		j.users = d.Users
 		if !slices.IsSorted(j.users) {
 			j.users = slices.Sorted(slices.Values(d.Users))
@@ -121,23 +122,40 @@ func newJoiner(d desired.State, o observed.State, workers int) *joiner {
 	return j
 }
 
-// sortedSessions returns ss if it is in strict key order, as loaders
-// provide it, or else a sorted copy without nils (duplicates stay, for the
-// walk to report).
-func sortedSessions(ss []*desired.Session) []*desired.Session {
+// sortedSessions returns ss if it is in strict key order with valid
+// names, as loaders provide it, or else a sorted copy without nils
+// (duplicates stay, for the walk to report). Sessions whose names are not
+// valid (a row edited by hand) are returned apart: the key encoding relies
+// on valid names, and no object can carry them anyway.
+func sortedSessions(ss []*desired.Session) (sorted, invalid []*desired.Session) {
 	ok := true
-	for i := range ss {
-		if ss[i] == nil || (i > 0 && ss[i-1] != nil && ss[i-1].Key.Compare(ss[i].Key) >= 0) {
+	for i, s := range ss {
+		if s == nil || !validKey(s.Key) || (i > 0 && ss[i-1].Key.Compare(s.Key) >= 0) {
 			ok = false
 			break
 		}
 	}
 	if ok {
-		return ss
+		return ss, nil
 	}
-	out := slices.DeleteFunc(slices.Clone(ss), func(s *desired.Session) bool { return s == nil })
-	slices.SortStableFunc(out, func(a, b *desired.Session) int { return a.Key.Compare(b.Key) })
-	return out
+	sorted = make([]*desired.Session, 0, len(ss))
+	for _, s := range ss {
+		switch {
+		case s == nil:
+		case !validKey(s.Key):
+			invalid = append(invalid, s)
+		default:
+			sorted = append(sorted, s)
+		}
+	}
+	cmpKey := func(a, b *desired.Session) int { return a.Key.Compare(b.Key) }
+	slices.SortStableFunc(sorted, cmpKey)
+	slices.SortStableFunc(invalid, cmpKey)
+	return sorted, invalid
+}
+
+func validKey(k desired.SessionKey) bool {
+	return validName(k.User, 32) && (k.Project == "" || validName(k.Project, 64))
 }
 
 // radixMin is the size from which the radix sort beats a comparison sort.
@@ -157,13 +175,15 @@ func (j *joiner) sort(workers int) {
 	recs := j.recs
 	var long [][]record
 	for lo := 0; lo < len(recs); {
-		hi := lo + 1
+		hi, same := lo+1, !recs[lo].long
 		for hi < len(recs) && recs[hi].k0 == recs[lo].k0 {
+			same = same && recs[hi].k1 == recs[lo].k1 && !recs[hi].long
 			hi++
 		}
-		// The radix sort is stable, so a run is often in order already.
+		// The radix sort is stable, so records of one short key are in
+		// listing order, and other runs are often in order too.
 		switch run := recs[lo:hi]; {
-		case len(run) < 2 || slices.IsSortedFunc(run, cmpRec):
+		case same || slices.IsSortedFunc(run, cmpRec):
 		case len(run) >= radixMin:
 			long = append(long, run)
 		default:

@@ -59,6 +59,7 @@ const (
 	ReasonOrphanTooYoung    Reason = "orphan-too-young"
 	ReasonContainerDownBusy Reason = "container-down-with-connections"
 	ReasonDuplicateSession  Reason = "duplicate-session"
+	ReasonInvalidKey        Reason = "invalid-key"
 )
 
 // Action is one step. Target names the object (container, network or

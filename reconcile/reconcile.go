@@ -116,7 +116,16 @@ func compute(d desired.State, o observed.State, now time.Time, opt Options, work
 			p.skipped = c.skipped
 		}
 	})
-	return merge(now, parts, wakes)
+	plan := merge(now, parts, wakes)
+	if len(j.invalid) > 0 {
+		skips := make([]Skip, 0, len(j.invalid)+len(plan.Skipped))
+		for _, s := range j.invalid {
+			skips = append(skips, Skip{Key: s.Key, ObjectKind: "session", Target: fmt.Sprintf("session %q", s.Key.String()), Reason: ReasonInvalidKey,
+				Detail: "the user or project name of this row is not valid; fix or delete the row (podspawn never creates it)"})
+		}
+		plan.Skipped = append(skips, plan.Skipped...)
+	}
+	return plan
 }
 
 // merge joins the workers' parts, which are in key order: phase by phase

@@ -380,6 +380,15 @@ func TestCompute(t *testing.T) {
 			want: reconcile.Plan{Now: now, Skipped: []reconcile.Skip{{Key: kAW, ObjectKind: "session", Target: "session alice@web", Reason: reconcile.ReasonDuplicateSession,
 				Detail: "the desired state holds 2 sessions for this key; nothing is done until it holds one"}}},
 		},
+		"a row whose names are not valid is reported, and the rest goes on": {
+			desired: desired.State{InstanceID: builder.Instance, Users: []string{"alice"}, Sessions: []*desired.Session{
+				{Key: desired.SessionKey{User: "a\x00web"}, ID: "sess-bad", Mode: desired.ModeGracePeriod, Status: desired.StatusRunning}, plain}},
+			observed: builder.Observed(plainObjs...).Alive(lease).Build(),
+			now:      now,
+			want: reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Skipped: []reconcile.Skip{{
+				Key: desired.SessionKey{User: "a\x00web"}, ObjectKind: "session", Target: `session "a\x00web"`, Reason: reconcile.ReasonInvalidKey,
+				Detail: "the user or project name of this row is not valid; fix or delete the row (podspawn never creates it)"}}},
+		},
 		"user removed: destroy even persistent and connected; teardown order, row last": {
 			desired:  builder.Desired(removedUser).Users("bob").Build(),
 			observed: builder.Observed(youngLoose, hVol, hCtr, staleCtr, hNet, hSvc).Alive(lease).Build(),

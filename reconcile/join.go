@@ -60,7 +60,7 @@ type keyGroup struct {
 	sessions     int
 	sessionIndex int     // of the session in joiner.sessions
 	objects      []int32 // into joiner.items
-	warmth       int     // see walk
+	warmth       int     // the warm-up loads' sum, kept so they are not optimised away
 }
 
 type joiner struct {

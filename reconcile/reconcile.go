@@ -40,8 +40,8 @@ const (
 
 // Compute returns the plan that moves observed towards desired at now.
 // It never mutates its inputs and returns the same plan for the same inputs,
-// whatever the order of the object list and of map iteration, and however
-// many goroutines share the work.
+// whatever the order of the objects (and of sessions and users, which
+// loaders hand over sorted), and however many goroutines share the work.
 //
 // Compute sees every session on every pass and is bound by memory
 // latency: it reads each input once, pairs users, sessions and objects by

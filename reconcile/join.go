@@ -171,9 +171,10 @@ func (j *joiner) sort(workers int) {
 		slices.SortFunc(j.recs, cmpRec)
 		return
 	}
-	j.recs = radixSort(j.recs, workers, true)
+	spare := make([]record, len(j.recs))
+	j.recs, spare = radixSort(j.recs, spare, workers, true)
 	recs := j.recs
-	var long [][]record
+	var long [][2]int
 	for lo := 0; lo < len(recs); {
 		hi, same := lo+1, !recs[lo].long
 		for hi < len(recs) && recs[hi].k0 == recs[lo].k0 {
@@ -185,15 +186,19 @@ func (j *joiner) sort(workers int) {
 		switch run := recs[lo:hi]; {
 		case same || slices.IsSortedFunc(run, cmpRec):
 		case len(run) >= radixMin:
-			long = append(long, run)
+			long = append(long, [2]int{lo, hi})
 		default:
 			slices.SortFunc(run, cmpRec)
 		}
 		lo = hi
 	}
 	parallel(len(long), workers, func(lo, hi int) {
-		for _, run := range long[lo:hi] {
-			copy(run, radixSort(run, 1, false))
+		for _, r := range long[lo:hi] {
+			// Runs are disjoint, so each sorts through its own part of spare.
+			run := recs[r[0]:r[1]]
+			if sorted, _ := radixSort(run, spare[r[0]:r[1]], 1, false); &sorted[0] != &run[0] {
+				copy(run, sorted)
+			}
 			if !slices.IsSortedFunc(run, cmpRec) {
 				j.sortTies(run, cmpRec)
 			}
@@ -229,12 +234,13 @@ func (r *record) digit(hi bool, shift uint) int {
 }
 
 // radixSort is a least-significant-digit radix sort on one of the words
-// of the encoded bytes (k0 if high, else k1), each pass split across
+// of the encoded bytes (k0 if high, else k1), through tmp (as long as a),
+// returning whichever of the two holds the result. Each pass is split across
 // workers: each counts its share of the records, then writes them at
 // offsets that keep the sort stable. Digits that all records share (the
 // zero padding of short names, a common prefix) cost no pass. Byte digits
 // keep the scatter's write streams few enough for the caches.
-func radixSort(a []record, workers int, high bool) []record {
+func radixSort(a, tmp []record, workers int, high bool) (sorted, spare []record) {
 	workers = max(1, min(workers, len(a)/chunkMin))
 	bound := func(w int) int { return len(a) * w / workers }
 	// A digit varies if some record differs from the first in it.
@@ -254,7 +260,6 @@ func radixSort(a []record, workers int, high bool) []record {
 	}
 
 	counts := make([][buckets]int32, workers)
-	tmp := make([]record, len(a))
 	for d := range digits / 2 {
 		hi, shift := high, uint(d)*digitBits
 		if varying.digit(hi, shift) == 0 {
@@ -291,7 +296,7 @@ func radixSort(a []record, workers int, high bool) []record {
 		})
 		a, tmp = tmp, a
 	}
-	return a
+	return a, tmp
 }
 
 // span is a share of the join: sessions, object records and users, each a

@@ -141,12 +141,22 @@ func (d *Docker) createNetwork(ctx context.Context, a reconcile.Action) (Outcome
 	}
 	existing, ierr := d.API.NetworkInspect(ctx, a.Target, network.InspectOptions{})
 	if ierr != nil {
+		if poolsExhausted(err) {
+			return "", fmt.Errorf("%w (every session has its own network, and Docker's default address pools hold about 30; "+
+				"add larger \"default-address-pools\" to /etc/docker/daemon.json and restart Docker, see the README's Capacity section)", err)
+		}
 		return "", err
 	}
 	if !owned(existing.Labels, a) {
 		return "", notOwned("network", a.Target, existing.Labels, a)
 	}
 	return Unchanged, nil
+}
+
+// poolsExhausted recognises dockerd's refusal to create a network when
+// its address pools have no free range left.
+func poolsExhausted(err error) bool {
+	return strings.Contains(err.Error(), "non-overlapping") && strings.Contains(err.Error(), "address pool")
 }
 
 func (d *Docker) createVolume(ctx context.Context, a reconcile.Action) (Outcome, error) {

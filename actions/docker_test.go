@@ -729,6 +729,28 @@ func TestRemoveFailureIsReturned(t *testing.T) {
 	}
 }
 
+// TestCreateNetworkWithoutAddressSpaceSaysWhatToFix: Docker's default
+// pools run out after about 30 session networks; the error must say how
+// to give Docker more, and stay retryable (ending sessions free ranges).
+func TestCreateNetworkWithoutAddressSpaceSaysWhatToFix(t *testing.T) {
+	f := newFixture(t)
+	f.docker.hook = func(method, _ string) error {
+		if method == "NetworkCreate" {
+			return errors.New("Error response from daemon: could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")
+		}
+		return nil
+	}
+	_, err := f.exec.Execute(context.Background(), f.action(reconcile.KindCreateNetwork, "podspawn-alice-web-net"))
+	for _, want := range []string{"create-network podspawn-alice-web-net: ", "non-overlapping IPv4 address pool", "default-address-pools", "/etc/docker/daemon.json"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err = %v, want it to contain %q", err, want)
+		}
+	}
+	if errors.Is(err, actions.ErrTerminal) {
+		t.Fatal("exhausted pools are transient (ending sessions free ranges), not terminal")
+	}
+}
+
 // TestCreateRefusesWhatIsNotOurs: an object in the way that is not this
 // session generation's is never adopted nor touched, and the error says
 // what it is and what to do.

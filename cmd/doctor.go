@@ -19,7 +19,7 @@ type DoctorCmd struct {
 func (DoctorCmd) Help() string {
 	return `Checks, in order: Docker daemon, Docker socket, OpenSSH version, sshd config
 valid, AuthorizedKeysCommand, podspawn config dir, key directory, state
-directory, lock directory, disk space, default image, config file, state
+directory, lock directory, disk space, default image, session networks, config file, state
 database, cleanup daemon. Every path comes from --config (and DOCKER_HOST,
 PATH). Each check has its own timeout, so a hung Docker daemon cannot hang
 doctor. Warnings and failures are followed by a "fix:" line.

@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/docker/docker/api/types/system"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/podspawn/podspawn/controller"
@@ -22,6 +24,16 @@ import (
 )
 
 const imageID = "sha256:feedfacecafe0123456789abcdef0123456789abcdef0123456789abcdef0123"
+
+const poolsFix = `add larger "default-address-pools" to /etc/docker/daemon.json, e.g. {"base":"10.200.0.0/16","size":24}, and restart Docker`
+
+// healthyDocker is a fake daemon with the test image and room for 255 more
+// session networks: one /16 pool of /24s, the first taken by the bridge.
+func healthyDocker() fakedocker.FakeDocker {
+	return fakedocker.FakeDocker{ServerVersion: "28.5.2", Images: map[string]string{harness.Image: imageID},
+		AddressPools: []system.NetworkAddressPool{{Base: "10.200.0.0/16", Size: 24}},
+		Networks:     []fakedocker.Network{{Name: "bridge", Subnets: []string{"10.200.0.0/24"}}, {Name: "host"}, {Name: "none"}}}
+}
 
 // root is a harness env completed into a healthy doctor root: fake sshd
 // and ssh on PATH, an sshd_config wired to podspawn, the lock directory,
@@ -101,7 +113,7 @@ func summary(passed, warned, failed int, disk string) string {
 
 func TestDoctorHealthyThenBroken(t *testing.T) {
 	r := newRoot(t, "")
-	host := fakeDocker(t, fakedocker.FakeDocker{ServerVersion: "28.5.2", Images: map[string]string{harness.Image: imageID}})
+	host := fakeDocker(t, healthyDocker())
 
 	res := r.doctor(host)
 	out, disk := withoutDisk(t, res.Stdout)
@@ -116,11 +128,12 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] lock directory
   [?] disk space
   [pass] default image
+  [pass] session networks
   [pass] config file
   [pass] state database
   [pass] cleanup daemon
 
-` + summary(13, 0, 0, disk)
+` + summary(14, 0, 0, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s\nstderr:\n%s", diff, res.Stderr)
 	}
@@ -147,11 +160,12 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
         fix: sudo mkdir -p -m 700 ` + locks + ` && sudo chown root:root ` + locks + `
   [?] disk space
   [pass] default image
+  [pass] session networks
   [pass] config file
   [pass] state database
   [pass] cleanup daemon
 
-` + summary(11, 1, 1, disk)
+` + summary(12, 1, 1, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s", diff)
 	}
@@ -176,6 +190,7 @@ func TestDoctorMissingSocketAndNoOpenSSH(t *testing.T) {
 		"  [FAIL] OpenSSH version: sshd not found in PATH; install openssh-server\n",
 		"  [FAIL] sshd config valid: sshd not found in PATH; cannot validate " + r.sshd + "\n",
 		"  [FAIL] default image: cannot check podspawn-test:busybox: ",
+		"  [FAIL] session networks: cannot check Docker's address pools: ",
 	} {
 		if !strings.Contains(res.Stdout, line) {
 			t.Errorf("stdout lacks %q:\n%s", line, res.Stdout)
@@ -196,6 +211,7 @@ func TestDoctorHangingDocker(t *testing.T) {
 	for _, line := range []string{
 		"  [FAIL] Docker daemon: no answer within 5s\n" + fix,
 		"  [FAIL] default image: no answer within 5s\n" + fix,
+		"  [FAIL] session networks: no answer within 5s\n" + fix,
 		"  [pass] Docker socket\n",
 	} {
 		if !strings.Contains(res.Stdout, line) {
@@ -211,7 +227,7 @@ func TestDoctorHangingDocker(t *testing.T) {
 func TestDoctorBrokenConfig(t *testing.T) {
 	r := newRoot(t, "")
 	must(t, os.WriteFile(r.ConfigPath, []byte("session:\n  grace_period: 60\n"), 0o644))
-	host := fakeDocker(t, fakedocker.FakeDocker{ServerVersion: "28.5.2"})
+	host := fakeDocker(t, healthyDocker())
 	res := r.doctor(host)
 	if !regexp.MustCompile(`(?m)^  \[FAIL\] config file: config ` + regexp.QuoteMeta(r.ConfigPath) + `: .*grace_period.*60`).MatchString(res.Stdout) {
 		t.Errorf("no config file failure naming the key:\n%s", res.Stdout)
@@ -219,11 +235,69 @@ func TestDoctorBrokenConfig(t *testing.T) {
 	if !strings.Contains(res.Stdout, "  [FAIL] key directory: not checked: the config file does not load (see the config file check)\n") {
 		t.Errorf("key directory was checked against defaults:\n%s", res.Stdout)
 	}
-	if !strings.Contains(res.Stdout, "\n4 passed, 0 warned, 10 failed\n") {
+	if !strings.Contains(res.Stdout, "  [pass] session networks\n") {
+		t.Errorf("session networks does not need the config, but was not checked:\n%s", res.Stdout)
+	}
+	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 10 failed\n") {
 		t.Errorf("summary:\n%s", res.Stdout)
 	}
 	if res.Code != 1 || res.Stderr != "Error: 10 check(s) failed\n" {
 		t.Errorf("exit %d, stderr %q", res.Code, res.Stderr)
+	}
+}
+
+// A server on Docker's built-in address pools with 20 session networks
+// is warned before it runs out, with the daemon.json fix.
+func TestDoctorSessionNetworksNearlyFull(t *testing.T) {
+	r := newRoot(t, "")
+	f := healthyDocker()
+	f.AddressPools = nil
+	f.Networks = []fakedocker.Network{{Name: "host"}, {Name: "none"}}
+	for i := 17; i <= 31; i++ {
+		f.Networks = append(f.Networks, fakedocker.Network{Name: fmt.Sprintf("net%d", i), Subnets: []string{fmt.Sprintf("172.%d.0.0/16", i)}})
+	}
+	for i := range 5 {
+		f.Networks = append(f.Networks, fakedocker.Network{Name: fmt.Sprintf("lan%d", i), Subnets: []string{fmt.Sprintf("192.168.%d.0/20", 16*i)}})
+	}
+	res := r.doctor(fakeDocker(t, f))
+	line := "  [warn] session networks: room for only 11 more session networks (20 of 31 address ranges in use); every session needs one\n" +
+		"        fix: " + poolsFix + "\n"
+	if !strings.Contains(res.Stdout, line) {
+		t.Errorf("stdout lacks %q:\n%s", line, res.Stdout)
+	}
+}
+
+var sessionNetworksDetail = regexp.MustCompile(`^(?:room for (?:only )?(\d+) more session networks \((\d+) of (\d+) address ranges in use\)(; every session needs one)?|no address range left for a session network \((\d+) of (\d+) in use\); new sessions cannot start)$`)
+
+// checkRealSessionNetworks accepts whatever verdict the machine's Docker
+// earns, as long as its numbers add up and the status fits them.
+func checkRealSessionNetworks(t *testing.T, status, detail string, info system.Info) {
+	t.Helper()
+	m := sessionNetworksDetail.FindStringSubmatch(detail)
+	if m == nil {
+		t.Errorf("session networks: %s: %q does not match %s", status, detail, sessionNetworksDetail)
+		return
+	}
+	num := func(s string) int {
+		n, _ := strconv.Atoi(s)
+		return n
+	}
+	free, used, capacity := num(m[1]), num(m[2]), num(m[3])
+	if m[5] != "" {
+		free, used, capacity = 0, num(m[5]), num(m[6])
+	}
+	wantStatus := "pass"
+	switch {
+	case free == 0:
+		wantStatus = "fail"
+	case free < 50:
+		wantStatus = "warn"
+	}
+	if free != capacity-used || status != wantStatus || (m[4] != "") != (wantStatus == "warn") {
+		t.Errorf("session networks: %s: %q: numbers or status do not add up", status, detail)
+	}
+	if len(info.DefaultAddressPools) == 0 && capacity != 31 {
+		t.Errorf("session networks: %q: Docker runs on its built-in pools, which hold 31 networks", detail)
 	}
 }
 
@@ -249,6 +323,12 @@ func TestDoctorRealDocker(t *testing.T) {
 	got := map[string]string{}
 	for _, c := range rep.Checks {
 		got[c.Name] = c.Status + ": " + c.Detail
+		if c.Name == "session networks" {
+			checkRealSessionNetworks(t, c.Status, c.Detail, info)
+		}
+	}
+	if _, ok := got["session networks"]; !ok {
+		t.Error("no session networks check")
 	}
 	want := map[string]string{
 		"Docker daemon": "pass: server version " + info.ServerVersion,
@@ -259,7 +339,7 @@ func TestDoctorRealDocker(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, got[name], w)
 		}
 	}
-	if rep.FormatVersion != "1" || len(rep.Checks) != 14 {
+	if rep.FormatVersion != "1" || len(rep.Checks) != 15 {
 		t.Errorf("format_version %q, %d checks", rep.FormatVersion, len(rep.Checks))
 	}
 }

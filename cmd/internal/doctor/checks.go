@@ -1,20 +1,26 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/system"
 	"golang.org/x/sys/unix"
 
 	"github.com/podspawn/podspawn/controller"
@@ -289,6 +295,160 @@ func checkDefaultImage(ctx context.Context, e *Env) Result {
 		return warn(img+" not cached; first connection will pull it (slow)", "sudo docker pull "+img)
 	}
 	return fail(fmt.Sprintf("cannot check %s: %v", img, err), "fix the Docker daemon check first")
+}
+
+// dockerDefaultPools are dockerd's built-in local address pools, in force
+// when daemon.json sets no "default-address-pools" (Info then reports
+// none): 172.17-172.31 as /16s and 192.168.0.0/16 as /20s, 31 networks.
+var dockerDefaultPools = []system.NetworkAddressPool{
+	{Base: "172.17.0.0/16", Size: 16},
+	{Base: "172.18.0.0/16", Size: 16},
+	{Base: "172.19.0.0/16", Size: 16},
+	{Base: "172.20.0.0/14", Size: 16},
+	{Base: "172.24.0.0/14", Size: 16},
+	{Base: "172.28.0.0/14", Size: 16},
+	{Base: "192.168.0.0/16", Size: 20},
+}
+
+// sessionNetworksFix: a /16 split into /24s is 256 networks.
+const sessionNetworksFix = `add larger "default-address-pools" to /etc/docker/daemon.json, e.g. {"base":"10.200.0.0/16","size":24}, and restart Docker`
+
+// sessionNetworksLow is the free-range count below which doctor warns.
+const sessionNetworksLow = 50
+
+// checkSessionNetworks reports how many more session networks Docker can
+// create: every session has its own bridge network, and once the address
+// pools are used up dockerd refuses new ones, so new sessions fail.
+func checkSessionNetworks(ctx context.Context, e *Env) Result {
+	if e.Docker == nil {
+		return fail(fmt.Sprintf("cannot check Docker's address pools: no Docker client: %v", e.DockerErr), "fix the Docker daemon check first")
+	}
+	info, err := e.Docker.Info(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Result{}
+		}
+		return fail(fmt.Sprintf("cannot check Docker's address pools: %v", err), "fix the Docker daemon check first")
+	}
+	configured := info.DefaultAddressPools
+	if len(configured) == 0 {
+		configured = dockerDefaultPools
+	}
+	pools, err := ipv4Pools(configured)
+	if err != nil {
+		return fail(err.Error(), `correct that entry of "default-address-pools" in /etc/docker/daemon.json and restart Docker`)
+	}
+	if len(pools) == 0 {
+		return fail(`"default-address-pools" in Docker's daemon.json has no IPv4 pool; new sessions cannot get a network`, sessionNetworksFix)
+	}
+	nets, err := e.Docker.NetworkList(ctx, network.ListOptions{})
+	if err != nil {
+		if ctx.Err() != nil {
+			return Result{}
+		}
+		return fail(fmt.Sprintf("cannot list Docker networks: %v", err), "fix the Docker daemon check first")
+	}
+	var capacity int64
+	for _, p := range pools {
+		capacity += p.ranges()
+	}
+	used := rangesInUse(pools, nets)
+	free := max(capacity-used, 0)
+	switch {
+	case free == 0:
+		return fail(fmt.Sprintf("no address range left for a session network (%d of %d in use); new sessions cannot start", capacity, capacity), sessionNetworksFix)
+	case free < sessionNetworksLow:
+		return warn(fmt.Sprintf("room for only %d more session networks (%d of %d address ranges in use); every session needs one", free, used, capacity), sessionNetworksFix)
+	}
+	return pass(fmt.Sprintf("room for %d more session networks (%d of %d address ranges in use)", free, used, capacity))
+}
+
+// addrPool is one IPv4 default address pool: base split into networks
+// of prefix length size.
+type addrPool struct {
+	base netip.Prefix
+	size int
+}
+
+func (p addrPool) ranges() int64 { return 1 << (p.size - p.base.Bits()) }
+
+// ipv4Pools parses the pools as dockerd does: IPv6 pools are left out
+// (session networks are IPv4 only), and a pool nested in another is
+// dropped, since dockerd allocates from the outer one.
+func ipv4Pools(in []system.NetworkAddressPool) ([]addrPool, error) {
+	var pools []addrPool
+	for _, p := range in {
+		name := fmt.Sprintf(`{"base":%q,"size":%d}`, p.Base, p.Size)
+		base, err := netip.ParsePrefix(p.Base)
+		if err != nil {
+			return nil, fmt.Errorf("address pool %s in Docker's \"default-address-pools\": base is not an address range: %v", name, err)
+		}
+		if !base.Addr().Is4() {
+			continue
+		}
+		if p.Size < base.Bits() || p.Size > 32 {
+			return nil, fmt.Errorf("address pool %s in Docker's \"default-address-pools\": size must be between %d (the base's prefix length) and 32", name, base.Bits())
+		}
+		pools = append(pools, addrPool{base: base.Masked(), size: p.Size})
+	}
+	slices.SortFunc(pools, func(a, b addrPool) int {
+		if c := a.base.Addr().Compare(b.base.Addr()); c != 0 {
+			return c
+		}
+		return a.base.Bits() - b.base.Bits()
+	})
+	kept := pools[:0]
+	for _, p := range pools {
+		if len(kept) > 0 && kept[len(kept)-1].base.Overlaps(p.base) {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return kept, nil
+}
+
+// rangesInUse counts the pool ranges that existing networks' IPv4 subnets
+// occupy. A network Docker allocated takes exactly one range; a subnet
+// given by hand may share a range with another network or span several.
+func rangesInUse(pools []addrPool, nets []network.Summary) int64 {
+	spans := make([][][2]uint64, len(pools)) // per pool: first and last range index
+	for _, n := range nets {
+		for _, c := range n.IPAM.Config {
+			sub, err := netip.ParsePrefix(c.Subnet)
+			if err != nil || !sub.Addr().Is4() {
+				continue
+			}
+			lo, hi := ipv4Span(sub)
+			for i, p := range pools {
+				plo, phi := ipv4Span(p.base)
+				if hi < plo || lo > phi {
+					continue
+				}
+				shift := 32 - p.size
+				spans[i] = append(spans[i], [2]uint64{(max(lo, plo) - plo) >> shift, (min(hi, phi) - plo) >> shift})
+			}
+		}
+	}
+	var used int64
+	for _, s := range spans {
+		slices.SortFunc(s, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
+		next := uint64(0) // first range index not yet counted
+		for _, r := range s {
+			lo := max(r[0], next)
+			if r[1] >= lo {
+				used += int64(r[1] - lo + 1)
+				next = r[1] + 1
+			}
+		}
+	}
+	return used
+}
+
+// ipv4Span returns the first and last address of an IPv4 prefix.
+func ipv4Span(p netip.Prefix) (uint64, uint64) {
+	a := p.Masked().Addr().As4()
+	lo := uint64(binary.BigEndian.Uint32(a[:]))
+	return lo, lo + 1<<(32-p.Bits()) - 1
 }
 
 func checkConfigFile(_ context.Context, e *Env) Result {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 
@@ -41,6 +42,7 @@ type Result struct {
 type Docker interface {
 	Info(ctx context.Context) (system.Info, error)
 	ImageInspect(ctx context.Context, ref string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
+	NetworkList(ctx context.Context, options network.ListOptions) ([]network.Summary, error)
 }
 
 // DefaultTimeout bounds each check, so a hung daemon or mount never hangs
@@ -106,6 +108,7 @@ func checks() []check {
 		{name: "lock directory", needsConfig: true, run: checkLockDir},
 		{name: "disk space", needsConfig: true, run: checkDiskSpace},
 		{name: "default image", needsConfig: true, run: checkDefaultImage, hangFix: dockerHang},
+		{name: "session networks", run: checkSessionNetworks, hangFix: dockerHang},
 		{name: "config file", run: checkConfigFile},
 		{name: "state database", needsConfig: true, run: checkStateDatabase, timeout: 30 * time.Second},
 		{name: "cleanup daemon", needsConfig: true, run: checkCleanupDaemon},

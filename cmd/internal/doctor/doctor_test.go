@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	"github.com/google/go-cmp/cmp"
 
@@ -105,7 +106,7 @@ projects_file: ROOT/etc/projects.yaml
 	st.Close()
 	f.holdDaemonLock()
 
-	f.sock = fakedocker.Start(t, fakedocker.FakeDocker{ServerVersion: "28.5.2", Images: map[string]string{testImage: testImageID}})
+	f.sock = fakedocker.Start(t, healthyDocker(fixturePools, fixtureNets))
 	if err := os.Chmod(f.sock, 0o660); err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +130,56 @@ projects_file: ROOT/etc/projects.yaml
 	f.loadConfig()
 	f.useDocker("unix://" + f.sock)
 	return f
+}
+
+// The fixture's Docker has room for 255 more session networks: daemon.json
+// sets one /16 pool of /24s, and the default bridge took the first.
+var (
+	fixturePools = []system.NetworkAddressPool{{Base: "10.200.0.0/16", Size: 24}}
+	fixtureNets  = []fakedocker.Network{{Name: "bridge", Subnets: []string{"10.200.0.0/24"}}, {Name: "host"}, {Name: "none"}}
+)
+
+func healthyDocker(pools []system.NetworkAddressPool, nets []fakedocker.Network) fakedocker.FakeDocker {
+	return fakedocker.FakeDocker{ServerVersion: "28.5.2", Images: map[string]string{testImage: testImageID},
+		AddressPools: pools, Networks: nets}
+}
+
+// useNetworks points the client at a fake Docker with these address pools
+// (none: Docker's built-in ones) and networks.
+func (f *fixture) useNetworks(pools []system.NetworkAddressPool, nets []fakedocker.Network) {
+	f.t.Helper()
+	f.useDocker("unix://" + fakedocker.Start(f.t, healthyDocker(pools, nets)))
+}
+
+// subnets is one network per subnet.
+func subnets(subs ...string) []fakedocker.Network {
+	nets := []fakedocker.Network{}
+	for i, s := range subs {
+		nets = append(nets, fakedocker.Network{Name: fmt.Sprintf("net%d", i), Subnets: []string{s}})
+	}
+	return nets
+}
+
+// defaultPoolSubnets is the first n of the 31 ranges in Docker's built-in
+// pools, in allocation order.
+func defaultPoolSubnets(n int) []string {
+	var subs []string
+	for i := 17; i <= 31; i++ {
+		subs = append(subs, fmt.Sprintf("172.%d.0.0/16", i))
+	}
+	for i := 0; i < 16; i++ {
+		subs = append(subs, fmt.Sprintf("192.168.%d.0/20", 16*i))
+	}
+	return subs[:n]
+}
+
+// poolSubnets is the first n /24s of 10.200.0.0/16.
+func poolSubnets(n int) []string {
+	var subs []string
+	for i := range n {
+		subs = append(subs, fmt.Sprintf("10.200.%d.0/24", i))
+	}
+	return subs
 }
 
 func (f *fixture) path(rel string) string { return filepath.Join(f.root, rel) }
@@ -219,6 +270,7 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 		{Name: "lock directory", Status: Pass, Detail: r + "/state/locks"},
 		{Name: "disk space", Status: Pass, Detail: "20.0 GB free"},
 		{Name: "default image", Status: Pass, Detail: "podspawn-test:busybox cached (0123456789ab)"},
+		{Name: "session networks", Status: Pass, Detail: "room for 255 more session networks (1 of 256 address ranges in use)"},
 		{Name: "config file", Status: Pass, Detail: r + "/etc/config.yaml"},
 		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 1"},
 		{Name: "cleanup daemon", Status: Pass, Detail: fmt.Sprintf("running (pid %d)", os.Getpid())},
@@ -236,6 +288,12 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 
 func TestChecks(t *testing.T) {
 	dockerHang := "Docker accepted the connection but did not answer; check it with: sudo systemctl status docker"
+	poolsFix := `add larger "default-address-pools" to /etc/docker/daemon.json, e.g. {"base":"10.200.0.0/16","size":24}, and restart Docker`
+	badPoolFix := `correct that entry of "default-address-pools" in /etc/docker/daemon.json and restart Docker`
+	pool := func(base string, size int) system.NetworkAddressPool {
+		return system.NetworkAddressPool{Base: base, Size: size}
+	}
+	custom := []system.NetworkAddressPool{pool("10.200.0.0/16", 24)}
 	cases := []struct {
 		check string
 		name  string
@@ -374,6 +432,66 @@ func TestChecks(t *testing.T) {
 			f.env.Timeout = 300 * time.Millisecond
 		}, want{Fail, `^no answer within 300ms$`, dockerHang}},
 
+		// session networks
+		{"session networks", "default pools, fresh daemon", func(f *fixture) { f.useNetworks(nil, nil) },
+			want{Warn, `^room for only 30 more session networks \(1 of 31 address ranges in use\); every session needs one$`, poolsFix}},
+		{"session networks", "default pools, a few sessions", func(f *fixture) {
+			f.useNetworks(nil, append(subnets(defaultPoolSubnets(4)...), fakedocker.Network{Name: "host"}, fakedocker.Network{Name: "none"}))
+		}, want{Warn, `^room for only 27 more session networks \(4 of 31 address ranges in use\); every session needs one$`, poolsFix}},
+		{"session networks", "default pools exhausted", func(f *fixture) { f.useNetworks(nil, subnets(defaultPoolSubnets(31)...)) },
+			want{Fail, `^no address range left for a session network \(31 of 31 in use\); new sessions cannot start$`, poolsFix}},
+		{"session networks", "custom pool with room", func(f *fixture) { f.useNetworks(custom, subnets(poolSubnets(3)...)) },
+			want{Pass, `^room for 253 more session networks \(3 of 256 address ranges in use\)$`, ""}},
+		{"session networks", "exactly 50 free", func(f *fixture) {
+			f.useNetworks([]system.NetworkAddressPool{pool("10.200.0.0/18", 24)}, subnets(poolSubnets(14)...))
+		}, want{Pass, `^room for 50 more session networks \(14 of 64 address ranges in use\)$`, ""}},
+		{"session networks", "49 free", func(f *fixture) {
+			f.useNetworks([]system.NetworkAddressPool{pool("10.200.0.0/18", 24)}, subnets(poolSubnets(15)...))
+		}, want{Warn, `^room for only 49 more session networks \(15 of 64 address ranges in use\); every session needs one$`, poolsFix}},
+		{"session networks", "custom pool exhausted", func(f *fixture) {
+			f.useNetworks([]system.NetworkAddressPool{pool("10.200.0.0/23", 24)}, subnets(poolSubnets(2)...))
+		}, want{Fail, `^no address range left for a session network \(2 of 2 in use\); new sessions cannot start$`, poolsFix}},
+		{"session networks", "networks outside the pools, IPv6 and broken subnets not counted", func(f *fixture) {
+			f.useNetworks(custom, []fakedocker.Network{
+				{Name: "bridge", Subnets: []string{"172.17.0.0/16"}},
+				{Name: "v6only", Subnets: []string{"fd00:1::/64"}},
+				{Name: "dual", Subnets: []string{"fd00:2::/64", "10.200.3.0/24"}},
+				{Name: "junk", Subnets: []string{"", "not-a-subnet"}},
+				{Name: "host"}, {Name: "none"},
+			})
+		}, want{Pass, `^room for 255 more session networks \(1 of 256 address ranges in use\)$`, ""}},
+		{"session networks", "hand-made subnets count the ranges they cover", func(f *fixture) {
+			f.useNetworks(custom, []fakedocker.Network{
+				{Name: "a", Subnets: []string{"10.200.5.0/28"}},
+				{Name: "b", Subnets: []string{"10.200.5.16/28"}}, // same /24 as a
+				{Name: "c", Subnets: []string{"10.200.8.0/23"}},  // two /24s
+				{Name: "d", Subnets: []string{"10.200.9.0/24", "10.200.5.32/28"}},
+				{Name: "outside", Subnets: []string{"10.201.0.0/16"}},
+			})
+		}, want{Pass, `^room for 253 more session networks \(3 of 256 address ranges in use\)$`, ""}},
+		{"session networks", "a network covering the whole pool", func(f *fixture) { f.useNetworks(custom, subnets("10.0.0.0/8")) },
+			want{Fail, `^no address range left for a session network \(256 of 256 in use\); new sessions cannot start$`, poolsFix}},
+		{"session networks", "nested and IPv6 pools", func(f *fixture) {
+			f.useNetworks([]system.NetworkAddressPool{pool("fd00::/104", 112), pool("10.200.128.0/17", 28), pool("10.200.0.0/16", 24), pool("192.168.0.0/24", 26)},
+				subnets("10.200.0.0/24", "192.168.0.64/26"))
+		}, want{Pass, `^room for 258 more session networks \(2 of 260 address ranges in use\)$`, ""}},
+		{"session networks", "only IPv6 pools", func(f *fixture) { f.useNetworks([]system.NetworkAddressPool{pool("fd00::/104", 112)}, nil) },
+			want{Fail, `^"default-address-pools" in Docker's daemon\.json has no IPv4 pool; new sessions cannot get a network$`, poolsFix}},
+		{"session networks", "unparsable pool", func(f *fixture) {
+			f.useNetworks([]system.NetworkAddressPool{pool("10.200.0.0/16", 24), pool("10.300.0.0/16", 24)}, nil)
+		}, want{Fail, `^address pool \{"base":"10\.300\.0\.0/16","size":24\} in Docker's "default-address-pools": base is not an address range: .+$`, badPoolFix}},
+		{"session networks", "pool size shorter than its base", func(f *fixture) { f.useNetworks([]system.NetworkAddressPool{pool("10.200.0.0/16", 8)}, nil) },
+			want{Fail, `^address pool \{"base":"10\.200\.0\.0/16","size":8\} in Docker's "default-address-pools": size must be between 16 \(the base's prefix length\) and 32$`, badPoolFix}},
+		{"session networks", "docker unreachable", func(f *fixture) { f.useDocker("unix://" + f.path("missing.sock")) },
+			want{Fail, `^cannot check Docker's address pools: .*missing\.sock`, "fix the Docker daemon check first"}},
+		{"session networks", "no client", func(f *fixture) {
+			f.env.Docker, f.env.DockerErr, f.env.DockerHost = nil, errors.New("unable to parse docker host `bogus`"), "bogus"
+		}, want{Fail, "^cannot check Docker's address pools: no Docker client: unable to parse docker host `bogus`$", "fix the Docker daemon check first"}},
+		{"session networks", "docker hangs", func(f *fixture) {
+			f.useDocker("unix://" + fakedocker.Start(f.t, fakedocker.FakeDocker{Hang: true}))
+			f.env.Timeout = 300 * time.Millisecond
+		}, want{Fail, `^no answer within 300ms$`, dockerHang}},
+
 		// config file
 		{"config file", "missing", func(f *fixture) {
 			os.Remove(f.path("etc/config.yaml"))
@@ -493,6 +611,7 @@ func TestBrokenConfigChecksNothingFromDefaults(t *testing.T) {
 		"fail lock directory: " + notChecked,
 		"fail disk space: " + notChecked,
 		"fail default image: " + notChecked,
+		"pass session networks: room for 255 more session networks (1 of 256 address ranges in use)",
 		"fail config file: config " + f.path("etc/config.yaml") + `: invalid state.db_path "relative.db": must be an absolute path`,
 		"fail state database: " + notChecked,
 		"fail cleanup daemon: " + notChecked,
@@ -555,9 +674,16 @@ func TestSplitDirective(t *testing.T) {
 	}
 }
 
-// The whole output of a run with two warnings and a failure, byte for byte.
+// The whole output of a run with four warnings and a failure, byte for
+// byte.
 func TestGoldenRun(t *testing.T) {
 	f := newFixture(t)
+	// Docker's built-in address pools, as on a server nobody tuned.
+	f.sock = fakedocker.Start(t, healthyDocker(nil, nil))
+	if err := os.Chmod(f.sock, 0o660); err != nil {
+		t.Fatal(err)
+	}
+	f.useDocker("unix://" + f.sock)
 	f.env.Statfs = func(string) (uint64, error) { return 3*gib + gib/2, nil }
 	f.env.Config.Defaults.Image = "ubuntu:24.04"
 	os.Chmod(f.path("etc/keys"), 0o755)

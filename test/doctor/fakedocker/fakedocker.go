@@ -4,6 +4,7 @@ package fakedocker
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/system"
 )
 
 // FakeDocker configures the fake daemon.
@@ -24,6 +28,41 @@ type FakeDocker struct {
 	// Hang makes every API call except /_ping block until the client gives
 	// up or the test ends.
 	Hang bool
+	// AddressPools is /info's DefaultAddressPools; empty is a daemon.json
+	// without "default-address-pools" (Docker's built-in pools).
+	AddressPools []system.NetworkAddressPool
+	// Networks are served by GET /networks; nil serves DefaultNetworks,
+	// an empty non-nil slice no network at all.
+	Networks []Network
+}
+
+// Network is one network in the GET /networks answer.
+type Network struct {
+	Name string
+	// Subnets are the IPAM subnets, IPv4 or IPv6.
+	Subnets []string
+}
+
+// DefaultNetworks are the networks of a fresh dockerd with default pools.
+func DefaultNetworks() []Network {
+	return []Network{{Name: "bridge", Subnets: []string{"172.17.0.0/16"}}, {Name: "host"}, {Name: "none"}}
+}
+
+// summaries renders ns the way dockerd lists networks.
+func summaries(ns []Network) []network.Summary {
+	out := []network.Summary{}
+	for i, n := range ns {
+		s := network.Summary{Name: n.Name, ID: fmt.Sprintf("%064x", i+1), Scope: "local", Driver: "bridge",
+			IPAM: network.IPAM{Driver: "default", Config: []network.IPAMConfig{}}}
+		if d, ok := map[string]string{"host": "host", "none": "null"}[n.Name]; ok {
+			s.Driver = d
+		}
+		for _, sub := range n.Subnets {
+			s.IPAM.Config = append(s.IPAM.Config, network.IPAMConfig{Subnet: sub})
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 var versionPrefix = regexp.MustCompile(`^/v[0-9.]+`)
@@ -62,7 +101,17 @@ func Start(t testing.TB, f FakeDocker) string {
 		w.Header().Set("Content-Type", "application/json")
 		switch {
 		case path == "/info":
-			json.NewEncoder(w).Encode(map[string]any{"ServerVersion": f.ServerVersion, "OSType": "linux"})
+			info := map[string]any{"ServerVersion": f.ServerVersion, "OSType": "linux"}
+			if len(f.AddressPools) > 0 {
+				info["DefaultAddressPools"] = f.AddressPools
+			}
+			json.NewEncoder(w).Encode(info)
+		case path == "/networks" && r.Method == http.MethodGet:
+			nets := f.Networks
+			if nets == nil {
+				nets = DefaultNetworks()
+			}
+			json.NewEncoder(w).Encode(summaries(nets))
 		case strings.HasPrefix(path, "/images/") && strings.HasSuffix(path, "/json"):
 			ref := strings.TrimSuffix(strings.TrimPrefix(path, "/images/"), "/json")
 			id, ok := f.Images[ref]

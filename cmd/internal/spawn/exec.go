@@ -26,6 +26,9 @@ type ExecAPI interface {
 	ContainerExecAttach(ctx context.Context, execID string, config container.ExecAttachOptions) (types.HijackedResponse, error)
 	ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error)
 	ContainerExecResize(ctx context.Context, execID string, options container.ResizeOptions) error
+	// ContainerStatPath checks that the sftp server exists before sftp
+	// starts (see checkSFTPServer).
+	ContainerStatPath(ctx context.Context, containerID, path string) (container.PathStat, error)
 }
 
 // Route kinds.

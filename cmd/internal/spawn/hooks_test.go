@@ -42,6 +42,7 @@ type fakeProc struct {
 type fakeDocker struct {
 	imageErr  error
 	createErr error
+	statErr   error
 	run       func(o container.ExecOptions) *fakeProc
 
 	mu    sync.Mutex
@@ -109,6 +110,13 @@ func (f *fakeDocker) ContainerExecInspect(ctx context.Context, execID string) (c
 
 func (f *fakeDocker) ContainerExecResize(context.Context, string, container.ResizeOptions) error {
 	return nil
+}
+
+func (f *fakeDocker) ContainerStatPath(_ context.Context, _, path string) (container.PathStat, error) {
+	if f.statErr != nil {
+		return container.PathStat{}, f.statErr
+	}
+	return container.PathStat{Name: path}, nil
 }
 
 // markers makes f follow the on_create marker protocol, with hook as the

@@ -2,7 +2,10 @@ package spawn
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/term"
 
 	"github.com/podspawn/podspawn/desired"
@@ -43,6 +46,19 @@ func Serve(ctx context.Context, s *Sessions, api ExecAPI, c Connection) (int, er
 	stdinTTY := c.Stdio.Stdin != nil && term.IsTerminal(int(c.Stdio.Stdin.Fd()))
 	cmd := Route(c.OriginalCommand, spec.Shell, s.Config.SSH.SFTPServer, stdinTTY)
 	log := s.Log.WithValues("user", c.Key.User, "project", c.Key.Project, "container", spec.ContainerName, "route", cmd.Kind)
+	if cmd.Kind == RouteSFTP {
+		if msg := checkSFTPServer(ctx, api, att.ContainerID, cmd.Argv[0], spec.Image); msg != "" {
+			// sshd drops a subsystem's stderr, so an sftp client only sees
+			// "Connection closed": the log is where the operator learns why.
+			// A client that ran the server as a command sees the message.
+			log.Error(errSFTPServerMissing, msg, "sftpServer", cmd.Argv[0], "image", spec.Image)
+			fmt.Fprintln(c.Stdio.Stderr, msg)
+			if derr := s.Detach(att); derr != nil {
+				log.Error(derr, "Detaching connection failed; the next reconcile releases it")
+			}
+			return sftpMissingExitCode, nil
+		}
+	}
 	log.V(1).Info("Running connection process", "tty", cmd.TTY)
 	code, err := Exec(ctx, api, ExecSpec{
 		ContainerID: att.ContainerID,
@@ -55,6 +71,26 @@ func Serve(ctx context.Context, s *Sessions, api ExecAPI, c Connection) (int, er
 		log.Error(derr, "Detaching connection failed; the next reconcile releases it")
 	}
 	return code, err
+}
+
+// sftpMissingExitCode is what a shell returns for a command not found.
+const sftpMissingExitCode = 127
+
+var errSFTPServerMissing = errors.New("sftp server not in the image")
+
+// checkSFTPServer returns a message for the user if the sftp server is
+// not in the container. Without this check the client would only report
+// "Received message too long": Docker writes its exec error into the
+// process's output, which sftp reads as a packet. Many images (distro
+// base images among them) ship no sftp server, and scp uses sftp too.
+// Any other answer from Docker lets sftp go ahead and fail on its own.
+func checkSFTPServer(ctx context.Context, api ExecAPI, containerID, server, image string) string {
+	_, err := api.ContainerStatPath(context.WithoutCancel(ctx), containerID, server)
+	if err == nil || !errdefs.IsNotFound(err) {
+		return ""
+	}
+	return fmt.Sprintf("podspawn: sftp and scp are not available in this session: %s does not exist in image %s "+
+		"(install an sftp server in the image, e.g. Debian's openssh-sftp-server, or point ssh.sftp_server in the podspawn config at it)", server, image)
 }
 
 // execEnv is the environment of the connection's process, as a login

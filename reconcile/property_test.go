@@ -537,6 +537,48 @@ func TestPropertyConvergence(t *testing.T) {
 	})
 }
 
+// TestPropertyConvergenceAfterCrashes is TestPropertyConvergence with
+// kill points: in some passes the controller dies partway, each key's chain
+// cut at its own random step (the workers run keys concurrently), so the
+// world is left half-changed. The next passes must still keep the
+// invariants and reach an empty plan: every action is an "ensure", and the
+// row records intent before Docker and goes only after it.
+func TestPropertyConvergenceAfterCrashes(t *testing.T) {
+	const maxCrashes, maxPasses = 3, 5
+	rapid.Check(t, func(t *rapid.T) {
+		d, o := genWorld(t, false)
+		m := &model{d: builder.CloneDesired(d), o: builder.CloneObserved(o)}
+		var history []string
+		crashes := 0
+		for pass := range maxCrashes + maxPasses + 1 {
+			p := reconcile.Compute(m.d, m.o, now, testOpt)
+			checkPlan(t, m.d, m.o, p)
+			if p.Empty() {
+				return
+			}
+			history = append(history, fmt.Sprintf("pass %d:\n%s", pass, planJSON(p)))
+			if crashes < maxCrashes && rapid.Bool().Draw(t, "crash") {
+				crashes++
+				for _, k := range p.Keys() {
+					chain := p.ForKey(k)
+					cut := rapid.IntRange(0, len(chain)).Draw(t, "steps before the crash")
+					history = append(history, fmt.Sprintf("crash: %s ran %d of %d steps", k, cut, len(chain)))
+					for _, a := range chain[:cut] {
+						if err := m.apply(a); err != nil {
+							t.Fatalf("pass %d: the model refused %s: %v\n%s", pass, a.Kind, err, strings.Join(history, "\n"))
+						}
+					}
+				}
+				continue
+			}
+			if errs := m.execute(p); len(errs) > 0 {
+				t.Fatalf("pass %d: the model refused %v\n%s", pass, errs, strings.Join(history, "\n"))
+			}
+		}
+		t.Fatalf("no empty plan after %d crashes and %d more passes:\n%s", crashes, maxPasses, strings.Join(history, "\n"))
+	})
+}
+
 // TestPropertyDeterministic: the same world, with maps rebuilt and the
 // object list shuffled, gives the same plan, byte for byte.
 func TestPropertyDeterministic(t *testing.T) {

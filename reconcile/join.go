@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/podspawn/podspawn/desired"
@@ -220,9 +221,9 @@ func (j *joiner) sortTies(recs []record, cmpRec func(a, b record) int) {
 }
 
 const (
-	digitBits = 8
-	digits    = 128 / digitBits
-	buckets   = 1 << digitBits
+	digitBits     = 8
+	digitsPerWord = 64 / digitBits
+	buckets       = 1 << digitBits
 )
 
 func (r *record) digit(hi bool, shift uint) int {
@@ -260,7 +261,7 @@ func radixSort(a, tmp []record, workers int, high bool) (sorted, spare []record)
 	}
 
 	counts := make([][buckets]int32, workers)
-	for d := range digits / 2 {
+	for d := range digitsPerWord {
 		hi, shift := high, uint(d)*digitBits
 		if varying.digit(hi, shift) == 0 {
 			continue
@@ -319,7 +320,7 @@ func (j *joiner) split(n int) []span {
 		first := desired.SessionKey{User: user}
 		e := encode(first.User, first.Project)
 		s, _ := slices.BinarySearchFunc(j.sessions, first, func(s *desired.Session, k desired.SessionKey) int { return s.Key.Compare(k) })
-		o := sortSearch(len(j.recs), func(i int) bool { return j.compareKeyRec(first, e, &j.recs[i]) <= 0 })
+		o := sort.Search(len(j.recs), func(i int) bool { return j.compareKeyRec(first, e, &j.recs[i]) <= 0 })
 		u, _ := slices.BinarySearch(j.users, user)
 		if s <= cur.s0 {
 			continue
@@ -328,20 +329,6 @@ func (j *joiner) split(n int) []span {
 		cur.s0, cur.o0, cur.u0 = s, o, u
 	}
 	return append(out, cur)
-}
-
-// sortSearch is sort.Search: the least i in [0, n) with f(i), or n.
-func sortSearch(n int, f func(int) bool) int {
-	lo, hi := 0, n
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if f(m) {
-			hi = m
-		} else {
-			lo = m + 1
-		}
-	}
-	return lo
 }
 
 // walk calls fn with each key of span sp, in key order. The group's

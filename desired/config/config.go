@@ -106,7 +106,9 @@ type SSH struct {
 	// connection. Off by default: a forwarded port reaches the host's
 	// loopback services and other users' containers from the host side.
 	AllowTCPForwarding bool `yaml:"allow_tcp_forwarding"`
-	// AllowAgentForwarding passes the user's ssh-agent into the session.
+	// AllowAgentForwarding lets sshd accept the client's ssh-agent (the
+	// key line's agent-forwarding option and the sshd block). podspawn
+	// does not pass the agent into session containers yet.
 	AllowAgentForwarding bool `yaml:"allow_agent_forwarding"`
 	// SFTPServer is the sftp-server binary inside session containers.
 	SFTPServer string `yaml:"sftp_server"`

@@ -408,3 +408,36 @@ func TestServerSetupRefusesAForeignAuthorizedKeysCommand(t *testing.T) {
 		t.Errorf("sshd_config was modified")
 	}
 }
+
+// TestServerSetupWithoutSudoSaysWhatIsLeft: with ssh.use_sudo false there
+// is no sudoers rule, and spawn runs as each user, who then needs the
+// database and the Docker socket. server-setup keeps both root-only and
+// must say so rather than leave a setup whose every connection fails.
+func TestServerSetupWithoutSudoSaysWhatIsLeft(t *testing.T) {
+	h := newHost(t, "")
+	f, err := os.OpenFile(h.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("  use_sudo: false\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	r := h.mustRun(h.setupArgs()...)
+	for _, want := range []string{
+		"sudoers " + h.sudoers + ": skipped (ssh.use_sudo is false)",
+		"warning: with ssh.use_sudo false, spawn runs as each SSH user, who needs write access to " + h.stateDir,
+		"set ssh.use_sudo: true",
+	} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Fatalf("server-setup output lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	if _, err := os.Stat(h.sudoers); err == nil {
+		t.Errorf("a sudoers file was written with ssh.use_sudo false")
+	}
+	if fi, err := os.Stat(h.stateDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state directory: %v, %v; want it kept root-only (0700)", fi, err)
+	}
+}

@@ -107,6 +107,10 @@ func (s *ServerSetup) Run(ctx context.Context) error {
 		}
 	} else {
 		fmt.Fprintf(s.Out, "sudoers %s: skipped (ssh.use_sudo is false)\n", s.SudoersFile)
+		// The directories above stay root-only on purpose: granting every
+		// user the database and the Docker socket is the operator's call.
+		fmt.Fprintf(s.Out, "warning: with ssh.use_sudo false, spawn runs as each SSH user, who needs write access to %s and the Docker socket (root access to this host); "+
+			"server-setup keeps both root-only, so connections fail until you grant them, or set ssh.use_sudo: true\n", cfg.State.Dir())
 	}
 	sshd := SSHD{Runner: s.Runner, Path: s.SSHDConfig, DryRun: s.DryRun, Params: SSHDParams{
 		Binary: s.Binary, Config: s.ConfigPath, AuthKeysUser: cfg.SSH.AuthKeysUser, Group: cfg.SSH.Group,

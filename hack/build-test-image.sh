@@ -79,7 +79,8 @@ fi
 # Its output (including a deprecation notice) is only shown on failure.
 # --network none: the RUN steps need no network, and so the build does not
 # depend on the default bridge (docker0), which can vanish in sandboxes.
-if ! out="$(DOCKER_BUILDKIT=0 docker build --network none \
+# --force-rm: a failed step leaves no intermediate container behind.
+if ! out="$(DOCKER_BUILDKIT=0 docker build --network none --force-rm \
   --label "podspawn.busybox.sha256=${busybox_sha}" \
   --label "podspawn.sftp-server.sha256=${sftp_sha}" \
   --label "podspawn.recipe.sha256=${recipe_sha}" \

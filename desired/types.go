@@ -26,14 +26,6 @@ func (k SessionKey) String() string {
 	return k.User + "@" + k.Project
 }
 
-// Less orders keys by user, then project.
-func (k SessionKey) Less(o SessionKey) bool {
-	if k.User != o.User {
-		return k.User < o.User
-	}
-	return k.Project < o.Project
-}
-
 // Compare orders keys by user, then project.
 func (k SessionKey) Compare(o SessionKey) int {
 	if c := strings.Compare(k.User, o.User); c != 0 {

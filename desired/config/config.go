@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -283,11 +284,12 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // ParseMemory parses sizes like 512m, 2g, 1.5G (binary multiples). "" and
 // "0" mean no limit.
-func ParseMemory(s string) (int64, error) {
-	s = strings.TrimSpace(strings.ToLower(s))
+func ParseMemory(in string) (int64, error) {
+	s := strings.TrimSpace(strings.ToLower(in))
 	if s == "" || s == "0" {
 		return 0, nil
 	}
+	s = strings.TrimSuffix(s, "b") // 512mb, 2gb and 100b read as 512m, 2g and 100
 	mult := float64(1)
 	switch {
 	case strings.HasSuffix(s, "k"):
@@ -296,12 +298,11 @@ func ParseMemory(s string) (int64, error) {
 		mult, s = 1<<20, strings.TrimSuffix(s, "m")
 	case strings.HasSuffix(s, "g"):
 		mult, s = 1<<30, strings.TrimSuffix(s, "g")
-	case strings.HasSuffix(s, "b"):
-		s = strings.TrimSuffix(s, "b")
 	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("invalid size %q: use a number with an optional k, m or g suffix (e.g. 512m, 2g)", s)
+	// ParseFloat also takes "inf", "nan" and 1e30, which are no size.
+	if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || v*mult >= math.MaxInt64 {
+		return 0, fmt.Errorf("invalid size %q: use a number with an optional k, m or g suffix (e.g. 512m, 2g)", in)
 	}
 	return int64(v * mult), nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,5 +57,19 @@ func TestOverlay(t *testing.T) {
 	}
 	if cfg.Session.GracePeriod.Duration != 5*time.Second || cfg.Session.Mode != "persistent" || cfg.Defaults.MemoryBytes != 256<<20 || cfg.Session.MaxLifetime.Duration != 8*time.Hour {
 		t.Fatalf("overlay wrong: %+v", cfg)
+	}
+}
+
+func TestParseMemory(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "0": 0, "512m": 512 << 20, "2g": 2 << 30, "2GB": 2 << 30, "512mb": 512 << 20, "1.5k": 1536, "100": 100, "100b": 100} {
+		if got, err := ParseMemory(in); err != nil || got != want {
+			t.Errorf("ParseMemory(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	// ParseFloat takes these; no size is negative, infinite or beyond int64.
+	for _, in := range []string{"lots", "-1g", "inf", "nan", "1e30g", "9223372036854775807k"} {
+		if got, err := ParseMemory(in); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("invalid size %q", in)) {
+			t.Errorf("ParseMemory(%q) = %d, %v; want an error quoting the input", in, got, err)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package projects
 
 import (
+	"github.com/distribution/reference"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -100,6 +102,11 @@ func ParsePodfile(data []byte) (*Podfile, error) {
 	if strings.TrimSpace(pf.Base) == "" {
 		return nil, errors.New("field base: the base image is required (e.g. base: ubuntu:24.04)")
 	}
+	// The base goes into the Dockerfile's FROM line: anything but an image
+	// reference (a newline and a RUN, say) would run build steps on the server.
+	if _, err := reference.ParseNormalizedNamed(pf.Base); err != nil {
+		return nil, fmt.Errorf("field base: %q is not an image reference (e.g. ubuntu:24.04 or registry.example.com/team/dev:1): %v", pf.Base, err)
+	}
 	if pf.Shell != "" && !strings.HasPrefix(pf.Shell, "/") {
 		return nil, fmt.Errorf("field shell: %q must be an absolute path", pf.Shell)
 	}
@@ -129,6 +136,9 @@ func ParsePodfile(data []byte) (*Podfile, error) {
 		seen[s.Name] = true
 		if strings.TrimSpace(s.Image) == "" {
 			return nil, fmt.Errorf("field %s.image: service %q needs an image", field, s.Name)
+		}
+		if _, err := reference.ParseNormalizedNamed(s.Image); err != nil {
+			return nil, fmt.Errorf("field %s.image: %q is not an image reference (e.g. postgres:16): %v", field, s.Image, err)
 		}
 		if err := checkEnv(field+".env", s.Env); err != nil {
 			return nil, err

@@ -13,21 +13,23 @@ import (
 
 func TestParsePodfileErrorsNameTheField(t *testing.T) {
 	cases := map[string]struct{ yaml, want string }{
-		"missing base":       {"shell: /bin/sh\n", "field base"},
-		"relative shell":     {"base: x\nshell: sh\n", "field shell"},
-		"bad mode":           {"base: x\nmode: forever\n", "field mode"},
-		"bad env key":        {"base: x\nenv:\n  1BAD: v\n", "field env"},
-		"bad memory":         {"base: x\nresources:\n  memory: lots\n", "field resources.memory"},
-		"service no name":    {"base: x\nservices:\n  - image: y\n", "field services[0].name"},
-		"service bad name":   {"base: x\nservices:\n  - name: Bad_Name\n    image: y\n", "field services[0].name"},
-		"service no image":   {"base: x\nservices:\n  - name: db\n", "field services[0].image"},
-		"duplicate service":  {"base: x\nservices:\n  - name: db\n    image: y\n  - name: db\n    image: y\n", "field services[1].name: duplicate"},
-		"host path volume":   {"base: x\nservices:\n  - name: db\n    image: y\n    volumes: [\"/etc:/data\"]\n", "host paths are not allowed"},
-		"volume no target":   {"base: x\nservices:\n  - name: db\n    image: y\n    volumes: [\"data\"]\n", "field services[0].volumes[0]"},
-		"relative target":    {"base: x\nservices:\n  - name: db\n    image: y\n    volumes: [\"data:rel\"]\n", "absolute path"},
-		"unknown field":      {"base: x\npackages: [vim]\n", "field packages not found"},
-		"not yaml":           {"base: [\n", "did not find expected"},
-		"service bad memory": {"base: x\nservices:\n  - name: db\n    image: y\n    resources:\n      memory: x\n", "field services[0].resources.memory"},
+		"missing base":        {"shell: /bin/sh\n", "field base"},
+		"base injects a step": {"base: \"ubuntu:24.04\\nRUN id > /x\"\n", "field base: \"ubuntu:24.04\\nRUN id > /x\" is not an image reference"},
+		"service bad image":   {"base: x\nservices:\n  - name: db\n    image: \"Postgres 16\"\n", "field services[0].image"},
+		"relative shell":      {"base: x\nshell: sh\n", "field shell"},
+		"bad mode":            {"base: x\nmode: forever\n", "field mode"},
+		"bad env key":         {"base: x\nenv:\n  1BAD: v\n", "field env"},
+		"bad memory":          {"base: x\nresources:\n  memory: lots\n", "field resources.memory"},
+		"service no name":     {"base: x\nservices:\n  - image: y\n", "field services[0].name"},
+		"service bad name":    {"base: x\nservices:\n  - name: Bad_Name\n    image: y\n", "field services[0].name"},
+		"service no image":    {"base: x\nservices:\n  - name: db\n", "field services[0].image"},
+		"duplicate service":   {"base: x\nservices:\n  - name: db\n    image: y\n  - name: db\n    image: y\n", "field services[1].name: duplicate"},
+		"host path volume":    {"base: x\nservices:\n  - name: db\n    image: y\n    volumes: [\"/etc:/data\"]\n", "host paths are not allowed"},
+		"volume no target":    {"base: x\nservices:\n  - name: db\n    image: y\n    volumes: [\"data\"]\n", "field services[0].volumes[0]"},
+		"relative target":     {"base: x\nservices:\n  - name: db\n    image: y\n    volumes: [\"data:rel\"]\n", "absolute path"},
+		"unknown field":       {"base: x\npackages: [vim]\n", "field packages not found"},
+		"not yaml":            {"base: [\n", "did not find expected"},
+		"service bad memory":  {"base: x\nservices:\n  - name: db\n    image: y\n    resources:\n      memory: x\n", "field services[0].resources.memory"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

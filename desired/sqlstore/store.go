@@ -377,6 +377,10 @@ func (s *Store) ReleaseLease(ctx context.Context, leaseID int64) (bool, error) {
 // project is non-nil) terminating and returns their keys. Used by stop,
 // remove-user and remove-project, in one transaction.
 func (s *Store) MarkTerminatingWhere(ctx context.Context, user string, project *string, reason string, now time.Time) ([]desired.SessionKey, error) {
+	if user == "" && (project == nil || *project == "") {
+		// A caller bug must never turn into "every session".
+		return nil, errors.New("marking sessions terminating: a user or a project is required")
+	}
 	var keys []desired.SessionKey
 	err := s.Tx(ctx, func(tx *sqlx.Tx) error {
 		q := `SELECT user, project FROM sessions WHERE 1=1`
@@ -425,16 +429,4 @@ func (s *Store) Replace(ctx context.Context, tx *sqlx.Tx, old *desired.Session, 
 // LoadKeyTx reads one session inside a transaction.
 func (s *Store) LoadKeyTx(ctx context.Context, tx *sqlx.Tx, k desired.SessionKey) (*desired.Session, error) {
 	return loadKeyTx(ctx, tx, k)
-}
-
-// InsertTx inserts a session inside a transaction.
-func (s *Store) InsertTx(ctx context.Context, tx *sqlx.Tx, sess *desired.Session, now time.Time) error {
-	return insertSession(ctx, tx, sess, now)
-}
-
-// CountUserSessions counts the sessions of user, for admission control.
-func (s *Store) CountUserSessions(ctx context.Context, tx *sqlx.Tx, user string) (int, error) {
-	var n int
-	err := tx.GetContext(ctx, &n, `SELECT COUNT(*) FROM sessions WHERE user = ? AND status != 'terminating'`, user)
-	return n, err
 }

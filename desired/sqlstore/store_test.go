@@ -384,6 +384,12 @@ func TestMarkTerminatingWhere(t *testing.T) {
 		{"carol", nil, "user-removed", nil},
 		{"alice", nil, "user-removed", []desired.SessionKey{{User: "alice"}, {User: "alice", Project: "api"}, {User: "alice", Project: "web"}}},
 	}
+	// Neither a user nor a project must never mean "every session".
+	for _, p := range []*string{nil, project("")} {
+		if got, err := st.MarkTerminatingWhere(ctx, "", p, "user-requested", storeTestNow); err == nil || got != nil {
+			t.Fatalf("MarkTerminatingWhere with no user and project %v = %v, %v; want an error", p, got, err)
+		}
+	}
 	for _, s := range steps {
 		got, err := st.MarkTerminatingWhere(ctx, s.user, s.project, s.reason, storeTestNow)
 		if err != nil {

@@ -2,7 +2,9 @@ package sqlstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,6 +88,9 @@ func (s *Store) Attach(ctx context.Context, req AttachRequest) (AttachResult, er
 					return &AdmissionError{User: req.Key.User, Max: req.MaxPerUser, Others: others}
 				}
 			}
+			if err := checkNameClash(ctx, tx, next); err != nil {
+				return err
+			}
 			if existing != nil {
 				if err := s.Replace(ctx, tx, existing, next, req.Now); err != nil {
 					return fmt.Errorf("replacing session %s: %w", req.Key, err)
@@ -130,4 +135,60 @@ func (s *Store) Detach(ctx context.Context, leaseID int64) (bool, error) {
 		return false, fmt.Errorf("releasing connection lease %d: %w", leaseID, err)
 	}
 	return released, nil
+}
+
+// NameClashError: a new session would take a Docker container name that
+// another session holds. Names join user, project and service with "-",
+// which the names themselves may contain, so user alice-web and alice's
+// project web both map to podspawn-alice-web.
+type NameClashError struct {
+	Key, Other desired.SessionKey
+	Name       string
+}
+
+func (e *NameClashError) Error() string {
+	return fmt.Sprintf("session %s would use the Docker name %s, which session %s already uses "+
+		"(user, project and service names are joined with \"-\"): rename the project or service, or stop %s first",
+		e.Key, e.Name, e.Other, e.Other)
+}
+
+// checkNameClash refuses a generation whose session or service container
+// names (and so its network's) are held by another key's row: the second
+// creation would only fail later on a Docker name conflict.
+func checkNameClash(ctx context.Context, tx *sqlx.Tx, next *desired.Session) error {
+	names := append([]string{next.Spec.ContainerName}, serviceNames(next.Spec)...)
+	ours, err := json.Marshal(names)
+	if err != nil {
+		return err
+	}
+	var rows []struct {
+		User      string `db:"user"`
+		Project   string `db:"project"`
+		Container string `db:"container_name"`
+		Services  string `db:"service_names"`
+	}
+	if err := tx.SelectContext(ctx, &rows, `SELECT user, project, container_name, service_names FROM sessions s
+		WHERE NOT (user = ? AND project = ?)
+		  AND (container_name IN (SELECT value FROM json_each(?))
+		       OR EXISTS (SELECT 1 FROM json_each(s.service_names) j WHERE j.value IN (SELECT value FROM json_each(?))))
+		ORDER BY user, project LIMIT 1`, next.Key.User, next.Key.Project, string(ours), string(ours)); err != nil {
+		return fmt.Errorf("checking Docker names of %s: %w", next.Key, err)
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	r := rows[0]
+	var theirs []string
+	if err := json.Unmarshal([]byte(r.Services), &theirs); err != nil {
+		return fmt.Errorf("session %s/%s: corrupt service_names column: %w", r.User, r.Project, err)
+	}
+	theirs = append(theirs, r.Container)
+	clash := ""
+	for _, n := range names {
+		if slices.Contains(theirs, n) {
+			clash = n
+			break
+		}
+	}
+	return &NameClashError{Key: next.Key, Other: desired.SessionKey{User: r.User, Project: r.Project}, Name: clash}
 }

@@ -154,3 +154,59 @@ func TestAttachAdmission(t *testing.T) {
 		t.Fatalf("after alice@web was marked terminating: %v", err)
 	}
 }
+
+// TestAttachRefusesDockerNameClashes: names join user, project and service
+// with "-", so two keys can map to one container name; the second is
+// refused with both sessions named, and nothing is recorded for it.
+func TestAttachRefusesDockerNameClashes(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC)
+	st := openSpawnTestStore(t)
+	attach := func(k desired.SessionKey, id string, services ...string) error {
+		_, err := st.Attach(ctx, AttachRequest{Key: k, Now: now, Decide: func(*desired.Session) (*desired.Session, error) {
+			s := spawnTestGen(k, id, now)
+			for _, svc := range services {
+				s.Spec.Services = append(s.Spec.Services, desired.Service{Name: svc, Image: "img"})
+			}
+			return s, nil
+		}})
+		return err
+	}
+	aliceWeb := desired.SessionKey{User: "alice", Project: "web"}
+	if err := attach(aliceWeb, "g1", "db"); err != nil {
+		t.Fatal(err)
+	}
+	// A new generation of the same key, and names that only share a
+	// prefix, are no clash.
+	for _, k := range []desired.SessionKey{aliceWeb, {User: "alice", Project: "we"}, {User: "alic"}} {
+		if err := attach(k, "g2-"+k.String(), "db"); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	for _, tc := range []struct {
+		key      desired.SessionKey
+		services []string
+		name     string
+	}{
+		{desired.SessionKey{User: "alice-web"}, nil, "podspawn-alice-web"},                   // user alice-web, alice's project web
+		{desired.SessionKey{User: "alice", Project: "web-db"}, nil, "podspawn-alice-web-db"}, // a project named like alice@web's service
+		{desired.SessionKey{User: "alice"}, []string{"web"}, "podspawn-alice-web"},           // a service named like alice@web's container
+	} {
+		err := attach(tc.key, "x", tc.services...)
+		var clash *NameClashError
+		if !errors.As(err, &clash) {
+			t.Fatalf("%s: err = %v, want a NameClashError", tc.key, err)
+		}
+		if diff := cmp.Diff(&NameClashError{Key: tc.key, Other: aliceWeb, Name: tc.name}, clash); diff != "" {
+			t.Fatalf("%s: clash (-want +got):\n%s", tc.key, diff)
+		}
+		if s, err := st.LoadKey(ctx, tc.key); err != nil || s != nil {
+			t.Fatalf("%s was recorded despite the clash: %+v, %v", tc.key, s, err)
+		}
+	}
+	wantMsg := `session alice-web would use the Docker name podspawn-alice-web, which session alice@web already uses ` +
+		`(user, project and service names are joined with "-"): rename the project or service, or stop alice@web first`
+	if got := (&NameClashError{Key: desired.SessionKey{User: "alice-web"}, Other: aliceWeb, Name: "podspawn-alice-web"}).Error(); got != wantMsg {
+		t.Fatalf("message:\n got %s\nwant %s", got, wantMsg)
+	}
+}

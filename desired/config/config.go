@@ -343,10 +343,12 @@ func (c *Config) validate() error {
 	if c.Cleanup.PendingTimeout.Duration <= 0 {
 		return fmt.Errorf("invalid cleanup.pending_timeout %q: must be positive", c.Cleanup.PendingTimeout.Duration)
 	}
-	for name, p := range map[string]string{
-		"auth.key_dir": c.Auth.KeyDir, "state.db_path": c.State.DBPath, "state.lock_dir": c.State.LockDir,
-		"state.homes_dir": c.State.HomesDir, "state.projects_dir": c.State.ProjectsDir, "projects_file": c.ProjectsFile,
+	// A list, not a map: with two bad paths, the same one is reported every time.
+	for _, f := range []struct{ name, p string }{
+		{"auth.key_dir", c.Auth.KeyDir}, {"state.db_path", c.State.DBPath}, {"state.lock_dir", c.State.LockDir},
+		{"state.homes_dir", c.State.HomesDir}, {"state.projects_dir", c.State.ProjectsDir}, {"projects_file", c.ProjectsFile},
 	} {
+		name, p := f.name, f.p
 		if !filepath.IsAbs(p) {
 			return fmt.Errorf("invalid %s %q: must be an absolute path", name, p)
 		}

@@ -50,7 +50,8 @@ func Load(path string) (Registry, error) {
 	if err := dec.Decode(&reg); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("projects file %s: %w", path, err)
 	}
-	for name, p := range reg {
+	for _, name := range reg.Names() { // in order, so the same error comes first every time
+		p := reg[name]
 		if err := desired.ValidateProjectName(name); err != nil {
 			return nil, fmt.Errorf("projects file %s: %w", path, err)
 		}

@@ -105,12 +105,7 @@ func (s *Store) Attach(ctx context.Context, req AttachRequest) (AttachResult, er
 		if sess == nil {
 			return fmt.Errorf("no session for %s and none to create", req.Key)
 		}
-		r, err := tx.ExecContext(ctx, `INSERT INTO leases (session_id, pid, pid_start, started_at) VALUES (?,?,?,?)`,
-			sess.ID, req.PID, int64(req.PIDStart), ts(req.Now))
-		if err != nil {
-			return fmt.Errorf("recording connection: %w", err)
-		}
-		if res.LeaseID, err = r.LastInsertId(); err != nil {
+		if res.LeaseID, err = insertLease(ctx, tx, sess.ID, req.PID, req.PIDStart, req.Now); err != nil {
 			return err
 		}
 		loaded, err := loadKeyTx(ctx, tx, req.Key)

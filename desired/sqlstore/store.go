@@ -361,7 +361,11 @@ func (s *Store) DeleteSession(ctx context.Context, sessionID string) (bool, erro
 
 // AddLease records a live connection served by process pid.
 func (s *Store) AddLease(ctx context.Context, sessionID string, pid int, pidStart uint64, now time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO leases (session_id, pid, pid_start, started_at) VALUES (?,?,?,?)`, sessionID, pid, int64(pidStart), ts(now))
+	return insertLease(ctx, s.db, sessionID, pid, pidStart, now)
+}
+
+func insertLease(ctx context.Context, db sqlx.ExecerContext, sessionID string, pid int, pidStart uint64, now time.Time) (int64, error) {
+	res, err := db.ExecContext(ctx, `INSERT INTO leases (session_id, pid, pid_start, started_at) VALUES (?,?,?,?)`, sessionID, pid, int64(pidStart), ts(now))
 	if err != nil {
 		return 0, fmt.Errorf("recording connection: %w", err)
 	}

@@ -43,7 +43,7 @@ func CheckHealth(ctx context.Context, path string) (Health, error) {
 	q.Set("mode", "rw")
 	q.Set("_query_only", "true")
 	q.Set("_busy_timeout", "5000")
-	db, err := sqlx.Open("sqlite3", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
+	db, err := sqlx.Open("sqlite3", dsn(path, q))
 	if err != nil {
 		return h, fmt.Errorf("opening state db %s: %w", path, err)
 	}

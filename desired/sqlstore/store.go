@@ -50,8 +50,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
 	// busy timeout instead of failing with SQLITE_BUSY on upgrade.
 	q.Set("_txlock", "immediate")
-	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-	db, err := sqlx.Open("sqlite3", dsn)
+	db, err := sqlx.Open("sqlite3", dsn(path, q))
 	if err != nil {
 		return nil, fmt.Errorf("opening state db %s: %w", path, err)
 	}
@@ -68,7 +67,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	q.Set("_txlock", "deferred")
 	// The journal mode is stored in the file; the readers need not set it.
 	q.Del("_journal_mode")
-	rdb, err := sqlx.Open("sqlite3", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
+	rdb, err := sqlx.Open("sqlite3", dsn(path, q))
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("opening state db %s: %w", path, err)
@@ -357,6 +356,11 @@ func (s *Store) DeleteSession(ctx context.Context, sessionID string) (bool, erro
 		return err
 	})
 	return changed, err
+}
+
+// dsn is the go-sqlite3 URI of the database at path with options q.
+func dsn(path string, q url.Values) string {
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
 
 // AddLease records a live connection served by process pid.

@@ -50,8 +50,7 @@ type WatchSnapshot struct {
 func OpenWatcher(ctx context.Context, path string) (*Watcher, error) {
 	q := url.Values{}
 	q.Set("_busy_timeout", "10000")
-	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-	db, err := sqlx.Open("sqlite3", dsn)
+	db, err := sqlx.Open("sqlite3", dsn(path, q))
 	if err != nil {
 		return nil, fmt.Errorf("opening state db %s for watching: %w", path, err)
 	}

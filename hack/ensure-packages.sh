@@ -5,7 +5,7 @@ set -o errexit -o nounset -o pipefail
 # shellcheck disable=SC2034 # same preamble as every hack/ script
 SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-PACKAGES=(busybox-static openssh-server openssh-client openssh-sftp-server sudo git procps iproute2)
+PACKAGES=(busybox-static openssh-server openssh-client openssh-sftp-server sudo git procps iproute2 systemd gcc libc6-dev)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

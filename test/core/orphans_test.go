@@ -73,7 +73,8 @@ func TestYoungOrphanKeptAndReported(t *testing.T) {
 
 	r := e.mustCleanup("--dry-run")
 	mustContain(t, "dry-run text", r.Stdout, "No changes.", "Left alone:", bareCtr, bareNet, desired.ContainerName(key),
-		"orphan-too-young", "no session record; removable in 59m")
+		// The remaining age depends on how long the test took so far.
+		"orphan-too-young", "no session record; removable in ")
 	plan := parsePlan(t, e.mustCleanup("--dry-run", "-o", "json").Stdout)
 	if diff := cmp.Diff([]step{}, plan.steps()); diff != "" {
 		t.Errorf("dry-run actions (-want +got):\n%s", diff)

@@ -9,11 +9,18 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/google/go-cmp/cmp"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/test/harness"
 )
+
+// deadlineBound is how long a test waits for a grace deadline to take
+// effect. The daemons run with --interval 1h, so a removal within it can only
+// come from the deadline timer; it is wide so that a slow machine does not
+// fail the test, and it asserts nothing about how punctual the timer is.
+const deadlineBound = 2 * time.Minute
 
 // A connection process dies; the daemon releases its lease, starts the
 // 2s grace period and tears the session down right after the deadline.
@@ -39,10 +46,13 @@ func TestDaemonEnforcesGraceDeadline(t *testing.T) {
 	if got := expiry.Sub(time.Now()); got > 2*time.Second {
 		t.Fatalf("grace expiry %s is %s away, want at most the 2s grace period", expiry, got)
 	}
-	harness.Eventually(t, time.Until(expiry)+10*time.Second, "the session to be removed after its deadline", func() bool { return e.gone(key) })
+	// The bound only proves that the deadline timer fired: the next periodic
+	// pass (--interval 1h) is far beyond it, however slow the machine.
+	harness.Eventually(t, deadlineBound, "the session to be removed after its deadline", func() bool { return e.gone(key) })
 
-	if n := len(d.lines(`"reason": "grace-expired"`, `"user": "`+key.User+`"`)); n < 3 {
-		t.Errorf("%d actions logged with reason grace-expired, want mark-terminating, remove-container, remove-network, delete-session", n)
+	want := []string{"mark-terminating", "remove-container", "remove-network", "delete-session"}
+	if diff := cmp.Diff(want, d.actions(`"reason": "grace-expired"`, `"user": "`+key.User+`"`)); diff != "" {
+		t.Errorf("actions logged with reason grace-expired (-want +got):\n%s", diff)
 	}
 	if n := len(d.lines("Resynced")); n != 1 {
 		t.Errorf("%d resyncs, want only the one at start", n)
@@ -82,7 +92,9 @@ func TestDaemonPicksUpGraceStartedByAnotherProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, time.Until(expiry)+10*time.Second, "the session to be removed after its deadline", func() bool { return e.gone(key) })
+	// The bound only proves that the deadline timer fired: the next periodic
+	// pass (--interval 1h) is far beyond it, however slow the machine.
+	harness.Eventually(t, deadlineBound, "the session to be removed after its deadline", func() bool { return e.gone(key) })
 	if n := len(d.lines(`"action": "delete-session"`, `"reason": "grace-expired"`, `"user": "`+key.User+`"`)); n != 1 {
 		t.Errorf("session deletions with reason grace-expired: %d, want 1", n)
 	}
@@ -259,16 +271,12 @@ func TestDaemonFailingSessionDoesNotStarveOthers(t *testing.T) {
 	harness.Eventually(t, 30*time.Second, "the stuck session's teardown to fail twice", func() bool { return len(d.attempts(stuck.User)) >= 2 })
 
 	hf.kill()
-	var expiry time.Time
 	harness.Eventually(t, 20*time.Second, "the free session's grace period", func() bool {
 		s := e.row(free)
-		if s != nil && s.Status == desired.StatusGrace {
-			expiry = s.GraceExpiry
-			return true
-		}
-		return false
+		return s != nil && s.Status == desired.StatusGrace
 	})
-	harness.Eventually(t, time.Until(expiry)+10*time.Second, "the free session to be removed on time", func() bool { return e.gone(free) })
+	// deadlineBound: removed by its deadline timer, not by a periodic pass.
+	harness.Eventually(t, deadlineBound, "the free session to be removed by its deadline timer", func() bool { return e.gone(free) })
 
 	s := e.row(stuck)
 	if s == nil || s.Status != desired.StatusTerminating || !e.networkExists(desired.NetworkName(stuck)) {

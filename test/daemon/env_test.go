@@ -248,6 +248,20 @@ func (p *daemonProc) lines(parts ...string) []string {
 	return out
 }
 
+var actionRE = regexp.MustCompile(`"action": "([a-z-]+)"`)
+
+// actions returns, in log order, the action kinds of the lines that
+// contain every part.
+func (p *daemonProc) actions(parts ...string) []string {
+	var out []string
+	for _, l := range p.lines(parts...) {
+		if m := actionRE.FindStringSubmatch(l); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
 func (p *daemonProc) alive() bool {
 	select {
 	case <-p.exited:

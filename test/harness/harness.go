@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
@@ -233,39 +234,59 @@ func (e *Env) MustRun(args ...string) Result {
 // InstanceID reads the state database's instance id (opening it creates it).
 func (e *Env) InstanceID() string {
 	e.T.Helper()
-	out, err := exec.Command("sqlite3", e.DBPath, "SELECT value FROM meta WHERE key='instance_id'").Output()
-	if err == nil {
-		return strings.TrimSpace(string(out))
+	id, err := instanceID(e.DBPath)
+	if err != nil {
+		e.T.Fatalf("instance id: %v", err)
 	}
-	return instanceIDGo(e.T, e.DBPath)
+	return id
 }
 
+// removeDockerObjects reports every failed removal but NotFound (someone
+// else removed it first), so an object this env leaks is traced to its test.
 func (e *Env) removeDockerObjects() {
+	t := e.T
 	if _, err := os.Stat(e.DBPath); err != nil {
-		return
+		return // no database: this env never created anything
 	}
-	id := instanceIDGo(e.T, e.DBPath)
-	if id == "" {
+	id, err := instanceID(e.DBPath)
+	if err != nil {
+		t.Errorf("removing the env's Docker objects: instance id: %v", err)
 		return
 	}
 	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
+		t.Errorf("removing the Docker objects of instance %s: %v", id, err)
 		return
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	report := func(what string, err error) {
+		if err != nil && !errdefs.IsNotFound(err) {
+			t.Errorf("removing %s of instance %s: %v", what, id, err)
+		}
+	}
 	f := filters.NewArgs(filters.Arg("label", "podspawn.instance="+id))
-	cs, _ := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	report("containers (list)", err)
 	for _, ct := range cs {
-		c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		report("container "+containerName(ct), c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}))
 	}
-	ns, _ := c.NetworkList(ctx, network.ListOptions{Filters: f})
+	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: f})
+	report("networks (list)", err)
 	for _, n := range ns {
-		c.NetworkRemove(ctx, n.ID)
+		report("network "+n.Name, c.NetworkRemove(ctx, n.ID))
 	}
-	vs, _ := c.VolumeList(ctx, volume.ListOptions{Filters: f})
+	vs, err := c.VolumeList(ctx, volume.ListOptions{Filters: f})
+	report("volumes (list)", err)
 	for _, v := range vs.Volumes {
-		c.VolumeRemove(ctx, v.Name, true)
+		report("volume "+v.Name, c.VolumeRemove(ctx, v.Name, true))
 	}
+}
+
+func containerName(ct container.Summary) string {
+	if len(ct.Names) > 0 {
+		return strings.TrimPrefix(ct.Names[0], "/")
+	}
+	return ct.ID
 }

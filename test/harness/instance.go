@@ -2,17 +2,22 @@ package harness
 
 import (
 	"context"
-	"testing"
+	"fmt"
 
 	"github.com/podspawn/podspawn/desired/sqlstore"
 )
 
-func instanceIDGo(t testing.TB, path string) string {
+// instanceID opens the state database (creating it if missing) and
+// returns its instance id.
+func instanceID(path string) (string, error) {
 	st, err := sqlstore.Open(context.Background(), path)
 	if err != nil {
-		t.Logf("opening %s: %v", path, err)
-		return ""
+		return "", fmt.Errorf("opening %s: %w", path, err)
 	}
 	defer st.Close()
-	return st.InstanceID()
+	id := st.InstanceID()
+	if id == "" {
+		return "", fmt.Errorf("%s has no instance id", path)
+	}
+	return id, nil
 }

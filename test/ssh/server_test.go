@@ -407,6 +407,20 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 	}
 }
 
+// cleanup runs podspawn cleanup through a scope proxy: on the shared Docker
+// daemon an unscoped pass would also reap other tests' managed-by=podspawn
+// objects that carry no instance label. t is the (sub)test calling it.
+func (s *server) cleanup(t testing.TB) harness.Result {
+	t.Helper()
+	proxy := harness.NewScopeProxy(t)
+	proxy.AddInstance(s.Env.InstanceID())
+	r := s.Env.RunEnv([]string{"DOCKER_HOST=" + proxy.Host()}, "", "cleanup")
+	if r.Code != 0 {
+		t.Fatalf("podspawn cleanup: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	return r
+}
+
 func (s *server) waitFor(what string, timeout time.Duration, cond func() bool) {
 	s.t.Helper()
 	if !waitUntil(timeout, cond) {

@@ -270,7 +270,8 @@ func TestAbruptDisconnects(t *testing.T) {
 
 	// waitConnected starts ssh running sleep and returns it with the pid
 	// of the spawn process that holds its lease, once the command runs.
-	waitConnected := func(u *testUser, extra ...string) (*exec.Cmd, int) {
+	waitConnected := func(t *testing.T, u *testUser, extra ...string) (*exec.Cmd, int) {
+		t.Helper()
 		cmd := s.ssh(u, extra, "echo started; sleep 1000")
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -289,13 +290,14 @@ func TestAbruptDisconnects(t *testing.T) {
 		}
 		return cmd, pids[0]
 	}
-	settle := func(u *testUser, spawnPID int) {
+	// Both helpers take the subtest's t: FailNow must run on that test's goroutine.
+	settle := func(t *testing.T, u *testUser, spawnPID int) {
 		t.Helper()
 		s.waitFor(fmt.Sprintf("spawn process %d to end", spawnPID), time.Minute, func() bool {
 			_, err := os.Stat(fmt.Sprintf("/proc/%d", spawnPID))
 			return err != nil
 		})
-		s.Env.MustRun("cleanup")
+		s.cleanup(t)
 		r := s.session(u, "")
 		if r == nil || r.Connections != 0 || r.Status != string(desired.StatusGrace) {
 			t.Fatalf("%s after the connection died and a cleanup pass: %+v, want grace_period with 0 connections", u.Name, r)
@@ -307,26 +309,26 @@ func TestAbruptDisconnects(t *testing.T) {
 
 	t.Run("ssh client killed", func(t *testing.T) {
 		u := s.user("ssa")
-		cmd, spawnPID := waitConnected(u)
+		cmd, spawnPID := waitConnected(t, u)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
-		settle(u, spawnPID)
+		settle(t, u, spawnPID)
 	})
 	t.Run("ssh client with a pty killed", func(t *testing.T) {
 		u := s.user("ssa")
-		cmd, spawnPID := waitConnected(u, "-tt")
+		cmd, spawnPID := waitConnected(t, u, "-tt")
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
-		settle(u, spawnPID)
+		settle(t, u, spawnPID)
 	})
 	t.Run("spawn killed with SIGKILL", func(t *testing.T) {
 		u := s.user("ssb")
-		cmd, spawnPID := waitConnected(u)
+		cmd, spawnPID := waitConnected(t, u)
 		if err := syscall.Kill(spawnPID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		cmd.Wait()
-		settle(u, spawnPID)
+		settle(t, u, spawnPID)
 	})
 }
 
@@ -353,7 +355,7 @@ func TestModes(t *testing.T) {
 		name := desired.ContainerName(desired.SessionKey{User: u.Name})
 		s.mustSSH(u, "echo kept > /tmp/state")
 		first := s.containerID(name)
-		s.Env.MustRun("cleanup")
+		s.cleanup(t)
 		if r := s.session(u, ""); r == nil || r.Status != string(desired.StatusRunning) || r.Mode != string(desired.ModePersistent) {
 			t.Fatalf("persistent session after disconnect and cleanup: %+v", r)
 		}
@@ -592,9 +594,17 @@ func TestSpawnRefusals(t *testing.T) {
 		t.Fatalf("spawn as %s: exit %d %q", a.Name, code, out)
 	}
 	cmd := exec.Command("runuser", "-u", a.Name, "--", "sudo", "-n", s.Env.Bin, "--config", s.Env.ConfigPath, "spawn", "--user", b.Name)
-	out, err = cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err = cmd.Output()
 	if exitCode(err) == 0 {
 		t.Fatalf("%s opened %s's session through sudo: %s", a.Name, b.Name, out)
+	}
+	// sudo itself must refuse (the sudoers rule allows only --user <self>),
+	// not podspawn failing after it got root. With -n, sudo reports the rule
+	// mismatch as a password it may not ask for.
+	if !strings.Contains(stderr.String(), "sudo: a password is required") {
+		t.Fatalf("sudo as %s for %s's session: exit %d, stderr %q; want sudo's refusal", a.Name, b.Name, exitCode(err), stderr.String())
 	}
 	if rows := s.list(); len(rows) != 0 {
 		t.Fatalf("refused spawns left sessions: %+v", rows)

@@ -123,6 +123,13 @@ func (d *Docker) removeNetwork(ctx context.Context, a reconcile.Action) (Outcome
 	if errdefs.IsNotFound(err) {
 		return Unchanged, nil
 	}
+	// The session's own containers are removed before its network, so an
+	// endpoint left is a container podspawn did not attach. Retryable: the
+	// removal goes through once someone disconnects it.
+	if err != nil && strings.Contains(err.Error(), "has active endpoints") {
+		return "", fmt.Errorf("%w (a container outside this session is attached to the network; "+
+			"run `docker network inspect %s` to find it and `docker network disconnect %s <container>` to detach it)", err, a.Target, a.Target)
+	}
 	return outcome(true, err)
 }
 
@@ -337,8 +344,17 @@ func Exec(ctx context.Context, api DockerAPI, id string, cmd []string, user stri
 		return -1, "", err
 	}
 	defer att.Close()
+	// The hijacked connection ignores ctx, so a command that hangs would
+	// hold the worker (and the user's lock) past the reconcile timeout and
+	// block shutdown; closing it on cancel ends the read.
+	stop := context.AfterFunc(ctx, func() { att.Close() })
+	defer stop()
 	var buf bytes.Buffer
-	if _, err := stdcopy.StdCopy(&buf, &buf, att.Reader); err != nil {
+	_, err = stdcopy.StdCopy(&buf, &buf, att.Reader)
+	if ctx.Err() != nil {
+		return -1, buf.String(), fmt.Errorf("command did not finish: %w", ctx.Err())
+	}
+	if err != nil {
 		return -1, buf.String(), err
 	}
 	insp, err := api.ContainerExecInspect(ctx, ex.ID)

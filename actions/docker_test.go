@@ -74,6 +74,7 @@ type fakeDocker struct {
 	execExit   int
 	execOutput string
 	execs      map[string]execRun
+	execPeers  chan net.Conn // when set, an attach hands the daemon's end here and streams from it
 	ran        []execRun
 	calls      []string
 	hook       func(method, ref string) error
@@ -236,6 +237,10 @@ func (f *fakeDocker) ContainerExecAttach(_ context.Context, execID string, _ con
 		}
 	}
 	conn, peer := net.Pipe()
+	if f.execPeers != nil {
+		f.execPeers <- peer
+		return types.HijackedResponse{Conn: conn, Reader: bufio.NewReader(conn)}, nil
+	}
 	peer.Close()
 	return types.HijackedResponse{Conn: conn, Reader: bufio.NewReader(&buf)}, nil
 }
@@ -721,11 +726,28 @@ func TestRemoveFailureIsReturned(t *testing.T) {
 	a := f.action(reconcile.KindRemoveNetwork, "podspawn-alice-web-net")
 	a.TargetID = "n-1"
 	_, err := f.exec.Execute(context.Background(), a)
-	if err == nil || !strings.Contains(err.Error(), "remove-network podspawn-alice-web-net: ") || !strings.Contains(err.Error(), "active endpoints") {
-		t.Fatalf("err = %v, want the daemon's error prefixed with the action and target", err)
+	for _, want := range []string{
+		"remove-network podspawn-alice-web-net: ", "active endpoints", "a container outside this session is attached",
+		"docker network inspect podspawn-alice-web-net", "docker network disconnect podspawn-alice-web-net <container>",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err = %v, want the daemon's error prefixed with the action and target, saying what to do; missing %q", err, want)
+		}
 	}
 	if errors.Is(err, actions.ErrTerminal) {
 		t.Fatal("a busy network is transient, not terminal")
+	}
+
+	// Any other refusal is returned as is.
+	f.docker.hook = func(method, _ string) error {
+		if method == "NetworkRemove" {
+			return errors.New("Error response from daemon: something else")
+		}
+		return nil
+	}
+	_, err = f.exec.Execute(context.Background(), a)
+	if err == nil || err.Error() != "remove-network podspawn-alice-web-net: Error response from daemon: something else" {
+		t.Fatalf("err = %v, want the daemon's error with only the action and target added", err)
 	}
 }
 
@@ -1021,5 +1043,46 @@ func TestExecReturnsExitCodeAndOutput(t *testing.T) {
 	}
 	if _, _, err := actions.Exec(context.Background(), d, "c-gone", []string{"true"}, "root"); !errdefs.IsNotFound(err) {
 		t.Fatalf("Exec in a missing container: err = %v, want NotFound", err)
+	}
+}
+
+// TestExecGivesUpWhenTheContextEnds: the hijacked stream ignores ctx, so
+// a command that hangs must still release the caller when ctx ends.
+func TestExecGivesUpWhenTheContextEnds(t *testing.T) {
+	d := newFakeDocker()
+	d.put(observed.KindContainer, object{ID: "c-1", Name: "podspawn-alice", Running: true})
+	d.execPeers = make(chan net.Conn, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		code int
+		out  string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, err := actions.Exec(ctx, d, "c-1", []string{"sh", "-c", "sleep infinity"}, "root")
+		done <- result{code, out, err}
+	}()
+	var peer net.Conn
+	select {
+	case peer = <-d.execPeers:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Exec never attached")
+	}
+	defer peer.Close()
+	// net.Pipe is synchronous: once this write returns, Exec is reading
+	// the stream, and the command never ends on its own.
+	if _, err := stdcopy.NewStdWriter(peer, stdcopy.Stdout).Write([]byte("started\n")); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case r := <-done:
+		if r.code != -1 || r.out != "started\n" || !errors.Is(r.err, context.Canceled) || !strings.Contains(r.err.Error(), "did not finish") {
+			t.Fatalf("Exec = %d, %q, %v; want -1, %q and an error wrapping context.Canceled", r.code, r.out, r.err, "started\n")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Exec still blocked after its context was cancelled")
 	}
 }

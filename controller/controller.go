@@ -134,18 +134,8 @@ func (c *Controller) planKey(ctx context.Context, k desired.SessionKey, now time
 	if d.Users, err = keys.ListUsers(c.KeyDir); err != nil {
 		return reconcile.Plan{}, err
 	}
-	var objs []observed.Object
-	if k == desired.Unattributed {
-		all, err := dockerobs.List(ctx, c.Observer, "")
-		if err != nil {
-			return reconcile.Plan{}, err
-		}
-		for _, o := range all {
-			if key, _ := o.Key(); key == k {
-				objs = append(objs, o)
-			}
-		}
-	} else if objs, err = dockerobs.ListKey(ctx, c.Observer, k); err != nil {
+	objs, err := c.observeKey(ctx, k)
+	if err != nil {
 		return reconcile.Plan{}, err
 	}
 	o := observed.State{Objects: objs, Exited: proc.Exited(leaseRefs(d))}

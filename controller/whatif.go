@@ -50,7 +50,8 @@ func (c *Controller) PlanKeysWith(ctx context.Context, ks []desired.SessionKey, 
 	return reconcile.Compute(d, o, c.Clock.Now(), c.Options), nil
 }
 
-// observeKey lists the objects of one key, the way planKey does.
+// observeKey lists the objects of one key (for the unattributed key, every
+// managed object without a valid user and project label).
 func (c *Controller) observeKey(ctx context.Context, k desired.SessionKey) ([]observed.Object, error) {
 	if k != desired.Unattributed {
 		return dockerobs.ListKey(ctx, c.Observer, k)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -72,7 +73,10 @@ func List(ctx context.Context, api API, user string) ([]observed.Object, error) 
 		return nil, fmt.Errorf("listing volumes: %w", err)
 	}
 	for _, v := range vs.Volumes {
-		created, _ := time.Parse(time.RFC3339, v.CreatedAt)
+		created, err := time.Parse(time.RFC3339, v.CreatedAt)
+		if err != nil {
+			created = firstSeen(v)
+		}
 		objs = append(objs, observed.Object{Kind: observed.KindVolume, ID: v.Name, Name: v.Name, Created: created.UTC(), Labels: v.Labels})
 	}
 	sort.Slice(objs, func(i, j int) bool {
@@ -82,6 +86,36 @@ func List(ctx context.Context, api API, user string) ([]observed.Object, error) 
 		return objs[i].Name < objs[j].Name
 	})
 	return objs, nil
+}
+
+// now is the clock for firstSeen; tests replace it.
+var now = time.Now
+
+// unknownCreated remembers when this process first saw each volume whose
+// creation time Docker did not give in a form we read (some volume
+// drivers leave it empty).
+var unknownCreated = struct {
+	sync.Mutex
+	seen map[string]time.Time
+}{seen: map[string]time.Time{}}
+
+// firstSeen stands in for a volume's unknown creation time. A zero time
+// would make it look ancient, so an orphan volume (possibly holding a
+// user's data) would be removed at once, without cleanup.orphan_min_age.
+// The time this process first saw it makes it young instead: a daemon
+// waits one min-age from then, and a one-shot cleanup, which sees it for
+// the first time, leaves it alone. The session label is in the key, so a
+// new generation's volume of the same name starts young again.
+func firstSeen(v *volume.Volume) time.Time {
+	k := v.Name + "\x00" + v.Labels[observed.LabelSession]
+	unknownCreated.Lock()
+	defer unknownCreated.Unlock()
+	t, ok := unknownCreated.seen[k]
+	if !ok {
+		t = now()
+		unknownCreated.seen[k] = t
+	}
+	return t
 }
 
 // ListKey lists only the objects of key.

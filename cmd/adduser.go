@@ -1,18 +1,15 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/podspawn/podspawn/cmd/internal/setup"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
-	"github.com/podspawn/podspawn/desired/lock"
 )
 
 // AddUserCmd registers a user's public keys and the host account sshd needs.
@@ -65,9 +62,7 @@ func (c *AddUserCmd) Run(a *App) error {
 
 	// The per-user lock orders this against remove-user and other add-user
 	// runs for the same user (each reads, merges and replaces the file).
-	lctx, lcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer lcancel()
-	l, err := lock.Acquire(lctx, cfg.State.LockDir, c.Name)
+	l, err := lockUser(ctx, cfg.State.LockDir, c.Name)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/projects"
+	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/reconcile"
 )
 
@@ -39,9 +40,7 @@ type RemoveProjectCmd struct {
 
 // projectsLock serialises edits of the registry.
 func projectsLock(ctx context.Context, cfg config.Config) (*lock.Lock, error) {
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return lock.Acquire(lctx, cfg.State.LockDir, "_projects")
+	return lockBusy(ctx, cfg.State.LockDir, "_projects", "the project registry", "another project command holds it")
 }
 
 // projectEdit is where every project command starts: a valid name, the
@@ -291,26 +290,7 @@ func (c *RemoveProjectCmd) Run(a *App) error {
 	}
 	var failed error
 	if len(live) > 0 {
-		project := c.Name
-		// Every session of the project is marked, including one created
-		// since the list above, and all of them are torn down.
-		marked, err := st.MarkTerminatingWhere(ctx, "", &project, string(reconcile.ReasonProjectRemoved), a.Clock.Now())
-		if err != nil {
-			return err
-		}
-		// Without keys ReconcileOnce would reconcile everything.
-		if len(marked) > 0 {
-			rep, err := ctrl.ReconcileOnce(ctx, marked...)
-			if err != nil {
-				return err
-			}
-			for _, k := range rep.Keys {
-				if k.Err == nil {
-					fmt.Fprintf(a.Stdout, "Destroyed session: %s (container %s)\n", k.Key, desired.ContainerName(k.Key))
-				}
-			}
-			failed = failureError(rep)
-		}
+		failed = a.destroyProjectSessions(ctx, ctrl, st, cfg.State.LockDir, c.Name)
 	}
 	if p.LocalPath != "" && strings.HasPrefix(filepath.Clean(p.LocalPath), filepath.Clean(cfg.State.ProjectsDir)+string(filepath.Separator)) {
 		if err := os.RemoveAll(p.LocalPath); err != nil {
@@ -322,6 +302,59 @@ func (c *RemoveProjectCmd) Run(a *App) error {
 		fmt.Fprintf(a.Stdout, "note: image %s still exists; run 'docker rmi ...' to remove it\n", p.ImageTag)
 	}
 	return failed
+}
+
+// destroyProjectSessions tears down every session of project the way stop
+// and remove-user do: per session under its user's lock, so that a login
+// cannot race the teardown. The project is already deregistered and spawn
+// reads the registry under the user's lock, so the sessions listed here
+// after each lock is taken are all there will be.
+func (a *App) destroyProjectSessions(ctx context.Context, ctrl *controller.Controller, st *sqlstore.Store, lockDir, project string) error {
+	all, err := st.Load(ctx)
+	if err != nil {
+		return err
+	}
+	var keys []desired.SessionKey
+	for _, s := range all {
+		if s.Key.Project == project {
+			keys = append(keys, s.Key)
+		}
+	}
+	var failures []string
+	for _, k := range keys {
+		if err := a.destroyProjectSession(ctx, ctrl, st, lockDir, k); err != nil {
+			failures = append(failures, err.Error())
+		}
+	}
+	if len(failures) == 0 {
+		return nil
+	}
+	return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d session(s) of project %s could not be destroyed; sessions marked for removal are finished by 'podspawn cleanup', untouched ones by 'podspawn stop <user>@%s':\n  %s",
+		len(failures), len(keys), project, project, strings.Join(failures, "\n  "))}
+}
+
+func (a *App) destroyProjectSession(ctx context.Context, ctrl *controller.Controller, st *sqlstore.Store, lockDir string, k desired.SessionKey) error {
+	l, err := lockUser(ctx, lockDir, k.User)
+	if err != nil {
+		return fmt.Errorf("%s: %w", k, err)
+	}
+	defer l.Unlock()
+	sess, err := st.LoadKey(ctx, k)
+	if err != nil {
+		return fmt.Errorf("%s: %w", k, err)
+	}
+	if sess == nil {
+		return nil // gone since the list was read
+	}
+	project := k.Project
+	if _, err := st.MarkTerminatingWhere(ctx, k.User, &project, string(reconcile.ReasonProjectRemoved), a.Clock.Now()); err != nil {
+		return fmt.Errorf("%s: %w", k, err)
+	}
+	if err := teardown(ctx, a, ctrl, st, sess); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.Stdout, destroyedLine(sess))
+	return nil
 }
 
 func keyList(ks []desired.SessionKey) string {

@@ -50,10 +50,7 @@ func (c *SpawnCmd) Run(a *App) error {
 	if err != nil {
 		return fail(fmt.Errorf("%w (set with PODSPAWN_PROJECT or a <project>.pod host name)", err))
 	}
-	log, closeLog, err := spawnLogger(a, cfg.Log.File)
-	if err != nil {
-		return fail(err)
-	}
+	log, closeLog := spawnLogger(a, cfg.Log.File)
 	defer closeLog()
 	a.Log = log
 
@@ -89,23 +86,32 @@ func (c *SpawnCmd) Run(a *App) error {
 // and sudo log the same connection), else nowhere unless -v was given:
 // spawn's stderr is the SSH client's terminal, which is no place for
 // controller chatter. Errors still reach the user as the one "Error:" line
-// main prints.
-func spawnLogger(a *App, file string) (logr.Logger, func(), error) {
+// main prints. A log.file that cannot be opened falls back to the same
+// default (and says so there): a logging problem must not lock every user
+// out.
+func spawnLogger(a *App, file string) (logr.Logger, func()) {
 	if file == "" {
-		if a.CLI.Verbosity > 0 {
-			return a.Log, func() {}, nil
-		}
-		w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_AUTHPRIV, "podspawn-spawn")
-		if err != nil {
-			return logr.Discard(), func() {}, nil
-		}
-		return newLogger(a.CLI.LogFormat, 0, w), func() { w.Close() }, nil
+		return defaultSpawnLogger(a)
 	}
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return logr.Logger{}, nil, fmt.Errorf("opening log.file: %w", err)
+		log, closeLog := defaultSpawnLogger(a)
+		log.Error(err, "Cannot open log.file, logging here instead", "file", file,
+			"fix", fmt.Sprintf("create the directory or unset log.file in %s", a.CLI.Config))
+		return log, closeLog
 	}
-	return newLogger(a.CLI.LogFormat, a.CLI.Verbosity, f), func() { f.Close() }, nil
+	return newLogger(a.CLI.LogFormat, a.CLI.Verbosity, f), func() { f.Close() }
+}
+
+func defaultSpawnLogger(a *App) (logr.Logger, func()) {
+	if a.CLI.Verbosity > 0 {
+		return a.Log, func() {}
+	}
+	w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_AUTHPRIV, "podspawn-spawn")
+	if err != nil {
+		return logr.Discard(), func() {}
+	}
+	return newLogger(a.CLI.LogFormat, 0, w), func() { w.Close() }
 }
 
 // loginName is the name of the effective user ("" if unknown).

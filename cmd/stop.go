@@ -105,13 +105,20 @@ func destroyedLine(s *desired.Session) string {
 // lockUser takes the per-user lock that spawn and the controller take, so
 // an admin edit never races a login of the same user.
 func lockUser(ctx context.Context, dir, user string) (*lock.Lock, error) {
+	return lockBusy(ctx, dir, user, "user "+user, "a login, cleanup or another admin command holds it")
+}
+
+// lockBusy takes the named lock within userLockTimeout. A timeout becomes an
+// error naming the lock file and saying that nothing changed, instead of a
+// bare "context deadline exceeded".
+func lockBusy(ctx context.Context, dir, name, what, holders string) (*lock.Lock, error) {
 	lctx, cancel := context.WithTimeout(ctx, userLockTimeout)
 	defer cancel()
-	l, err := lock.Acquire(lctx, dir, user)
+	l, err := lock.Acquire(lctx, dir, name)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("user %s is busy: could not take %s within %s (a login, cleanup or another admin command holds it); nothing was changed, try again",
-				user, filepath.Join(dir, user+".lock"), userLockTimeout)
+			return nil, fmt.Errorf("%s is busy: could not take %s within %s (%s); nothing was changed, try again",
+				what, filepath.Join(dir, name+".lock"), userLockTimeout, holders)
 		}
 		return nil, err
 	}

@@ -499,7 +499,7 @@ func checkCleanupDaemon(_ context.Context, e *Env) Result {
 		return warn(fmt.Sprintf("cannot tell whether it runs: %v", err), "check: sudo systemctl status podspawn-cleanup")
 	case !running:
 		return warn("not running; grace periods are enforced only at connect time",
-			"sudo systemctl enable --now podspawn-cleanup.service")
+			"if the unit is not installed yet: sudo cp hack/systemd/podspawn-cleanup.service /etc/systemd/system/ (from the podspawn source); then sudo systemctl daemon-reload && sudo systemctl enable --now podspawn-cleanup.service")
 	case pid > 0:
 		return pass(fmt.Sprintf("running (pid %d)", pid))
 	}

@@ -518,12 +518,12 @@ func TestChecks(t *testing.T) {
 
 		// cleanup daemon
 		{"cleanup daemon", "stopped daemon", func(f *fixture) { f.daemon.Release() },
-			want{Warn, `^not running; grace periods are enforced only at connect time$`, "sudo systemctl enable --now podspawn-cleanup.service"}},
+			want{Warn, `^not running; grace periods are enforced only at connect time$`, "if the unit is not installed yet: sudo cp hack/systemd/podspawn-cleanup.service /etc/systemd/system/ (from the podspawn source); then sudo systemctl daemon-reload && sudo systemctl enable --now podspawn-cleanup.service"}},
 		{"cleanup daemon", "no lock file", func(f *fixture) {
 			f.daemon.Release()
 			os.Remove(controller.DaemonLockPath(f.path("state")))
 		},
-			want{Warn, `^not running; grace periods are enforced only at connect time$`, "sudo systemctl enable --now podspawn-cleanup.service"}},
+			want{Warn, `^not running; grace periods are enforced only at connect time$`, "if the unit is not installed yet: sudo cp hack/systemd/podspawn-cleanup.service /etc/systemd/system/ (from the podspawn source); then sudo systemctl daemon-reload && sudo systemctl enable --now podspawn-cleanup.service"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.check+"/"+tc.name, func(t *testing.T) {

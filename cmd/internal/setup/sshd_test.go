@@ -2,7 +2,9 @@ package setup
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -275,20 +277,33 @@ func TestSSHDApply(t *testing.T) {
 func TestSSHDApplyTwiceIsANoOp(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "sshd_config")
-	os.WriteFile(path, []byte("UsePAM yes\n"), 0o644)
+	if err := os.WriteFile(path, []byte("UsePAM yes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	f := newFakeHost()
 	f.hooks["sshd"] = fakeSSHD(nil)
 	s := SSHD{Runner: f, Path: path, Params: params}
 	if _, changed, err := s.Apply(ctx); err != nil || !changed {
 		t.Fatalf("first Apply: changed=%v err=%v", changed, err)
 	}
-	first, _ := os.ReadFile(path)
-	os.Remove(path + BackupSuffix)
+	first, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("after first Apply: %v", err)
+	}
+	if string(first) == "UsePAM yes\n" {
+		t.Fatalf("first Apply reported a change but left the file as it was")
+	}
+	if err := os.Remove(path + BackupSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
 	c, changed, err := s.Apply(ctx)
 	if err != nil || changed || c.Done != "" {
 		t.Fatalf("second Apply: %+v changed=%v err=%v", c, changed, err)
 	}
-	second, _ := os.ReadFile(path)
+	second, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("after second Apply: %v", err)
+	}
 	if string(first) != string(second) {
 		t.Errorf("second run changed the file")
 	}

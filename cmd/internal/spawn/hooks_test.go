@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -33,6 +34,10 @@ type fakeProc struct {
 	holdOpen bool
 	// onRun, when set, is closed once the process runs.
 	onRun chan struct{}
+	// arrived puts the output in the client's read buffer before attach
+	// returns, as output that reached podspawn before a timeout is, so
+	// that the test does not race the copier against the deadline.
+	arrived bool
 
 	running, exited bool
 }
@@ -81,9 +86,16 @@ func (f *fakeDocker) ContainerExecAttach(ctx context.Context, execID string, _ c
 		close(p.onRun)
 	}
 	client, server := net.Pipe()
+	var buffered bytes.Buffer
+	if p.arrived {
+		stdcopy.NewStdWriter(&buffered, stdcopy.Stdout).Write([]byte(p.stdout))
+		stdcopy.NewStdWriter(&buffered, stdcopy.Stderr).Write([]byte(p.stderr))
+	}
 	go func() {
-		stdcopy.NewStdWriter(server, stdcopy.Stdout).Write([]byte(p.stdout))
-		stdcopy.NewStdWriter(server, stdcopy.Stderr).Write([]byte(p.stderr))
+		if !p.arrived {
+			stdcopy.NewStdWriter(server, stdcopy.Stdout).Write([]byte(p.stdout))
+			stdcopy.NewStdWriter(server, stdcopy.Stderr).Write([]byte(p.stderr))
+		}
 		if p.release != nil {
 			<-p.release
 		}
@@ -94,7 +106,7 @@ func (f *fakeDocker) ContainerExecAttach(ctx context.Context, execID string, _ c
 			server.Close()
 		}
 	}()
-	return types.HijackedResponse{Conn: client, Reader: bufio.NewReader(client)}, nil
+	return types.HijackedResponse{Conn: client, Reader: bufio.NewReader(io.MultiReader(&buffered, client))}, nil
 }
 
 func (f *fakeDocker) ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error) {
@@ -272,7 +284,7 @@ func TestRunOnCreateTimesOut(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	f := &fakeDocker{}
-	f.run = f.markers(fakeProc{stdout: "step 1\n", release: release}, false)
+	f.run = f.markers(fakeProc{stdout: "step 1\n", release: release, arrived: true}, false)
 	s := &Sessions{Docker: f, Log: logr.Discard()}
 	got := s.runOnCreate(context.Background(), testAttachment())
 	if want := "step 1\npodspawn: warning: on_create did not finish within 20ms and was stopped; the session starts anyway\n"; got != want {

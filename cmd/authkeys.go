@@ -8,10 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/debug"
 	"strings"
 
+	"github.com/podspawn/podspawn/cmd/internal/setup"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/keys"
@@ -79,22 +79,20 @@ func (c *AuthKeysCmd) Run(a *App) (err error) {
 	return err
 }
 
-// safePath is what may appear inside command="..." unquoted and unescaped:
-// sshd passes the string to the user's shell, so quotes, spaces, $ or
-// backslashes in a path would change the command.
-var safePath = regexp.MustCompile(`^/[A-Za-z0-9/._+@:,=-]*$`)
-
-// forcedCommand is the command every key of user is restricted to.
+// forcedCommand is the command every key of user is restricted to. sshd
+// passes it to the user's shell, and with sudo it must be exactly the
+// command the sudoers drop-in allows, so both come from setup.
 func forcedCommand(cfg config.Config, bin, cfgPath, user string) (string, error) {
-	for _, p := range []string{bin, cfgPath} {
-		if !safePath.MatchString(p) {
-			return "", fmt.Errorf("path %q cannot be used in a forced command (only letters, digits and /._+@:,=- are allowed); install podspawn and its config under plain paths", p)
-		}
+	if err := setup.ValidateConfigPath("podspawn binary", bin); err != nil {
+		return "", fmt.Errorf("cannot be used in a forced command: %w; install podspawn and its config under plain paths", err)
+	}
+	if err := setup.ValidateConfigPath("config", cfgPath); err != nil {
+		return "", fmt.Errorf("cannot be used in a forced command: %w; install podspawn and its config under plain paths", err)
 	}
 	if cfg.SSH.UseSudo {
-		return fmt.Sprintf("/usr/bin/sudo -n %s --config %s spawn", bin, cfgPath), nil
+		return "/usr/bin/sudo -n " + setup.SpawnCommand(bin, cfgPath), nil
 	}
-	return fmt.Sprintf("%s --config %s spawn --user %s", bin, cfgPath, user), nil
+	return setup.SpawnCommand(bin, cfgPath) + " --user " + user, nil
 }
 
 // renderAuthorizedKeys renders one line per key: podspawn's own options

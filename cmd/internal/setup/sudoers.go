@@ -23,10 +23,16 @@ const SudoersMode fs.FileMode = 0o440
 // user cannot pass --user or another config.
 func RenderSudoers(binary, config, group string) string {
 	alias := SudoersAlias(group)
-	return "Cmnd_Alias " + alias + " = " + binary + " --config " + config + " spawn\n" +
+	return "Cmnd_Alias " + alias + " = " + SpawnCommand(binary, config) + "\n" +
 		"Defaults!" + alias + ` env_keep += "SSH_ORIGINAL_COMMAND PODSPAWN_PROJECT SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT TERM"` + "\n" +
 		"Defaults!" + alias + " !requiretty\n" +
 		"%" + group + " ALL=(root) NOPASSWD: " + alias + "\n"
+}
+
+// SpawnCommand is the spawn command line: the sudoers rule allows exactly
+// this, and auth-keys forces it (behind sudo -n), so they cannot drift apart.
+func SpawnCommand(binary, config string) string {
+	return binary + " --config " + config + " spawn"
 }
 
 // SudoersAlias is PODSPAWN_SPAWN for the default group. sudo refuses an

@@ -239,7 +239,7 @@ func (c *Controller) confirmGone(ctx context.Context, k desired.SessionKey, sess
 	var left []string
 	for _, o := range objs {
 		// A protected object stays by the operator's choice; it does not hold the row.
-		if o.SessionID() == sessionID && o.Labels[observed.LabelKeep] != "true" {
+		if o.SessionID() == sessionID && !o.Kept() {
 			left = append(left, fmt.Sprintf("%s %s", o.Kind, o.Name))
 		}
 	}

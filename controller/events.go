@@ -60,7 +60,7 @@ type subscription struct {
 // between since and now is lost.
 func subscribe(ctx context.Context, api EventsAPI, since string) *subscription {
 	ctx, cancel := context.WithCancel(ctx)
-	lf := filters.NewArgs(filters.Arg("label", observed.LabelManagedBy+"="+observed.ManagedByValue))
+	lf := filters.NewArgs(filters.Arg("label", observed.ManagedSelector))
 	for _, a := range containerActions {
 		lf.Add("event", string(a))
 	}

@@ -71,6 +71,12 @@ func (o Object) SessionID() string { return o.Labels[LabelSession] }
 // Instance is the state-database id label ("" when absent).
 func (o Object) Instance() string { return o.Labels[LabelInstance] }
 
+// Kept reports whether an operator protected the object from removal.
+func (o Object) Kept() bool { return o.Labels[LabelKeep] == "true" }
+
+// ManagedSelector is the label filter that selects podspawn's objects.
+const ManagedSelector = LabelManagedBy + "=" + ManagedByValue
+
 // Role is the role label.
 func (o Object) Role() string { return o.Labels[LabelRole] }
 

@@ -256,7 +256,7 @@ func (c *keyCtx) partition(items []*item) (removable, present []*item) {
 		it := items[i]
 		switch it.class {
 		case classUnmanaged:
-			c.skip(it, ReasonUnmanaged, "not labelled "+observed.LabelManagedBy+"="+observed.ManagedByValue)
+			c.skip(it, ReasonUnmanaged, "not labelled "+observed.ManagedSelector)
 		case classForeign:
 			c.skip(it, ReasonForeignInstance, fmt.Sprintf("created by another podspawn state database (instance %s)", it.Instance()))
 		case classProtected:

@@ -42,7 +42,7 @@ func NewClient() (*client.Client, error) {
 // user's objects are listed (the project is filtered by the caller),
 // which keeps a per-key reconcile cheap.
 func List(ctx context.Context, api API, user string) ([]observed.Object, error) {
-	f := filters.NewArgs(filters.Arg("label", observed.LabelManagedBy+"="+observed.ManagedByValue))
+	f := filters.NewArgs(filters.Arg("label", observed.ManagedSelector))
 	if user != "" {
 		f.Add("label", observed.LabelUser+"="+user)
 	}
@@ -136,7 +136,7 @@ func ListKey(ctx context.Context, api API, key desired.SessionKey) ([]observed.O
 // CountContainers counts the labelled containers in every state (session,
 // service, orphan, stopped) with one filtered list call.
 func CountContainers(ctx context.Context, api API) (int, error) {
-	f := filters.NewArgs(filters.Arg("label", observed.LabelManagedBy+"="+observed.ManagedByValue))
+	f := filters.NewArgs(filters.Arg("label", observed.ManagedSelector))
 	cs, err := api.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		return 0, err // callers say what failed ("Docker unreachable: ...")

@@ -20,6 +20,8 @@ type CleanupCmd struct {
 	Workers  int    `help:"How many sessions to reconcile at once." default:"4"`
 	Daemon   bool   `help:"Run continuously: act on Docker events, database changes and each session's own deadlines, with a full resync every --interval. Only one daemon runs per host."`
 	Interval string `help:"Full resync interval in daemon mode (Go duration, e.g. 60s)." default:"60s"`
+	// One pass only: a daemon that never held anything would have no guard.
+	AllowMassRemoval bool `help:"Confirm, for this one pass, removals the blast-radius guard holds (many running sessions removed because their key file or session record is missing). Check 'podspawn cleanup --dry-run' first."`
 }
 
 // validate checks the flags before anything is opened. The interval is
@@ -37,6 +39,9 @@ func (c *CleanupCmd) validate() (time.Duration, error) {
 	}
 	if c.Daemon && c.DryRun {
 		return 0, errors.New("--dry-run cannot be combined with --daemon: run 'podspawn cleanup --dry-run' to see what one pass would do")
+	}
+	if c.Daemon && c.AllowMassRemoval {
+		return 0, errors.New("--allow-mass-removal confirms one pass and cannot be combined with --daemon: run 'podspawn cleanup --allow-mass-removal' once, beside the daemon")
 	}
 	if c.Daemon && c.Output == "json" {
 		return 0, errors.New("--output json applies to a single pass; the daemon writes logs to stderr (use --log-format json)")
@@ -56,7 +61,7 @@ func (c *CleanupCmd) Run(a *App) error {
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	ctrl, err := a.Controller(ctx, ControllerOptions{DryRun: c.DryRun, Workers: c.Workers})
+	ctrl, err := a.Controller(ctx, ControllerOptions{DryRun: c.DryRun, Workers: c.Workers, AllowMassRemoval: c.AllowMassRemoval})
 	if err != nil {
 		return err
 	}
@@ -83,8 +88,14 @@ func (c *CleanupCmd) Run(a *App) error {
 		return failureError(rep)
 	}
 	created, changed, removed, failed := renderReportText(a.Stdout, rep)
+	held, holds := rep.Held()
+	renderHeld(a.Stdout, held, holds)
 	fmt.Fprintln(a.Stdout, "Cleanup pass complete.")
-	fmt.Fprintf(a.Stdout, "%d removed, %d created, %d changed, %d failed.\n", removed, created, changed, failed)
+	heldCount := ""
+	if len(held) > 0 {
+		heldCount = fmt.Sprintf(", %d held", len(held))
+	}
+	fmt.Fprintf(a.Stdout, "%d removed, %d created, %d changed, %d failed%s.\n", removed, created, changed, failed, heldCount)
 	return failureError(rep)
 }
 

@@ -131,6 +131,9 @@ func (a *App) Docker() (*client.Client, error) {
 type ControllerOptions struct {
 	DryRun  bool
 	Workers int
+	// AllowMassRemoval confirms, for this process, removals the
+	// blast-radius guard would hold.
+	AllowMassRemoval bool
 }
 
 // Controller builds a controller; with DryRun its executor only records.
@@ -159,6 +162,7 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 		Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: dc, Executor: ex,
 		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration},
 		Clock:   a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: 30 * time.Second,
+		Guard: reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
 	}, nil
 }
 

@@ -50,9 +50,32 @@ func renderPlanText(w io.Writer, p reconcile.Plan) {
 			fmt.Fprintf(w, "  ... and %d more left alone (%s); -o json lists them all\n", rest, skipReasons(p.Skipped[maxSkipLines:]))
 		}
 	}
+	renderHeld(w, p.Held, p.Holds)
 	s := p.Summary()
-	fmt.Fprintf(w, "\nPlan: %d to create, %d to change, %d to remove. %d %s unchanged, %d skipped.\n",
-		s.Create, s.Change, s.Remove, s.Unchanged, plural(s.Unchanged, "session", "sessions"), s.Skipped)
+	held := ""
+	if s.Held > 0 {
+		held = fmt.Sprintf(", %d held", s.Held)
+	}
+	fmt.Fprintf(w, "\nPlan: %d to create, %d to change, %d to remove. %d %s unchanged, %d skipped%s.\n",
+		s.Create, s.Change, s.Remove, s.Unchanged, plural(s.Unchanged, "session", "sessions"), s.Skipped, held)
+}
+
+// renderHeld lists what the blast-radius guard kept back, why, and how to
+// proceed.
+func renderHeld(w io.Writer, held []reconcile.Action, holds []reconcile.Hold) {
+	if len(held) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nHeld by the blast-radius guard (not done):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, a := range held {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s: %s\n", a.Kind, keyLabel(a.Key), a.Target, a.Reason, a.Detail)
+	}
+	tw.Flush()
+	for _, h := range holds {
+		fmt.Fprintf(w, "  Why (%s): %s.\n", h.Reason, h.Detail)
+	}
+	fmt.Fprintf(w, "  To proceed: %s.\n", controller.HoldFix)
 }
 
 // maxSkipLines keeps a plan readable on a host shared with another
@@ -90,10 +113,12 @@ type jsonPlan struct {
 	Summary       reconcile.Summary  `json:"summary"`
 	Actions       []reconcile.Action `json:"actions"`
 	Skipped       []reconcile.Skip   `json:"skipped"`
+	Held          []reconcile.Action `json:"held,omitempty"`
+	Holds         []reconcile.Hold   `json:"holds,omitempty"`
 }
 
 func toJSONPlan(p reconcile.Plan) jsonPlan {
-	jp := jsonPlan{FormatVersion: PlanFormatVersion, Now: p.Now.UTC(), Summary: p.Summary(), Actions: p.Actions, Skipped: p.Skipped}
+	jp := jsonPlan{FormatVersion: PlanFormatVersion, Now: p.Now.UTC(), Summary: p.Summary(), Actions: p.Actions, Skipped: p.Skipped, Held: p.Held, Holds: p.Holds}
 	if jp.Actions == nil {
 		jp.Actions = []reconcile.Action{}
 	}
@@ -176,10 +201,12 @@ type jsonResult struct {
 }
 
 type jsonReport struct {
-	FormatVersion string       `json:"format_version"`
-	Plan          jsonPlan     `json:"plan"`
-	Results       []jsonResult `json:"results"`
-	Failed        []jsonFailed `json:"failed"`
+	FormatVersion string             `json:"format_version"`
+	Plan          jsonPlan           `json:"plan"`
+	Results       []jsonResult       `json:"results"`
+	Failed        []jsonFailed       `json:"failed"`
+	Held          []reconcile.Action `json:"held,omitempty"`
+	Holds         []reconcile.Hold   `json:"holds,omitempty"`
 }
 
 type jsonFailed struct {
@@ -199,21 +226,35 @@ func renderReportJSON(w io.Writer, rep controller.Report) error {
 	for _, k := range rep.Failed() {
 		jr.Failed = append(jr.Failed, jsonFailed{Key: k.Key, Error: k.Err.Error()})
 	}
+	jr.Held, jr.Holds = rep.Held()
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(jr)
 }
 
-// failureError summarises failed keys for stderr.
+// failureError summarises failed keys and held removals for stderr.
 func failureError(rep controller.Report) error {
 	failed := rep.Failed()
-	if len(failed) == 0 {
+	held, holds := rep.Held()
+	if len(failed) == 0 && len(held) == 0 {
 		return nil
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d %s failed; the next pass retries them:", len(failed), plural(len(failed), "session", "sessions"))
-	for _, k := range failed {
-		fmt.Fprintf(&b, "\n  %s: %v", keyLabel(k.Key), k.Err)
+	if len(failed) > 0 {
+		fmt.Fprintf(&b, "%d %s failed; the next pass retries them:", len(failed), plural(len(failed), "session", "sessions"))
+		for _, k := range failed {
+			fmt.Fprintf(&b, "\n  %s: %v", keyLabel(k.Key), k.Err)
+		}
+	}
+	if len(held) > 0 {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "%d %s held by the blast-radius guard:", len(held), plural(len(held), "action", "actions"))
+		for _, h := range holds {
+			fmt.Fprintf(&b, "\n  %s: %s", h.Reason, h.Detail)
+		}
+		fmt.Fprintf(&b, "\n  %s", controller.HoldFix)
 	}
 	return &ExitError{Code: 1, Err: fmt.Errorf("%s", b.String())}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -44,6 +45,21 @@ type Controller struct {
 	ReconcileTimeout time.Duration
 	// LockTimeout bounds the wait for a user's lock.
 	LockTimeout time.Duration
+	// Guard bounds what a pass removes because desired state is missing.
+	Guard reconcile.GuardLimits
+
+	guard guardCache
+}
+
+// guardCache shares the whole plan's guard decision between per-key
+// reconciles: a key's own plan cannot tell a mass removal from one user
+// removed, so the first key that needs the decision computes it from a
+// full plan and keys that started before that computation reuse it.
+type guardCache struct {
+	mu      sync.Mutex
+	asked   atomic.Uint64 // ticks once per request and per computation
+	decided uint64        // the tick at which the cached decision started reading state
+	holds   []reconcile.Hold
 }
 
 func (c *Controller) workers() int {
@@ -63,7 +79,7 @@ func (c *Controller) LoadDesired(ctx context.Context) (desired.State, error) {
 	if err != nil {
 		return desired.State{}, err
 	}
-	return desired.State{InstanceID: c.Store.InstanceID(), Sessions: sessions, Users: users}, nil
+	return desired.State{InstanceID: c.Store.InstanceID(), Sessions: sessions, Users: users, DatabaseCreatedAt: c.Store.CreatedAt()}, nil
 }
 
 // Observe lists every labelled Docker object (one call per kind) and
@@ -86,8 +102,10 @@ func leaseRefs(d desired.State) []observed.ProcessRef {
 	return refs
 }
 
-// Plan computes the full plan at the current time.
+// Plan computes the full plan at the current time, with the actions the
+// blast-radius guard holds moved to Held.
 func (c *Controller) Plan(ctx context.Context) (reconcile.Plan, error) {
+	tick := c.guard.asked.Add(1)
 	d, err := c.LoadDesired(ctx)
 	if err != nil {
 		return reconcile.Plan{}, err
@@ -96,7 +114,53 @@ func (c *Controller) Plan(ctx context.Context) (reconcile.Plan, error) {
 	if err != nil {
 		return reconcile.Plan{}, err
 	}
-	return reconcile.Compute(d, o, c.Clock.Now(), c.Options), nil
+	p := c.guarded(reconcile.Compute(d, o, c.Clock.Now(), c.Options), d, o)
+	c.remember(tick, p.Holds)
+	return p, nil
+}
+
+// guarded applies the guard to a full plan.
+func (c *Controller) guarded(p reconcile.Plan, d desired.State, o observed.State) reconcile.Plan {
+	return reconcile.Guard(p, d, o, c.Guard)
+}
+
+// HoldFix tells an operator how to proceed with held removals.
+const HoldFix = "check the plan with 'podspawn cleanup --dry-run'; if the removals are meant, run 'podspawn cleanup --allow-mass-removal' once"
+
+// LogHolds reports the guard's rules, once per pass.
+func (c *Controller) LogHolds(p reconcile.Plan) {
+	for _, h := range p.Holds {
+		c.Log.Error(nil, "Holding removals (blast-radius guard)", "rule", h.Reason, "sessions", len(h.Keys), "detail", h.Detail, "fix", HoldFix)
+	}
+}
+
+// remember caches a decision whose state was read after tick.
+func (c *Controller) remember(tick uint64, holds []reconcile.Hold) {
+	c.guard.mu.Lock()
+	defer c.guard.mu.Unlock()
+	if tick > c.guard.decided {
+		c.guard.decided, c.guard.holds = tick, holds
+	}
+}
+
+// holds returns a guard decision read after the caller's tick: the cached
+// one if it is that fresh, else one from a new full plan.
+func (c *Controller) holds(ctx context.Context, since uint64) ([]reconcile.Hold, error) {
+	if c.Guard.Allow {
+		return nil, nil
+	}
+	c.guard.mu.Lock()
+	if c.guard.decided > since {
+		h := c.guard.holds
+		c.guard.mu.Unlock()
+		return h, nil
+	}
+	c.guard.mu.Unlock()
+	p, err := c.Plan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("deciding whether removals are held (blast-radius guard): %w", err)
+	}
+	return p.Holds, nil
 }
 
 // PlanKeys computes the plan restricted to keys, from fresh per-key state.
@@ -171,7 +235,14 @@ func lockName(k desired.SessionKey) string {
 // order, stopping at the first failure so a row is never deleted before
 // Docker agreed.
 func (c *Controller) ReconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool) (rep KeyReport) {
+	return c.reconcileKey(ctx, k, lockHeld, nil)
+}
+
+// reconcileKey is ReconcileKey; a pass that planned everything hands over
+// its guard decision as decided, others ask for a fresh one when needed.
+func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool, decided *[]reconcile.Hold) (rep KeyReport) {
 	rep.Key = k
+	since := c.guard.asked.Add(1)
 	defer func() {
 		if r := recover(); r != nil {
 			rep.Err = fmt.Errorf("panic while reconciling %s: %v\n%s", k, r, debug.Stack())
@@ -201,8 +272,22 @@ func (c *Controller) ReconcileKey(ctx context.Context, k desired.SessionKey, loc
 		rep.Err = err
 		return rep
 	}
-	rep.Plan = plan
 	log := c.Log.WithValues("user", k.User, "project", k.Project)
+	if plan.NeedsGuard() {
+		var holds []reconcile.Hold
+		if decided != nil {
+			holds = *decided
+		} else if holds, err = c.holds(ctx, since); err != nil {
+			rep.Plan, rep.Err = plan, err
+			return rep
+		}
+		plan = reconcile.HoldKeys(plan, holds)
+		if len(plan.Held) > 0 {
+			// The pass that decided it reports the rule; this is the key's share.
+			log.V(1).Info("Holding removals (blast-radius guard)", "held", len(plan.Held))
+		}
+	}
+	rep.Plan = plan
 	for _, a := range plan.Actions {
 		_, dry := c.Executor.(*actions.Recording)
 		if !dry {
@@ -266,6 +351,28 @@ type Report struct {
 	Keys []KeyReport
 }
 
+// Held returns the actions the guard held in this pass and the rules that
+// held them, each rule once with the union of its keys.
+func (r Report) Held() ([]reconcile.Action, []reconcile.Hold) {
+	var held []reconcile.Action
+	var holds []reconcile.Hold
+	for _, k := range r.Keys {
+		held = append(held, k.Plan.Held...)
+	next:
+		for _, h := range k.Plan.Holds {
+			for i := range holds {
+				if holds[i].Reason == h.Reason {
+					holds[i].Keys = append(holds[i].Keys, h.Keys...)
+					continue next
+				}
+			}
+			h.Keys = slices.Clone(h.Keys)
+			holds = append(holds, h)
+		}
+	}
+	return held, holds
+}
+
 // Failed returns the key reports that ended in an error.
 func (r Report) Failed() []KeyReport {
 	var out []KeyReport
@@ -291,7 +398,7 @@ var ErrLoad = errors.New("loading state")
 
 // reconcileUserKeys takes the lock name once and reconciles the keys
 // ks[i] for i in idx, writing each report to out[i].
-func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []desired.SessionKey, idx []int, out []KeyReport) {
+func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []desired.SessionKey, idx []int, out []KeyReport, decided *[]reconcile.Hold) {
 	lctx := ctx
 	if c.LockTimeout > 0 {
 		var cancel context.CancelFunc
@@ -307,7 +414,7 @@ func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []de
 	}
 	defer l.Unlock()
 	for _, i := range idx {
-		out[i] = c.ReconcileKey(ctx, ks[i], true)
+		out[i] = c.reconcileKey(ctx, ks[i], true, decided)
 	}
 }
 
@@ -319,9 +426,17 @@ func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey
 		plan reconcile.Plan
 		err  error
 	)
+	var decided *[]reconcile.Hold
 	if len(ks) == 0 {
 		plan, err = c.Plan(ctx)
+		// Held keys too, so their reports say what was held.
 		ks = plan.Keys()
+		for _, a := range plan.Held {
+			if !slices.Contains(ks, a.Key) {
+				ks = append(ks, a.Key)
+			}
+		}
+		decided = &plan.Holds
 	} else {
 		plan, err = c.PlanKeys(ctx, ks)
 	}
@@ -349,7 +464,7 @@ func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c.reconcileUserKeys(ctx, name, ks, idx, rep.Keys)
+			c.reconcileUserKeys(ctx, name, ks, idx, rep.Keys, decided)
 		}()
 	}
 	wg.Wait()

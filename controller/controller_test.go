@@ -402,7 +402,7 @@ func newEnv(t *testing.T) *env {
 		Store: st, KeyDir: keyDir, LockDir: filepath.Join(dir, "locks"), Observer: w, Executor: ex,
 		Options: reconcile.Options{OrphanMinAge: 10 * time.Minute, PendingTimeout: 5 * time.Minute},
 		Clock:   clk, Log: funcr.New(logs.add, funcr.Options{Verbosity: 1}), Workers: 2,
-		ReconcileTimeout: time.Minute, LockTimeout: 5 * time.Second,
+		ReconcileTimeout: time.Minute, LockTimeout: 5 * time.Second, Guard: reconcile.GuardLimits{MaxUnplannedRemovals: 5},
 	}
 	return &env{ctrl: c, store: st, world: w, exec: ex, clk: clk, logs: logs, keyDir: keyDir}
 }
@@ -964,6 +964,61 @@ func TestReconcileKeyKeepsTheRowWhileDockerStillShowsAnObject(t *testing.T) {
 	for _, a := range e.exec.executed() {
 		if a.Kind == reconcile.KindDeleteSession {
 			t.Fatalf("delete-session was executed although the network is still listed")
+		}
+	}
+}
+
+// A key directory that comes up empty must not wipe the server: a one-shot
+// pass holds the removals, a per-key reconcile (the daemon's and the admin
+// commands' path) takes the same whole-plan decision, and a confirmed pass
+// removes them.
+func TestGuardHoldsMassRemovalInEveryPath(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var ks []desired.SessionKey
+	for i := range 6 {
+		k := desired.SessionKey{User: fmt.Sprintf("user%d", i)}
+		e.addSession(t, k, sessOpts{status: desired.StatusRunning, live: true, running: true})
+		ks = append(ks, k)
+	}
+	// No key file at all: the directory exists and is empty.
+
+	rep, err := e.ctrl.ReconcileOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, holds := rep.Held()
+	if len(held) != 6*4 || len(holds) != 1 || holds[0].Reason != reconcile.HoldMassRemoval || len(holds[0].Keys) != 6 {
+		t.Fatalf("one-shot pass: held %d actions, holds %+v; want 24 actions of 6 sessions held for mass-removal", len(held), holds)
+	}
+	for _, r := range rep.Results() {
+		t.Errorf("one-shot pass executed %s %s", r.Action.Kind, r.Action.Target)
+	}
+
+	krep := e.ctrl.ReconcileKey(ctx, ks[0], false)
+	if krep.Err != nil {
+		t.Fatal(krep.Err)
+	}
+	if len(krep.Results) != 0 || len(krep.Plan.Held) != 4 {
+		t.Fatalf("per-key reconcile: executed %d actions, held %d; want 0 executed and the key's 4 held", len(krep.Results), len(krep.Plan.Held))
+	}
+	for _, k := range ks {
+		if got := e.status(t, k); got != desired.StatusRunning {
+			t.Fatalf("%s is %q after held passes; want running", k, got)
+		}
+	}
+
+	e.ctrl.Guard.Allow = true
+	rep, err = e.ctrl.ReconcileOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := rep.Held(); len(held) != 0 || len(rep.Failed()) != 0 {
+		t.Fatalf("confirmed pass: held %d, failed %v", len(held), rep.Failed())
+	}
+	for _, k := range ks {
+		if got := e.status(t, k); got != "" {
+			t.Errorf("%s is %q after the confirmed pass; want removed", k, got)
 		}
 	}
 }

@@ -274,6 +274,7 @@ func (d *Daemon) sleep(ctx context.Context, dur time.Duration) bool {
 func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 	ctx, cancel := context.WithTimeout(ctx, d.resyncTimeout())
 	defer cancel()
+	tick := d.C.guard.asked.Add(1)
 	des, err := d.C.LoadDesired(ctx)
 	if err != nil {
 		return fmt.Errorf("loading desired state: %w", err)
@@ -284,7 +285,9 @@ func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 	}
 	d.index.reset(obs.Objects, des.InstanceID)
 	now := d.C.Clock.Now()
-	plan := reconcile.Compute(des, obs, now, d.C.Options)
+	plan := d.C.guarded(reconcile.Compute(des, obs, now, d.C.Options), des, obs)
+	d.C.remember(tick, plan.Holds)
+	d.C.LogHolds(plan)
 	n := 0
 	if all {
 		keys := map[desired.SessionKey]bool{}

@@ -373,7 +373,7 @@ func newFixture(t *testing.T) *fixture {
 			t.Logf("daemon log:\n%s", logs.dump())
 		}
 	})
-	c := &Controller{
+	c := &Controller{Guard: reconcile.GuardLimits{MaxUnplannedRemovals: 5},
 		Store: st, KeyDir: keyDir, LockDir: filepath.Join(dir, "locks"), Observer: fd, Executor: ex,
 		Options: reconcile.Options{OrphanMinAge: 0, PendingTimeout: time.Minute},
 		Clock:   clk, Log: logs.logger(), Workers: 2, ReconcileTimeout: time.Minute, LockTimeout: 10 * time.Second,

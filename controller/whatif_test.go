@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -78,7 +79,7 @@ func TestPlanKeysWith(t *testing.T) {
 
 	teardown := func(r reconcile.Reason) []reconcile.Action {
 		return []reconcile.Action{
-			{Kind: reconcile.KindRemoveContainer, Key: key, Target: "podspawn-alice-web", TargetID: "c1", SessionID: "s1", Reason: r, Detail: "marked for removal"},
+			{Kind: reconcile.KindRemoveContainer, Key: key, Target: "podspawn-alice-web", TargetID: "c1", SessionID: "s1", Reason: r, Detail: "marked for removal", StopsSession: true},
 			{Kind: reconcile.KindRemoveNetwork, Key: key, Target: "podspawn-alice-web-net", TargetID: "n1", SessionID: "s1", Reason: r, Detail: "marked for removal"},
 			{Kind: reconcile.KindDeleteSession, Key: key, Target: "session alice@web", SessionID: "s1", Reason: r, Detail: "marked for removal"},
 		}
@@ -88,6 +89,8 @@ func TestPlanKeysWith(t *testing.T) {
 		keys []desired.SessionKey
 		edit func(*desired.State)
 		want reconcile.Plan
+		// unplanned marks every wanted action as decided from absence.
+		unplanned bool
 	}{
 		{
 			name: "no edit: a healthy persistent session needs nothing",
@@ -116,6 +119,8 @@ func TestPlanKeysWith(t *testing.T) {
 				}
 				return a
 			}()...)},
+			// A missing key file is an absence: the guard may hold it.
+			unplanned: true,
 		},
 		{
 			name: "a key without a row or objects",
@@ -128,6 +133,12 @@ func TestPlanKeysWith(t *testing.T) {
 			got, err := c.PlanKeysWith(ctx, tc.keys, tc.edit)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.unplanned {
+				tc.want.Actions = slices.Clone(tc.want.Actions)
+				for i := range tc.want.Actions {
+					tc.want.Actions[i].Unplanned = true
+				}
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("plan (-want +got):\n%s", diff)

@@ -233,6 +233,10 @@ type State struct {
 	Sessions []*Session
 	// Users are the names that have a key file, sorted, each once.
 	Users []string
+	// DatabaseCreatedAt is when the state database was created (zero if
+	// unknown). A database younger than running podspawn containers is a
+	// sign of a wrong db_path or a lost database, not of orphans.
+	DatabaseCreatedAt time.Time
 }
 
 // NewState returns a state of sessions and users in order. Of two

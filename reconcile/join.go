@@ -446,6 +446,10 @@ type item struct {
 	ours    bool   // the instance label is this database's
 	rank    int8   // teardown order, see sortForRemoval
 	class   int8
+	// noInstance: no podspawn.instance label (an older podspawn made it).
+	noInstance bool
+	// sessionContainer: a container that is not a companion service.
+	sessionContainer bool
 }
 
 // Classes of items: what podspawn may do with the object.
@@ -481,10 +485,13 @@ func newItem(o *observed.Object, instanceID string) item {
 		}
 	}
 	it.ours = instance == instanceID
+	it.noInstance = instance == ""
 	switch o.Kind {
 	case observed.KindContainer:
 		if role == observed.RoleService {
 			it.rank = 1
+		} else {
+			it.sessionContainer = true
 		}
 	case observed.KindNetwork:
 		it.rank = 2

@@ -81,6 +81,14 @@ type Action struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Container is the spec of a container to create.
 	Container *ContainerSpec `json:"container,omitempty"`
+	// Unplanned: decided from something missing in desired state (a key
+	// file, a session row) rather than from a deadline or an admin's
+	// command. Guard may hold such actions.
+	Unplanned bool `json:"unplanned,omitempty"`
+	// StopsSession: the action removes a running session container.
+	StopsSession bool `json:"stops_session,omitempty"`
+	// NoInstance: the target carries no podspawn.instance label.
+	NoInstance bool `json:"no_instance,omitempty"`
 }
 
 // ContainerSpec is what create-container creates.
@@ -124,6 +132,10 @@ type Plan struct {
 	Wakes []KeyWake `json:"-"`
 	// Unchanged counts desired sessions that need nothing.
 	Unchanged int `json:"unchanged"`
+	// Held are actions the blast-radius guard kept back (see Guard), in
+	// plan order, and Holds says why.
+	Held  []Action `json:"held,omitempty"`
+	Holds []Hold   `json:"holds,omitempty"`
 }
 
 // KeyWake is when a key next needs a look.
@@ -175,6 +187,7 @@ type Summary struct {
 	Remove    int `json:"remove"`
 	Unchanged int `json:"unchanged"`
 	Skipped   int `json:"skipped"`
+	Held      int `json:"held,omitempty"`
 }
 
 // Effect groups a kind into create, change or remove.
@@ -190,7 +203,7 @@ func (k Kind) Effect() string {
 
 // Summary returns the counts for "Plan: ..." lines and logs.
 func (p Plan) Summary() Summary {
-	s := Summary{Unchanged: p.Unchanged, Skipped: len(p.Skipped)}
+	s := Summary{Unchanged: p.Unchanged, Skipped: len(p.Skipped), Held: len(p.Held)}
 	for _, a := range p.Actions {
 		switch a.Kind.Effect() {
 		case "create":
@@ -207,5 +220,9 @@ func (p Plan) Summary() Summary {
 // LogValues returns the summary as logr key/value pairs.
 func (p Plan) LogValues() []any {
 	s := p.Summary()
-	return []any{"create", s.Create, "change", s.Change, "remove", s.Remove, "unchanged", s.Unchanged, "skip", s.Skipped}
+	kv := []any{"create", s.Create, "change", s.Change, "remove", s.Remove, "unchanged", s.Unchanged, "skip", s.Skipped}
+	if s.Held > 0 {
+		kv = append(kv, "held", s.Held)
+	}
+	return kv
 }

@@ -301,7 +301,16 @@ func removeKind(k observed.Kind) Kind {
 }
 
 func (c *keyCtx) remove(it *item, r Reason, detail string, phase int) {
-	c.add(Action{Kind: removeKind(it.Kind), Target: it.Name, TargetID: it.ID, SessionID: it.session, Reason: r, Detail: detail}, phase)
+	c.add(Action{Kind: removeKind(it.Kind), Target: it.Name, TargetID: it.ID, SessionID: it.session, Reason: r, Detail: detail,
+		StopsSession: it.sessionContainer && it.Running, NoInstance: it.noInstance}, phase)
+}
+
+// markUnplanned flags the key's actions from index i on as decided from
+// missing desired state.
+func (c *keyCtx) markUnplanned(i int) {
+	for ; i < len(c.actions); i++ {
+		c.actions[i].Unplanned = true
+	}
 }
 
 // duplicateSessions leaves a key alone whose desired state holds more than
@@ -332,6 +341,7 @@ func (c *keyCtx) orphan(obj *item, r Reason) {
 		detail = "no session record and no podspawn.user label"
 	}
 	c.remove(obj, r, detail, phaseOrphan)
+	c.markUnplanned(len(c.actions) - 1)
 }
 
 // current: the object was made by this database for the session's
@@ -376,6 +386,10 @@ func (c *keyCtx) session() {
 
 	reason, detail, phase := c.teardownReason(live, sessCtr, persistent)
 	if reason != "" {
+		// A missing key file is the one teardown that comes from absence.
+		if reason == ReasonUserRemoved && s.Status != desired.StatusTerminating {
+			defer c.markUnplanned(len(c.actions))
+		}
 		if s.Status != desired.StatusTerminating {
 			c.add(Action{Kind: KindMarkTerminating, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
 		}

@@ -71,8 +71,13 @@ var removeKinds = map[observed.Kind]reconcile.Kind{
 	observed.KindVolume:    reconcile.KindRemoveVolume,
 }
 
+// remove is the removal of o. Orphans are unplanned (decided from a
+// missing row); the guard's flags are read off the object.
 func remove(k desired.SessionKey, o observed.Object, r reconcile.Reason, detail string) reconcile.Action {
-	return reconcile.Action{Kind: removeKinds[o.Kind], Key: k, Target: o.Name, TargetID: o.ID, SessionID: o.SessionID(), Reason: r, Detail: detail}
+	return reconcile.Action{Kind: removeKinds[o.Kind], Key: k, Target: o.Name, TargetID: o.ID, SessionID: o.SessionID(), Reason: r, Detail: detail,
+		Unplanned:    r == reconcile.ReasonOrphan,
+		StopsSession: o.Kind == observed.KindContainer && o.Running && o.Labels[observed.LabelRole] != observed.RoleService,
+		NoInstance:   o.Instance() == ""}
 }
 
 // teardown is mark-terminating (when mark), the removal of objs in the
@@ -85,7 +90,14 @@ func teardown(s *desired.Session, mark bool, r reconcile.Reason, detail string, 
 	for _, o := range objs {
 		as = append(as, remove(s.Key, o, r, detail))
 	}
-	return append(as, deleteSession(s, r, detail))
+	as = append(as, deleteSession(s, r, detail))
+	// A missing key file is the teardown that comes from absence.
+	if r == reconcile.ReasonUserRemoved && s.Status != desired.StatusTerminating {
+		for i := range as {
+			as[i].Unplanned = true
+		}
+	}
+	return as
 }
 
 func releaseLease(s *desired.Session, l desired.Lease) reconcile.Action {

@@ -100,6 +100,10 @@ type Cleanup struct {
 	// PendingTimeout is how long a session may stay in "creating" with no
 	// live connection before it is considered abandoned.
 	PendingTimeout Duration `yaml:"pending_timeout"`
+	// MaxUnplannedRemovals bounds how many running sessions one pass
+	// removes because their key file or row is missing; more (and more than
+	// half of the running sessions) are held until an operator confirms.
+	MaxUnplannedRemovals int `yaml:"max_unplanned_removals"`
 }
 
 type SSH struct {
@@ -161,7 +165,7 @@ func Defaults() Config {
 			Tmpfs:           map[string]string{},
 		},
 		Resources: Resources{MaxPerUser: 3},
-		Cleanup:   Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}},
+		Cleanup:   Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}, MaxUnplannedRemovals: 5},
 		SSH: SSH{SFTPServer: "/usr/lib/openssh/sftp-server", UseSudo: true, Group: "podspawn",
 			AuthKeysUser: "podspawn-auth", SSHDConfig: "/etc/ssh/sshd_config"},
 		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
@@ -342,6 +346,9 @@ func (c *Config) validate() error {
 	}
 	if c.Cleanup.PendingTimeout.Duration <= 0 {
 		return fmt.Errorf("invalid cleanup.pending_timeout %q: must be positive", c.Cleanup.PendingTimeout.Duration)
+	}
+	if c.Cleanup.MaxUnplannedRemovals < 0 {
+		return fmt.Errorf("invalid cleanup.max_unplanned_removals %d: must be 0 (hold every such removal) or positive", c.Cleanup.MaxUnplannedRemovals)
 	}
 	// A list, not a map: with two bad paths, the same one is reported every time.
 	for _, f := range []struct{ name, p string }{

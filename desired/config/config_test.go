@@ -21,13 +21,15 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 
 func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 	cases := map[string]struct{ yaml, want string }{
-		"unitless duration": {"session:\n  grace_period: 60\n", `line 2 (session.grace_period): invalid duration "60"`},
-		"bad duration":      {"session:\n  max_lifetime: forever\n", `line 2 (session.max_lifetime): invalid duration "forever"`},
-		"bad mode":          {"session:\n  mode: sometimes\n", `invalid session.mode "sometimes"`},
-		"unknown key":       {"sesion:\n  mode: persistent\n", `line 1 (sesion): field sesion not found`},
-		"bad memory":        {"defaults:\n  memory: lots\n", `invalid defaults.memory "lots"`},
-		"not yaml":          {"session: [\n", "did not find expected node content"},
-		"relative db path":  {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
+		"unitless duration":               {"session:\n  grace_period: 60\n", `line 2 (session.grace_period): invalid duration "60"`},
+		"bad duration":                    {"session:\n  max_lifetime: forever\n", `line 2 (session.max_lifetime): invalid duration "forever"`},
+		"bad mode":                        {"session:\n  mode: sometimes\n", `invalid session.mode "sometimes"`},
+		"unknown key":                     {"sesion:\n  mode: persistent\n", `line 1 (sesion): field sesion not found`},
+		"bad memory":                      {"defaults:\n  memory: lots\n", `invalid defaults.memory "lots"`},
+		"not yaml":                        {"session: [\n", "did not find expected node content"},
+		"relative db path":                {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
+		"negative max_unplanned_removals": {"cleanup:\n  max_unplanned_removals: -1\n", `invalid cleanup.max_unplanned_removals -1`},
+		"word max_unplanned_removals":     {"cleanup:\n  max_unplanned_removals: many\n", `cleanup.max_unplanned_removals`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

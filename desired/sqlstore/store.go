@@ -33,6 +33,7 @@ type Store struct {
 	rdb        *sqlx.DB
 	path       string
 	instanceID string
+	createdAt  time.Time
 }
 
 // Open opens (creating if needed) the database at path and migrates it.
@@ -63,6 +64,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := db.GetContext(ctx, &s.instanceID, `SELECT value FROM meta WHERE key = 'instance_id'`); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state db %s: reading instance id: %w", path, err)
+	}
+	var born sql.NullInt64
+	if err := db.GetContext(ctx, &born, `SELECT applied_at FROM schema_migrations WHERE version = 1`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state db %s: reading its creation time: %w", path, err)
+	}
+	if born.Valid {
+		s.createdAt = time.Unix(0, born.Int64)
 	}
 	q.Set("_txlock", "deferred")
 	// The journal mode is stored in the file; the readers need not set it.
@@ -106,6 +115,9 @@ func (s *Store) Close() error {
 
 // Path is the database file.
 func (s *Store) Path() string { return s.path }
+
+// CreatedAt is when this database was created (its first migration).
+func (s *Store) CreatedAt() time.Time { return s.createdAt }
 
 // InstanceID is the random id this database was created with.
 func (s *Store) InstanceID() string { return s.instanceID }

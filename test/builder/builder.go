@@ -353,6 +353,12 @@ func (b *DesiredBuilder) Sessions(sessions ...*desired.Session) *DesiredBuilder 
 // Instance sets the state-database id.
 func (b *DesiredBuilder) Instance(id string) *DesiredBuilder { b.d.InstanceID = id; return b }
 
+// DatabaseCreatedAt sets when the state database was created.
+func (b *DesiredBuilder) DatabaseCreatedAt(t time.Time) *DesiredBuilder {
+	b.d.DatabaseCreatedAt = t
+	return b
+}
+
 // Users sets exactly which users have a key file.
 func (b *DesiredBuilder) Users(names ...string) *DesiredBuilder {
 	b.usersSet = true
@@ -445,7 +451,7 @@ func cloneSecurity(s desired.Security) desired.Security {
 
 // CloneDesired deep-copies a desired state.
 func CloneDesired(d desired.State) desired.State {
-	c := desired.State{InstanceID: d.InstanceID, Users: slices.Clone(d.Users)}
+	c := desired.State{InstanceID: d.InstanceID, Users: slices.Clone(d.Users), DatabaseCreatedAt: d.DatabaseCreatedAt}
 	if d.Sessions != nil {
 		c.Sessions = make([]*desired.Session, len(d.Sessions))
 		for i, s := range d.Sessions {

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,9 +58,13 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	// Before anything here starts a dockerd: TestPrivateDockerdLeavesHostNetworkAlone
+	// checks that the host's default bridge outlives the private daemon.
+	_, err = net.InterfaceByName(hostBridge)
+	hostBridgeBefore = err == nil
 	// Everything in this package, the harness's end-of-test removal and
 	// harness.EnsureImage included, talks to the private dockerd only.
-	sharedHost := os.Getenv("DOCKER_HOST")
+	hostDockerHost = os.Getenv("DOCKER_HOST")
 	os.Setenv("DOCKER_HOST", dmHost)
 	code := m.Run()
 	if err := privateDockerd.shutdown(); err != nil {
@@ -68,10 +73,19 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Setenv("DOCKER_HOST", sharedHost)
+	os.Setenv("DOCKER_HOST", hostDockerHost)
 	lock.Close()
 	os.Exit(code)
 }
+
+// The host's default bridge, and whether it existed when this package
+// started; the DOCKER_HOST of the host's dockerd ("" for the default).
+const hostBridge = "docker0"
+
+var (
+	hostBridgeBefore bool
+	hostDockerHost   string
+)
 
 // dockerd is the private daemon. Tests call use(t) to have it running.
 type dockerd struct {

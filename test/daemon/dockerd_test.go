@@ -7,15 +7,23 @@
 // dockerd could reap other engineers' test objects; the restart test must
 // stop dockerd, which nobody else may see; and the benchmark needs hundreds
 // of networks, more than the shared daemon's address pools hold.
+//
+// The private dockerd runs in a network namespace of its own. In the host's
+// namespace it would share the host's links with the host's dockerd: with
+// --bridge=none, dockerd deletes docker0 at start, which broke `docker run`
+// on the host's default network until the host's Docker was restarted, and
+// its session networks' bridges would sit beside the host's.
 package daemon_test
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,8 +45,9 @@ const (
 	dmRunDir   = "/run/podspawn-dmtest"
 	dmDataRoot = "/var/lib/podspawn-dmtest"
 	dmHost     = "unix://" + dmRunDir + "/docker.sock"
-	// A pool of /28 subnets far from the shared daemon's 172.x ranges:
-	// thousands of session networks fit.
+	// A pool of /28 subnets: thousands of session networks fit. They live
+	// in the private daemon's own network namespace, so they cannot meet
+	// the host's routes or the shared daemon's 172.x ranges.
 	dmAddressPool = "base=10.123.0.0/16,size=28"
 )
 
@@ -57,9 +66,13 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	// Before anything here starts a dockerd: TestPrivateDockerdLeavesHostNetworkAlone
+	// checks that the host's default bridge outlives the private daemon.
+	_, err = net.InterfaceByName(hostBridge)
+	hostBridgeBefore = err == nil
 	// Everything in this package, the harness's end-of-test removal and
 	// harness.EnsureImage included, talks to the private dockerd only.
-	sharedHost := os.Getenv("DOCKER_HOST")
+	hostDockerHost = os.Getenv("DOCKER_HOST")
 	os.Setenv("DOCKER_HOST", dmHost)
 	code := m.Run()
 	if err := privateDockerd.shutdown(); err != nil {
@@ -68,10 +81,19 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Setenv("DOCKER_HOST", sharedHost)
+	os.Setenv("DOCKER_HOST", hostDockerHost)
 	lock.Close()
 	os.Exit(code)
 }
+
+// The host's default bridge, and whether it existed when this package
+// started; the DOCKER_HOST of the host's dockerd ("" for the default).
+const hostBridge = "docker0"
+
+var (
+	hostBridgeBefore bool
+	hostDockerHost   string
+)
 
 // dockerd is the private daemon. Tests call use(t) to have it running.
 type dockerd struct {
@@ -80,6 +102,11 @@ type dockerd struct {
 	exited  chan struct{}
 	started bool
 	log     string
+	// netns holds the daemon's network namespace open from its first start
+	// to shutdown: a dockerd restarted under live-restore must find its
+	// containers' bridges and veths, and containerd's shims, where it left
+	// them.
+	netns *os.File
 }
 
 var privateDockerd = &dockerd{}
@@ -91,6 +118,10 @@ func (d *dockerd) args() []string {
 		"--data-root", dmDataRoot,
 		"--exec-root", filepath.Join(dmRunDir, "exec"),
 		"--pidfile", filepath.Join(dmRunDir, "docker.pid"),
+		// No default bridge: the sessions get their own networks. In its
+		// own namespace, the docker0 that --bridge=none deletes is not the
+		// host's. No iptables: nothing needs NAT, and it keeps the host's
+		// (and the namespace's) tables untouched.
 		"--bridge=none", "--iptables=false", "--ip-masq=false",
 		"--default-address-pool", dmAddressPool,
 		"--shutdown-timeout", "2",
@@ -164,7 +195,16 @@ func (d *dockerd) start() error {
 	if _, err := exec.LookPath(bin); err != nil {
 		bin = "/usr/sbin/dockerd"
 	}
-	cmd := exec.Command(bin, d.args()...)
+	if d.netns == nil {
+		if d.netns, err = newNetns(); err != nil {
+			logf.Close()
+			return fmt.Errorf("creating the private dockerd's network namespace: %w", err)
+		}
+	}
+	// nsenter joins the namespace through this process's descriptor and
+	// execs dockerd (same pid), which holds no descriptor of its own to it.
+	nsPath := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), d.netns.Fd())
+	cmd := exec.Command("nsenter", append([]string{"--net=" + nsPath, "--", bin}, d.args()...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a ^C on the test must not reach it directly;
 	// shutdown() stops it in order.
@@ -254,6 +294,30 @@ func (d *dockerd) ensureRunning() error {
 	return d.start()
 }
 
+// newNetns creates a network namespace and returns a descriptor that keeps
+// it alive; it goes away once that is closed and no process is left in it.
+func newNetns() (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// unshare moves only this thread. It stays locked to the goroutine,
+		// which then ends: the runtime ends the thread with it instead of
+		// running other goroutines in the new namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		ch <- result{f, err}
+	}()
+	r := <-ch
+	return r.f, r.err
+}
+
 // shutdown stops dockerd and removes everything it stored.
 func (d *dockerd) shutdown() error {
 	d.mu.Lock()
@@ -261,15 +325,24 @@ func (d *dockerd) shutdown() error {
 	if !d.started {
 		return nil
 	}
-	if d.cmd != nil {
-		// With live-restore, containers would outlive dockerd; everything
-		// in this daemon belongs to this package.
-		if err := removeAll(); err != nil {
+	// With live-restore, containers outlive dockerd: a test that left it
+	// stopped would leave them running. Everything in this daemon belongs
+	// to this package.
+	if d.cmd == nil {
+		if err := d.start(); err != nil {
 			return err
 		}
 	}
+	if err := removeAll(); err != nil {
+		return err
+	}
 	if err := d.stopLocked(); err != nil {
 		return err
+	}
+	// Nothing is left in the namespace: closing it removes it.
+	if d.netns != nil {
+		d.netns.Close()
+		d.netns = nil
 	}
 	// dockerd leaves its data root bind-mounted onto itself under live-restore.
 	for _, m := range mountsUnder(dmDataRoot, dmRunDir) {

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Check that the tests left the host as they found it:
+#   - the host dockerd still runs a container on its default network
+#     (docker0), which test/daemon's private dockerd once deleted;
+#   - no Docker object the tests label is left: containers, networks and
+#     volumes labelled managed-by=podspawn or podspawn.instance (podspawn
+#     labels everything it creates with both; the tests' hand-made objects
+#     carry one of them), and no project image (podspawn/*);
+#   - nothing of test/daemon's private dockerd is left (process, mounts,
+#     directories; see test/daemon/dockerd_test.go).
+#
+#   verify-host-clean.sh --record FILE   note what exists before the tests
+#   verify-host-clean.sh [FILE]          check; with FILE, what it recorded
+#                                        is the host's, not a leftover
+#
+# hack/test.sh runs both. Another test run on the same Docker daemon at the
+# same time shows up here as leftovers: run one at a time.
+set -o errexit -o nounset -o pipefail
+SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+IMAGE="${PODSPAWN_TEST_IMAGE:-podspawn-test:busybox}"
+# The private dockerd of test/daemon (dmRunDir, dmDataRoot there).
+DM_RUN_DIR=/run/podspawn-dmtest
+DM_DATA_ROOT=/var/lib/podspawn-dmtest
+
+# bridge_status prints "ok", or why the default network does not work.
+bridge_status() {
+  local out
+  if ! docker image inspect "${IMAGE}" >/dev/null 2>&1; then
+    echo "image ${IMAGE} is missing (hack/build-test-image.sh builds it), so the default network cannot be tried"
+    return
+  fi
+  if out="$(docker run --rm --network bridge "${IMAGE}" true 2>&1)"; then
+    echo ok
+    return
+  fi
+  out="$(grep -v -e '^$' -e 'docker run --help' <<<"${out}" | tr '\n' ' ')"
+  if ! ip link show docker0 >/dev/null 2>&1; then
+    echo "docker0 does not exist; docker run --rm --network bridge ${IMAGE} true: ${out}"
+  else
+    echo "docker run --rm --network bridge ${IMAGE} true: ${out}"
+  fi
+}
+
+# labelled prints one line per labelled object: kind, id, then name and
+# labels for the report. Sorted, one line per kind and id (an object that
+# matches both filters may list its labels in another order).
+labelled() {
+  local f
+  {
+    for f in label=managed-by=podspawn label=podspawn.instance; do
+      docker ps --all --no-trunc --filter "${f}" --format 'container {{.ID}} {{.Names}} {{.Labels}}'
+      docker network ls --no-trunc --filter "${f}" --format 'network {{.ID}} {{.Name}} {{.Labels}}'
+      docker volume ls --filter "${f}" --format 'volume {{.Name}} {{.Name}} {{.Labels}}'
+    done
+    docker image ls --no-trunc --filter 'reference=podspawn/*' --format 'image {{.Repository}}:{{.Tag}} {{.ID}}'
+  } | LC_ALL=C sort | awk '!seen[$1 " " $2]++'
+}
+
+if [[ "${1:-}" == "--record" ]]; then
+  file="${2:?usage: verify-host-clean.sh --record FILE}"
+  objects="$(labelled)"
+  { echo "bridge $(bridge_status)"; [[ -z "${objects}" ]] || echo "${objects}"; } >"${file}"
+  exit 0
+fi
+baseline="${1:-}"
+
+failed=0
+fail() {
+  echo "verify-host-clean: FAILED: $*" >&2
+  failed=1
+}
+
+status="$(bridge_status)"
+before=""
+[[ -z "${baseline}" ]] || before="$(sed -n 's/^bridge //p' "${baseline}")"
+if [[ "${status}" != ok ]]; then
+  if [[ -n "${before}" && "${before}" != ok ]]; then
+    echo "verify-host-clean: warning: the host's default Docker network was already broken before the tests (${before}); now: ${status}" >&2
+  else
+    fail "the host's default Docker network no longer works after the tests: ${status}. Restarting the host's dockerd recreates docker0."
+  fi
+fi
+
+# Objects now present whose kind and id the baseline does not list.
+leftovers="$(labelled | awk -v base="${baseline}" '
+  BEGIN { if (base != "") while ((getline l < base) > 0) { split(l, f, " "); seen[f[1] " " f[2]] = 1 } }
+  !seen[$1 " " $2] { print }')"
+if [[ -n "${leftovers}" ]]; then
+  fail "Docker objects labelled by the tests are left behind (kind id name labels):"
+  sed 's/^/  /' <<<"${leftovers}" >&2
+fi
+
+# The private dockerd: a process serving its socket, its mounts, its files.
+for p in /proc/[0-9]*; do
+  cmdline="$(tr '\0' ' ' 2>/dev/null <"${p}/cmdline")" || continue
+  if [[ "${cmdline}" == *"--host unix://${DM_RUN_DIR}/docker.sock"* ]]; then
+    fail "test/daemon's private dockerd still runs: pid ${p#/proc/}: ${cmdline}"
+  fi
+done
+if mounts="$(awk -v a="${DM_RUN_DIR}" -v b="${DM_DATA_ROOT}" '$2 == a || index($2, a "/") == 1 || $2 == b || index($2, b "/") == 1 { print $2 }' /proc/self/mounts)" && [[ -n "${mounts}" ]]; then
+  fail "mounts of test/daemon's private dockerd are left: $(tr '\n' ' ' <<<"${mounts}")"
+fi
+for d in "${DM_RUN_DIR}" "${DM_DATA_ROOT}"; do
+  if [[ -e "${d}" ]]; then
+    fail "${d} of test/daemon's private dockerd is left"
+  fi
+done
+
+if ((failed)); then
+  echo "verify-host-clean: the tests did not leave the host as they found it (see above; ${SCRIPT_ROOT}/hack/verify-host-clean.sh)" >&2
+  exit 1
+fi
+echo "verify-host-clean: ok"

@@ -1,13 +1,22 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"strconv"
 
+	"github.com/go-logr/logr"
 	"github.com/podspawn/podspawn/cmd/internal/doctor"
+
+	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/reconcile"
 )
 
 // DoctorCmd runs the preflight checks.
@@ -20,7 +29,7 @@ func (DoctorCmd) Help() string {
 	return `Checks, in order: Docker daemon, Docker socket, OpenSSH version, sshd config
 valid, AuthorizedKeysCommand, podspawn config dir, key directory, state
 directory, lock directory, disk space, default image, session networks, config file, state
-database, cleanup daemon. Every path comes from --config (and DOCKER_HOST,
+database, cleanup daemon, removal guard. Every path comes from --config (and DOCKER_HOST,
 PATH). Each check has its own timeout, so a hung Docker daemon cannot hang
 doctor. Warnings and failures are followed by a "fix:" line.
 
@@ -65,6 +74,7 @@ func (c *DoctorCmd) Run(a *App) error {
 	} else {
 		env.Docker = dc
 	}
+	env.GuardPlan = func(ctx context.Context) (doctor.GuardView, error) { return guardView(ctx, a, env) }
 	results := doctor.Run(ctx, env)
 	if c.Output == "json" {
 		if err := doctor.RenderJSON(a.Stdout, results); err != nil {
@@ -77,4 +87,37 @@ func (c *DoctorCmd) Run(a *App) error {
 		return &ExitError{Code: 1, Err: fmt.Errorf("%d check(s) failed", failed)}
 	}
 	return nil
+}
+
+// guardView plans a cleanup pass from a query-only database, with the
+// executor that only records, and reports what the guard holds.
+func guardView(ctx context.Context, a *App, env doctor.Env) (doctor.GuardView, error) {
+	if env.Docker == nil {
+		return doctor.GuardView{}, fmt.Errorf("no Docker client: %w", env.DockerErr)
+	}
+	cfg := env.Config
+	st, err := sqlstore.OpenQueryOnly(ctx, cfg.State.DBPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return doctor.GuardView{NoDatabase: true}, nil
+	}
+	if err != nil {
+		return doctor.GuardView{}, err
+	}
+	defer st.Close()
+	dc, err := a.Docker()
+	if err != nil {
+		return doctor.GuardView{}, err
+	}
+	ctrl := &controller.Controller{Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: dc, Executor: &actions.Recording{},
+		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration},
+		Clock:   a.Clock, Log: logr.Discard(), Guard: reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals}}
+	d, err := ctrl.LoadDesired(ctx)
+	if err != nil {
+		return doctor.GuardView{}, err
+	}
+	p, err := ctrl.Plan(ctx)
+	if err != nil {
+		return doctor.GuardView{}, err
+	}
+	return doctor.GuardView{Held: len(p.Held), Holds: p.Holds, Sessions: len(d.Sessions), Users: len(d.Users)}, nil
 }

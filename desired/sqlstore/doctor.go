@@ -70,3 +70,36 @@ func CheckHealth(ctx context.Context, path string) (Health, error) {
 	h.SchemaVersion = int(v.Int64)
 	return h, nil
 }
+
+// OpenQueryOnly opens an existing, fully migrated database for reading
+// only: it never creates, migrates or writes the file, so doctor can plan
+// from it without changing anything.
+func OpenQueryOnly(ctx context.Context, path string) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	q.Set("mode", "rw") // mode=ro cannot open a WAL database whose -shm is gone
+	q.Set("_query_only", "true")
+	q.Set("_busy_timeout", "5000")
+	db, err := sqlx.Open("sqlite3", dsn(path, q))
+	if err != nil {
+		return nil, fmt.Errorf("opening state db %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(2)
+	s := &Store{db: db, rdb: db, path: path}
+	var v sql.NullInt64
+	if err := db.GetContext(ctx, &v, `SELECT MAX(version) FROM schema_migrations`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state db %s: reading schema version: %w", path, err)
+	}
+	if latest := len(migrations) - 1; int(v.Int64) != latest {
+		db.Close()
+		return nil, fmt.Errorf("state db %s: schema version %d, this podspawn uses %d; run 'podspawn cleanup' once to migrate it", path, v.Int64, latest)
+	}
+	if err := s.readMeta(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state db %s: %w", path, err)
+	}
+	return s, nil
+}

@@ -61,17 +61,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state db %s: %w", path, err)
 	}
-	if err := db.GetContext(ctx, &s.instanceID, `SELECT value FROM meta WHERE key = 'instance_id'`); err != nil {
+	if err := s.readMeta(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("state db %s: reading instance id: %w", path, err)
-	}
-	var born sql.NullInt64
-	if err := db.GetContext(ctx, &born, `SELECT applied_at FROM schema_migrations WHERE version = 1`); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state db %s: reading its creation time: %w", path, err)
-	}
-	if born.Valid {
-		s.createdAt = time.Unix(0, born.Int64)
+		return nil, fmt.Errorf("state db %s: %w", path, err)
 	}
 	q.Set("_txlock", "deferred")
 	// The journal mode is stored in the file; the readers need not set it.
@@ -84,6 +76,21 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	rdb.SetMaxOpenConns(4)
 	s.rdb = rdb
 	return s, nil
+}
+
+// readMeta reads the instance id and when the database was created.
+func (s *Store) readMeta(ctx context.Context) error {
+	if err := s.db.GetContext(ctx, &s.instanceID, `SELECT value FROM meta WHERE key = 'instance_id'`); err != nil {
+		return fmt.Errorf("reading instance id: %w", err)
+	}
+	var born sql.NullInt64
+	if err := s.db.GetContext(ctx, &born, `SELECT applied_at FROM schema_migrations WHERE version = 1`); err != nil {
+		return fmt.Errorf("reading its creation time: %w", err)
+	}
+	if born.Valid {
+		s.createdAt = time.Unix(0, born.Int64)
+	}
+	return nil
 }
 
 // migrateRetrying retries a migration that failed on SQLITE_BUSY: when
@@ -109,7 +116,9 @@ func (s *Store) migrateRetrying(ctx context.Context) error {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	s.rdb.Close()
+	if s.rdb != s.db {
+		s.rdb.Close()
+	}
 	return s.db.Close()
 }
 

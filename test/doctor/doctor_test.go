@@ -132,8 +132,9 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] config file
   [pass] state database
   [pass] cleanup daemon
+  [pass] removal guard
 
-` + summary(14, 0, 0, disk)
+` + summary(15, 0, 0, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s\nstderr:\n%s", diff, res.Stderr)
 	}
@@ -164,8 +165,9 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] config file
   [pass] state database
   [pass] cleanup daemon
+  [pass] removal guard
 
-` + summary(12, 1, 1, disk)
+` + summary(13, 1, 1, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s", diff)
 	}
@@ -238,10 +240,10 @@ func TestDoctorBrokenConfig(t *testing.T) {
 	if !strings.Contains(res.Stdout, "  [pass] session networks\n") {
 		t.Errorf("session networks does not need the config, but was not checked:\n%s", res.Stdout)
 	}
-	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 10 failed\n") {
+	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 11 failed\n") {
 		t.Errorf("summary:\n%s", res.Stdout)
 	}
-	if res.Code != 1 || res.Stderr != "Error: 10 check(s) failed\n" {
+	if res.Code != 1 || res.Stderr != "Error: 11 check(s) failed\n" {
 		t.Errorf("exit %d, stderr %q", res.Code, res.Stderr)
 	}
 }
@@ -339,7 +341,7 @@ func TestDoctorRealDocker(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, got[name], w)
 		}
 	}
-	if rep.FormatVersion != "1" || len(rep.Checks) != 15 {
+	if rep.FormatVersion != "1" || len(rep.Checks) != 16 {
 		t.Errorf("format_version %q, %d checks", rep.FormatVersion, len(rep.Checks))
 	}
 }

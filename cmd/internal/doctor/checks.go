@@ -506,6 +506,35 @@ func checkCleanupDaemon(_ context.Context, e *Env) Result {
 	return pass("running")
 }
 
+// checkRemovalGuard fails while the blast-radius guard holds removals
+// (the daemon keeps holding them until someone looks), and warns about an
+// empty key directory beside live sessions: the guard holds a mass
+// removal, but a few sessions would still go.
+func checkRemovalGuard(ctx context.Context, e *Env) Result {
+	if e.GuardPlan == nil {
+		return warn("not checked: no planner", "run podspawn doctor from the podspawn binary")
+	}
+	v, err := e.GuardPlan(ctx)
+	switch {
+	case ctx.Err() != nil:
+		return Result{}
+	case err != nil:
+		return warn("cannot plan a cleanup pass: "+err.Error(), "fix the Docker daemon or state database checks above, then re-run podspawn doctor")
+	case v.NoDatabase:
+		return pass("no state database yet")
+	case v.Held > 0:
+		var why []string
+		for _, h := range v.Holds {
+			why = append(why, fmt.Sprintf("%s: %s", h.Reason, h.Detail))
+		}
+		return fail(fmt.Sprintf("%d removal(s) held: %s", v.Held, strings.Join(why, "; ")), controller.HoldFix)
+	case v.Users == 0 && v.Sessions > 0:
+		return warn(fmt.Sprintf("the key directory %s holds no key file while %d session(s) exist; a cleanup pass removes sessions whose user has no key file", e.Config.Auth.KeyDir, v.Sessions),
+			"check that auth.key_dir is right and mounted; podspawn cleanup --dry-run shows what a pass would remove")
+	}
+	return pass(fmt.Sprintf("nothing held (%d session(s), %d user(s) with keys)", v.Sessions, v.Users))
+}
+
 // statDir reports a missing path or a non-directory as a failure.
 func statDir(dir, createFix string) (fs.FileInfo, Result, bool) {
 	fi, err := os.Stat(dir)

@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/reconcile"
 )
 
 // Status of one check.
@@ -78,6 +79,20 @@ type Env struct {
 
 	// Timeout overrides DefaultTimeout (tests).
 	Timeout time.Duration
+
+	// GuardPlan computes the cleanup plan without changing anything and
+	// says what the blast-radius guard holds; nil skips the check.
+	GuardPlan func(ctx context.Context) (GuardView, error)
+}
+
+// GuardView is what the removal guard check needs from a plan.
+type GuardView struct {
+	// NoDatabase: there is no state database yet.
+	NoDatabase bool
+	Held       int
+	Holds      []reconcile.Hold
+	// Sessions and Users count session rows and users with a key file.
+	Sessions, Users int
 }
 
 type check struct {
@@ -112,6 +127,7 @@ func checks() []check {
 		{name: "config file", run: checkConfigFile},
 		{name: "state database", needsConfig: true, run: checkStateDatabase, timeout: 30 * time.Second},
 		{name: "cleanup daemon", needsConfig: true, run: checkCleanupDaemon},
+		{name: "removal guard", needsConfig: true, run: checkRemovalGuard, hangFix: dockerHang, timeout: 30 * time.Second},
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/reconcile"
 	"github.com/podspawn/podspawn/test/doctor/fakedocker"
 )
 
@@ -126,6 +127,9 @@ projects_file: ROOT/etc/projects.yaml
 			return 0, fmt.Errorf("user: unknown user %s", name)
 		},
 		Timeout: 2 * time.Second,
+		GuardPlan: func(context.Context) (GuardView, error) {
+			return GuardView{Sessions: 1, Users: 1}, nil
+		},
 	}
 	f.loadConfig()
 	f.useDocker("unix://" + f.sock)
@@ -274,6 +278,7 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 		{Name: "config file", Status: Pass, Detail: r + "/etc/config.yaml"},
 		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 1"},
 		{Name: "cleanup daemon", Status: Pass, Detail: fmt.Sprintf("running (pid %d)", os.Getpid())},
+		{Name: "removal guard", Status: Pass, Detail: "nothing held (1 session(s), 1 user(s) with keys)"},
 	}
 	if diff := cmp.Diff(wantResults, got); diff != "" {
 		t.Errorf("results (-want +got):\n%s", diff)
@@ -524,6 +529,23 @@ func TestChecks(t *testing.T) {
 			os.Remove(controller.DaemonLockPath(f.path("state")))
 		},
 			want{Warn, `^not running; grace periods are enforced only at connect time$`, "if the unit is not installed yet: sudo cp hack/systemd/podspawn-cleanup.service /etc/systemd/system/ (from the podspawn source); then sudo systemctl daemon-reload && sudo systemctl enable --now podspawn-cleanup.service"}},
+
+		// removal guard
+		{"removal guard", "removals held", func(f *fixture) {
+			f.env.GuardPlan = func(context.Context) (GuardView, error) {
+				return GuardView{Held: 12, Sessions: 6, Holds: []reconcile.Hold{{Reason: reconcile.HoldMassRemoval, Detail: "6 of 6 running session containers would be removed"}}}, nil
+			}
+		}, want{Fail, `^12 removal\(s\) held: mass-removal: 6 of 6 running session containers would be removed$`, controller.HoldFix}},
+		{"removal guard", "empty key directory beside sessions", func(f *fixture) {
+			f.env.GuardPlan = func(context.Context) (GuardView, error) { return GuardView{Sessions: 2}, nil }
+		}, want{Warn, `^the key directory ROOT/etc/keys holds no key file while 2 session\(s\) exist; a cleanup pass removes sessions whose user has no key file$`,
+			"check that auth.key_dir is right and mounted; podspawn cleanup --dry-run shows what a pass would remove"}},
+		{"removal guard", "no database yet", func(f *fixture) {
+			f.env.GuardPlan = func(context.Context) (GuardView, error) { return GuardView{NoDatabase: true}, nil }
+		}, want{Pass, `^no state database yet$`, ""}},
+		{"removal guard", "cannot plan", func(f *fixture) {
+			f.env.GuardPlan = func(context.Context) (GuardView, error) { return GuardView{}, errors.New("Docker is down") }
+		}, want{Warn, `^cannot plan a cleanup pass: Docker is down$`, "fix the Docker daemon or state database checks above, then re-run podspawn doctor"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.check+"/"+tc.name, func(t *testing.T) {
@@ -615,6 +637,7 @@ func TestBrokenConfigChecksNothingFromDefaults(t *testing.T) {
 		"fail config file: config " + f.path("etc/config.yaml") + `: invalid state.db_path "relative.db": must be an absolute path`,
 		"fail state database: " + notChecked,
 		"fail cleanup daemon: " + notChecked,
+		"fail removal guard: " + notChecked,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("results (-want +got):\n%s", diff)

@@ -112,6 +112,11 @@ func Start(t testing.TB, f FakeDocker) string {
 				nets = DefaultNetworks()
 			}
 			json.NewEncoder(w).Encode(summaries(nets))
+		case path == "/containers/json" && r.Method == http.MethodGet:
+			// No containers: doctor's removal guard plans against an empty host.
+			json.NewEncoder(w).Encode([]any{})
+		case path == "/volumes" && r.Method == http.MethodGet:
+			json.NewEncoder(w).Encode(map[string]any{"Volumes": []any{}})
 		case strings.HasPrefix(path, "/images/") && strings.HasSuffix(path, "/json"):
 			ref := strings.TrimSuffix(strings.TrimPrefix(path, "/images/"), "/json")
 			id, ok := f.Images[ref]

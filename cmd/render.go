@@ -179,9 +179,9 @@ func renderReportText(w io.Writer, rep controller.Report) (created, changed, rem
 			}
 			fmt.Fprintf(w, "%s (%s: %s)\n", verbPast(r.Action), r.Action.Reason, r.Action.Detail)
 			switch r.Action.Kind.Effect() {
-			case "create":
+			case reconcile.EffectCreate:
 				created++
-			case "remove":
+			case reconcile.EffectRemove:
 				removed++
 			default:
 				changed++

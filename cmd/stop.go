@@ -173,7 +173,7 @@ func teardown(ctx context.Context, a *App, ctrl *controller.Controller, st *sqls
 	if rep.Err != nil {
 		f := &teardownFailure{Key: sess.Key, Err: rep.Err}
 		for _, r := range rep.Results {
-			if r.Err == nil && r.Outcome == actions.Changed && r.Action.Kind.Effect() == "remove" {
+			if r.Err == nil && r.Outcome == actions.Changed && r.Action.Kind.Effect() == reconcile.EffectRemove {
 				f.Done = append(f.Done, verbPast(r.Action))
 			}
 		}

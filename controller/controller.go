@@ -336,9 +336,9 @@ func (c *Controller) confirmGone(ctx context.Context, k desired.SessionKey, sess
 
 func actionMessage(k reconcile.Kind) string {
 	switch k.Effect() {
-	case "create":
+	case reconcile.EffectCreate:
 		return "Creating object"
-	case "remove":
+	case reconcile.EffectRemove:
 		return "Removing object"
 	}
 	return "Updating session"

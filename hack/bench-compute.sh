@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark reconcile.Compute (pure CPU and memory, no Docker): 1k, 10k and
-# 100k sessions with short keys, and 100k project sessions whose keys pass
-# the 16 bytes the join encodes. Each case runs COUNT times; the script
+# Benchmark reconcile.Compute (pure CPU and memory, no Docker): 1k and 10k
+# sessions with short keys, and 10k project sessions whose users share a
+# long prefix (goal: under 50 ms at 10k). Each case runs COUNT times; the script
 # prints the fastest, median and slowest time per call and the memory per
 # call, with the load average, since a shared machine makes single runs
 # noisy.

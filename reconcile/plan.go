@@ -190,15 +190,24 @@ type Summary struct {
 	Held      int `json:"held,omitempty"`
 }
 
+// Effect is what an action does to the world, for counts and messages.
+type Effect string
+
+const (
+	EffectCreate Effect = "create"
+	EffectChange Effect = "change"
+	EffectRemove Effect = "remove"
+)
+
 // Effect groups a kind into create, change or remove.
-func (k Kind) Effect() string {
+func (k Kind) Effect() Effect {
 	switch k {
 	case KindCreateNetwork, KindCreateVolume, KindCreateContainer:
-		return "create"
+		return EffectCreate
 	case KindRemoveContainer, KindRemoveNetwork, KindRemoveVolume, KindDeleteSession:
-		return "remove"
+		return EffectRemove
 	}
-	return "change"
+	return EffectChange
 }
 
 // Summary returns the counts for "Plan: ..." lines and logs.
@@ -206,9 +215,9 @@ func (p Plan) Summary() Summary {
 	s := Summary{Unchanged: p.Unchanged, Skipped: len(p.Skipped), Held: len(p.Held)}
 	for _, a := range p.Actions {
 		switch a.Kind.Effect() {
-		case "create":
+		case EffectCreate:
 			s.Create++
-		case "remove":
+		case EffectRemove:
 			s.Remove++
 		default:
 			s.Change++

@@ -408,7 +408,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 	// an orphan only once it is old enough.
 	for _, a := range p.Actions {
 		if a.TargetID == "" {
-			if a.Kind.Effect() == "remove" && a.Kind != reconcile.KindDeleteSession {
+			if a.Kind.Effect() == reconcile.EffectRemove && a.Kind != reconcile.KindDeleteSession {
 				t.Fatalf("%s %s without a target id", a.Kind, a.Target)
 			}
 			continue
@@ -492,7 +492,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 					t.Fatalf("%s: delete-session is step %d of %d, before a Docker step:\n%s", k, i, len(chain), planJSON(p))
 				}
 			}
-			if a.Kind.Effect() != "create" && a.TargetID == "" {
+			if a.Kind.Effect() != reconcile.EffectCreate && a.TargetID == "" {
 				s := d.Session(k)
 				if s == nil || a.SessionID != s.ID {
 					t.Fatalf("%s: %s for generation %q, the row holds %v", k, a.Kind, a.SessionID, s)

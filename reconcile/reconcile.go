@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -39,154 +38,45 @@ const (
 )
 
 // Compute returns the plan that moves observed towards desired at now.
-// It never mutates its inputs and returns the same plan for the same inputs,
-// whatever the order of the objects (and of sessions and users, which
-// loaders hand over sorted), and however many goroutines share the work.
-//
-// Compute sees every session on every pass and is bound by memory
-// latency: it reads each input once, pairs users, sessions and objects by
-// key with a sort (see join), then decides the keys independently,
-// splitting them across the CPUs (see BenchmarkCompute).
+// It never mutates its inputs and returns the same plan for the same
+// inputs, whatever the order of sessions, users and objects.
 func Compute(d desired.State, o observed.State, now time.Time, opt Options) Plan {
-	workers := runtime.GOMAXPROCS(0)
-	if len(d.Sessions)+len(o.Objects) < serialMax {
-		workers = 1
-	}
-	return compute(d, o, now, opt, workers)
-}
-
-// part is one worker's share of a plan: a contiguous range of keys.
-type part struct {
-	// actions holds the chains of the part's keys in key order; chains
-	// says where each starts and in which phase it belongs.
-	actions   []Action
-	chains    []chain
-	skipped   []Skip
-	unchanged int
-	// orphanWakes are the deadlines of keys without a session (young
-	// orphans); sessions' deadlines go to their slot in the shared list.
-	orphanWakes []KeyWake
-}
-
-type chain struct {
-	phase  int8
-	lo, hi int32
-}
-
-// serialMax is the input size below which goroutines cost more than they save.
-const serialMax = 8192
-
-// compute is Compute with the work split across workers goroutines; the
-// plan does not depend on workers (TestComputeSameForAnyWorkers).
-func compute(d desired.State, o observed.State, now time.Time, opt Options, workers int) Plan {
-	j := newJoiner(d, o, workers)
-	spans := j.split(workers)
-	parts := make([]part, len(spans))
-	// One slot per session: most have a deadline (their max lifetime), and
-	// slots let the workers write the plan's list in place.
-	wakes := make([]KeyWake, len(j.sessions))
-	parallel(len(spans), len(spans), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			p := &parts[i]
-			c := &keyCtx{instanceID: d.InstanceID, exited: o.Exited, now: now, opt: opt}
-			j.walk(spans[i], func(g *keyGroup) {
-				c.reset(g, j.items)
-				switch {
-				case g.sessions > 1:
-					c.duplicateSessions(g.sessions)
-				case c.sess == nil:
-					c.orphans(c.removable, ReasonOrphan)
-				default:
-					c.session()
-				}
-				if len(c.actions) > 0 {
-					p.chains = append(p.chains, chain{int8(c.phase), int32(len(p.actions)), int32(len(p.actions) + len(c.actions))})
-					p.actions = append(p.actions, c.actions...)
-				} else if c.sess != nil && g.sessions == 1 {
-					p.unchanged++
-				}
-				switch {
-				case c.wake.IsZero():
-				case g.sessions > 0:
-					wakes[g.sessionIndex] = KeyWake{Key: c.key, At: c.wake}
-				default:
-					p.orphanWakes = append(p.orphanWakes, KeyWake{Key: c.key, At: c.wake})
-				}
-			})
-			p.skipped = c.skipped
-		}
-	})
-	plan := merge(now, parts, wakes)
-	if len(j.invalid) > 0 {
-		skips := make([]Skip, 0, len(j.invalid)+len(plan.Skipped))
-		for _, s := range j.invalid {
-			skips = append(skips, Skip{Key: s.Key, ObjectKind: "session", Target: fmt.Sprintf("session %q", s.Key.String()), Reason: ReasonInvalidKey,
-				Detail: "the user or project name of this row is not valid; fix or delete the row (podspawn never creates it)"})
-		}
-		plan.Skipped = append(skips, plan.Skipped...)
-	}
-	return plan
-}
-
-// merge joins the workers' parts, which are in key order: phase by phase
-// for the actions, so the plan is ordered by (phase, key).
-func merge(now time.Time, parts []part, wakes []KeyWake) Plan {
+	groups, invalid := pair(d, o)
 	plan := Plan{Now: now}
-	var nActions, nSkipped, nOrphanWakes int
-	for _, p := range parts {
-		nActions += len(p.actions)
-		nSkipped += len(p.skipped)
-		nOrphanWakes += len(p.orphanWakes)
-		plan.Unchanged += p.unchanged
+	var phases [phaseCount][]Action
+	c := &keyCtx{instanceID: d.InstanceID, exited: o.Exited, now: now, opt: opt}
+	for _, s := range invalid {
+		plan.Skipped = append(plan.Skipped, Skip{Key: s.Key, ObjectKind: "session", Target: fmt.Sprintf("session %q", s.Key.String()), Reason: ReasonInvalidKey,
+			Detail: "the user or project name of this row is not valid; fix or delete the row (podspawn never creates it)"})
 	}
-	if nActions > 0 {
-		plan.Actions = make([]Action, 0, nActions)
-		for ph := range phaseCount {
-			for _, p := range parts {
-				for _, ch := range p.chains {
-					if int(ch.phase) == ph {
-						plan.Actions = append(plan.Actions, p.actions[ch.lo:ch.hi]...)
-					}
-				}
+	for _, g := range groups {
+		c.reset(g)
+		switch {
+		case g.sessions > 1:
+			c.duplicateSessions(g.sessions)
+		case c.sess == nil:
+			c.orphans(c.removable, ReasonOrphan)
+		default:
+			c.session()
+		}
+		if len(c.actions) > 0 {
+			phases[c.phase] = append(phases[c.phase], c.actions...)
+		} else if g.sessions == 1 {
+			plan.Unchanged++
+		}
+		if !c.wake.IsZero() {
+			plan.Wakes = append(plan.Wakes, KeyWake{Key: g.key, At: c.wake})
+			if plan.Wake.IsZero() || c.wake.Before(plan.Wake) {
+				plan.Wake = c.wake
 			}
 		}
 	}
-	if nSkipped > 0 {
-		plan.Skipped = make([]Skip, 0, nSkipped)
-		for _, p := range parts {
-			plan.Skipped = append(plan.Skipped, p.skipped...)
-		}
+	// The admin docs' order across keys: phase by phase, keys in order.
+	for _, as := range phases {
+		plan.Actions = append(plan.Actions, as...)
 	}
-	wakes = slices.DeleteFunc(wakes, func(w KeyWake) bool { return w.At.IsZero() })
-	if nOrphanWakes > 0 {
-		var orphans []KeyWake
-		for _, p := range parts {
-			orphans = append(orphans, p.orphanWakes...)
-		}
-		wakes = mergeWakes(wakes, orphans)
-	}
-	for _, w := range wakes {
-		if plan.Wake.IsZero() || w.At.Before(plan.Wake) {
-			plan.Wake = w.At
-		}
-	}
-	if len(wakes) > 0 {
-		plan.Wakes = wakes
-	}
+	plan.Skipped = append(plan.Skipped, c.skipped...)
 	return plan
-}
-
-// mergeWakes merges two lists in key order with distinct keys.
-func mergeWakes(a, b []KeyWake) []KeyWake {
-	out := make([]KeyWake, 0, len(a)+len(b))
-	for len(a) > 0 && len(b) > 0 {
-		if a[0].Key.Compare(b[0].Key) < 0 {
-			out, a = append(out, a[0]), a[1:]
-		} else {
-			out, b = append(out, b[0]), b[1:]
-		}
-	}
-	return append(append(out, a...), b...)
 }
 
 type keyCtx struct {
@@ -207,21 +97,12 @@ type keyCtx struct {
 	actions []Action
 	phase   int
 	wake    time.Time
-
-	// Buffers reused across keys.
-	objects []*item
-	kept    []*item
-	dead    []desired.Lease
 }
 
-func (c *keyCtx) reset(g *keyGroup, items []item) {
+func (c *keyCtx) reset(g *keyGroup) {
 	c.key, c.sess, c.hasUser = g.key, g.sess, g.hasUser
-	c.actions, c.phase, c.wake = c.actions[:0], 0, time.Time{}
-	c.objects = c.objects[:0]
-	for _, i := range g.objects {
-		c.objects = append(c.objects, &items[i])
-	}
-	c.removable, c.present = c.partition(c.objects)
+	c.actions, c.phase, c.wake = nil, 0, time.Time{}
+	c.removable, c.present = c.partition(g.objects)
 }
 
 func (c *keyCtx) add(a Action, phase int) {
@@ -250,7 +131,7 @@ func (c *keyCtx) skip(it *item, r Reason, detail string) {
 // Docker's listing order.
 func (c *keyCtx) partition(items []*item) (removable, present []*item) {
 	sortForRemoval(items)
-	kept := c.kept[:0]
+	var kept []*item
 	n := 0
 	for i := range items {
 		it := items[i]
@@ -268,7 +149,6 @@ func (c *keyCtx) partition(items []*item) (removable, present []*item) {
 		}
 	}
 	m := n + copy(items[n:], kept)
-	c.kept = kept[:0]
 	return items[:n], items[:m]
 }
 
@@ -370,15 +250,12 @@ func (c *keyCtx) findCurrent(k observed.Kind, name string) *item {
 
 func (c *keyCtx) session() {
 	s := c.sess
-	dead := c.dead[:0]
-	if len(c.exited) > 0 {
-		for _, l := range s.Leases {
-			if _, gone := c.exited[observed.ProcessRef{PID: l.PID, Start: l.PIDStart}]; gone {
-				dead = append(dead, l)
-			}
+	var dead []desired.Lease
+	for _, l := range s.Leases {
+		if _, gone := c.exited[observed.ProcessRef{PID: l.PID, Start: l.PIDStart}]; gone {
+			dead = append(dead, l)
 		}
 	}
-	c.dead = dead[:0]
 	live := len(s.Leases) - len(dead)
 
 	sessCtr := c.findCurrent(observed.KindContainer, s.Spec.ContainerName)

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/observed"
@@ -157,7 +158,9 @@ func sessionCensus(d desired.State, o observed.State) (running int, youngDB bool
 			continue
 		}
 		running++
-		if it.noInstance && !d.DatabaseCreatedAt.IsZero() && it.Created.Before(d.DatabaseCreatedAt) {
+		// Docker lists creation times to the second: a container made in
+		// the database's own second is not older than it.
+		if it.noInstance && !d.DatabaseCreatedAt.IsZero() && it.Created.Before(d.DatabaseCreatedAt.Truncate(time.Second)) {
 			youngDB = true
 		}
 	}

@@ -104,6 +104,8 @@ func TestGuard(t *testing.T) {
 	legacy := builder.Container("olduser", "").Instance("").Session("").Created(dbBorn.Add(-time.Hour)).Build()
 	legacyNet := builder.Network("olduser", "").Instance("").Session("").Created(dbBorn.Add(-time.Hour)).Build()
 	legacyYoung := builder.Container("olduser", "").Instance("").Session("").Created(dbBorn.Add(time.Minute)).Build()
+	// Listed to the second, in the database's own second: not older.
+	legacySameSecond := builder.Container("olduser", "").Instance("").Session("").Created(dbBorn.Truncate(time.Second)).Build()
 	legacyOrphans := []reconcile.Action{
 		remove(key("olduser", ""), legacy, reconcile.ReasonOrphan, "no session record"),
 		remove(key("olduser", ""), legacyNet, reconcile.ReasonOrphan, "no session record"),
@@ -175,6 +177,13 @@ func TestGuard(t *testing.T) {
 			lim:      lim,
 			want: reconcile.Plan{Now: now, Actions: []reconcile.Action{ourOrphanRemoval}, Held: legacyOrphans,
 				Holds: []reconcile.Hold{{Reason: reconcile.HoldYoungDatabase, Keys: []desired.SessionKey{key("olduser", "")}, Detail: youngDetail}}},
+		},
+		"a container listed in the database's own second is not older": {
+			desired:  builder.Desired().DatabaseCreatedAt(dbBorn.Add(300 * time.Millisecond)).Build(),
+			observed: builder.Observed(legacySameSecond).Build(),
+			lim:      lim,
+			want: reconcile.Plan{Now: now, Actions: []reconcile.Action{
+				remove(key("olduser", ""), legacySameSecond, reconcile.ReasonOrphan, "no session record")}},
 		},
 		"database older than the unlabelled containers: they are plain orphans": {
 			desired:  builder.Desired().DatabaseCreatedAt(dbBorn).Build(),

@@ -1,12 +1,14 @@
 package core_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -153,13 +155,26 @@ func TestGuardHoldsUnlabelledContainersOlderThanTheDatabase(t *testing.T) {
 		e.handContainer(name, map[string]string{observed.LabelManagedBy: observed.ManagedByValue, observed.LabelUser: user}, "")
 		names = append(names, name)
 	}
-	// The database is created after the containers: as if state.db_path
-	// pointed somewhere new.
+	// A fresh database, as if state.db_path pointed somewhere new, dated a
+	// minute after the containers: Docker lists creation times to the
+	// second, and the guard does not call a container of the database's
+	// own second older than it.
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		if err := os.Remove(e.DBPath + suffix); err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
 		}
 	}
+	first, _ := e.inspect(names[0])
+	ctr, err := e.Docker.ContainerInspect(context.Background(), first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := time.Parse(time.RFC3339Nano, ctr.Created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.OpenStore().Close()
+	e.ExecSQL(`UPDATE schema_migrations SET applied_at = ? WHERE version = 1`, created.Add(time.Minute).UnixNano())
 
 	plan := parseGuard(t, e.mustCleanup("--dry-run", "-o", "json").Stdout)
 	if len(plan.Actions) != 0 || len(plan.Holds) != 1 || plan.Holds[0].Reason != "young-database" {

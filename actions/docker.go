@@ -69,6 +69,8 @@ func (d *Docker) Execute(ctx context.Context, a reconcile.Action) (Outcome, erro
 		o, err = d.createVolume(ctx, a)
 	case reconcile.KindCreateContainer:
 		o, err = d.createContainer(ctx, a)
+	case reconcile.KindKillLeaseProcesses:
+		o, err = d.killLeaseProcesses(ctx, a)
 	default:
 		return "", fmt.Errorf("unknown action kind %q", a.Kind)
 	}

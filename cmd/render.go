@@ -165,6 +165,8 @@ func verbPast(a reconcile.Action) string {
 		return "cancelled grace period of " + keyLabel(a.Key)
 	case reconcile.KindReleaseLease:
 		return fmt.Sprintf("released dead connection %d of %s", a.LeaseID, keyLabel(a.Key))
+	case reconcile.KindKillLeaseProcesses:
+		return fmt.Sprintf("killed the processes of dead connection %d in container %s", a.LeaseID, a.Target)
 	}
 	return string(a.Kind) + " " + a.Target
 }

@@ -279,10 +279,7 @@ func (c *keyCtx) session() {
 		return
 	}
 
-	for _, l := range dead {
-		c.add(Action{Kind: KindReleaseLease, Target: "session " + c.key.String(), SessionID: s.ID, LeaseID: l.ID, Reason: ReasonLeaseDead,
-			Detail: fmt.Sprintf("connection process %d is gone", l.PID)}, phaseMaintain)
-	}
+	c.releaseDead(dead, sessCtr)
 	for i := range c.removable {
 		if c.staleGeneration(c.removable[i]) {
 			c.remove(c.removable[i], ReasonStaleGeneration, "left by an earlier generation of this session", phaseOrphan)

@@ -326,20 +326,20 @@ func TestCompute(t *testing.T) {
 					Reason: reconcile.ReasonServiceMissing, Detail: "service cache", Labels: sessionLabels(svcMissingNoNet, "service", "cache"), Container: cacheSpec},
 			}},
 		},
-		"last lease dead, grace-period mode: release, then start grace": {
+		"last lease dead, grace-period mode: kill its processes, release, then start grace": {
 			desired:  builder.Desired(lastDead).Build(),
 			observed: builder.Observed(plainObjs...).Dead(lease).Build(),
 			now:      now,
 			want: reconcile.Plan{Now: now, Wake: now.Add(time.Minute), Wakes: wakes(kAW, now.Add(time.Minute)), Actions: []reconcile.Action{
-				releaseLease(lastDead, lease), startGrace(lastDead, now.Add(time.Minute)),
+				killLeaseProcs(lastDead, pCtr, lease), releaseLease(lastDead, lease), startGrace(lastDead, now.Add(time.Minute)),
 			}},
 		},
-		"one of two leases dead: release only": {
+		"one of two leases dead: kill its processes and release it only": {
 			desired:  builder.Desired(twoLeases).Build(),
 			observed: builder.Observed(plainObjs...).Dead(lease).Alive(builder.Lease(2, 4343)).Build(),
 			now:      now,
 			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
-				releaseLease(twoLeases, lease),
+				killLeaseProcs(twoLeases, pCtr, lease), releaseLease(twoLeases, lease),
 			}},
 		},
 		"last lease dead, destroy-on-disconnect: destroy": {
@@ -356,11 +356,11 @@ func TestCompute(t *testing.T) {
 			want: reconcile.Plan{Now: now, Actions: teardown(zeroGrace, true, reconcile.ReasonDisconnected,
 				"last connection ended (mode grace-period, grace period 0s)", pCtr, pNet)},
 		},
-		"last lease dead, persistent: release only, no grace": {
+		"last lease dead, persistent: kill its processes and release, no grace": {
 			desired:  builder.Desired(persistentDead).Build(),
 			observed: builder.Observed(plainObjs...).Dead(lease).Build(),
 			now:      now,
-			want:     reconcile.Plan{Now: now, Actions: []reconcile.Action{releaseLease(persistentDead, lease)}},
+			want:     reconcile.Plan{Now: now, Actions: []reconcile.Action{killLeaseProcs(persistentDead, pCtr, lease), releaseLease(persistentDead, lease)}},
 		},
 		"idle running session without leases starts its grace period": {
 			desired:  builder.Desired(idle).Build(),
@@ -643,7 +643,7 @@ func TestComputePhaseOrder(t *testing.T) {
 	ob := func(s *desired.Session) []observed.Object { return builder.ObjectsFor(s, builder.Instance) }
 
 	var want []reconcile.Action
-	want = append(want, releaseLease(amy, amyLease), startGrace(amy, now.Add(time.Minute)))
+	want = append(want, killLeaseProcs(amy, ob(amy)[1], amyLease), releaseLease(amy, amyLease), startGrace(amy, now.Add(time.Minute)))
 	want = append(want, teardown(bea, true, reconcile.ReasonGraceExpired, "grace period ended 1s ago", ob(bea)[1], ob(bea)[0])...)
 	want = append(want, teardown(bob, true, reconcile.ReasonGraceExpired, "grace period ended 1m0s ago", ob(bob)[1], ob(bob)[0])...)
 	want = append(want, teardown(cat, true, reconcile.ReasonLifetimeExceeded, "max lifetime reached 2h0m0s ago, with 1 live connection(s)", ob(cat)[1], ob(cat)[0])...)

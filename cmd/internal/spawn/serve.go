@@ -64,7 +64,7 @@ func Serve(ctx context.Context, s *Sessions, api ExecAPI, c Connection) (int, er
 		ContainerID: att.ContainerID,
 		User:        c.Key.User,
 		WorkDir:     "/home/" + c.Key.User,
-		Env:         execEnv(c, spec.Shell),
+		Env:         connectionEnv(c, spec.Shell, att.LeaseID),
 		Command:     cmd,
 	}, c.Stdio, log)
 	if derr := s.Detach(att); derr != nil {
@@ -91,6 +91,15 @@ func checkSFTPServer(ctx context.Context, api ExecAPI, containerID, server, imag
 	}
 	return fmt.Sprintf("podspawn: sftp and scp are not available in this session: %s does not exist in image %s "+
 		"(install an sftp server in the image, e.g. Debian's openssh-sftp-server, or point ssh.sftp_server in the podspawn config at it)", server, image)
+}
+
+// connectionEnv is the environment of the connection's own process: a
+// login's, plus its lease's marker, inherited by every process it starts,
+// by which the processes of a connection that died without detaching are
+// found and killed (desired.LeaseEnv). Hooks do not get the marker: what
+// on_start starts serves the session, not this one connection.
+func connectionEnv(c Connection, shell string, leaseID int64) []string {
+	return append(execEnv(c, shell), desired.LeaseMarker(leaseID))
 }
 
 // execEnv is the environment of the connection's process, as a login

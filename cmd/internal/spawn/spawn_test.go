@@ -186,3 +186,15 @@ func TestExecEnv(t *testing.T) {
 		t.Errorf("execEnv mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestConnectionEnvCarriesTheLease: the connection's process gets its
+// lease's marker (how a dead connection's processes are found) on top of
+// the login environment.
+func TestConnectionEnvCarriesTheLease(t *testing.T) {
+	c := Connection{Key: desired.SessionKey{User: "bob"}}
+	got := connectionEnv(c, "/bin/sh", 17)
+	want := []string{"HOME=/home/bob", "USER=bob", "LOGNAME=bob", "SHELL=/bin/sh", "PODSPAWN_LEASE=17"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("connectionEnv mismatch (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,4 @@
+package actions
+
+// LeaseKillScript is exported to the tests, which run it with real shells.
+const LeaseKillScript = leaseKillScript

@@ -3,6 +3,7 @@ module github.com/podspawn/podspawn
 go 1.26.8
 
 require (
+	aead.dev/minisign v0.3.0
 	github.com/alecthomas/kong v1.17.0
 	github.com/containerd/errdefs v1.0.0
 	github.com/distribution/reference v0.6.0

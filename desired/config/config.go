@@ -132,9 +132,15 @@ type SSH struct {
 }
 
 type Update struct {
-	// BaseURL of the releases API (a mirror, or a test server).
+	// BaseURL of the releases API (a mirror, or a test server); https://.
 	BaseURL string `yaml:"base_url"`
 	Repo    string `yaml:"repo"`
+	// PublicKey is the minisign public key release archives must be signed
+	// with; it replaces the one built into the binary, if any.
+	PublicKey string `yaml:"public_key"`
+	// AllowInsecureHTTP accepts http:// URLs. For tests only: the signature
+	// still guards an install, but nothing guards what --check reports.
+	AllowInsecureHTTP bool `yaml:"allow_insecure_http"`
 }
 
 // Duration is a Go duration that must carry a unit in YAML.

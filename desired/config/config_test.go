@@ -75,3 +75,17 @@ func TestParseMemory(t *testing.T) {
 		}
 	}
 }
+
+// The update keys default to no key and https only; a config sets both.
+func TestUpdateKeys(t *testing.T) {
+	if d := Defaults().Update; d.PublicKey != "" || d.AllowInsecureHTTP {
+		t.Fatalf("defaults: %+v", d)
+	}
+	cfg, err := Parse([]byte("update:\n  public_key: RWQexample\n  allow_insecure_http: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := cfg.Update; u.PublicKey != "RWQexample" || !u.AllowInsecureHTTP || u.BaseURL != "https://api.github.com" {
+		t.Fatalf("update: %+v", u)
+	}
+}

@@ -1,6 +1,8 @@
 // Package update replaces the podspawn binary with the latest release. The
-// installed binary is touched only after the release archive has been
-// downloaded, verified against the release's checksums.txt, unpacked and
+// release server is not trusted: every URL must be https://, and the
+// archive must carry a minisign signature by the pinned or configured key
+// before it is unpacked, let alone run. The installed binary is touched
+// only after the archive has been downloaded, verified, unpacked and
 // test-run; then one rename swaps it in, so every failure before that
 // leaves the old binary byte-identical.
 package update
@@ -10,13 +12,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path"
@@ -25,19 +26,22 @@ import (
 	"syscall"
 	"time"
 
+	"aead.dev/minisign"
 	"golang.org/x/mod/semver"
 )
 
 const (
-	apiTimeout      = 10 * time.Second
-	checksumTimeout = 30 * time.Second
-	assetTimeout    = 5 * time.Minute
+	apiTimeout       = 10 * time.Second
+	signatureTimeout = 30 * time.Second
+	assetTimeout     = 5 * time.Minute
 	// Limits keep a broken or hostile server from filling memory.
-	maxAPIBytes      = 4 << 20
-	maxChecksumBytes = 1 << 20
-	maxArchiveBytes  = 512 << 20
-	maxBinaryBytes   = 512 << 20
-	checksumsName    = "checksums.txt"
+	maxAPIBytes       = 4 << 20
+	maxSignatureBytes = 64 << 10
+	maxArchiveBytes   = 512 << 20
+	maxBinaryBytes    = 512 << 20
+	// SignatureSuffix names an archive's detached signature, as
+	// "minisign -S -m <archive>" writes it.
+	SignatureSuffix = ".minisig"
 )
 
 // Release is the part of the GitHub releases API answer we use.
@@ -60,6 +64,9 @@ type Client struct {
 	Repo    string
 	// UserAgent identifies us (GitHub rejects requests without one).
 	UserAgent string
+	// AllowInsecureHTTP accepts http:// URLs: update.allow_insecure_http,
+	// for tests only. Off, every URL and redirect must be https://.
+	AllowInsecureHTTP bool
 }
 
 // Latest fetches the latest release.
@@ -81,9 +88,22 @@ func (c *Client) Latest(ctx context.Context) (Release, error) {
 	return rel, nil
 }
 
+// checkScheme refuses plain http: on it anyone on the path could answer
+// "latest" or serve the download (the signature still guards the install,
+// but not what --check reports).
+func (c *Client) checkScheme(u *url.URL) error {
+	if u.Scheme == "https" || (u.Scheme == "http" && c.AllowInsecureHTTP) {
+		return nil
+	}
+	return fmt.Errorf("refusing %s: not an https:// URL (update.base_url and release downloads must use https)", u.Redacted())
+}
+
 func (c *Client) get(ctx context.Context, url, accept string, limit int64) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.checkScheme(req.URL); err != nil {
 		return nil, err
 	}
 	if accept != "" {
@@ -92,9 +112,23 @@ func (c *Client) get(ctx context.Context, url, accept string, limit int64) ([]by
 	if c.UserAgent != "" {
 		req.Header.Set("User-Agent", c.UserAgent)
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
+	hc := http.Client{}
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
+	// A redirect is another URL the server chose: hold it to https too.
+	next := hc.CheckRedirect
+	hc.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if err := c.checkScheme(r.URL); err != nil {
+			return err
+		}
+		if next != nil {
+			return next(r, via)
+		}
+		if len(via) >= 10 { // net/http's default limit
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -185,60 +219,97 @@ func findAsset(rel Release, name string) (Asset, bool) {
 	return Asset{}, false
 }
 
-// Download fetches the platform's archive of rel, verifies its SHA-256
-// against the release's checksums.txt and returns the podspawn binary it
-// contains. Nothing is written to disk.
-func (c *Client) Download(ctx context.Context, rel Release, goos, goarch string) ([]byte, error) {
+// Key is the minisign public key release archives must be signed with.
+type Key struct {
+	pub minisign.PublicKey
+	// Source says where the key came from, for messages.
+	Source string
+}
+
+// ParseKey reads a minisign public key: the base64 line ("RW...") or a
+// whole minisign.pub file.
+func ParseKey(text, source string) (*Key, error) {
+	var pub minisign.PublicKey
+	if err := pub.UnmarshalText([]byte(strings.TrimSpace(text))); err != nil {
+		return nil, fmt.Errorf("%s is not a minisign public key (%v)", source, err)
+	}
+	return &Key{pub: pub, Source: source}, nil
+}
+
+// ID is the key ID as minisign prints it.
+func (k *Key) ID() string { return keyID(k.pub.ID()) }
+
+func keyID(id uint64) string { return fmt.Sprintf("%016X", id) }
+
+// Verified is a release binary from an archive whose signature checked
+// out. Only Download makes one, so Install can neither run nor install
+// bytes that were not verified.
+type Verified struct {
+	bin []byte
+	// Archive is the file the signature covers; KeyID the key it verified
+	// against.
+	Archive string
+	KeyID   string
+}
+
+// Download fetches the platform's archive of rel and its detached
+// signature <archive>.minisig, verifies the signature with key and returns
+// the podspawn binary the archive contains. Nothing is written to disk and
+// the archive is not even unpacked before the signature is verified.
+func (c *Client) Download(ctx context.Context, rel Release, goos, goarch string, key *Key) (Verified, error) {
 	name := AssetName(rel.TagName, goos, goarch)
 	asset, ok := findAsset(rel, name)
 	if !ok {
-		return nil, fmt.Errorf("release %s has no %s for %s/%s", rel.TagName, name, goos, goarch)
+		return Verified{}, fmt.Errorf("release %s has no %s for %s/%s", rel.TagName, name, goos, goarch)
 	}
-	sums, ok := findAsset(rel, checksumsName)
+	sigAsset, ok := findAsset(rel, name+SignatureSuffix)
 	if !ok {
-		return nil, fmt.Errorf("release %s has no %s; refusing to install an unverified binary", rel.TagName, checksumsName)
+		return Verified{}, fmt.Errorf("release %s has no signature %s%s; refusing to install an unsigned binary", rel.TagName, name, SignatureSuffix)
 	}
-	cctx, cancel := context.WithTimeout(ctx, checksumTimeout)
-	sumsBody, err := c.get(cctx, sums.URL, "", maxChecksumBytes)
+	sctx, cancel := context.WithTimeout(ctx, signatureTimeout)
+	sig, err := c.get(sctx, sigAsset.URL, "", maxSignatureBytes)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("downloading %s: %w", checksumsName, err)
-	}
-	want, err := checksumFor(sumsBody, name)
-	if err != nil {
-		return nil, fmt.Errorf("release %s: %w", rel.TagName, err)
+		return Verified{}, fmt.Errorf("downloading %s%s: %w", name, SignatureSuffix, err)
 	}
 	actx, cancel := context.WithTimeout(ctx, assetTimeout)
 	defer cancel()
 	archive, err := c.get(actx, asset.URL, "application/octet-stream", maxArchiveBytes)
 	if err != nil {
-		return nil, fmt.Errorf("downloading %s: %w", name, err)
+		return Verified{}, fmt.Errorf("downloading %s: %w", name, err)
 	}
-	sum := sha256.Sum256(archive)
-	if got := hex.EncodeToString(sum[:]); got != want {
-		return nil, fmt.Errorf("checksum mismatch for %s: got sha256 %s, %s says %s; not installing", name, got, checksumsName, want)
+	if err := verify(key, name, archive, sig); err != nil {
+		return Verified{}, err
 	}
 	bin, err := extractBinary(archive)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return Verified{}, fmt.Errorf("%s: %w", name, err)
 	}
-	return bin, nil
+	return Verified{bin: bin, Archive: name, KeyID: key.ID()}, nil
 }
 
-// checksumFor finds name in a checksums file ("<hex>  <name>" lines).
-func checksumFor(data []byte, name string) (string, error) {
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 || strings.TrimPrefix(f[1], "*") != name {
-			continue
-		}
-		sum := strings.ToLower(f[0])
-		if b, err := hex.DecodeString(sum); err != nil || len(b) != sha256.Size {
-			return "", fmt.Errorf("%s has a malformed SHA-256 for %s: %q", checksumsName, name, f[0])
-		}
-		return sum, nil
+// verify checks that sig is key's minisign signature of archive and that
+// its trusted (signed) comment names the archive, as minisign's default
+// "timestamp:<t>\tfile:<name>" does: the release server chooses which file
+// it serves under which name, so without this it could serve an older
+// signed archive as the latest release.
+func verify(key *Key, name string, archive, sig []byte) error {
+	var s minisign.Signature
+	if err := s.UnmarshalText(sig); err != nil {
+		return fmt.Errorf("%s%s is not a minisign signature (%v); not installing", name, SignatureSuffix, err)
 	}
-	return "", fmt.Errorf("%s has no entry for %s; refusing to install an unverified binary", checksumsName, name)
+	if s.KeyID != key.pub.ID() {
+		return fmt.Errorf("%s is signed by key %s, not by the trusted key %s (%s); not installing", name, keyID(s.KeyID), key.ID(), key.Source)
+	}
+	if !minisign.Verify(key.pub, archive, sig) {
+		return fmt.Errorf("signature of %s does not verify against key %s (%s): the archive or its signature was altered; not installing", name, key.ID(), key.Source)
+	}
+	for _, f := range strings.Split(s.TrustedComment, "\t") {
+		if f == "file:"+name {
+			return nil
+		}
+	}
+	return fmt.Errorf("signature of %s is valid but its trusted comment %q does not name file:%s; not installing", name, s.TrustedComment, name)
 }
 
 // extractBinary returns the regular file "podspawn" at the archive root.
@@ -273,10 +344,14 @@ func extractBinary(archive []byte) ([]byte, error) {
 	}
 }
 
-// Install writes bin next to target, makes sure it runs and reports want
-// as its version, and renames it over target. Any failure removes the
-// temporary file and leaves target as it was.
-func Install(ctx context.Context, target string, bin []byte, want string) (err error) {
+// Install writes the verified binary next to target, makes sure it runs and
+// reports want as its version, and renames it over target. Any failure
+// removes the temporary file and leaves target as it was.
+func Install(ctx context.Context, target string, v Verified, want string) (err error) {
+	bin := v.bin
+	if len(bin) == 0 {
+		return errors.New("no verified binary to install")
+	}
 	dir := filepath.Dir(target)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(target)+".new-*")
 	if err != nil {
@@ -355,11 +430,20 @@ type Options struct {
 	Target string
 	GOOS   string
 	GOARCH string
+	// Key verifies the release; nil means none is configured, and then
+	// only Check can succeed.
+	Key *Key
+	// ConfigPath is named in the message that says how to configure a key.
+	ConfigPath string
 }
 
 // ErrDevBuild is returned when a development build would be replaced
 // without Force.
 var ErrDevBuild = errors.New("not replacing a development build")
+
+// ErrNoKey is returned when an install is asked for without a key to
+// verify the release with.
+var ErrNoKey = errors.New("no release signing key is configured")
 
 // Run checks for a newer release and, unless o.Check, installs it. It
 // prints the admin-commands lines to out and reports whether it replaced
@@ -395,15 +479,21 @@ func Run(ctx context.Context, c *Client, o Options, out io.Writer) (installed bo
 			return false, nil
 		}
 	}
+	if o.Key == nil {
+		return false, fmt.Errorf("refusing to install %s: %w, so the download cannot be verified; set update.public_key in %s "+
+			"to the minisign public key that signs podspawn releases (the RW... line of its minisign.pub) and re-run "+
+			"(podspawn update --check works without one)", latest, ErrNoKey, o.ConfigPath)
+	}
 	if err := checkWritable(filepath.Dir(o.Target)); err != nil {
 		return false, err
 	}
 	fmt.Fprintf(out, "downloading %s...\n", latest)
-	bin, err := c.Download(ctx, rel, o.GOOS, o.GOARCH)
+	v, err := c.Download(ctx, rel, o.GOOS, o.GOARCH, o.Key)
 	if err != nil {
 		return false, err
 	}
-	if err := Install(ctx, o.Target, bin, latest); err != nil {
+	fmt.Fprintf(out, "verified %s: minisign signature by key %s (%s)\n", v.Archive, v.KeyID, o.Key.Source)
+	if err := Install(ctx, o.Target, v, latest); err != nil {
 		return false, err
 	}
 	fmt.Fprintf(out, "updated to %s\n", latest)

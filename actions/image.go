@@ -36,6 +36,14 @@ func ImageExists(ctx context.Context, api ImageInspector, ref string) (bool, err
 	return err == nil, err
 }
 
+// DockerImages answers controller.ImageChecker from the local image store.
+type DockerImages struct{ API ImageInspector }
+
+// ImageExists reports whether ref is present locally.
+func (d DockerImages) ImageExists(ctx context.Context, ref string) (bool, error) {
+	return ImageExists(ctx, d.API, ref)
+}
+
 // BuildImage builds tag from a Dockerfile alone (no other context), with
 // the classic builder, which works without network access when the base
 // image is local. The build output is returned for error messages.

@@ -12,8 +12,11 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/cmd/internal/spawn"
+	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/observed/dockerobs"
 )
 
 // spawnFailureCode is spawn's exit code when podspawn itself failed (as
@@ -67,10 +70,12 @@ func (c *SpawnCmd) Run(a *App) error {
 	if err != nil {
 		return fail(err)
 	}
-	sessions := &spawn.Sessions{
-		Config: cfg, Store: ctrl.Store, Reconciler: ctrl, Docker: dc, Clock: a.Clock, Log: log, LockTimeout: ctrl.LockTimeout,
+	sessions := &controller.Sessions{
+		C: ctrl, Config: cfg, Containers: dockerobs.Inspector{API: dc}, Images: actions.DockerImages{API: dc}, Log: log,
+		OnCreate: spawn.OnCreate(dc, log),
 	}
-	code, err := spawn.Serve(ctx, sessions, dc, spawn.Connection{
+	server := &spawn.Server{Sessions: sessions, Exec: dc, SFTPServer: cfg.SSH.SFTPServer, Log: log}
+	code, err := server.Serve(ctx, spawn.Connection{
 		Key:             desired.SessionKey{User: user, Project: project},
 		OriginalCommand: os.Getenv("SSH_ORIGINAL_COMMAND"),
 		Term:            os.Getenv("TERM"),

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
@@ -142,4 +143,37 @@ func CountContainers(ctx context.Context, api API) (int, error) {
 		return 0, err // callers say what failed ("Docker unreachable: ...")
 	}
 	return len(cs), nil
+}
+
+// InspectAPI is the part of the Docker client Inspector uses.
+type InspectAPI interface {
+	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
+}
+
+// Inspector reads single containers for observed.ContainerInspector.
+type Inspector struct{ API InspectAPI }
+
+// InspectContainer reads one container. Running has the meaning List
+// gives it: Docker's state is "running" (a paused or restarting container
+// is not running).
+func (i Inspector) InspectContainer(ctx context.Context, ref string) (observed.Object, bool, error) {
+	info, err := i.API.ContainerInspect(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return observed.Object{}, false, nil
+	}
+	if err != nil {
+		return observed.Object{}, false, fmt.Errorf("inspecting container %s: %w", ref, err)
+	}
+	o := observed.Object{Kind: observed.KindContainer, ID: info.ID, Name: strings.TrimPrefix(info.Name, "/")}
+	if info.Config != nil {
+		o.Labels = info.Config.Labels
+	}
+	if info.State != nil {
+		o.State = string(info.State.Status)
+		o.Running = info.State.Status == container.StateRunning
+	}
+	if t, err := time.Parse(time.RFC3339Nano, info.Created); err == nil {
+		o.Created = t.UTC()
+	}
+	return o, true, nil
 }

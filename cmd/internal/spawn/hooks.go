@@ -140,21 +140,25 @@ func warning(format string, args ...any) string {
 	return "podspawn: warning: " + fmt.Sprintf(format, args...) + "\n"
 }
 
-// runOnCreate runs the generation's on_create hook unless it already ran
+// OnCreate runs the generation's on_create hook unless it already ran
 // in this container. The caller holds the user's lock, so another
 // connection of the user waits here instead of attaching while the
 // session is half set up (G22). Markers written as root in the container
 // make it run at most once per container, whatever races or restarts of
 // spawn happen. The hook's output and any warning are returned for the
 // connection's stderr; a failing hook never blocks the session.
-func (s *Sessions) runOnCreate(ctx context.Context, att *Attachment) string {
+func OnCreate(api ExecAPI, baseLog logr.Logger) func(ctx context.Context, att *Attachment) string {
+	return func(ctx context.Context, att *Attachment) string { return runOnCreate(ctx, api, baseLog, att) }
+}
+
+func runOnCreate(ctx context.Context, api ExecAPI, baseLog logr.Logger, att *Attachment) string {
 	spec := att.Session.Spec
 	if strings.TrimSpace(spec.OnCreate) == "" {
 		return ""
 	}
-	log := s.Log.WithValues("user", att.Key.User, "project", att.Key.Project, "container", spec.ContainerName, "hook", "on_create")
+	log := baseLog.WithValues("user", att.Key.User, "project", att.Key.Project, "container", spec.ContainerName, "hook", "on_create")
 	var claimOut bytes.Buffer
-	code, err := runHook(ctx, s.Docker, rootExec(att, claimScript), &claimOut, log)
+	code, err := runHook(ctx, api, rootExec(att, claimScript), &claimOut, log)
 	switch {
 	case err != nil:
 		log.Error(err, "Checking the on_create marker failed")
@@ -174,13 +178,13 @@ func (s *Sessions) runOnCreate(ctx context.Context, att *Attachment) string {
 	hctx, cancel := context.WithTimeout(ctx, onCreateTimeout)
 	defer cancel()
 	out := &tailBuffer{limit: hookOutputLimit}
-	code, err = runHook(hctx, s.Docker, hookExec(att, Connection{Key: att.Key}, spec.OnCreate), out, log)
+	code, err = runHook(hctx, api, hookExec(att, Connection{Key: att.Key}, spec.OnCreate), out, log)
 	result := strconv.Itoa(code)
 	if err != nil {
 		result = "error"
 	}
 	var markOut bytes.Buffer
-	if mcode, merr := runHook(ctx, s.Docker, rootExec(att, doneScript, result), &markOut, log); merr != nil || mcode != 0 {
+	if mcode, merr := runHook(ctx, api, rootExec(att, doneScript, result), &markOut, log); merr != nil || mcode != 0 {
 		// The start marker still keeps it from running twice.
 		log.Error(errors.Join(merr, fmt.Errorf("exit %d: %s", mcode, strings.TrimSpace(markOut.String()))), "Recording on_create's result failed")
 	}

@@ -45,7 +45,6 @@ type fakeProc struct {
 // fakeDocker runs execs as run decides and records them. Pids are
 // reported as -1 so that signalExec never signals a host process.
 type fakeDocker struct {
-	imageErr  error
 	createErr error
 	statErr   error
 	run       func(o container.ExecOptions) *fakeProc
@@ -259,12 +258,11 @@ func TestRunOnCreate(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := &fakeDocker{started: tc.started, done: tc.done}
 			f.run = f.markers(tc.hook, tc.mkdirFails)
-			s := &Sessions{Docker: f, Log: logr.Discard()}
 			att := testAttachment()
 			if tc.noHook {
 				att.Session.Spec.OnCreate = ""
 			}
-			if got := s.runOnCreate(context.Background(), att); got != tc.wantNotice {
+			if got := runOnCreate(context.Background(), f, logr.Discard(), att); got != tc.wantNotice {
 				t.Errorf("notice = %q, want %q", got, tc.wantNotice)
 			}
 			if diff := cmp.Diff(tc.wantExecs, summarizeExecs(f.calls)); diff != "" {
@@ -285,8 +283,7 @@ func TestRunOnCreateTimesOut(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 	f := &fakeDocker{}
 	f.run = f.markers(fakeProc{stdout: "step 1\n", release: release, arrived: true}, false)
-	s := &Sessions{Docker: f, Log: logr.Discard()}
-	got := s.runOnCreate(context.Background(), testAttachment())
+	got := runOnCreate(context.Background(), f, logr.Discard(), testAttachment())
 	if want := "step 1\npodspawn: warning: on_create did not finish within 20ms and was stopped; the session starts anyway\n"; got != want {
 		t.Errorf("notice = %q, want %q", got, want)
 	}
@@ -298,8 +295,7 @@ func TestRunOnCreateTimesOut(t *testing.T) {
 func TestHookExecIsTheUsersLogin(t *testing.T) {
 	f := &fakeDocker{}
 	f.run = f.markers(fakeProc{}, false)
-	s := &Sessions{Docker: f, Log: logr.Discard()}
-	s.runOnCreate(context.Background(), testAttachment())
+	runOnCreate(context.Background(), f, logr.Discard(), testAttachment())
 	want := container.ExecOptions{
 		User: "alice", WorkingDir: "/home/alice", Cmd: []string{"sh", "-c", "make setup"},
 		Env:          []string{"HOME=/home/alice", "USER=alice", "LOGNAME=alice", "SHELL=/bin/sh", "PODSPAWN_PROJECT=backend"},

@@ -6,8 +6,10 @@ import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
+	"github.com/go-logr/logr"
 	"golang.org/x/term"
 
+	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 )
 
@@ -21,11 +23,30 @@ type Connection struct {
 	Stdio Stdio
 }
 
+// Attachment is a connection's hold on its session (the controller's).
+type Attachment = controller.Attachment
+
+// Sessions attaches connections to sessions (controller.Sessions).
+type Sessions interface {
+	Attach(ctx context.Context, key desired.SessionKey) (*Attachment, error)
+	Detach(att *Attachment) error
+}
+
+// Server serves SSH connections in their session containers.
+type Server struct {
+	Sessions Sessions
+	Exec     ExecAPI
+	// SFTPServer is the sftp server's path inside session images.
+	SFTPServer string
+	Log        logr.Logger
+}
+
 // Serve attaches the connection to its session, runs its process in the
 // session container and detaches, returning the process's exit code. The
 // lease is released however the process ended; Serve returns an error only
 // when the connection could not be attached or its process not started.
-func Serve(ctx context.Context, s *Sessions, api ExecAPI, c Connection) (int, error) {
+func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
+	s, api := sv.Sessions, sv.Exec
 	// Setting up is not cut short by a hangup: a Docker call abandoned
 	// midway can leave a half-made object behind (dockerd 20.10 even
 	// creates a duplicate network when a create is retried while the
@@ -38,14 +59,14 @@ func Serve(ctx context.Context, s *Sessions, api ExecAPI, c Connection) (int, er
 	spec := att.Session.Spec
 	if ctx.Err() != nil {
 		if derr := s.Detach(att); derr != nil {
-			s.Log.Error(derr, "Detaching connection failed; the next reconcile releases it", "user", c.Key.User, "project", c.Key.Project)
+			sv.Log.Error(derr, "Detaching connection failed; the next reconcile releases it", "user", c.Key.User, "project", c.Key.Project)
 		}
 		return hangupExitCode, nil
 	}
-	runConnectionHooks(ctx, api, att, c, s.Log)
+	runConnectionHooks(ctx, api, att, c, sv.Log)
 	stdinTTY := c.Stdio.Stdin != nil && term.IsTerminal(int(c.Stdio.Stdin.Fd()))
-	cmd := Route(c.OriginalCommand, spec.Shell, s.Config.SSH.SFTPServer, stdinTTY)
-	log := s.Log.WithValues("user", c.Key.User, "project", c.Key.Project, "container", spec.ContainerName, "route", cmd.Kind)
+	cmd := Route(c.OriginalCommand, spec.Shell, sv.SFTPServer, stdinTTY)
+	log := sv.Log.WithValues("user", c.Key.User, "project", c.Key.Project, "container", spec.ContainerName, "route", cmd.Kind)
 	if cmd.Kind == RouteSFTP {
 		if msg := checkSFTPServer(ctx, api, att.ContainerID, cmd.Argv[0], spec.Image); msg != "" {
 			// sshd drops a subsystem's stderr, so an sftp client only sees

@@ -4,12 +4,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/podspawn/podspawn/desired"
-	"github.com/podspawn/podspawn/desired/config"
 )
 
 func TestResolveUser(t *testing.T) {
@@ -98,78 +96,6 @@ func TestRoute(t *testing.T) {
 		got := Route(tc.original, "/bin/bash", "/srv/sftp-server", tc.tty)
 		if diff := cmp.Diff(tc.want, got); diff != "" {
 			t.Errorf("Route(%q, tty=%v) mismatch (-want +got):\n%s", tc.original, tc.tty, diff)
-		}
-	}
-}
-
-func TestDecide(t *testing.T) {
-	now := time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC)
-	running := ContainerState{Exists: true, Running: true, State: "running"}
-	sess := func(mut func(*desired.Session)) *desired.Session {
-		s := &desired.Session{ID: "g1", Mode: desired.ModeGracePeriod, Status: desired.StatusRunning,
-			CreatedAt: now.Add(-time.Hour), MaxLifetimeAt: now.Add(time.Hour), GracePeriod: time.Minute}
-		if mut != nil {
-			mut(s)
-		}
-		return s
-	}
-	tests := map[string]struct {
-		existing *desired.Session
-		ctr      ContainerState
-		want     verdict
-	}{
-		"no row":                {nil, ContainerState{}, verdict{replace: true, reason: "no session yet"}},
-		"running, container up": {sess(nil), running, verdict{}},
-		"grace, before expiry":  {sess(func(s *desired.Session) { s.Status, s.GraceExpiry = desired.StatusGrace, now.Add(time.Nanosecond) }), running, verdict{}},
-		"grace, at expiry":      {sess(func(s *desired.Session) { s.Status, s.GraceExpiry = desired.StatusGrace, now }), running, verdict{replace: true, reason: "the session's grace period ended"}},
-		"persistent, grace expired": {sess(func(s *desired.Session) {
-			s.Mode, s.Status, s.GraceExpiry = desired.ModePersistent, desired.StatusGrace, now.Add(-time.Hour)
-		}), running, verdict{}},
-		"lifetime, 1ns before":     {sess(func(s *desired.Session) { s.MaxLifetimeAt = now.Add(time.Nanosecond) }), running, verdict{}},
-		"lifetime, at deadline":    {sess(func(s *desired.Session) { s.MaxLifetimeAt = now }), running, verdict{replace: true, reason: "the session reached its max lifetime"}},
-		"persistent past lifetime": {sess(func(s *desired.Session) { s.Mode, s.MaxLifetimeAt = desired.ModePersistent, now.Add(-time.Hour) }), running, verdict{}},
-		"terminating":              {sess(func(s *desired.Session) { s.Status = desired.StatusTerminating }), running, verdict{replace: true, reason: "the session is being removed"}},
-		"creating, no container":   {sess(func(s *desired.Session) { s.Status = desired.StatusCreating }), ContainerState{}, verdict{}},
-		"container missing":        {sess(nil), ContainerState{}, verdict{replace: true, reason: "the session container is missing"}},
-		"container stopped":        {sess(nil), ContainerState{Exists: true, State: "exited"}, verdict{}},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			got := decide(tc.existing, tc.ctr, now)
-			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(verdict{})); diff != "" {
-				t.Errorf("decide() mismatch (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func TestNewGeneration(t *testing.T) {
-	cfg := config.Defaults()
-	cfg.Session.Mode = desired.ModeDestroyOnDisconnect
-	now := time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC)
-	// Project sessions resolve from the registry: project_test.go.
-	for _, key := range []desired.SessionKey{{User: "alice"}} {
-		got, err := newGeneration(cfg, key, now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got.ID) != 32 {
-			t.Errorf("ID %q: want 32 hex chars", got.ID)
-		}
-		host := key.Project
-		if host == "" {
-			host = key.User
-		}
-		want := &desired.Session{
-			Key: key, ID: got.ID, Mode: desired.ModeDestroyOnDisconnect, Status: desired.StatusCreating,
-			CreatedAt: now, MaxLifetimeAt: now.Add(8 * time.Hour), GracePeriod: time.Minute,
-			Spec: desired.Spec{
-				Image: "ubuntu:24.04", Shell: "/bin/bash", CPUs: 2, MemoryBytes: 2 << 30, Hostname: host,
-				ContainerName: desired.ContainerName(key), NetworkName: desired.NetworkName(key), Security: cfg.SecuritySpec(),
-			},
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("newGeneration(%s) mismatch (-want +got):\n%s", key, diff)
 		}
 	}
 }

@@ -1,8 +1,6 @@
-package spawn
+package generation
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,10 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
-	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/podspawn/podspawn/desired"
@@ -64,7 +58,7 @@ func TestNewGenerationOfAProject(t *testing.T) {
 	cfg := projectConfig(t, testPodfile, projects.Project{PodfilePath: "podfile.yaml"})
 	now := time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC)
 	key := desired.SessionKey{User: "alice", Project: "backend"}
-	got, err := newGeneration(cfg, key, now)
+	got, err := New(cfg, key, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,42 +169,33 @@ func TestResolveProjectErrors(t *testing.T) {
 	}
 }
 
-func TestCheckProject(t *testing.T) {
-	const tag = "podspawn/backend:podfile-0123456789ab"
-	notFound := fmt.Errorf("no such image: %w", errdefs.ErrNotFound)
-	tests := map[string]struct {
-		key      desired.SessionKey
-		imageErr error
-		want     string
-	}{
-		"default session needs nothing": {key: desired.SessionKey{User: "alice"}, imageErr: errors.New("not asked")},
-		"image present":                 {key: desired.SessionKey{User: "alice", Project: "backend"}},
-		"image missing":                 {key: desired.SessionKey{User: "alice", Project: "backend"}, imageErr: notFound, want: "image " + tag + " not built; run: podspawn update-project backend"},
-		"docker fails":                  {key: desired.SessionKey{User: "alice", Project: "backend"}, imageErr: errors.New("daemon down"), want: "checking image " + tag + " of project backend: daemon down"},
-		"unregistered":                  {key: desired.SessionKey{User: "alice", Project: "web"}, want: `project "web" is not registered`},
+func TestNewGeneration(t *testing.T) {
+	cfg := config.Defaults()
+	cfg.Session.Mode = desired.ModeDestroyOnDisconnect
+	now := time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC)
+	// Project sessions resolve from the registry: project_test.go.
+	for _, key := range []desired.SessionKey{{User: "alice"}} {
+		got, err := New(cfg, key, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.ID) != 32 {
+			t.Errorf("ID %q: want 32 hex chars", got.ID)
+		}
+		host := key.Project
+		if host == "" {
+			host = key.User
+		}
+		want := &desired.Session{
+			Key: key, ID: got.ID, Mode: desired.ModeDestroyOnDisconnect, Status: desired.StatusCreating,
+			CreatedAt: now, MaxLifetimeAt: now.Add(8 * time.Hour), GracePeriod: time.Minute,
+			Spec: desired.Spec{
+				Image: "ubuntu:24.04", Shell: "/bin/bash", CPUs: 2, MemoryBytes: 2 << 30, Hostname: host,
+				ContainerName: desired.ContainerName(key), NetworkName: desired.NetworkName(key), Security: cfg.SecuritySpec(),
+			},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("New(%s) mismatch (-want +got):\n%s", key, diff)
+		}
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			fd := &fakeDocker{imageErr: tc.imageErr}
-			s := &Sessions{Config: projectConfig(t, "base: img:1\n", projects.Project{ImageTag: tag}), Docker: fd, Log: logr.Discard()}
-			err := s.checkProject(context.Background(), tc.key)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatalf("checkProject = %v, want nil", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("checkProject = %v, want it to contain %q", err, tc.want)
-			}
-		})
-	}
-}
-
-// ImageInspect answers from imageErr.
-func (f *fakeDocker) ImageInspect(ctx context.Context, ref string, _ ...client.ImageInspectOption) (image.InspectResponse, error) {
-	if f.imageErr != nil {
-		return image.InspectResponse{}, f.imageErr
-	}
-	return image.InspectResponse{ID: "sha256:1"}, nil
 }

@@ -1,0 +1,289 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/generation"
+	"github.com/podspawn/podspawn/desired/keys"
+	"github.com/podspawn/podspawn/desired/lock"
+	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/observed/proc"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// ImageChecker says whether an image is present where sessions run.
+type ImageChecker interface {
+	ImageExists(ctx context.Context, ref string) (bool, error)
+}
+
+// Sessions attaches SSH connections to sessions and detaches them: under
+// the user's lock it decides between attaching and a new generation,
+// records the row and the lease, reconciles the key and rolls back what
+// failed. The connection itself (streams, exit codes) is spawn's.
+type Sessions struct {
+	C          *Controller
+	Config     config.Config
+	Containers observed.ContainerInspector
+	Images     ImageChecker
+	Log        logr.Logger
+	// Self identifies the process holding the lease (nil: this process).
+	Self func() (observed.ProcessRef, error)
+	// OnCreate runs once a new generation is up, still under the lock
+	// (a project's on_create); what it returns is shown on the connection.
+	OnCreate func(ctx context.Context, att *Attachment) string
+}
+
+// Attachment is a connection's hold on a running session.
+type Attachment struct {
+	Key         desired.SessionKey
+	Session     *desired.Session
+	LeaseID     int64
+	ContainerID string
+	// Notice is on_create's output and warnings, for the connection's stderr.
+	Notice string
+}
+
+func (s *Sessions) lockTimeout() time.Duration {
+	if s.C.LockTimeout <= 0 {
+		return 30 * time.Second
+	}
+	return s.C.LockTimeout
+}
+
+// acquire takes user's lock, saying what was busy when it times out.
+func (s *Sessions) acquire(ctx context.Context, user string) (*lock.Lock, error) {
+	lctx, cancel := context.WithTimeout(ctx, s.lockTimeout())
+	defer cancel()
+	l, err := lock.Acquire(lctx, s.C.LockDir, user)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("another podspawn process for %s held the lock %s/%s.lock for %s (a slow container start or a stuck process); try again shortly, and if it persists check that process: %w",
+				user, s.C.LockDir, user, s.lockTimeout(), err)
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+// Attach gives the connection a lease on key's session, creating or
+// replacing the container generation when needed, and returns once the
+// session container runs. The per-user lock is released before it returns,
+// so the user's command never runs under it.
+func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachment, error) {
+	if err := s.checkRegistered(key.User); err != nil {
+		return nil, err
+	}
+	self := s.Self
+	if self == nil {
+		self = proc.Self
+	}
+	me, err := self()
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.acquire(ctx, key.User)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Unlock()
+
+	res, why, err := s.record(ctx, key, me)
+	if err != nil {
+		return nil, err
+	}
+	log := s.Log.WithValues("user", key.User, "project", key.Project, "session", res.Session.ID, "lease", res.LeaseID)
+	switch {
+	case res.Replaced != nil:
+		log.Info("Replacing session generation", "reason", why, "replaced", res.Replaced.ID)
+	case res.Created:
+		log.Info("Creating session", "reason", why)
+	default:
+		log.V(1).Info("Attaching to session")
+	}
+	att := &Attachment{Key: key, Session: res.Session, LeaseID: res.LeaseID}
+	if err := s.bringUp(ctx, att); err != nil {
+		bg := context.WithoutCancel(ctx)
+		// A generation that never came up is torn down now rather than
+		// retried with nobody waiting for it; the next connect starts afresh.
+		if res.Session.Status == desired.StatusCreating {
+			if _, err := s.C.Store.MarkTerminating(bg, res.Session.ID, string(reconcile.ReasonCreationAbandoned), s.C.Clock.Now()); err != nil {
+				log.Error(err, "Marking the failed session for removal failed")
+			}
+		}
+		// Give the lease back under the lock we still hold, so a failed
+		// connect never counts as a connection.
+		s.release(bg, log, key, res.LeaseID)
+		return nil, fmt.Errorf("starting the session of %s: %w", key, err)
+	}
+	if s.OnCreate != nil {
+		att.Notice = s.OnCreate(ctx, att)
+	}
+	return att, nil
+}
+
+// checkRegistered refuses a user without a key file before anything is
+// written for them.
+func (s *Sessions) checkRegistered(user string) error {
+	keyFile, err := keys.Path(s.Config.Auth.KeyDir, user)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(keyFile); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("user %s is not registered (no key file in %s); add them with 'podspawn add-user %s'", user, s.Config.Auth.KeyDir, user)
+		}
+		return fmt.Errorf("checking the key file of %s: %w", user, err)
+	}
+	return nil
+}
+
+// record writes the lease, and a new generation when DecideAttach says
+// so; the caller holds the lock. It returns why a generation was made.
+func (s *Sessions) record(ctx context.Context, key desired.SessionKey, me observed.ProcessRef) (*sqlstore.AttachResult, string, error) {
+	existing, err := s.C.Store.LoadKey(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	ctrExists := false
+	if existing != nil && (existing.Status == desired.StatusRunning || existing.Status == desired.StatusGrace) {
+		if _, ctrExists, err = s.container(ctx, existing); err != nil {
+			return nil, "", err
+		}
+	}
+	now := s.C.Clock.Now()
+	if reconcile.DecideAttach(existing, ctrExists, now).Replace {
+		if err := s.checkProject(ctx, key); err != nil {
+			return nil, "", err
+		}
+	}
+	var why string
+	res, err := s.C.Store.Attach(ctx, sqlstore.AttachRequest{
+		Key: key, MaxPerUser: s.Config.Resources.MaxPerUser, PID: me.PID, PIDStart: me.Start, Now: now,
+		Decide: func(cur *desired.Session) (*desired.Session, error) {
+			// The row may have changed since it was inspected only through
+			// an admin edit; anything but the same generation is re-judged
+			// without the container check.
+			exists := ctrExists && existing != nil && cur != nil && cur.ID == existing.ID
+			v := reconcile.DecideAttach(cur, exists, now)
+			if !v.Replace {
+				return nil, nil
+			}
+			why = v.Reason
+			return generation.New(s.Config, key, now)
+		},
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return &res, why, nil
+}
+
+// bringUp reconciles the key (the caller holds the lock) and checks that
+// the session container runs.
+func (s *Sessions) bringUp(ctx context.Context, att *Attachment) error {
+	if rep := s.C.ReconcileKey(ctx, att.Key, true); rep.Err != nil {
+		return rep.Err
+	}
+	ctr, ok, err := s.container(ctx, att.Session)
+	switch {
+	case err != nil:
+		return err
+	case !ok || !ctr.Running:
+		state := "missing"
+		if ok {
+			state = ctr.State
+		}
+		name := att.Session.Spec.ContainerName
+		return fmt.Errorf("session container %s is %s after setting it up; see 'podspawn cleanup --dry-run' and the Docker logs of %s", name, state, name)
+	}
+	att.ContainerID = ctr.ID
+	return nil
+}
+
+// container reports on the session container of sess's generation. A
+// container with the name but another generation's label counts as missing.
+func (s *Sessions) container(ctx context.Context, sess *desired.Session) (observed.Object, bool, error) {
+	// Never take an unanswered inspect for "gone": that would replace a
+	// live session under its users.
+	o, ok, err := s.Containers.InspectContainer(ctx, sess.Spec.ContainerName)
+	if err != nil || !ok || o.SessionID() != sess.ID {
+		return observed.Object{}, false, err
+	}
+	return o, true, nil
+}
+
+// checkProject is run before a new generation of a project session is
+// recorded: it refuses an unregistered project, an unreadable Podfile and
+// a missing image with errors that say what to do, so no row is written
+// for a session that cannot start. The runtime is asked here, outside the
+// database transaction that records the generation.
+func (s *Sessions) checkProject(ctx context.Context, key desired.SessionKey) error {
+	if key.Project == "" {
+		return nil
+	}
+	p, pf, err := generation.Project(s.Config, key.Project)
+	if err != nil {
+		return err
+	}
+	if tag := pf.Tag(key.Project); tag != p.ImageTag {
+		// The clone was edited by hand: the image only carries the base,
+		// so the session still starts, from the image the registry names.
+		s.Log.Info("Podfile differs from the project's built image; run update-project to rebuild", "project", key.Project, "image", p.ImageTag, "podfileImage", tag)
+	}
+	ok, err := s.Images.ImageExists(ctx, p.ImageTag)
+	if err != nil {
+		return fmt.Errorf("checking image %s of project %s: %w", p.ImageTag, key.Project, err)
+	}
+	if !ok {
+		return fmt.Errorf("image %s not built; run: podspawn update-project %s", p.ImageTag, key.Project)
+	}
+	return nil
+}
+
+// Detach releases the connection's lease and reconciles the key, so the
+// row's mode decides what happens next: a grace period, teardown, or
+// nothing for a persistent session. It works on a fresh context because it
+// runs after the connection's context was cancelled by a hangup.
+func (s *Sessions) Detach(att *Attachment) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.lockTimeout()+2*time.Minute)
+	defer cancel()
+	log := s.Log.WithValues("user", att.Key.User, "project", att.Key.Project, "session", att.Session.ID, "lease", att.LeaseID)
+	l, err := s.acquire(ctx, att.Key.User)
+	if err != nil {
+		// The lease row is released without the lock rather than left
+		// behind: deleting it is one atomic statement, and the next
+		// reconcile (cleanup, or the next connect) starts the grace period.
+		log.Error(err, "Releasing connection without the user lock")
+		if _, rerr := s.C.Store.Detach(ctx, att.LeaseID); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return nil
+	}
+	defer l.Unlock()
+	return s.release(ctx, log, att.Key, att.LeaseID)
+}
+
+// release drops the lease and reconciles; the caller holds the lock.
+func (s *Sessions) release(ctx context.Context, log logr.Logger, key desired.SessionKey, leaseID int64) error {
+	released, err := s.C.Store.Detach(ctx, leaseID)
+	if err != nil {
+		log.Error(err, "Releasing connection failed")
+		return err
+	}
+	log.V(1).Info("Released connection", "released", released)
+	if rep := s.C.ReconcileKey(ctx, key, true); rep.Err != nil {
+		log.Error(rep.Err, "Reconcile after disconnect failed")
+		return rep.Err
+	}
+	return nil
+}

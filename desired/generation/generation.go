@@ -1,0 +1,125 @@
+// Package generation builds the desired state of a new container
+// generation of a session from the config, the projects registry and the
+// project's Podfile. It reads files but never Docker: whether the
+// project's image exists is the caller's question.
+package generation
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/projects"
+	"github.com/podspawn/podspawn/desired/sqlstore"
+)
+
+// New builds the row of a new generation of key. Mode, grace period and
+// max lifetime are stored on the row so that teardown follows the row,
+// never whichever process disconnects last (G9).
+func New(cfg config.Config, key desired.SessionKey, now time.Time) (*desired.Session, error) {
+	spec, mode, err := resolveSpec(cfg, key)
+	if err != nil {
+		return nil, fmt.Errorf("resolving the session of %s: %w", key, err)
+	}
+	return &desired.Session{
+		Key:           key,
+		ID:            sqlstore.NewSessionID(),
+		Mode:          mode,
+		Status:        desired.StatusCreating,
+		CreatedAt:     now,
+		MaxLifetimeAt: now.Add(cfg.Session.MaxLifetime.Duration),
+		GracePeriod:   cfg.Session.GracePeriod.Duration,
+		Spec:          spec,
+	}, nil
+}
+
+// resolveSpec decides what a new generation of key runs and its teardown
+// mode: the server defaults, or a registered project's image, services
+// and mode.
+func resolveSpec(cfg config.Config, key desired.SessionKey) (desired.Spec, desired.Mode, error) {
+	hostname := key.Project
+	if hostname == "" {
+		hostname = key.User
+	}
+	spec := desired.Spec{
+		Image:         cfg.Defaults.Image,
+		Shell:         cfg.Defaults.Shell,
+		CPUs:          cfg.Defaults.CPUs,
+		MemoryBytes:   cfg.Defaults.MemoryBytes,
+		Hostname:      hostname,
+		ContainerName: desired.ContainerName(key),
+		NetworkName:   desired.NetworkName(key),
+		Security:      cfg.SecuritySpec(),
+	}
+	if key.Project != "" {
+		mode, err := resolveProject(cfg, key, &spec)
+		return spec, mode, err
+	}
+	return spec, cfg.Session.Mode, nil
+}
+
+// Project returns the registered project of key and its Podfile. The
+// project name is client input (PODSPAWN_PROJECT): a name the server does
+// not know is refused rather than turned into a default session (G23).
+func Project(cfg config.Config, name string) (projects.Project, *projects.Podfile, error) {
+	reg, err := projects.Load(cfg.ProjectsFile)
+	if err != nil {
+		return projects.Project{}, nil, err
+	}
+	p, ok := reg[name]
+	if !ok {
+		return projects.Project{}, nil, fmt.Errorf("project %q is not registered on this server; ask an admin to run podspawn add-project", name)
+	}
+	pf, err := readPodfile(name, p)
+	if err != nil {
+		return projects.Project{}, nil, err
+	}
+	if p.ImageTag == "" {
+		return projects.Project{}, nil, fmt.Errorf("project %s has no image; run: podspawn update-project %s", name, name)
+	}
+	return p, pf, nil
+}
+
+// readPodfile reads the Podfile of the project's clone.
+func readPodfile(name string, p projects.Project) (*projects.Podfile, error) {
+	if p.LocalPath == "" {
+		return nil, fmt.Errorf("project %s has no local_path in the projects file; an admin must remove and re-add it", name)
+	}
+	path := filepath.Join(p.LocalPath, p.PodfilePath)
+	if p.PodfilePath == "" {
+		var err error
+		if path, err = projects.Find(p.LocalPath); err != nil {
+			return nil, fmt.Errorf("project %s: %w", name, err)
+		}
+	}
+	pf, err := projects.ReadPodfile(path)
+	if err != nil {
+		return nil, fmt.Errorf("project %s: %w; an admin must fix it and run: podspawn update-project %s", name, err, name)
+	}
+	return pf, nil
+}
+
+// resolveProject turns spec (the server defaults) into the session spec of
+// a registered project and returns the session mode. Precedence of the
+// mode: the registry's entry (the admin's word), then the Podfile, then
+// session.mode from the config.
+func resolveProject(cfg config.Config, key desired.SessionKey, spec *desired.Spec) (desired.Mode, error) {
+	p, pf, err := Project(cfg, key.Project)
+	if err != nil {
+		return "", err
+	}
+	pfMode, err := pf.Apply(spec, key, p.ImageTag)
+	if err != nil {
+		return "", fmt.Errorf("project %s: podfile: %w", key.Project, err)
+	}
+	mode := cfg.Session.Mode
+	if pfMode != "" {
+		mode = pfMode
+	}
+	if p.Mode != "" {
+		mode = p.Mode
+	}
+	return mode, nil
+}

@@ -8,7 +8,7 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/podspawn/podspawn/cmd/internal/update"
+	update "github.com/podspawn/podspawn/actions/selfupdate"
 	"github.com/podspawn/podspawn/controller"
 )
 

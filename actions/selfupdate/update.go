@@ -1,11 +1,11 @@
-// Package update replaces the podspawn binary with the latest release. The
+// Package selfupdate replaces the podspawn binary with the latest release. The
 // release server is not trusted: every URL must be https://, and the
 // archive must carry a minisign signature by the pinned or configured key
 // before it is unpacked, let alone run. The installed binary is touched
 // only after the archive has been downloaded, verified, unpacked and
 // test-run; then one rename swaps it in, so every failure before that
 // leaves the old binary byte-identical.
-package update
+package selfupdate
 
 import (
 	"archive/tar"

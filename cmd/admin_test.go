@@ -284,6 +284,21 @@ func (f *fakeDocker) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		writeJSON(w, http.StatusOK, out)
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "/containers/") && strings.HasSuffix(path, "/json"):
+		// Inspect: a pass reads the state of a key's containers from the
+		// container itself (see dockerobs.Inspector).
+		id := strings.TrimSuffix(strings.TrimPrefix(path, "/containers/"), "/json")
+		for _, c := range f.containers {
+			if c.ID == id || (len(c.Names) > 0 && c.Names[0] == "/"+id) {
+				writeJSON(w, http.StatusOK, container.InspectResponse{
+					ContainerJSONBase: &container.ContainerJSONBase{ID: c.ID, Name: c.Names[0],
+						State: &container.State{Status: c.State, Running: c.State == container.StateRunning}},
+					Config: &container.Config{Labels: c.Labels},
+				})
+				return
+			}
+		}
+		apiError(w, http.StatusNotFound, "No such container: "+id)
 	case r.Method == http.MethodDelete && strings.HasPrefix(path, "/containers/"):
 		id := strings.TrimPrefix(path, "/containers/")
 		if msg, ok := f.fail["container "+id]; ok {

@@ -50,6 +50,12 @@ type Object struct {
 	Running bool
 	State   string
 	Labels  map[string]string
+	// ExitCode, StartedAt and FinishedAt are a container's last run, as
+	// Docker's inspect reports them; the times are zero when unknown (the
+	// list call does not give them). Crash-loop handling reads them.
+	ExitCode   int
+	StartedAt  time.Time
+	FinishedAt time.Time
 }
 
 // Key returns the session key from the labels, and whether the user label

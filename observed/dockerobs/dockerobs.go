@@ -43,6 +43,17 @@ func NewClient() (*client.Client, error) {
 // user's objects are listed (the project is filtered by the caller),
 // which keeps a per-key reconcile cheap.
 func List(ctx context.Context, api API, user string) ([]observed.Object, error) {
+	objs, err := list(ctx, api, user)
+	if err != nil {
+		return nil, err
+	}
+	// Stopped containers only: there are few, and a pass needs their exit
+	// code and times to decide on a crash-looping container.
+	return inspectContainers(ctx, api, objs, func(o observed.Object) bool { return !o.Running })
+}
+
+// list is List without inspecting any container.
+func list(ctx context.Context, api API, user string) ([]observed.Object, error) {
 	f := filters.NewArgs(filters.Arg("label", observed.ManagedSelector))
 	if user != "" {
 		f.Add("label", observed.LabelUser+"="+user)
@@ -119,9 +130,12 @@ func firstSeen(v *volume.Volume) time.Time {
 	return t
 }
 
-// ListKey lists only the objects of key.
+// ListKey lists only the objects of key. Every container of the key that
+// podspawn runs (it has a role label) is inspected, so the state a pass
+// acts on is the container's own, never the list's lagging snapshot (see
+// inspectContainers).
 func ListKey(ctx context.Context, api API, key desired.SessionKey) ([]observed.Object, error) {
-	all, err := List(ctx, api, key.User)
+	all, err := list(ctx, api, key.User)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +145,54 @@ func ListKey(ctx context.Context, api API, key desired.SessionKey) ([]observed.O
 			out = append(out, o)
 		}
 	}
+	return inspectContainers(ctx, api, out, func(observed.Object) bool { return true })
+}
+
+// inspectContainers replaces the state of each container with a role label
+// for which pick holds by what inspect says (see Inspector), with its exit
+// code and run times. A container gone meanwhile is dropped. An API that
+// cannot inspect is observed through the list alone.
+//
+// Why not the list: dockerd (20.10, as on Debian 12) serves the container
+// list from a snapshot that it updates only after it has sent the
+// container's die event and its network's disconnect event. A pass those
+// events trigger would see the container still running and plan nothing,
+// and no later event comes: a killed session container stayed stopped
+// until the next resync. Inspect waits for the container's lock, which
+// dockerd holds until it has recorded the exit.
+func inspectContainers(ctx context.Context, api API, objs []observed.Object, pick func(observed.Object) bool) ([]observed.Object, error) {
+	in, ok := api.(InspectAPI)
+	if !ok {
+		return objs, nil
+	}
+	out := objs[:0]
+	for _, o := range objs {
+		if o.Kind != observed.KindContainer || o.Role() == "" || !pick(o) {
+			out = append(out, o)
+			continue
+		}
+		c, found, err := Inspector{API: in}.InspectContainer(ctx, o.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			continue
+		}
+		o.State, o.Running = c.State, c.Running
+		o.ExitCode, o.StartedAt, o.FinishedAt = c.ExitCode, c.StartedAt, c.FinishedAt
+		out = append(out, o)
+	}
 	return out, nil
+}
+
+// parseTime reads inspect's RFC 3339 times; Docker writes the zero time
+// (year 1) for "never", which stays zero.
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // CountContainers counts the labelled containers in every state (session,
@@ -171,6 +232,8 @@ func (i Inspector) InspectContainer(ctx context.Context, ref string) (observed.O
 	if info.State != nil {
 		o.State = string(info.State.Status)
 		o.Running = info.State.Status == container.StateRunning
+		o.ExitCode = info.State.ExitCode
+		o.StartedAt, o.FinishedAt = parseTime(info.State.StartedAt), parseTime(info.State.FinishedAt)
 	}
 	if t, err := time.Parse(time.RFC3339Nano, info.Created); err == nil {
 		o.Created = t.UTC()

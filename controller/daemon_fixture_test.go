@@ -286,11 +286,27 @@ type timerClock struct {
 }
 
 func (c *timerClock) NewTimer(d time.Duration) clock.Timer {
+	// Recorded only once armed: a test that steps the clock after seeing
+	// the record must not step before the timer's deadline is fixed.
+	timer := c.FakeClock.NewTimer(d)
 	c.mu.Lock()
 	c.timers = append(c.timers, d)
 	c.mu.Unlock()
-	return c.FakeClock.NewTimer(d)
+	return timer
 }
+
+// quietClock is the fixture clock with tickers that never tick, for a
+// queue that a test steps through exact timers: the queue's only ticker is
+// its 10s safety heartbeat, which would wake its waiting loop on large
+// steps and re-arm timers while the test steps again.
+type quietClock struct{ *timerClock }
+
+func (quietClock) NewTicker(time.Duration) clock.Ticker { return quietTicker{} }
+
+type quietTicker struct{}
+
+func (quietTicker) C() <-chan time.Time { return nil }
+func (quietTicker) Stop()               {}
 
 // countTimers counts handed-out timers of exactly d.
 func (c *timerClock) countTimers(d time.Duration) int {

@@ -45,20 +45,37 @@ func startWorkers(t *testing.T, d *Daemon, q Queue, n int) {
 }
 
 // A key whose reconcile keeps failing is retried at 0.5s, 1s, 2s, ...
-// capped at 5m, while other keys are reconciled at once; a success
-// forgets the backoff.
+// capped at 5m, while other keys are reconciled at once; a pass with
+// nothing left to do forgets the backoff.
 func TestDaemonFailingKeyBacksOffWithoutStarvingOthers(t *testing.T) {
 	f := newFixture(t)
 	d := &Daemon{C: f.ctrl}
-	q := &recordingQueue{Queue: NewQueue(f.clk)}
+	q := &recordingQueue{Queue: NewQueue(quietClock{f.clk})}
 	startWorkers(t, d, q, 2)
+	// waitArmed waits until the queue's waiting loop has armed its timer
+	// for the next retry, d from now. Stepping the fake clock before that
+	// is a race: a loop that reads the time before the step and arms its
+	// timer after it overshoots the retry, which then never comes (this
+	// test failed so under the race detector, now and then).
+	armed := map[time.Duration]int{}
+	waitArmed := func(d time.Duration) {
+		t.Helper()
+		armed[d]++
+		n := armed[d]
+		waitFor(t, fmt.Sprintf("the queue to arm its %s timer", d), func() bool { return f.clk.countTimers(d) >= n })
+	}
 
 	bad := f.orphan("dmfail")
 	f.exec.setFn(func(_ context.Context, a reconcile.Action) (actions.Outcome, bool, error) {
 		if a.Key == bad {
 			return "", true, errors.New("network has active endpoints")
 		}
-		return "", false, nil
+		// The other keys' removals report nothing changed, so their passes
+		// leave no rate-limited follow-up in the queue's waiting heap: the
+		// failing key's retry is then the only timer the queue arms, and
+		// waitArmed can tell when it is armed.
+		f.docker.remove(a.Target)
+		return actions.Unchanged, true, nil
 	})
 	q.Add(bad)
 	waitFor(t, "the first failure", func() bool { return q.limitedCount(bad) == 1 })
@@ -66,6 +83,7 @@ func TestDaemonFailingKeyBacksOffWithoutStarvingOthers(t *testing.T) {
 	var gaps []time.Duration
 	for n := 1; n <= 12; n++ {
 		want := min(BackoffBase<<(n-1), BackoffMax)
+		waitArmed(want)
 		f.clk.Step(want - time.Millisecond)
 		// Another key is handled while the failing one waits.
 		ok := f.orphan(fmt.Sprintf("dmok%d", n))
@@ -86,8 +104,18 @@ func TestDaemonFailingKeyBacksOffWithoutStarvingOthers(t *testing.T) {
 	}
 
 	f.exec.setFn(nil)
+	waitArmed(BackoffMax)
 	f.clk.Step(BackoffMax)
 	waitFor(t, "the failing key to recover", func() bool { return !f.docker.has(desired.ContainerName(bad)) })
+	// The recovering pass changed something, so its follow-up look goes
+	// through the rate limiter and keeps the (capped) backoff; only the
+	// next pass, with nothing to do, forgets it.
+	waitFor(t, "the look after the recovery to be scheduled", func() bool { return q.limitedCount(bad) == 14 })
+	if n := q.NumRequeues(bad); n != 14 {
+		t.Fatalf("NumRequeues = %d after the recovering pass, want 14 (the backoff is kept after a pass that changed something)", n)
+	}
+	waitArmed(BackoffMax)
+	f.clk.Step(BackoffMax)
 	waitFor(t, "the backoff to be forgotten", func() bool { return q.NumRequeues(bad) == 0 })
 	if n := f.logs.count(`"msg"="Reconcile failed"`, `"user"="dmfail"`); n != 13 {
 		t.Errorf("logged %d failures of dmfail, want 13 (one per attempt)", n)

@@ -39,9 +39,11 @@ func NewQueue(clk clock.WithTicker) Queue {
 }
 
 // processNextItem takes one key off the queue, reconciles it and decides
-// when it comes back: on success its backoff is forgotten and it returns at
-// its next deadline; on a transient error it backs off; on a terminal one it
-// waits for the next resync or event.
+// when it comes back: after a pass that changed something it is looked at
+// again through the rate limiter; after a pass with nothing to do its
+// backoff is forgotten and it returns at its next deadline; on a transient
+// error it backs off; on a terminal one it waits for the next resync or
+// event.
 func (c *Controller) processNextItem(ctx context.Context, q Queue) bool {
 	k, shutdown := q.Get()
 	if shutdown {
@@ -57,13 +59,19 @@ func (c *Controller) processItem(ctx context.Context, q Queue, k desired.Session
 	rep := c.ReconcileKey(ctx, k, false)
 	log := c.Log.WithValues("user", k.User, "project", k.Project)
 	switch {
+	case rep.Err == nil && changed(rep):
+		// Executed work changes state; look again so the key converges
+		// (for example create, then mark-running, then start-grace). The
+		// look goes through the rate limiter and the backoff is kept until
+		// a pass has nothing to do: a key whose every pass changes
+		// something (a container that dies right after each start) slows
+		// down to the limiter's pace instead of looping hot. Events still
+		// bring it back at once, and the next look sets its deadline.
+		log.V(1).Info("Requeue after changes", "attempt", q.NumRequeues(k)+1)
+		q.AddRateLimited(k)
 	case rep.Err == nil:
 		q.Forget(k)
-		if changed(rep) {
-			// Executed work changes state; look again so the key converges
-			// (for example create, then mark-running, then start-grace).
-			q.Add(k)
-		} else if w, ok := rep.Plan.WakeFor(k); ok {
+		if w, ok := rep.Plan.WakeFor(k); ok {
 			d := w.Sub(c.Clock.Now())
 			log.V(1).Info("Requeue at deadline", "requeueAfter", d)
 			q.AddAfter(k, d)

@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/go-logr/logr"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/podspawn/podspawn/observed"
@@ -38,6 +39,7 @@ type DockerAPI interface {
 	VolumeInspect(ctx context.Context, volumeID string) (volume.Volume, error)
 	VolumeRemove(ctx context.Context, volumeID string, force bool) error
 	ImagePull(ctx context.Context, refStr string, options image.PullOptions) (io.ReadCloser, error)
+	ContainerLogs(ctx context.Context, containerID string, options container.LogsOptions) (io.ReadCloser, error)
 }
 
 // Docker executes actions against Docker and the store.
@@ -45,6 +47,10 @@ type Docker struct {
 	API   DockerAPI
 	Store Store
 	Now   func() time.Time
+	// Log receives what an action finds out on the way that is worth
+	// keeping (a crash-looping container's last output). The zero Logger
+	// discards it.
+	Log logr.Logger
 }
 
 // Execute runs one action idempotently.
@@ -105,6 +111,9 @@ func (d *Docker) removeContainer(ctx context.Context, a reconcile.Action) (Outco
 	if ref == "" {
 		ref = a.Target
 	}
+	if a.LogTail > 0 {
+		d.logTail(ctx, ref, a)
+	}
 	err := d.API.ContainerRemove(ctx, ref, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	if errdefs.IsNotFound(err) {
 		return Unchanged, nil
@@ -114,6 +123,34 @@ func (d *Docker) removeContainer(ctx context.Context, a reconcile.Action) (Outco
 		return Unchanged, nil
 	}
 	return outcome(true, err)
+}
+
+// logTailMax bounds the output logged for one container.
+const logTailMax = 4096
+
+// logTail logs the last a.LogTail lines of the container's output before
+// it is removed: a container torn down for crash-looping takes the reason
+// it kept failing with it otherwise. Failing to read them never holds the
+// removal up.
+func (d *Docker) logTail(ctx context.Context, ref string, a reconcile.Action) {
+	log := d.Log.WithValues("user", a.Key.User, "project", a.Key.Project, "container", a.Target, "reason", a.Reason)
+	rc, err := d.API.ContainerLogs(ctx, ref, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: fmt.Sprint(a.LogTail)})
+	if err != nil {
+		log.Error(err, "Cannot read the last output of the container before removing it")
+		return
+	}
+	defer rc.Close()
+	// Session containers have no TTY, so the stream is multiplexed.
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(rc, 1<<20)); err != nil {
+		log.Error(err, "Cannot read the last output of the container before removing it")
+		return
+	}
+	tail := out.String()
+	if len(tail) > logTailMax {
+		tail = "..." + tail[len(tail)-logTailMax:]
+	}
+	log.Info("Last output of the container before its removal", "detail", a.Detail, "output", tail)
 }
 
 func (d *Docker) removeNetwork(ctx context.Context, a reconcile.Action) (Outcome, error) {
@@ -193,6 +230,9 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 	cfg, host, netCfg := containerConfig(a)
 	res := Changed
 	id := ""
+	// ranBefore: an existing container that was started before, so its
+	// files may be the user's work.
+	ranBefore := false
 	created, err := d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
 	// A missing network is also "not found"; only a missing image is pulled.
 	if errdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "no such image") {
@@ -221,14 +261,32 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 		if existing.State != nil && existing.State.Running {
 			return Unchanged, nil
 		}
+		ranBefore = existing.State != nil && ranAt(existing.State.StartedAt)
 	default:
 		return "", err
+	}
+	if a.Restart != nil {
+		// Recorded before the start: a start that fails, or a container
+		// that dies at once, still counts towards the crash-loop limit.
+		if _, err := d.Store.RecordRestart(ctx, a.SessionID, a.Restart.Count, a.Restart.NextAt, d.Now()); err != nil {
+			return "", fmt.Errorf("recording restart %d: %w", a.Restart.Count, err)
+		}
 	}
 	if err := d.API.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return "", fmt.Errorf("starting: %w", err)
 	}
 	if spec.Role == observed.RoleSession && spec.User != "" {
 		if err := d.setupUser(ctx, id, spec.User, spec.Shell); err != nil {
+			if ranBefore {
+				// A container started again (it stopped, or is crash
+				// looping) already has its account, and its files are the
+				// user's: never removed here. One that stopped again at
+				// once is the crash-loop back-off's to handle.
+				if c, ierr := d.API.ContainerInspect(ctx, id); ierr == nil && c.State != nil && !c.State.Running {
+					return Changed, nil
+				}
+				return "", err
+			}
 			// The planner never re-creates a running container, so one left
 			// running without its account would be marked running as is.
 			// Remove it (even if ctx ran out) so the retry starts over.
@@ -244,6 +302,13 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 		return Changed, nil // it was adopted but had to be started
 	}
 	return res, nil
+}
+
+// ranAt reports whether inspect's StartedAt names a real start (Docker
+// writes the zero time, year 1, for a container never started).
+func ranAt(startedAt string) bool {
+	t, err := time.Parse(time.RFC3339Nano, startedAt)
+	return err == nil && t.Year() > 1
 }
 
 func (d *Docker) pull(ctx context.Context, ref string) error {

@@ -78,12 +78,19 @@ type fakeDocker struct {
 	ran        []execRun
 	calls      []string
 	hook       func(method, ref string) error
+	// started holds the containers that were ever started (by ID);
+	// dieOnStart makes a start leave the container exited at once, as a
+	// crash-looping command does; logs is each container's output.
+	started    map[string]bool
+	dieOnStart bool
+	logs       map[string]string
 }
 
 func newFakeDocker() *fakeDocker {
 	return &fakeDocker{
 		containers: map[string]*object{}, networks: map[string]*object{}, volumes: map[string]*object{},
 		images: map[string]bool{"podspawn-test:busybox": true}, registry: map[string]bool{}, execs: map[string]execRun{},
+		started: map[string]bool{}, logs: map[string]string{},
 	}
 }
 
@@ -159,7 +166,8 @@ func (f *fakeDocker) ContainerStart(_ context.Context, id string, _ container.St
 	if o == nil {
 		return notFound("container", id)
 	}
-	o.Running = true
+	o.Running = !f.dieOnStart
+	f.started[o.ID] = true
 	return nil
 }
 
@@ -177,8 +185,12 @@ func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.I
 	if o.Running {
 		status = container.StateRunning
 	}
+	startedAt := "0001-01-01T00:00:00Z" // what Docker says of a container never started
+	if f.started[o.ID] {
+		startedAt = now.Format(time.RFC3339Nano)
+	}
 	return container.InspectResponse{
-		ContainerJSONBase: &container.ContainerJSONBase{ID: o.ID, Name: "/" + o.Name, State: &container.State{Status: status, Running: o.Running}},
+		ContainerJSONBase: &container.ContainerJSONBase{ID: o.ID, Name: "/" + o.Name, State: &container.State{Status: status, Running: o.Running, StartedAt: startedAt}},
 		Config:            &container.Config{Image: o.Image, Labels: copyLabels(o.Labels)},
 	}, nil
 }
@@ -349,6 +361,38 @@ func (f *fakeDocker) ImagePull(_ context.Context, ref string, _ image.PullOption
 	}
 	f.images[ref] = true
 	return io.NopCloser(strings.NewReader(`{"status":"Pulling from library/x"}` + "\n" + `{"status":"Downloaded newer image"}` + "\n")), nil
+}
+
+// ContainerLogs streams the container's output multiplexed, as Docker
+// does for a container without a TTY, from the last tail lines.
+func (f *fakeDocker) ContainerLogs(_ context.Context, id string, opts container.LogsOptions) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("ContainerLogs", id+" tail="+opts.Tail); err != nil {
+		return nil, err
+	}
+	o := find(f.containers, id)
+	if o == nil {
+		return nil, notFound("container", id)
+	}
+	lines := strings.SplitAfter(f.logs[o.ID], "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	var n int
+	fmt.Sscan(opts.Tail, &n)
+	if n < len(lines) {
+		lines = lines[len(lines)-n:]
+	}
+	var buf bytes.Buffer
+	for i, l := range lines {
+		stream := stdcopy.Stdout
+		if i%2 == 1 {
+			stream = stdcopy.Stderr
+		}
+		stdcopy.NewStdWriter(&buf, stream).Write([]byte(l))
+	}
+	return io.NopCloser(&buf), nil
 }
 
 func (f *fakeDocker) put(kind observed.Kind, o object) {
@@ -640,6 +684,19 @@ func TestEveryKindIsIdempotent(t *testing.T) {
 			check: func(t *testing.T, f *fixture) {
 				if s := f.row(t); s != nil {
 					t.Fatalf("row still there: %+v", s)
+				}
+			},
+		},
+		"reset-restarts": {
+			setup: func(t *testing.T, f *fixture) reconcile.Action {
+				if _, err := f.store.RecordRestart(context.Background(), f.sess.ID, 4, now.Add(8*time.Second), now.Add(-10*time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+				return f.action(reconcile.KindResetRestarts, "session alice@web")
+			},
+			check: func(t *testing.T, f *fixture) {
+				if s := f.row(t); s.RestartCount != 0 || !s.NextRestartAt.IsZero() {
+					t.Fatalf("restarts = %d, next at %s; want 0 and none", s.RestartCount, s.NextRestartAt)
 				}
 			},
 		},

@@ -40,6 +40,8 @@ type Store interface {
 	MarkTerminating(ctx context.Context, sessionID, reason string, now time.Time) (bool, error)
 	DeleteSession(ctx context.Context, sessionID string) (bool, error)
 	ReleaseLease(ctx context.Context, leaseID int64) (bool, error)
+	RecordRestart(ctx context.Context, sessionID string, count int, nextAt, now time.Time) (bool, error)
+	ResetRestarts(ctx context.Context, sessionID string, now time.Time) (bool, error)
 }
 
 func outcome(changed bool, err error) (Outcome, error) {
@@ -71,6 +73,8 @@ func executeStore(ctx context.Context, st Store, a reconcile.Action, now time.Ti
 		changed, err = st.DeleteSession(ctx, a.SessionID)
 	case reconcile.KindReleaseLease:
 		changed, err = st.ReleaseLease(ctx, a.LeaseID)
+	case reconcile.KindResetRestarts:
+		changed, err = st.ResetRestarts(ctx, a.SessionID, now)
 	default:
 		return "", false, nil
 	}

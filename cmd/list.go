@@ -13,6 +13,7 @@ import (
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/proc"
+	"github.com/podspawn/podspawn/reconcile"
 )
 
 // newClock is the clock run() gives App; tests replace it with a fake so
@@ -21,14 +22,16 @@ var newClock = func() clock.WithTicker { return clock.RealClock{} }
 
 // ListCmd prints the sessions of the state database.
 type ListCmd struct {
-	Output string `help:"Output format: text, or json for scripts: an array of objects with user, project (\"\" for the default session), container, status, mode, connections (live SSH connections), created_at, max_lifetime_at and grace_expiry (RFC 3339 UTC, null when not applicable), lifetime_left_seconds (0 once expired; max_lifetime_at and lifetime_left_seconds are null for persistent sessions, which never expire)." enum:"text,json" default:"text" short:"o"`
+	Output string `help:"Output format: text, or json for scripts: an array of objects with user, project (\"\" for the default session), container, status, mode, connections (live SSH connections), created_at, max_lifetime_at and grace_expiry (RFC 3339 UTC, null when not applicable), lifetime_left_seconds (0 once expired; max_lifetime_at and lifetime_left_seconds are null for persistent sessions, which never expire), restarts (restarts of the container since it last stayed up for cleanup.crash_loop_reset_after) and next_restart_at (when the next restart is allowed while it backs off, else null)." enum:"text,json" default:"text" short:"o"`
 }
 
 // Help is shown by podspawn list --help.
 func (ListCmd) Help() string {
 	return `Lists every session recorded in the state database, ordered by user and project. It reads only the database, not Docker: a session whose container vanished still shows until cleanup removes it.
 
-CONNS counts live connections: a connection whose spawn process has died does not count. LIFETIME LEFT is "expired" once the maximum lifetime is reached (cleanup then destroys the session) and "never" for persistent sessions.`
+CONNS counts live connections: a connection whose spawn process has died does not count. LIFETIME LEFT is "expired" once the maximum lifetime is reached (cleanup then destroys the session) and "never" for persistent sessions.
+
+STATUS is creating, running, grace_period or terminating, except "restarting (N)" for a session whose container stopped and was started again N times without staying up for cleanup.crash_loop_reset_after since (restarts back off, see cleanup.crash_loop_*), and "failed (crash-loop)" for one being torn down because it kept stopping.`
 }
 
 // sessionView is one session with what list and status derive from it.
@@ -98,10 +101,24 @@ func renderListText(w io.Writer, views []sessionView, now time.Time) {
 		if project == "" {
 			project = "(default)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Key.User, project, containerOf(s), s.Status, v.Live,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Key.User, project, containerOf(s), statusText(s), v.Live,
 			formatAge(now.Sub(s.CreatedAt)), lifetimeLeft(s, now))
 	}
 	tw.Flush()
+}
+
+// statusText is the STATUS column: the stored status, except for a
+// session whose container was started again after it stopped ("restarting
+// (3)": 3 restarts since it last stayed up for cleanup.crash_loop_reset_after)
+// and one torn down for crash-looping ("failed (crash-loop)").
+func statusText(s *desired.Session) string {
+	switch {
+	case s.Status == desired.StatusTerminating && s.TerminateReason == string(reconcile.ReasonCrashLoop):
+		return "failed (crash-loop)"
+	case (s.Status == desired.StatusRunning || s.Status == desired.StatusGrace) && s.RestartCount > 0:
+		return fmt.Sprintf("restarting (%d)", s.RestartCount)
+	}
+	return string(s.Status)
 }
 
 func containerOf(s *desired.Session) string {
@@ -152,6 +169,11 @@ type listJSON struct {
 	MaxLifetimeAt       *time.Time `json:"max_lifetime_at"`
 	GraceExpiry         *time.Time `json:"grace_expiry"`
 	LifetimeLeftSeconds *int64     `json:"lifetime_left_seconds"`
+	// Restarts counts the container's restarts since it last stayed up
+	// for the crash-loop reset time; NextRestartAt is when the next one is
+	// allowed (null when not backing off).
+	Restarts      int        `json:"restarts"`
+	NextRestartAt *time.Time `json:"next_restart_at"`
 }
 
 func renderListJSON(w io.Writer, views []sessionView, now time.Time) error {
@@ -171,6 +193,11 @@ func renderListJSON(w io.Writer, views []sessionView, now time.Time) error {
 		if !s.GraceExpiry.IsZero() {
 			g := s.GraceExpiry.UTC()
 			j.GraceExpiry = &g
+		}
+		j.Restarts = s.RestartCount
+		if s.RestartCount > 0 && s.NextRestartAt.After(now) {
+			n := s.NextRestartAt.UTC()
+			j.NextRestartAt = &n
 		}
 		out = append(out, j)
 	}

@@ -22,7 +22,12 @@ func seedListSessions(e *adminEnv) {
 	gina.TerminateReason = "user-requested"
 	// Exactly at the deadline: expired.
 	hank := session("hank", "", desired.StatusRunning, 8*time.Hour, 8*time.Hour)
-	e.seed(alice, bob, carol, dave, erin, frank, gina, hank)
+	// Its container stopped and was started again twice; it backs off.
+	carol.RestartCount, carol.LastRestartAt, carol.NextRestartAt = 2, t0.Add(-time.Second), t0.Add(time.Second)
+	// Torn down for crash-looping.
+	judy := session("judy", "", desired.StatusTerminating, 10*time.Minute, 8*time.Hour)
+	judy.TerminateReason, judy.RestartCount = "crash-loop", 10
+	e.seed(alice, bob, carol, dave, erin, frank, gina, hank, judy)
 	e.lease(alice, true)
 	e.lease(alice, true)
 	e.lease(alice, false) // its process is gone: not a connection

@@ -150,7 +150,7 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 	if err != nil {
 		return nil, err
 	}
-	var ex actions.Executor = &actions.Docker{API: dc, Store: st, Now: a.Clock.Now}
+	var ex actions.Executor = &actions.Docker{API: dc, Store: st, Now: a.Clock.Now, Log: a.Log}
 	if o.DryRun {
 		ex = &actions.Recording{}
 	}
@@ -160,10 +160,16 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 	}
 	return &controller.Controller{
 		Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: dc, Executor: ex,
-		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration},
+		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration, CrashLoop: crashLoop(cfg.Cleanup)},
 		Clock:   a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: 30 * time.Second,
 		Guard: reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
 	}, nil
+}
+
+// crashLoop is the crash-loop policy of the cleanup section.
+func crashLoop(c config.Cleanup) reconcile.CrashLoop {
+	return reconcile.CrashLoop{MaxRestarts: c.CrashLoopMaxRestarts, ResetAfter: c.CrashLoopResetAfter.Duration,
+		BackoffBase: c.CrashLoopBackoff.Duration, BackoffMax: c.CrashLoopBackoffMax.Duration}
 }
 
 // Close releases what the app opened.

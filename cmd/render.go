@@ -156,6 +156,9 @@ func verbPast(a reconcile.Action) string {
 	case reconcile.KindCreateVolume:
 		return "created volume " + a.Target
 	case reconcile.KindCreateContainer:
+		if a.Restart != nil {
+			return fmt.Sprintf("started container %s again (restart %d)", a.Target, a.Restart.Count)
+		}
 		return "created container " + a.Target
 	case reconcile.KindMarkRunning:
 		return "marked session " + keyLabel(a.Key) + " running"
@@ -163,6 +166,8 @@ func verbPast(a reconcile.Action) string {
 		return "started grace period of " + keyLabel(a.Key)
 	case reconcile.KindCancelGrace:
 		return "cancelled grace period of " + keyLabel(a.Key)
+	case reconcile.KindResetRestarts:
+		return "reset the restart count of " + keyLabel(a.Key)
 	case reconcile.KindReleaseLease:
 		return fmt.Sprintf("released dead connection %d of %s", a.LeaseID, keyLabel(a.Key))
 	case reconcile.KindKillLeaseProcesses:

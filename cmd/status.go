@@ -37,6 +37,9 @@ For node_exporter's textfile collector, never redirect straight into the collect
 // statusData is what status reports.
 type statusData struct {
 	Total, Running, Grace, Connections int
+	// Restarting counts sessions whose container was started again after
+	// it stopped and has not stayed up for the crash-loop reset time yet.
+	Restarting int
 	// Oldest is the age of the oldest session; meaningful when Total > 0.
 	Oldest time.Duration
 	// Containers is valid only when DockerErr is nil.
@@ -61,6 +64,9 @@ func (c *StatusCmd) Run(a *App) error {
 			d.Running++
 		case desired.StatusGrace:
 			d.Grace++
+		}
+		if v.Sess.RestartCount > 0 && v.Sess.Status != desired.StatusTerminating {
+			d.Restarting++
 		}
 		d.Connections += v.Live
 		if age := now.Sub(v.Sess.CreatedAt); age > d.Oldest {
@@ -110,6 +116,10 @@ func shortReason(err error) string {
 
 func renderStatusText(w io.Writer, d statusData) {
 	fmt.Fprintf(w, "Sessions:    %d total (%d running, %d grace)\n", d.Total, d.Running, d.Grace)
+	if d.Restarting > 0 {
+		// Only when there are some, so the usual output stays as documented.
+		fmt.Fprintf(w, "Restarting:  %d (containers that stopped and were started again; podspawn list shows which)\n", d.Restarting)
+	}
 	fmt.Fprintf(w, "Connections: %d active\n", d.Connections)
 	if d.DockerErr != nil {
 		fmt.Fprintf(w, "Containers:  unknown (Docker unreachable: %s)\n", shortReason(d.DockerErr))
@@ -135,6 +145,7 @@ func renderStatusPrometheus(w io.Writer, d statusData) error {
 	gauge("podspawn_sessions_total", "Total tracked sessions", float64(d.Total))
 	gauge("podspawn_sessions_running", "Sessions in running state", float64(d.Running))
 	gauge("podspawn_sessions_grace", "Sessions in grace period", float64(d.Grace))
+	gauge("podspawn_sessions_restarting", "Sessions whose container stopped and was started again, and has not stayed up for cleanup.crash_loop_reset_after since", float64(d.Restarting))
 	gauge("podspawn_connections_total", "Total active SSH connections", float64(d.Connections))
 	up := 0.0
 	if d.DockerErr == nil {

@@ -237,8 +237,15 @@ func (e *fakeExecutor) apply(ctx context.Context, a reconcile.Action) (actions.O
 		e.world.addNetwork(a.Target, a.Labels, now)
 		return actions.Changed, nil
 	case reconcile.KindCreateContainer:
+		if a.Restart != nil {
+			if _, err := e.store.RecordRestart(ctx, a.SessionID, a.Restart.Count, a.Restart.NextAt, now); err != nil {
+				return "", err
+			}
+		}
 		e.world.addContainer(a.Target, a.Labels, true, now)
 		return actions.Changed, nil
+	case reconcile.KindResetRestarts:
+		return changedOrNot(e.store.ResetRestarts(ctx, a.SessionID, now))
 	}
 	return "", fmt.Errorf("fake executor: unexpected action kind %q", a.Kind)
 }

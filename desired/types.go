@@ -129,6 +129,16 @@ type Session struct {
 	TerminateReason string
 	Spec            Spec
 	Leases          []Lease
+	// RestartCount counts the times the session container was started
+	// again after it stopped, since it last stayed up for the crash-loop
+	// reset time; LastRestartAt is the latest of those starts and
+	// NextRestartAt the earliest instant the next one is allowed (the
+	// crash-loop back-off). Zero for a container that never stopped. They
+	// are desired state, so a one-shot pass and a restarted daemon keep
+	// the back-off a daemon started.
+	RestartCount  int
+	LastRestartAt time.Time
+	NextRestartAt time.Time
 }
 
 // ContainerName is the session container's name.

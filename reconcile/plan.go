@@ -29,6 +29,9 @@ const (
 	KindRemoveNetwork   Kind = "remove-network"
 	KindRemoveVolume    Kind = "remove-volume"
 	KindDeleteSession   Kind = "delete-session"
+	// KindResetRestarts sets a session's crash-loop restart count back to
+	// zero (see CrashLoop).
+	KindResetRestarts Kind = "reset-restarts"
 )
 
 // Reason says why an action is planned. It is for humans and logs only:
@@ -52,6 +55,8 @@ const (
 	ReasonSessionCreating   Reason = "session-creating"
 	ReasonServiceMissing    Reason = "service-missing"
 	ReasonContainerStopped  Reason = "container-stopped"
+	ReasonCrashLoop         Reason = "crash-loop"
+	ReasonStayedUp          Reason = "stayed-up"
 	// Skip reasons.
 	ReasonForeignInstance   Reason = "foreign-instance"
 	ReasonUnmanaged         Reason = "unmanaged"
@@ -60,6 +65,7 @@ const (
 	ReasonContainerDownBusy Reason = "container-down-with-connections"
 	ReasonDuplicateSession  Reason = "duplicate-session"
 	ReasonInvalidKey        Reason = "invalid-key"
+	ReasonCrashLoopBackOff  Reason = "crash-loop-back-off"
 )
 
 // Action is one step. Target names the object (container, network or
@@ -89,6 +95,13 @@ type Action struct {
 	StopsSession bool `json:"stops_session,omitempty"`
 	// NoInstance: the target carries no podspawn.instance label.
 	NoInstance bool `json:"no_instance,omitempty"`
+	// Restart, on a create-container that starts a stopped session
+	// container again, is what to record on the session row (nil when
+	// crash-loop handling is off).
+	Restart *Restart `json:"restart,omitempty"`
+	// LogTail, on a remove-container, is how many of the container's last
+	// log lines to log before removing it (a crash-looping container).
+	LogTail int `json:"log_tail,omitempty"`
 }
 
 // ContainerSpec is what create-container creates.

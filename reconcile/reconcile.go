@@ -20,6 +20,9 @@ type Options struct {
 	// PendingTimeout: a session still "creating" with no live connection
 	// after this long is abandoned.
 	PendingTimeout time.Duration
+	// CrashLoop backs off from restarting a session container that keeps
+	// stopping; its zero value restarts at once, without limit.
+	CrashLoop CrashLoop
 }
 
 // expired is the one deadline rule: a deadline is reached at its instant.
@@ -274,6 +277,9 @@ func (c *keyCtx) session() {
 		// protected ones stay (the plan lists them as skipped).
 		for i := range c.removable {
 			c.remove(c.removable[i], reason, detail, phase)
+			if reason == ReasonCrashLoop && c.removable[i] == sessCtr {
+				c.actions[len(c.actions)-1].LogTail = CrashLoopLogLines
+			}
 		}
 		c.add(Action{Kind: KindDeleteSession, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
 		return
@@ -305,6 +311,7 @@ func (c *keyCtx) session() {
 	}
 
 	c.ensure(sessCtr, live)
+	c.resetRestarts(sessCtr)
 
 	if !persistent {
 		c.wakeAt(s.MaxLifetimeAt)
@@ -344,6 +351,7 @@ func (c *keyCtx) duplicates() {
 // gives one destroy per session with the admin docs' phase order.
 func (c *keyCtx) teardownReason(live int, sessCtr *item, persistent bool) (Reason, string, int) {
 	s := c.sess
+	crash := c.crashLoopDetail(sessCtr)
 	switch {
 	case s.Status == desired.StatusTerminating:
 		r := Reason(s.TerminateReason)
@@ -359,6 +367,8 @@ func (c *keyCtx) teardownReason(live int, sessCtr *item, persistent bool) (Reaso
 		return ReasonLifetimeExceeded, fmt.Sprintf("max lifetime reached %s ago, with %d live connection(s)", human(c.now.Sub(s.MaxLifetimeAt)), live), phaseLifetime
 	case s.Status == desired.StatusCreating && live == 0 && expired(s.CreatedAt.Add(c.opt.PendingTimeout), c.now):
 		return ReasonCreationAbandoned, fmt.Sprintf("still creating after %s with no live connection", human(c.now.Sub(s.CreatedAt))), phaseTeardown
+	case crash != "":
+		return ReasonCrashLoop, crash, phaseTeardown
 	case s.Status != desired.StatusCreating && live == 0 && sessCtr == nil:
 		// A stopped container is started again (see ensure): its files are
 		// the user's work. A missing one has nothing left to keep.
@@ -380,8 +390,15 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 		r = ReasonSessionCreating
 	}
 	// A stopped session container (dockerd restart, reboot, OOM-killed
-	// init) is started again rather than replaced, keeping the user's files.
+	// init) is started again rather than replaced, keeping the user's files,
+	// unless it is backing off from a crash loop.
 	restart := !creating && sessCtr != nil && !sessCtr.Running
+	var rec *Restart
+	if restart {
+		var wait bool
+		rec, wait = c.restartPolicy(sessCtr)
+		restart = !wait
+	}
 	// Whatever is created or started joins the network, so it must exist first.
 	needNet := creating || restart
 	for _, svc := range s.Spec.Services {
@@ -415,7 +432,7 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 			Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec()}, phaseMaintain)
 	case restart:
 		c.add(Action{Kind: KindCreateContainer, Target: s.Spec.ContainerName, SessionID: s.ID, Reason: ReasonContainerStopped,
-			Detail: fmt.Sprintf("container is %s; starting it again", sessCtr.State), Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec()}, phaseMaintain)
+			Detail: c.restartDetail(sessCtr, rec), Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec(), Restart: rec}, phaseMaintain)
 	case sessCtr == nil && live > 0:
 		c.skipped = append(c.skipped, Skip{Key: c.key, ObjectKind: observed.KindContainer, Target: s.Spec.ContainerName,
 			Reason: ReasonContainerDownBusy, Detail: fmt.Sprintf("container is missing with %d live connection(s); the next connection replaces it", live)})

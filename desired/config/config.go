@@ -104,6 +104,15 @@ type Cleanup struct {
 	// removes because their key file or row is missing; more (and more than
 	// half of the running sessions) are held until an operator confirms.
 	MaxUnplannedRemovals int `yaml:"max_unplanned_removals"`
+	// A stopped session container is started again at once, then with
+	// waits of CrashLoopBackoff doubling up to CrashLoopBackoffMax between
+	// restarts; one that stops again after CrashLoopMaxRestarts restarts,
+	// none of which stayed up for CrashLoopResetAfter, is torn down with
+	// reason crash-loop.
+	CrashLoopMaxRestarts int      `yaml:"crash_loop_max_restarts"`
+	CrashLoopResetAfter  Duration `yaml:"crash_loop_reset_after"`
+	CrashLoopBackoff     Duration `yaml:"crash_loop_backoff"`
+	CrashLoopBackoffMax  Duration `yaml:"crash_loop_backoff_max"`
 }
 
 type SSH struct {
@@ -171,7 +180,9 @@ func Defaults() Config {
 			Tmpfs:           map[string]string{},
 		},
 		Resources: Resources{MaxPerUser: 3},
-		Cleanup:   Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}, MaxUnplannedRemovals: 5},
+		Cleanup: Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}, MaxUnplannedRemovals: 5,
+			CrashLoopMaxRestarts: 10, CrashLoopResetAfter: Duration{10 * time.Minute},
+			CrashLoopBackoff: Duration{time.Second}, CrashLoopBackoffMax: Duration{5 * time.Minute}},
 		SSH: SSH{SFTPServer: "/usr/lib/openssh/sftp-server", UseSudo: true, Group: "podspawn",
 			AuthKeysUser: "podspawn-auth", SSHDConfig: "/etc/ssh/sshd_config"},
 		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
@@ -355,6 +366,19 @@ func (c *Config) validate() error {
 	}
 	if c.Cleanup.MaxUnplannedRemovals < 0 {
 		return fmt.Errorf("invalid cleanup.max_unplanned_removals %d: must be 0 (hold every such removal) or positive", c.Cleanup.MaxUnplannedRemovals)
+	}
+	if c.Cleanup.CrashLoopMaxRestarts < 1 {
+		return fmt.Errorf("invalid cleanup.crash_loop_max_restarts %d: must be at least 1", c.Cleanup.CrashLoopMaxRestarts)
+	}
+	if c.Cleanup.CrashLoopResetAfter.Duration <= 0 {
+		return fmt.Errorf("invalid cleanup.crash_loop_reset_after %q: must be positive (e.g. 10m)", c.Cleanup.CrashLoopResetAfter.Duration)
+	}
+	if c.Cleanup.CrashLoopBackoff.Duration <= 0 {
+		return fmt.Errorf("invalid cleanup.crash_loop_backoff %q: must be positive (e.g. 1s)", c.Cleanup.CrashLoopBackoff.Duration)
+	}
+	if c.Cleanup.CrashLoopBackoffMax.Duration < c.Cleanup.CrashLoopBackoff.Duration {
+		return fmt.Errorf("invalid cleanup.crash_loop_backoff_max %q: must be at least cleanup.crash_loop_backoff (%s)",
+			c.Cleanup.CrashLoopBackoffMax.Duration, c.Cleanup.CrashLoopBackoff.Duration)
 	}
 	// A list, not a map: with two bad paths, the same one is reported every time.
 	for _, f := range []struct{ name, p string }{

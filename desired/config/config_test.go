@@ -30,6 +30,13 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 		"relative db path":                {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
 		"negative max_unplanned_removals": {"cleanup:\n  max_unplanned_removals: -1\n", `invalid cleanup.max_unplanned_removals -1`},
 		"word max_unplanned_removals":     {"cleanup:\n  max_unplanned_removals: many\n", `cleanup.max_unplanned_removals`},
+		"zero max restarts":               {"cleanup:\n  crash_loop_max_restarts: 0\n", `invalid cleanup.crash_loop_max_restarts 0: must be at least 1`},
+		"word max restarts":               {"cleanup:\n  crash_loop_max_restarts: ten\n", `line 2 (cleanup.crash_loop_max_restarts): cannot unmarshal !!str`},
+		"zero reset":                      {"cleanup:\n  crash_loop_reset_after: 0s\n", `invalid cleanup.crash_loop_reset_after "0s": must be positive`},
+		"unitless reset":                  {"cleanup:\n  crash_loop_reset_after: 600\n", `line 2 (cleanup.crash_loop_reset_after): invalid duration "600"`},
+		"negative backoff":                {"cleanup:\n  crash_loop_backoff: -1s\n", `invalid cleanup.crash_loop_backoff "-1s": must be positive`},
+		"backoff max below":               {"cleanup:\n  crash_loop_backoff: 10s\n  crash_loop_backoff_max: 5s\n", `invalid cleanup.crash_loop_backoff_max "5s": must be at least cleanup.crash_loop_backoff (10s)`},
+		"unknown crash key":               {"cleanup:\n  crash_loop_limit: 3\n", `line 2 (cleanup.crash_loop_limit): field crash_loop_limit not found`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -87,5 +94,23 @@ func TestUpdateKeys(t *testing.T) {
 	}
 	if u := cfg.Update; u.PublicKey != "RWQexample" || !u.AllowInsecureHTTP || u.BaseURL != "https://api.github.com" {
 		t.Fatalf("update: %+v", u)
+	}
+}
+
+func TestCrashLoopKeys(t *testing.T) {
+	d := Defaults().Cleanup
+	if d.CrashLoopMaxRestarts != 10 || d.CrashLoopResetAfter.Duration != 10*time.Minute || d.CrashLoopBackoff.Duration != time.Second || d.CrashLoopBackoffMax.Duration != 5*time.Minute {
+		t.Fatalf("crash-loop defaults = %+v, want 10 restarts, 10m, 1s, 5m", d)
+	}
+	cfg, err := Parse([]byte("cleanup:\n  crash_loop_max_restarts: 3\n  crash_loop_reset_after: 2m\n  crash_loop_backoff: 500ms\n  crash_loop_backoff_max: 30s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Cleanup
+	if c.CrashLoopMaxRestarts != 3 || c.CrashLoopResetAfter.Duration != 2*time.Minute || c.CrashLoopBackoff.Duration != 500*time.Millisecond || c.CrashLoopBackoffMax.Duration != 30*time.Second {
+		t.Fatalf("crash-loop keys = %+v", c)
+	}
+	if c.OrphanMinAge.Duration != 30*time.Second {
+		t.Fatalf("other cleanup keys lost their defaults: %+v", c)
 	}
 }

@@ -45,6 +45,13 @@ CREATE TABLE leases (
 );
 CREATE INDEX leases_session ON leases (session_id);
 `,
+	// Crash-loop back-off of the session container (desired.Session's
+	// RestartCount, LastRestartAt and NextRestartAt).
+	2: `
+ALTER TABLE sessions ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN last_restart_at INTEGER;
+ALTER TABLE sessions ADD COLUMN next_restart_at INTEGER;
+`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

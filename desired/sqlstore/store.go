@@ -161,6 +161,9 @@ type sessionRow struct {
 	ServiceNames    string        `db:"service_names"`
 	Spec            string        `db:"spec"`
 	UpdatedAt       int64         `db:"updated_at"`
+	RestartCount    int           `db:"restart_count"`
+	LastRestartAt   sql.NullInt64 `db:"last_restart_at"`
+	NextRestartAt   sql.NullInt64 `db:"next_restart_at"`
 }
 
 type leaseRow struct {
@@ -172,11 +175,20 @@ type leaseRow struct {
 }
 
 const sessionCols = `user, project, id, mode, status, created_at, max_lifetime_at, grace_period_ns,
-	grace_expiry, terminate_reason, image, container_name, network_name, service_names, spec, updated_at`
+	grace_expiry, terminate_reason, image, container_name, network_name, service_names, spec, updated_at,
+	restart_count, last_restart_at, next_restart_at`
 
 func ts(t time.Time) int64 { return t.UnixNano() }
 
 func fromTS(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// nullTS stores the zero time as NULL.
+func nullTS(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: ts(t), Valid: true}
+}
 
 func (r sessionRow) toSession() (*desired.Session, error) {
 	s := &desired.Session{
@@ -191,6 +203,13 @@ func (r sessionRow) toSession() (*desired.Session, error) {
 	}
 	if r.GraceExpiry.Valid {
 		s.GraceExpiry = fromTS(r.GraceExpiry.Int64)
+	}
+	s.RestartCount = r.RestartCount
+	if r.LastRestartAt.Valid {
+		s.LastRestartAt = fromTS(r.LastRestartAt.Int64)
+	}
+	if r.NextRestartAt.Valid {
+		s.NextRestartAt = fromTS(r.NextRestartAt.Int64)
 	}
 	if err := json.Unmarshal([]byte(r.Spec), &s.Spec); err != nil {
 		return nil, fmt.Errorf("session %s: corrupt spec column: %w", s.Key, err)
@@ -301,14 +320,10 @@ func insertSession(ctx context.Context, tx *sqlx.Tx, sess *desired.Session, now 
 	if err != nil {
 		return err
 	}
-	var grace sql.NullInt64
-	if !sess.GraceExpiry.IsZero() {
-		grace = sql.NullInt64{Int64: ts(sess.GraceExpiry), Valid: true}
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		sess.Key.User, sess.Key.Project, sess.ID, string(sess.Mode), string(sess.Status), ts(sess.CreatedAt), ts(sess.MaxLifetimeAt),
-		int64(sess.GracePeriod), grace, sess.TerminateReason, sess.Spec.Image, sess.Spec.ContainerName, sess.Spec.NetworkName,
-		string(svcNames), string(spec), ts(now))
+		int64(sess.GracePeriod), nullTS(sess.GraceExpiry), sess.TerminateReason, sess.Spec.Image, sess.Spec.ContainerName, sess.Spec.NetworkName,
+		string(svcNames), string(spec), ts(now), sess.RestartCount, nullTS(sess.LastRestartAt), nullTS(sess.NextRestartAt))
 	if err != nil {
 		return fmt.Errorf("recording session %s: %w", sess.Key, err)
 	}
@@ -359,6 +374,24 @@ func (s *Store) CancelGrace(ctx context.Context, sessionID string, now time.Time
 // any Docker object is removed.
 func (s *Store) MarkTerminating(ctx context.Context, sessionID, reason string, now time.Time) (bool, error) {
 	return exec1(ctx, s.db, `UPDATE sessions SET status = 'terminating', terminate_reason = ?, updated_at = ? WHERE id = ? AND status != 'terminating'`, reason, ts(now), sessionID)
+}
+
+// RecordRestart records that the session container of a generation is
+// being started again: the restart count becomes count, the restart time
+// now, and the next restart is not allowed before nextAt. It sets absolute
+// values, so executing the same action twice records one restart. A
+// terminating generation is left alone.
+func (s *Store) RecordRestart(ctx context.Context, sessionID string, count int, nextAt, now time.Time) (bool, error) {
+	return exec1(ctx, s.db, `UPDATE sessions SET restart_count = ?, last_restart_at = ?, next_restart_at = ?, updated_at = ?
+		WHERE id = ? AND status != 'terminating'`, count, ts(now), nullTS(nextAt), ts(now), sessionID)
+}
+
+// ResetRestarts sets the restart count of a generation back to zero (its
+// container stayed up long enough) and lifts the back-off. The time of the
+// last restart stays, for the record.
+func (s *Store) ResetRestarts(ctx context.Context, sessionID string, now time.Time) (bool, error) {
+	return exec1(ctx, s.db, `UPDATE sessions SET restart_count = 0, next_restart_at = NULL, updated_at = ?
+		WHERE id = ? AND (restart_count != 0 OR next_restart_at IS NOT NULL)`, ts(now), sessionID)
 }
 
 // DeleteSession removes a terminating generation and its leases. Called

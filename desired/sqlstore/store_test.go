@@ -209,6 +209,9 @@ func TestRoundTripOfEveryField(t *testing.T) {
 			Mounts:      []desired.Mount{{Source: "/var/lib/podspawn/homes/alice", Target: "/home/alice"}},
 			ExtraLabels: map[string]string{"team": "payments"},
 		},
+		RestartCount:  3,
+		LastRestartAt: time.Date(2026, 11, 29, 7, 20, 0, 7, paris),
+		NextRestartAt: time.Date(2026, 11, 29, 7, 20, 4, 7, time.UTC),
 	}
 	storeTestCreate(t, st, full)
 	// A start time above MaxInt64 must survive the signed column.
@@ -236,7 +239,8 @@ func TestRoundTripOfEveryField(t *testing.T) {
 	if diff := cmp.Diff(&wantFull, got); diff != "" {
 		t.Fatalf("LoadKey (-want +got):\n%s", diff)
 	}
-	for name, ts := range map[string]time.Time{"CreatedAt": got.CreatedAt, "MaxLifetimeAt": got.MaxLifetimeAt, "GraceExpiry": got.GraceExpiry, "lease StartedAt": got.Leases[0].StartedAt} {
+	for name, ts := range map[string]time.Time{"CreatedAt": got.CreatedAt, "MaxLifetimeAt": got.MaxLifetimeAt, "GraceExpiry": got.GraceExpiry,
+		"LastRestartAt": got.LastRestartAt, "NextRestartAt": got.NextRestartAt, "lease StartedAt": got.Leases[0].StartedAt} {
 		if ts.Location() != time.UTC {
 			t.Errorf("%s comes back in %s, want UTC", name, ts.Location())
 		}
@@ -249,8 +253,8 @@ func TestRoundTripOfEveryField(t *testing.T) {
 	if diff := cmp.Diff(want, all); diff != "" {
 		t.Fatalf("Load (-want +got):\n%s", diff)
 	}
-	if !all[minimal.Key].GraceExpiry.IsZero() {
-		t.Fatalf("an unset grace expiry came back as %s", all[minimal.Key].GraceExpiry)
+	if m := all[minimal.Key]; !m.GraceExpiry.IsZero() || !m.LastRestartAt.IsZero() || !m.NextRestartAt.IsZero() {
+		t.Fatalf("unset times came back as grace expiry %s, last restart %s, next restart %s", m.GraceExpiry, m.LastRestartAt, m.NextRestartAt)
 	}
 	if s := storeTestLoadKey(t, st, desired.SessionKey{User: "alice"}); s != nil {
 		t.Fatalf("LoadKey of alice's default session = %+v, want nil (only alice@backend exists)", s)

@@ -130,6 +130,13 @@ func (b *SessionBuilder) ExtraLabels(l map[string]string) *SessionBuilder {
 // Spec lets a test edit the spec directly.
 func (b *SessionBuilder) Spec(edit func(*desired.Spec)) *SessionBuilder { edit(&b.s.Spec); return b }
 
+// Restarts sets the crash-loop record: count restarts, the last at last,
+// the next not allowed before next (zero times stay unset).
+func (b *SessionBuilder) Restarts(count int, last, next time.Time) *SessionBuilder {
+	b.s.RestartCount, b.s.LastRestartAt, b.s.NextRestartAt = count, last, next
+	return b
+}
+
 // Leases sets the live-connection leases; a lease without a session id
 // gets this session's id at Build.
 func (b *SessionBuilder) Leases(ls ...desired.Lease) *SessionBuilder {
@@ -235,6 +242,14 @@ func (b *ObjectBuilder) Running() *ObjectBuilder { b.o.Running, b.o.State = true
 
 // Stopped marks a container exited.
 func (b *ObjectBuilder) Stopped() *ObjectBuilder { b.o.Running, b.o.State = false, "exited"; return b }
+
+// Exited marks a container exited with code, as inspect reports it: its
+// last run started at started and finished at finished.
+func (b *ObjectBuilder) Exited(code int, started, finished time.Time) *ObjectBuilder {
+	b.o.Running, b.o.State = false, "exited"
+	b.o.ExitCode, b.o.StartedAt, b.o.FinishedAt = code, started, finished
+	return b
+}
 
 // State marks a container not running, in the given Docker state.
 func (b *ObjectBuilder) State(st string) *ObjectBuilder {

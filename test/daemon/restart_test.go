@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,8 +86,12 @@ func TestDaemonRestartsAStoppedContainerOnItsDieEvent(t *testing.T) {
 	if n := len(d.lines("Resynced")); n != 1 {
 		t.Errorf("%d resyncs, want only the one at start", n)
 	}
-	if s := e.row(key); s == nil || s.Status != desired.StatusGrace {
-		t.Errorf("session after the restart: %+v, want it still in its grace period", s)
+	s := e.row(key)
+	if s == nil || s.Status != desired.StatusGrace || s.RestartCount != 1 {
+		t.Errorf("session after the restart: %+v, want it still in its grace period with 1 restart recorded", s)
+	}
+	if r := e.Run("list"); !strings.Contains(r.Stdout, "restarting (1)") {
+		t.Errorf("podspawn list: %q, want the session shown as restarting (1)", r.Stdout)
 	}
 	if code := d.term(); code != 0 {
 		t.Errorf("exit code on SIGTERM = %d, want 0", code)

@@ -276,7 +276,7 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 		{Name: "default image", Status: Pass, Detail: "podspawn-test:busybox cached (0123456789ab)"},
 		{Name: "session networks", Status: Pass, Detail: "room for 255 more session networks (1 of 256 address ranges in use)"},
 		{Name: "config file", Status: Pass, Detail: r + "/etc/config.yaml"},
-		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 1"},
+		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 2"},
 		{Name: "cleanup daemon", Status: Pass, Detail: fmt.Sprintf("running (pid %d)", os.Getpid())},
 		{Name: "removal guard", Status: Pass, Detail: "nothing held (1 session(s), 1 user(s) with keys)"},
 	}
@@ -519,7 +519,7 @@ func TestChecks(t *testing.T) {
 			}
 			st.DB().Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)`)
 			st.Close()
-		}, want{Fail, `^schema version 99 is newer than this podspawn supports \(1\)$`, "install the podspawn release that wrote it: sudo podspawn update"}},
+		}, want{Fail, `^schema version 99 is newer than this podspawn supports \(2\)$`, "install the podspawn release that wrote it: sudo podspawn update"}},
 
 		// cleanup daemon
 		{"cleanup daemon", "stopped daemon", func(f *fixture) { f.daemon.Release() },

@@ -1,6 +1,7 @@
 // Package config loads /etc/podspawn/config.yaml. A missing file means the
-// defaults; a file that exists but cannot be read or parsed is an error, so
-// that no command acts on defaults when the real configuration failed to load.
+// defaults; a file that exists but cannot be read or parsed, or sets
+// nothing, is an error, so that no command acts on defaults when the real
+// configuration failed to load.
 package config
 
 import (
@@ -195,6 +196,13 @@ func Load(path string) (Config, error) {
 	if err := decode(data, &cfg); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
+	// An administrator's file that sets nothing (emptied, or every line
+	// commented out) must not silently become the defaults, which would
+	// drop the runtime, capabilities and paths it was meant to set.
+	if setsNothing(data) {
+		return Config{}, fmt.Errorf("config %s exists but sets nothing (it is empty or holds only comments): "+
+			"uncomment or add the settings you mean, or delete the file to run on the built-in defaults", path)
+	}
 	if err := cfg.validate(); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -221,6 +229,20 @@ func decode(data []byte, cfg *Config) error {
 		return fmt.Errorf("%s", nameKeys(data, strings.TrimPrefix(err.Error(), "yaml: ")))
 	}
 	return nil
+}
+
+// setsNothing reports whether data, which decoded, holds no setting:
+// no document, a null one, or an empty mapping.
+func setsNothing(data []byte) bool {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return false
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return true
+	}
+	n := doc.Content[0]
+	return (n.Kind == yaml.ScalarNode && n.Tag == "!!null") || (n.Kind == yaml.MappingNode && len(n.Content) == 0)
 }
 
 var lineRE = regexp.MustCompile(`line (\d+): `)

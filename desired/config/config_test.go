@@ -45,6 +45,39 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 	}
 }
 
+// An existing file that sets nothing is not taken for "all defaults":
+// the administrator's hardening would be dropped without a word.
+func TestLoadFileThatSetsNothingIsError(t *testing.T) {
+	for name, body := range map[string]string{
+		"empty":               "",
+		"whitespace":          "\n  \n\r\n",
+		"comments only":       "# podspawn config\n#defaults:\n#  runtime: runsc\n",
+		"document marker":     "---\n# nothing\n",
+		"null":                "~\n",
+		"empty mapping":       "{}\n",
+		"comments and marker": "---\n...\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			want := "config " + p + " exists but sets nothing (it is empty or holds only comments): uncomment or add the settings you mean, or delete the file to run on the built-in defaults"
+			if _, err := Load(p); err == nil || err.Error() != want {
+				t.Fatalf("got %v\nwant %s", err, want)
+			}
+		})
+	}
+	// One setting is enough; the rest are defaults.
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte("# mostly defaults\nsession:\n  mode: persistent\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := Load(p); err != nil || !cfg.Exists || cfg.Session.Mode != "persistent" || cfg.Defaults.Image != "ubuntu:24.04" {
+		t.Fatalf("one setting: %+v, %v", cfg, err)
+	}
+}
+
 func TestLoadUnreadableIsError(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := Load(dir); err == nil {

@@ -518,7 +518,7 @@ func checkConfigFile(_ context.Context, e *Env) Result {
 	switch {
 	case e.ConfigErr != nil:
 		return fail(e.ConfigErr.Error(),
-			"correct the setting named above in "+e.ConfigPath+"; commands other than doctor refuse to run until it loads")
+			"fix "+e.ConfigPath+" as the message above says; commands other than doctor refuse to run until it loads")
 	case !e.Config.Exists:
 		return warn(e.ConfigPath+" does not exist; using built-in defaults",
 			"sudo podspawn server-setup writes one, or pass --config with the right path")

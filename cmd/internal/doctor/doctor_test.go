@@ -531,7 +531,12 @@ func TestChecks(t *testing.T) {
 		{"config file", "broken", func(f *fixture) {
 			f.write("etc/config.yaml", "session:\n  grace_period: 60\n")
 			f.loadConfig()
-		}, want{Fail, `^config ROOT/etc/config\.yaml: .*grace_period.*60`, "correct the setting named above in ROOT/etc/config.yaml; commands other than doctor refuse to run until it loads"}},
+		}, want{Fail, `^config ROOT/etc/config\.yaml: .*grace_period.*60`, "fix ROOT/etc/config.yaml as the message above says; commands other than doctor refuse to run until it loads"}},
+		{"config file", "only comments", func(f *fixture) {
+			f.write("etc/config.yaml", "# auth:\n#   key_dir: /srv/keys\n")
+			f.loadConfig()
+		}, want{Fail, `^config ROOT/etc/config\.yaml exists but sets nothing \(it is empty or holds only comments\): uncomment or add the settings you mean, or delete the file to run on the built-in defaults$`,
+			"fix ROOT/etc/config.yaml as the message above says; commands other than doctor refuse to run until it loads"}},
 
 		// state database
 		{"state database", "missing", func(f *fixture) { os.Remove(f.path("state/state.db")) },

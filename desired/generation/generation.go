@@ -6,7 +6,6 @@ package generation
 
 import (
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
@@ -87,14 +86,14 @@ func readPodfile(name string, p projects.Project) (*projects.Podfile, error) {
 	if p.LocalPath == "" {
 		return nil, fmt.Errorf("project %s has no local_path in the projects file; an admin must remove and re-add it", name)
 	}
-	path := filepath.Join(p.LocalPath, p.PodfilePath)
-	if p.PodfilePath == "" {
+	rel := p.PodfilePath
+	if rel == "" {
 		var err error
-		if path, err = projects.Find(p.LocalPath); err != nil {
+		if rel, err = projects.Find(p.LocalPath); err != nil {
 			return nil, fmt.Errorf("project %s: %w", name, err)
 		}
 	}
-	pf, err := projects.ReadPodfile(path)
+	pf, err := projects.ReadPodfile(p.LocalPath, rel)
 	if err != nil {
 		return nil, fmt.Errorf("project %s: %w; an admin must fix it and run: podspawn update-project %s", name, err, name)
 	}

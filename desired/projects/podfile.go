@@ -14,7 +14,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -57,31 +60,130 @@ type Service struct {
 // PodfileNames are looked up in this order in a project's clone.
 var PodfileNames = []string{"podfile.yaml", ".podspawn/podfile.yaml"}
 
-// Find returns the path of the Podfile in dir.
-func Find(dir string) (string, error) {
+// maxPodfileSize bounds what is read: a Podfile is a few hundred bytes.
+const maxPodfileSize = 1 << 20
+
+// Find returns the path, relative to clone, of the clone's Podfile. A
+// candidate that resolves outside the clone is refused, not skipped.
+func Find(clone string) (string, error) {
 	for _, n := range PodfileNames {
-		p := filepath.Join(dir, n)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
+		f, err := openInClone(clone, n)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		var esc *EscapeError
+		if errors.As(err, &esc) {
+			return "", fmt.Errorf("podfile %w", err)
+		}
+		if err != nil {
+			return "", fmt.Errorf("looking for a podfile in %s: %w", clone, err)
+		}
+		fi, err := f.Stat()
+		f.Close()
+		if err == nil && fi.Mode().IsRegular() {
+			return n, nil
 		}
 	}
-	return "", fmt.Errorf("no podfile found in %s (looked for %s)", dir, strings.Join(PodfileNames, ", "))
+	return "", fmt.Errorf("no podfile found in %s (looked for %s)", clone, strings.Join(PodfileNames, ", "))
 }
 
-// ReadPodfile reads and validates a Podfile.
-func ReadPodfile(path string) (*Podfile, error) {
-	data, err := os.ReadFile(path)
+// EscapeError is a path in a project's clone that resolves outside it.
+type EscapeError struct {
+	Clone, Rel string
+	// Target is the link's text when Rel itself is the link.
+	Target string
+}
+
+func (e *EscapeError) Error() string {
+	link := ""
+	if e.Target != "" {
+		link = fmt.Sprintf(" (a symbolic link to %q)", e.Target)
+	}
+	return fmt.Sprintf("%q in the clone %s resolves outside the clone%s; podspawn reads nothing from outside a project's clone: make it a plain file in the repository",
+		e.Rel, e.Clone, link)
+}
+
+// openInClone opens rel inside clone. Links that stay inside the clone
+// are followed; one that leads out (podfile.yaml -> /etc/shadow) is an
+// *EscapeError, so root never reads a file the repository points at.
+func openInClone(clone, rel string) (*os.File, error) {
+	if !filepath.IsLocal(rel) {
+		return nil, &EscapeError{Clone: clone, Rel: rel}
+	}
+	base, err := filepath.EvalSymlinks(clone)
+	if err != nil {
+		return nil, fmt.Errorf("project clone: %w", err)
+	}
+	p, err := filepath.EvalSymlinks(filepath.Join(clone, rel))
+	if err != nil {
+		return nil, err
+	}
+	if r, err := filepath.Rel(base, p); err != nil || !filepath.IsLocal(r) {
+		target, _ := os.Readlink(filepath.Join(clone, rel))
+		return nil, &EscapeError{Clone: clone, Rel: rel, Target: target}
+	}
+	// The check above names the problem; os.Root holds even if the clone
+	// changed since.
+	root, err := os.OpenRoot(clone)
+	if err != nil {
+		return nil, fmt.Errorf("project clone: %w", err)
+	}
+	defer root.Close()
+	return root.Open(rel)
+}
+
+// ReadPodfile reads and validates the Podfile at rel in clone (see Find).
+func ReadPodfile(clone, rel string) (*Podfile, error) {
+	path := filepath.Join(clone, rel)
+	f, err := openInClone(clone, rel)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("podfile %s does not exist", path)
 		}
+		var esc *EscapeError
+		if errors.As(err, &esc) {
+			return nil, fmt.Errorf("podfile %w", err)
+		}
 		return nil, fmt.Errorf("reading podfile: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("podfile %s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPodfileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading podfile: %w", err)
+	}
+	if len(data) > maxPodfileSize {
+		return nil, fmt.Errorf("podfile %s is larger than %d bytes", path, maxPodfileSize)
 	}
 	pf, err := ParsePodfile(data)
 	if err != nil {
 		return nil, fmt.Errorf("podfile %s: %w", path, err)
 	}
 	return pf, nil
+}
+
+// Printable escapes, as strconv.Quote would, what a terminal interprets
+// in untrusted text (control characters, escape sequences, invalid UTF-8,
+// bidirectional overrides) and keeps the rest as it is, so text from a
+// repository can go into an error message.
+func Printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == ' ' || unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 var (
@@ -96,7 +198,8 @@ func ParsePodfile(data []byte) (*Podfile, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(pf); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		// The decoder quotes the file's own text (unknown keys, values).
+		return nil, errors.New(Printable(strings.TrimPrefix(err.Error(), "yaml: ")))
 	}
 	pf.Raw = append([]byte(nil), data...)
 	if strings.TrimSpace(pf.Base) == "" {

@@ -130,3 +130,146 @@ func TestRegistryRoundTripAndErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestReadPodfileStaysInTheClone: a repository controls its clone, links
+// included. What resolves outside the clone is refused, never read.
+func TestReadPodfileStaysInTheClone(t *testing.T) {
+	const secret = "root:$6$secret:19000:0:99999:7:::\n"
+	good := "base: img:1\n"
+	cases := map[string]struct {
+		setup   func(t *testing.T, clone, outside string)
+		rel     string // "" means: found with Find
+		wantErr string // "" means: reads good
+	}{
+		"plain file": {
+			setup: func(t *testing.T, clone, _ string) { write(t, filepath.Join(clone, "podfile.yaml"), good) },
+		},
+		"link inside the clone": {
+			setup: func(t *testing.T, clone, _ string) {
+				write(t, filepath.Join(clone, "conf", "pod.yaml"), good)
+				link(t, "conf/pod.yaml", filepath.Join(clone, "podfile.yaml"))
+			},
+		},
+		"absolute link out": {
+			setup:   func(t *testing.T, clone, outside string) { link(t, outside, filepath.Join(clone, "podfile.yaml")) },
+			wantErr: `podfile "podfile.yaml" in the clone CLONE resolves outside the clone (a symbolic link to "OUTSIDE"); podspawn reads nothing from outside a project's clone: make it a plain file in the repository`,
+		},
+		"relative link out": {
+			setup: func(t *testing.T, clone, _ string) {
+				link(t, "../../shadow", filepath.Join(clone, ".podspawn", "podfile.yaml"))
+			},
+			wantErr: `podfile ".podspawn/podfile.yaml" in the clone CLONE resolves outside the clone (a symbolic link to "../../shadow")`,
+		},
+		"directory link out": {
+			setup: func(t *testing.T, clone, outside string) {
+				write(t, filepath.Join(filepath.Dir(outside), "podfile.yaml"), secret)
+				os.Remove(filepath.Join(clone, ".podspawn"))
+				link(t, filepath.Dir(outside), filepath.Join(clone, ".podspawn"))
+			},
+			wantErr: `podfile ".podspawn/podfile.yaml" in the clone CLONE resolves outside the clone; podspawn reads nothing`,
+		},
+		"registered path out": {
+			setup:   func(t *testing.T, clone, _ string) { write(t, filepath.Join(clone, "podfile.yaml"), good) },
+			rel:     "../shadow",
+			wantErr: `podfile "../shadow" in the clone CLONE resolves outside the clone;`,
+		},
+		"link out found by Find is refused, not skipped": {
+			setup: func(t *testing.T, clone, outside string) {
+				link(t, outside, filepath.Join(clone, "podfile.yaml"))
+				write(t, filepath.Join(clone, ".podspawn", "podfile.yaml"), good)
+			},
+			wantErr: `"podfile.yaml" in the clone CLONE resolves outside the clone (a symbolic link to "OUTSIDE")`,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			clone, outside := filepath.Join(dir, "clone"), filepath.Join(dir, "shadow")
+			write(t, outside, secret)
+			if err := os.MkdirAll(filepath.Join(clone, ".podspawn"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			tc.setup(t, clone, outside)
+			rel, err := tc.rel, error(nil)
+			if rel == "" {
+				rel, err = Find(clone)
+			}
+			var pf *Podfile
+			if err == nil {
+				pf, err = ReadPodfile(clone, rel)
+			}
+			if tc.wantErr == "" {
+				if err != nil || pf.Base != "img:1" {
+					t.Fatalf("got %+v, %v; want the Podfile", pf, err)
+				}
+				return
+			}
+			want := strings.NewReplacer("CLONE", clone, "OUTSIDE", outside).Replace(tc.wantErr)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("got %v\nwant an error containing %s", err, want)
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("the error shows the file outside: %v", err)
+			}
+		})
+	}
+}
+
+func write(t *testing.T, p, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func link(t *testing.T, target, p string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Errors quote what the Podfile says: no raw control character or escape
+// sequence reaches the operator's terminal.
+func TestPodfileErrorsQuoteTheFilesText(t *testing.T) {
+	cases := map[string]struct{ yaml, want string }{
+		"escape sequence in an unknown key": {"base: x\n\"\\e]0;pwned\\a\\e[2J\": 1\n", `field \x1b]0;pwned\a\x1b[2J not found`},
+		"escape sequence in the base":       {"base: \"ubuntu\\e[31m\"\n", `field base: "ubuntu\x1b[31m" is not an image reference`},
+		"bidi override in a service name":   {"base: x\nservices:\n  - name: \"db\\u202e\"\n    image: y\n", `field services[0].name: "db\u202e" must match`},
+		"C1 control in an env key":          {"base: x\nenv:\n  \"A\\x9b2J\": v\n", `field env: "A\u009b2J" is not a valid variable name`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParsePodfile([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %s", err, tc.want)
+			}
+			for _, r := range err.Error() {
+				if r < 0x20 || r == 0x7f || r == 0x202e {
+					t.Fatalf("raw control character %U in %q", r, err.Error())
+				}
+			}
+		})
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text, with `quotes` and \"these\"": "plain text, with `quotes` and \"these\"",
+		"\x1b[31mred\x1b[0m":                      `\x1b[31mred\x1b[0m`,
+		"tab\tnewline\nbell\a":                    `tab\tnewline\nbell\a`,
+		"bad \xff byte":                           `bad \xff byte`,
+		"right-to-left \u202e override":           `right-to-left \u202e override`,
+		"ünïcödé and 日本語":                         "ünïcödé and 日本語",
+	} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

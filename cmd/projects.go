@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -112,6 +113,13 @@ func (a *App) buildProject(ctx context.Context, name, dir string) (pf *projects.
 	pf, err = projects.ReadPodfile(dir, rel)
 	if err != nil {
 		return nil, "", false, err
+	}
+	cfg, err := a.Config()
+	if err != nil {
+		return nil, "", false, err
+	}
+	if err := pf.CheckLimits(projects.LimitsOf(cfg, runtime.NumCPU())); err != nil {
+		return nil, "", false, fmt.Errorf("podfile %s: %w", filepath.Join(dir, rel), err)
 	}
 	dc, err := a.Docker()
 	if err != nil {

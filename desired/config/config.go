@@ -50,6 +50,9 @@ type Auth struct {
 	KeyDir string `yaml:"key_dir"`
 }
 
+// ImageDefaults are the default session's image and shell, and the
+// limits of every container: a project's Podfile may only tighten CPUs and
+// Memory, never lift them.
 type ImageDefaults struct {
 	Image  string  `yaml:"image"`
 	Shell  string  `yaml:"shell"`
@@ -93,6 +96,9 @@ type Security struct {
 
 type Resources struct {
 	MaxPerUser int `yaml:"max_per_user"`
+	// MaxServicesPerProject bounds the companion services of one project
+	// session; 0 allows none.
+	MaxServicesPerProject int `yaml:"max_services_per_project"`
 }
 
 type Cleanup struct {
@@ -171,7 +177,7 @@ func Defaults() Config {
 			PidsLimit:       256,
 			Tmpfs:           map[string]string{},
 		},
-		Resources: Resources{MaxPerUser: 3},
+		Resources: Resources{MaxPerUser: 3, MaxServicesPerProject: 8},
 		Cleanup:   Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}, MaxUnplannedRemovals: 5},
 		SSH: SSH{SFTPServer: "/usr/lib/openssh/sftp-server", UseSudo: true, Group: "podspawn",
 			AuthKeysUser: "podspawn-auth", SSHDConfig: "/etc/ssh/sshd_config"},
@@ -354,7 +360,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("invalid defaults.memory %q: %w", c.Defaults.Memory, err)
 	}
 	c.Defaults.MemoryBytes = mem
-	if c.Defaults.CPUs < 0 {
+	if c.Defaults.CPUs < 0 || math.IsNaN(c.Defaults.CPUs) || math.IsInf(c.Defaults.CPUs, 0) {
 		return fmt.Errorf("invalid defaults.cpus %v: must be 0 (unlimited) or positive", c.Defaults.CPUs)
 	}
 	if c.Defaults.Image == "" {
@@ -365,6 +371,9 @@ func (c *Config) validate() error {
 	}
 	if c.Resources.MaxPerUser < 0 {
 		return fmt.Errorf("invalid resources.max_per_user %d: must be 0 (unlimited) or positive", c.Resources.MaxPerUser)
+	}
+	if c.Resources.MaxServicesPerProject < 0 {
+		return fmt.Errorf("invalid resources.max_services_per_project %d: must be 0 (projects may have no services) or positive", c.Resources.MaxServicesPerProject)
 	}
 	if c.Security.PidsLimit < 0 {
 		return fmt.Errorf("invalid security.pids_limit %d: must be 0 (unlimited) or positive", c.Security.PidsLimit)

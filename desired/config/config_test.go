@@ -14,7 +14,7 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Exists || cfg.Session.GracePeriod.Duration != 60*time.Second || cfg.Defaults.MemoryBytes != 2<<30 {
+	if cfg.Exists || cfg.Session.GracePeriod.Duration != 60*time.Second || cfg.Defaults.MemoryBytes != 2<<30 || cfg.Resources.MaxServicesPerProject != 8 {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 }
@@ -28,6 +28,8 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 		"bad memory":                      {"defaults:\n  memory: lots\n", `invalid defaults.memory "lots"`},
 		"not yaml":                        {"session: [\n", "did not find expected node content"},
 		"relative db path":                {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
+		"negative max_services":           {"resources:\n  max_services_per_project: -1\n", `invalid resources.max_services_per_project -1: must be 0 (projects may have no services) or positive`},
+		"infinite cpus":                   {"defaults:\n  cpus: .inf\n", `invalid defaults.cpus +Inf`},
 		"negative max_unplanned_removals": {"cleanup:\n  max_unplanned_removals: -1\n", `invalid cleanup.max_unplanned_removals -1`},
 		"word max_unplanned_removals":     {"cleanup:\n  max_unplanned_removals: many\n", `cleanup.max_unplanned_removals`},
 	}

@@ -6,6 +6,7 @@ package generation
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
@@ -109,7 +110,8 @@ func resolveProject(cfg config.Config, key desired.SessionKey, spec *desired.Spe
 	if err != nil {
 		return "", err
 	}
-	pfMode, err := pf.Apply(spec, key, p.ImageTag)
+	// The config's limits are ceilings here too, whatever the clone says now.
+	pfMode, err := pf.Apply(spec, key, p.ImageTag, projects.LimitsOf(cfg, runtime.NumCPU()))
 	if err != nil {
 		return "", fmt.Errorf("project %s: podfile: %w", key.Project, err)
 	}

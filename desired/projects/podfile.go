@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -40,10 +41,77 @@ type Podfile struct {
 	Raw []byte `yaml:"-"`
 }
 
-// Resources limits the session container.
+// Resources asks for tighter limits than the config's ceilings
+// (defaults.cpus and defaults.memory); 0 or unset means the ceiling.
 type Resources struct {
 	CPUs   float64 `yaml:"cpus"`
 	Memory string  `yaml:"memory"`
+}
+
+// Limits are the administrator's ceilings for a project's containers.
+type Limits struct {
+	// CPUs and MemoryBytes come from defaults.cpus and defaults.memory
+	// (Memory as written there); 0 means no ceiling.
+	CPUs        float64
+	MemoryBytes int64
+	Memory      string
+	// MaxServices is resources.max_services_per_project.
+	MaxServices int
+	// HostCPUs is how many CPUs the host has: Docker refuses more.
+	HostCPUs int
+}
+
+// LimitsOf reads the ceilings from cfg.
+func LimitsOf(cfg config.Config, hostCPUs int) Limits {
+	return Limits{CPUs: cfg.Defaults.CPUs, MemoryBytes: cfg.Defaults.MemoryBytes, Memory: cfg.Defaults.Memory,
+		MaxServices: cfg.Resources.MaxServicesPerProject, HostCPUs: hostCPUs}
+}
+
+// CheckLimits refuses a Podfile that asks for more than a ceiling, more
+// CPUs than the host has, or more services than allowed; the error names
+// the field, the value and the limit.
+func (pf *Podfile) CheckLimits(l Limits) error {
+	if n := len(pf.Services); n > l.MaxServices {
+		return fmt.Errorf("field services: %d service(s), more than the %d allowed per project (resources.max_services_per_project in the config)", n, l.MaxServices)
+	}
+	if err := checkCeiling("resources", pf.Resources, l); err != nil {
+		return err
+	}
+	for i, s := range pf.Services {
+		if err := checkCeiling(fmt.Sprintf("services[%d].resources", i), s.Resources, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkCeiling(field string, r Resources, l Limits) error {
+	cpus := strconv.FormatFloat(r.CPUs, 'f', -1, 64)
+	if l.CPUs > 0 && r.CPUs > l.CPUs {
+		return fmt.Errorf("field %s.cpus: %s is above the ceiling of %s (defaults.cpus in the config); ask for %s or less, or leave it out to get the ceiling",
+			field, cpus, strconv.FormatFloat(l.CPUs, 'f', -1, 64), strconv.FormatFloat(l.CPUs, 'f', -1, 64))
+	}
+	if l.HostCPUs > 0 && r.CPUs > float64(l.HostCPUs) {
+		return fmt.Errorf("field %s.cpus: %s is more than the %d CPU(s) of this host; ask for %d or less", field, cpus, l.HostCPUs, l.HostCPUs)
+	}
+	mem, err := config.ParseMemory(r.Memory)
+	if err != nil {
+		return fmt.Errorf("field %s.memory: %w", field, err)
+	}
+	if l.MemoryBytes > 0 && mem > l.MemoryBytes {
+		return fmt.Errorf("field %s.memory: %q is above the ceiling of %s (defaults.memory in the config); ask for %s or less, or leave it out to get the ceiling",
+			field, r.Memory, l.Memory, l.Memory)
+	}
+	return nil
+}
+
+// tighten is what a container gets: the Podfile's value when it is set
+// and below the ceiling, the ceiling otherwise (0 is unset, or no ceiling).
+func tighten[T float64 | int64](ceiling, asked T) T {
+	if asked > 0 && (ceiling == 0 || asked < ceiling) {
+		return asked
+	}
+	return ceiling
 }
 
 // Service is a companion container.
@@ -268,8 +336,8 @@ func checkEnv(field string, env map[string]string) error {
 }
 
 func checkResources(field string, r Resources) error {
-	if r.CPUs < 0 {
-		return fmt.Errorf("field %s.cpus: must not be negative", field)
+	if r.CPUs < 0 || math.IsNaN(r.CPUs) || math.IsInf(r.CPUs, 0) {
+		return fmt.Errorf("field %s.cpus: %v must be a positive number (or 0 for the ceiling)", field, r.CPUs)
 	}
 	if _, err := config.ParseMemory(r.Memory); err != nil {
 		return fmt.Errorf("field %s.memory: %w", field, err)
@@ -327,35 +395,35 @@ func envList(env map[string]string, key desired.SessionKey) []string {
 
 // Apply turns the Podfile into the session's spec on top of spec (which
 // carries the server defaults) and returns the mode the project asks for
-// ("" = keep the default).
-func (pf *Podfile) Apply(spec *desired.Spec, key desired.SessionKey, image string) (desired.Mode, error) {
+// ("" = keep the default). The session and every service get the ceilings
+// of l unless the Podfile asks for less: a Podfile that asks for more
+// (registered before the ceilings were lowered, or edited in the clone)
+// still gets the ceiling. More services than l allows is an error.
+func (pf *Podfile) Apply(spec *desired.Spec, key desired.SessionKey, image string, l Limits) (desired.Mode, error) {
+	if n := len(pf.Services); n > l.MaxServices {
+		return "", fmt.Errorf("%d service(s), more than the %d allowed per project (resources.max_services_per_project)", n, l.MaxServices)
+	}
 	spec.Image = image
 	if pf.Shell != "" {
 		spec.Shell = pf.Shell
 	}
-	if pf.Resources.CPUs > 0 {
-		spec.CPUs = pf.Resources.CPUs
+	mem, err := config.ParseMemory(pf.Resources.Memory)
+	if err != nil {
+		return "", err
 	}
-	if pf.Resources.Memory != "" {
-		m, err := config.ParseMemory(pf.Resources.Memory)
-		if err != nil {
-			return "", err
-		}
-		spec.MemoryBytes = m
-	}
+	spec.CPUs = tighten(l.CPUs, pf.Resources.CPUs)
+	spec.MemoryBytes = tighten(l.MemoryBytes, mem)
 	spec.Env = append(spec.Env, envList(pf.Env, key)...)
 	spec.Env = append(spec.Env, "PODSPAWN_USER="+key.User, "PODSPAWN_PROJECT="+key.Project)
 	spec.OnCreate = expand(pf.OnCreate, key)
 	spec.OnStart = expand(pf.OnStart, key)
 	for _, s := range pf.Services {
-		svc := desired.Service{Name: s.Name, Image: s.Image, Env: envList(s.Env, key), Command: s.Command, CPUs: s.Resources.CPUs}
-		if s.Resources.Memory != "" {
-			m, err := config.ParseMemory(s.Resources.Memory)
-			if err != nil {
-				return "", err
-			}
-			svc.MemoryBytes = m
+		m, err := config.ParseMemory(s.Resources.Memory)
+		if err != nil {
+			return "", err
 		}
+		svc := desired.Service{Name: s.Name, Image: s.Image, Env: envList(s.Env, key), Command: s.Command,
+			CPUs: tighten(l.CPUs, s.Resources.CPUs), MemoryBytes: tighten(l.MemoryBytes, m)}
 		for _, v := range s.Volumes {
 			name, target, err := splitVolume(v)
 			if err != nil {

@@ -78,11 +78,13 @@ func (c *AddUserCmd) Run(a *App) error {
 	for _, n := range notes {
 		fmt.Fprintf(a.Stdout, "note: %s\n", n)
 	}
-	owner := keys.Owner{UID: auth.UID, GID: auth.GID}
-	if _, err := keys.EnsureDir(cfg.Auth.KeyDir, owner); err != nil {
+	// Root owns the directory; the auth-keys account reads it through its group.
+	dir, _, err := keys.EnsureDir(cfg.Auth.KeyDir, auth.GID, false)
+	if err != nil {
 		return err
 	}
-	res, err := keys.AddKeys(cfg.Auth.KeyDir, c.Name, add, owner)
+	defer dir.Close()
+	res, err := dir.AddKeys(c.Name, add)
 	if err != nil {
 		return err
 	}

@@ -57,12 +57,17 @@ func (c *DoctorCmd) Run(a *App) error {
 		Path:       os.Getenv("PATH"),
 		Euid:       os.Geteuid(),
 		Statfs:     doctor.Statfs,
-		LookupUID: func(name string) (int, error) {
+		LookupAccount: func(name string) (int, int, error) {
 			u, err := user.Lookup(name)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
-			return strconv.Atoi(u.Uid)
+			uid, err := strconv.Atoi(u.Uid)
+			if err != nil {
+				return 0, 0, err
+			}
+			gid, err := strconv.Atoi(u.Gid)
+			return uid, gid, err
 		},
 	}
 	env.Config, env.ConfigErr = config.Load(a.CLI.Config)

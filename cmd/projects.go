@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -95,21 +96,30 @@ func gitOutput(ctx context.Context, dir string, args ...string) (string, error) 
 	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("git %s: %v: %s", args[0], err, strings.TrimSpace(string(out)))
+		// The output carries the remote's messages: quoted, so no escape
+		// sequence reaches the operator's terminal.
+		return "", fmt.Errorf("git %s: %v: %q", args[0], err, strings.TrimSpace(string(out)))
 	}
 	return strings.TrimSpace(string(out)), nil
 }
 
 // buildProject reads the Podfile in dir and builds its image if missing;
-// built says whether it had to.
-func (a *App) buildProject(ctx context.Context, name, dir string) (pf *projects.Podfile, pfPath string, built bool, err error) {
-	pfPath, err = projects.Find(dir)
+// rel is the Podfile's path in dir, built says whether it had to build.
+func (a *App) buildProject(ctx context.Context, name, dir string) (pf *projects.Podfile, rel string, built bool, err error) {
+	rel, err = projects.Find(dir)
 	if err != nil {
 		return nil, "", false, err
 	}
-	pf, err = projects.ReadPodfile(pfPath)
+	pf, err = projects.ReadPodfile(dir, rel)
 	if err != nil {
 		return nil, "", false, err
+	}
+	cfg, err := a.Config()
+	if err != nil {
+		return nil, "", false, err
+	}
+	if err := pf.CheckLimits(projects.LimitsOf(cfg, runtime.NumCPU())); err != nil {
+		return nil, "", false, fmt.Errorf("podfile %s: %w", filepath.Join(dir, rel), err)
 	}
 	dc, err := a.Docker()
 	if err != nil {
@@ -128,7 +138,7 @@ func (a *App) buildProject(ctx context.Context, name, dir string) (pf *projects.
 			return nil, "", false, err
 		}
 	}
-	return pf, pfPath, !exists, nil
+	return pf, rel, !exists, nil
 }
 
 // Run clones into a temporary directory and moves it into place only
@@ -164,14 +174,13 @@ func (c *AddProjectCmd) Run(a *App) error {
 	if err := git(ctx, cfg.State.ProjectsDir, args...); err != nil {
 		return fmt.Errorf("cloning %s: %w", c.Repo, err)
 	}
-	pf, pfPath, _, err := a.buildProject(ctx, c.Name, tmp)
+	pf, rel, _, err := a.buildProject(ctx, c.Name, tmp)
 	if err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("moving the clone into %s: %w", final, err)
 	}
-	rel, _ := filepath.Rel(tmp, pfPath)
 	reg[c.Name] = projects.Project{Repo: c.Repo, Branch: c.Branch, LocalPath: final, ImageTag: pf.Tag(c.Name), PodfilePath: rel}
 	if err := reg.Save(cfg.ProjectsFile); err != nil {
 		os.RemoveAll(final)
@@ -201,7 +210,7 @@ func (c *UpdateProjectCmd) Run(a *App) error {
 	if err := git(ctx, p.LocalPath, "pull", "--quiet", "--ff-only"); err != nil {
 		return fmt.Errorf("updating %s: %w", p.LocalPath, err)
 	}
-	pf, pfPath, built, err := a.buildProject(ctx, c.Name, p.LocalPath)
+	pf, rel, built, err := a.buildProject(ctx, c.Name, p.LocalPath)
 	if err != nil {
 		// New sessions read the Podfile from the clone: put back the
 		// commit that matches the registered image.
@@ -211,7 +220,6 @@ func (c *UpdateProjectCmd) Run(a *App) error {
 		return fmt.Errorf("%w\n  project %s is unchanged (clone restored to %.12s, image %s)", err, c.Name, before, p.ImageTag)
 	}
 	tag := pf.Tag(c.Name)
-	rel, _ := filepath.Rel(p.LocalPath, pfPath)
 	if tag == p.ImageTag {
 		// Same bytes, maybe moved (podfile.yaml <-> .podspawn/podfile.yaml):
 		// spawn reads it from the registered path.

@@ -39,7 +39,7 @@ func TestListUsersGolden(t *testing.T) {
 		e.keyFile("ci-runner", pubKey(t, 5, "ci")+"\n")
 		e.keyFile("deploy", "garbage\n")
 		e.keyFile("erin", "")
-		// Root reads every file, so make carol's unreadable another way.
+		// Key files are plain files: root reports a link, never follows it.
 		if err := os.Mkdir(filepath.Join(e.root, "carol-dir"), 0o700); err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 // Package config loads /etc/podspawn/config.yaml. A missing file means the
-// defaults; a file that exists but cannot be read or parsed is an error, so
-// that no command acts on defaults when the real configuration failed to load.
+// defaults; a file that exists but cannot be read or parsed, or sets
+// nothing, is an error, so that no command acts on defaults when the real
+// configuration failed to load.
 package config
 
 import (
@@ -49,6 +50,9 @@ type Auth struct {
 	KeyDir string `yaml:"key_dir"`
 }
 
+// ImageDefaults are the default session's image and shell, and the
+// limits of every container: a project's Podfile may only tighten CPUs and
+// Memory, never lift them.
 type ImageDefaults struct {
 	Image  string  `yaml:"image"`
 	Shell  string  `yaml:"shell"`
@@ -92,6 +96,9 @@ type Security struct {
 
 type Resources struct {
 	MaxPerUser int `yaml:"max_per_user"`
+	// MaxServicesPerProject bounds the companion services of one project
+	// session; 0 allows none.
+	MaxServicesPerProject int `yaml:"max_services_per_project"`
 }
 
 type Cleanup struct {
@@ -179,7 +186,7 @@ func Defaults() Config {
 			PidsLimit:       256,
 			Tmpfs:           map[string]string{},
 		},
-		Resources: Resources{MaxPerUser: 3},
+		Resources: Resources{MaxPerUser: 3, MaxServicesPerProject: 8},
 		Cleanup: Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}, MaxUnplannedRemovals: 5,
 			CrashLoopMaxRestarts: 10, CrashLoopResetAfter: Duration{10 * time.Minute},
 			CrashLoopBackoff: Duration{time.Second}, CrashLoopBackoffMax: Duration{5 * time.Minute}},
@@ -205,6 +212,13 @@ func Load(path string) (Config, error) {
 	cfg.Exists = true
 	if err := decode(data, &cfg); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	// An administrator's file that sets nothing (emptied, or every line
+	// commented out) must not silently become the defaults, which would
+	// drop the runtime, capabilities and paths it was meant to set.
+	if setsNothing(data) {
+		return Config{}, fmt.Errorf("config %s exists but sets nothing (it is empty or holds only comments): "+
+			"uncomment or add the settings you mean, or delete the file to run on the built-in defaults", path)
 	}
 	if err := cfg.validate(); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
@@ -232,6 +246,20 @@ func decode(data []byte, cfg *Config) error {
 		return fmt.Errorf("%s", nameKeys(data, strings.TrimPrefix(err.Error(), "yaml: ")))
 	}
 	return nil
+}
+
+// setsNothing reports whether data, which decoded, holds no setting:
+// no document, a null one, or an empty mapping.
+func setsNothing(data []byte) bool {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return false
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return true
+	}
+	n := doc.Content[0]
+	return (n.Kind == yaml.ScalarNode && n.Tag == "!!null") || (n.Kind == yaml.MappingNode && len(n.Content) == 0)
 }
 
 var lineRE = regexp.MustCompile(`line (\d+): `)
@@ -343,7 +371,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("invalid defaults.memory %q: %w", c.Defaults.Memory, err)
 	}
 	c.Defaults.MemoryBytes = mem
-	if c.Defaults.CPUs < 0 {
+	if c.Defaults.CPUs < 0 || math.IsNaN(c.Defaults.CPUs) || math.IsInf(c.Defaults.CPUs, 0) {
 		return fmt.Errorf("invalid defaults.cpus %v: must be 0 (unlimited) or positive", c.Defaults.CPUs)
 	}
 	if c.Defaults.Image == "" {
@@ -354,6 +382,9 @@ func (c *Config) validate() error {
 	}
 	if c.Resources.MaxPerUser < 0 {
 		return fmt.Errorf("invalid resources.max_per_user %d: must be 0 (unlimited) or positive", c.Resources.MaxPerUser)
+	}
+	if c.Resources.MaxServicesPerProject < 0 {
+		return fmt.Errorf("invalid resources.max_services_per_project %d: must be 0 (projects may have no services) or positive", c.Resources.MaxServicesPerProject)
 	}
 	if c.Security.PidsLimit < 0 {
 		return fmt.Errorf("invalid security.pids_limit %d: must be 0 (unlimited) or positive", c.Security.PidsLimit)

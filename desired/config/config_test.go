@@ -14,7 +14,7 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Exists || cfg.Session.GracePeriod.Duration != 60*time.Second || cfg.Defaults.MemoryBytes != 2<<30 {
+	if cfg.Exists || cfg.Session.GracePeriod.Duration != 60*time.Second || cfg.Defaults.MemoryBytes != 2<<30 || cfg.Resources.MaxServicesPerProject != 8 {
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 }
@@ -28,6 +28,8 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 		"bad memory":                      {"defaults:\n  memory: lots\n", `invalid defaults.memory "lots"`},
 		"not yaml":                        {"session: [\n", "did not find expected node content"},
 		"relative db path":                {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
+		"negative max_services":           {"resources:\n  max_services_per_project: -1\n", `invalid resources.max_services_per_project -1: must be 0 (projects may have no services) or positive`},
+		"infinite cpus":                   {"defaults:\n  cpus: .inf\n", `invalid defaults.cpus +Inf`},
 		"negative max_unplanned_removals": {"cleanup:\n  max_unplanned_removals: -1\n", `invalid cleanup.max_unplanned_removals -1`},
 		"word max_unplanned_removals":     {"cleanup:\n  max_unplanned_removals: many\n", `cleanup.max_unplanned_removals`},
 		"zero max restarts":               {"cleanup:\n  crash_loop_max_restarts: 0\n", `invalid cleanup.crash_loop_max_restarts 0: must be at least 1`},
@@ -49,6 +51,39 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 				t.Fatalf("got %v, want an error naming %s and containing %q", err, p, tc.want)
 			}
 		})
+	}
+}
+
+// An existing file that sets nothing is not taken for "all defaults":
+// the administrator's hardening would be dropped without a word.
+func TestLoadFileThatSetsNothingIsError(t *testing.T) {
+	for name, body := range map[string]string{
+		"empty":               "",
+		"whitespace":          "\n  \n\r\n",
+		"comments only":       "# podspawn config\n#defaults:\n#  runtime: runsc\n",
+		"document marker":     "---\n# nothing\n",
+		"null":                "~\n",
+		"empty mapping":       "{}\n",
+		"comments and marker": "---\n...\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			want := "config " + p + " exists but sets nothing (it is empty or holds only comments): uncomment or add the settings you mean, or delete the file to run on the built-in defaults"
+			if _, err := Load(p); err == nil || err.Error() != want {
+				t.Fatalf("got %v\nwant %s", err, want)
+			}
+		})
+	}
+	// One setting is enough; the rest are defaults.
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte("# mostly defaults\nsession:\n  mode: persistent\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := Load(p); err != nil || !cfg.Exists || cfg.Session.Mode != "persistent" || cfg.Defaults.Image != "ubuntu:24.04" {
+		t.Fatalf("one setting: %+v, %v", cfg, err)
 	}
 }
 

@@ -6,7 +6,7 @@ package generation
 
 import (
 	"fmt"
-	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
@@ -87,14 +87,14 @@ func readPodfile(name string, p projects.Project) (*projects.Podfile, error) {
 	if p.LocalPath == "" {
 		return nil, fmt.Errorf("project %s has no local_path in the projects file; an admin must remove and re-add it", name)
 	}
-	path := filepath.Join(p.LocalPath, p.PodfilePath)
-	if p.PodfilePath == "" {
+	rel := p.PodfilePath
+	if rel == "" {
 		var err error
-		if path, err = projects.Find(p.LocalPath); err != nil {
+		if rel, err = projects.Find(p.LocalPath); err != nil {
 			return nil, fmt.Errorf("project %s: %w", name, err)
 		}
 	}
-	pf, err := projects.ReadPodfile(path)
+	pf, err := projects.ReadPodfile(p.LocalPath, rel)
 	if err != nil {
 		return nil, fmt.Errorf("project %s: %w; an admin must fix it and run: podspawn update-project %s", name, err, name)
 	}
@@ -110,7 +110,8 @@ func resolveProject(cfg config.Config, key desired.SessionKey, spec *desired.Spe
 	if err != nil {
 		return "", err
 	}
-	pfMode, err := pf.Apply(spec, key, p.ImageTag)
+	// The config's limits are ceilings here too, whatever the clone says now.
+	pfMode, err := pf.Apply(spec, key, p.ImageTag, projects.LimitsOf(cfg, runtime.NumCPU()))
 	if err != nil {
 		return "", fmt.Errorf("project %s: podfile: %w", key.Project, err)
 	}

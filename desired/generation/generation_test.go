@@ -70,8 +70,9 @@ func TestNewGenerationOfAProject(t *testing.T) {
 			Env:      []string{"WHO=alice@backend", "PODSPAWN_USER=alice", "PODSPAWN_PROJECT=backend"},
 			Hostname: "backend", ContainerName: "podspawn-alice-backend", NetworkName: "podspawn-alice-backend-net",
 			Security: cfg.SecuritySpec(),
+			// A service without resources gets the config's ceilings.
 			Services: []desired.Service{{Name: "db", Image: "pg:16", Env: []string{"U=alice"},
-				Volumes: []desired.VolumeMount{{Name: "data", Target: "/var/lib/db"}}}},
+				Volumes: []desired.VolumeMount{{Name: "data", Target: "/var/lib/db"}}, CPUs: 2, MemoryBytes: 2 << 30}},
 			OnCreate: "echo made for alice", OnStart: "echo hi",
 		},
 	}

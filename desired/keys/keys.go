@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/podspawn/podspawn/desired"
 )
@@ -119,14 +121,15 @@ func ListUsers(dir string) ([]string, error) {
 	return users, nil
 }
 
-// Read reads one user's key file.
+// Read reads one user's key file. Key files are plain files: a link is
+// not followed and, like a FIFO or a directory, is a ReadErr.
 func Read(dir, user string) (UserFile, error) {
 	p, err := Path(dir, user)
 	if err != nil {
 		return UserFile{}, err
 	}
 	uf := UserFile{Name: user}
-	data, err := os.ReadFile(p)
+	data, err := readNoFollow(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return UserFile{}, err
@@ -136,4 +139,30 @@ func Read(dir, user string) (UserFile, error) {
 	}
 	uf.Keys, uf.Invalid = Parse(data)
 	return uf, nil
+}
+
+func readNoFollow(p string) ([]byte, error) {
+	// O_NONBLOCK: a FIFO must not hang the open (it is refused below).
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil, &fs.PathError{Op: "open", Path: p, Err: unix.ENOENT}
+	case errors.Is(err, unix.ELOOP):
+		return nil, &fs.PathError{Op: "open", Path: p, Err: errors.New("is a symbolic link (not followed)")}
+	case err != nil:
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: p, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, &fs.PathError{Op: "open", Path: p, Err: errors.New("is not a regular file")}
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	return io.ReadAll(f)
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -287,5 +288,19 @@ func TestRead(t *testing.T) {
 	uf, err = keys.Read(dir, "carol")
 	if err != nil || uf.ReadErr == nil || uf.Name != "carol" {
 		t.Fatalf("Read(carol, a directory) = %+v, %v; want the read error reported in the file", uf, err)
+	}
+	// Key files are plain files: a link is not followed, a FIFO does not
+	// hang the reader.
+	if err := os.Symlink(filepath.Join(dir, "alice"), filepath.Join(dir, "dave")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "erin"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string]string{"dave": "is a symbolic link (not followed)", "erin": "is not a regular file"} {
+		uf, err = keys.Read(dir, user)
+		if err != nil || uf.ReadErr == nil || !strings.Contains(uf.ReadErr.Error(), want) || len(uf.Keys) != 0 {
+			t.Errorf("Read(%s) = %+v, %v; want ReadErr %q", user, uf, err, want)
+		}
 	}
 }

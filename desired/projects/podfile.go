@@ -10,11 +10,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -37,10 +41,77 @@ type Podfile struct {
 	Raw []byte `yaml:"-"`
 }
 
-// Resources limits the session container.
+// Resources asks for tighter limits than the config's ceilings
+// (defaults.cpus and defaults.memory); 0 or unset means the ceiling.
 type Resources struct {
 	CPUs   float64 `yaml:"cpus"`
 	Memory string  `yaml:"memory"`
+}
+
+// Limits are the administrator's ceilings for a project's containers.
+type Limits struct {
+	// CPUs and MemoryBytes come from defaults.cpus and defaults.memory
+	// (Memory as written there); 0 means no ceiling.
+	CPUs        float64
+	MemoryBytes int64
+	Memory      string
+	// MaxServices is resources.max_services_per_project.
+	MaxServices int
+	// HostCPUs is how many CPUs the host has: Docker refuses more.
+	HostCPUs int
+}
+
+// LimitsOf reads the ceilings from cfg.
+func LimitsOf(cfg config.Config, hostCPUs int) Limits {
+	return Limits{CPUs: cfg.Defaults.CPUs, MemoryBytes: cfg.Defaults.MemoryBytes, Memory: cfg.Defaults.Memory,
+		MaxServices: cfg.Resources.MaxServicesPerProject, HostCPUs: hostCPUs}
+}
+
+// CheckLimits refuses a Podfile that asks for more than a ceiling, more
+// CPUs than the host has, or more services than allowed; the error names
+// the field, the value and the limit.
+func (pf *Podfile) CheckLimits(l Limits) error {
+	if n := len(pf.Services); n > l.MaxServices {
+		return fmt.Errorf("field services: %d service(s), more than the %d allowed per project (resources.max_services_per_project in the config)", n, l.MaxServices)
+	}
+	if err := checkCeiling("resources", pf.Resources, l); err != nil {
+		return err
+	}
+	for i, s := range pf.Services {
+		if err := checkCeiling(fmt.Sprintf("services[%d].resources", i), s.Resources, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkCeiling(field string, r Resources, l Limits) error {
+	cpus := strconv.FormatFloat(r.CPUs, 'f', -1, 64)
+	if l.CPUs > 0 && r.CPUs > l.CPUs {
+		return fmt.Errorf("field %s.cpus: %s is above the ceiling of %s (defaults.cpus in the config); ask for %s or less, or leave it out to get the ceiling",
+			field, cpus, strconv.FormatFloat(l.CPUs, 'f', -1, 64), strconv.FormatFloat(l.CPUs, 'f', -1, 64))
+	}
+	if l.HostCPUs > 0 && r.CPUs > float64(l.HostCPUs) {
+		return fmt.Errorf("field %s.cpus: %s is more than the %d CPU(s) of this host; ask for %d or less", field, cpus, l.HostCPUs, l.HostCPUs)
+	}
+	mem, err := config.ParseMemory(r.Memory)
+	if err != nil {
+		return fmt.Errorf("field %s.memory: %w", field, err)
+	}
+	if l.MemoryBytes > 0 && mem > l.MemoryBytes {
+		return fmt.Errorf("field %s.memory: %q is above the ceiling of %s (defaults.memory in the config); ask for %s or less, or leave it out to get the ceiling",
+			field, r.Memory, l.Memory, l.Memory)
+	}
+	return nil
+}
+
+// tighten is what a container gets: the Podfile's value when it is set
+// and below the ceiling, the ceiling otherwise (0 is unset, or no ceiling).
+func tighten[T float64 | int64](ceiling, asked T) T {
+	if asked > 0 && (ceiling == 0 || asked < ceiling) {
+		return asked
+	}
+	return ceiling
 }
 
 // Service is a companion container.
@@ -57,31 +128,130 @@ type Service struct {
 // PodfileNames are looked up in this order in a project's clone.
 var PodfileNames = []string{"podfile.yaml", ".podspawn/podfile.yaml"}
 
-// Find returns the path of the Podfile in dir.
-func Find(dir string) (string, error) {
+// maxPodfileSize bounds what is read: a Podfile is a few hundred bytes.
+const maxPodfileSize = 1 << 20
+
+// Find returns the path, relative to clone, of the clone's Podfile. A
+// candidate that resolves outside the clone is refused, not skipped.
+func Find(clone string) (string, error) {
 	for _, n := range PodfileNames {
-		p := filepath.Join(dir, n)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
+		f, err := openInClone(clone, n)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		var esc *EscapeError
+		if errors.As(err, &esc) {
+			return "", fmt.Errorf("podfile %w", err)
+		}
+		if err != nil {
+			return "", fmt.Errorf("looking for a podfile in %s: %w", clone, err)
+		}
+		fi, err := f.Stat()
+		f.Close()
+		if err == nil && fi.Mode().IsRegular() {
+			return n, nil
 		}
 	}
-	return "", fmt.Errorf("no podfile found in %s (looked for %s)", dir, strings.Join(PodfileNames, ", "))
+	return "", fmt.Errorf("no podfile found in %s (looked for %s)", clone, strings.Join(PodfileNames, ", "))
 }
 
-// ReadPodfile reads and validates a Podfile.
-func ReadPodfile(path string) (*Podfile, error) {
-	data, err := os.ReadFile(path)
+// EscapeError is a path in a project's clone that resolves outside it.
+type EscapeError struct {
+	Clone, Rel string
+	// Target is the link's text when Rel itself is the link.
+	Target string
+}
+
+func (e *EscapeError) Error() string {
+	link := ""
+	if e.Target != "" {
+		link = fmt.Sprintf(" (a symbolic link to %q)", e.Target)
+	}
+	return fmt.Sprintf("%q in the clone %s resolves outside the clone%s; podspawn reads nothing from outside a project's clone: make it a plain file in the repository",
+		e.Rel, e.Clone, link)
+}
+
+// openInClone opens rel inside clone. Links that stay inside the clone
+// are followed; one that leads out (podfile.yaml -> /etc/shadow) is an
+// *EscapeError, so root never reads a file the repository points at.
+func openInClone(clone, rel string) (*os.File, error) {
+	if !filepath.IsLocal(rel) {
+		return nil, &EscapeError{Clone: clone, Rel: rel}
+	}
+	base, err := filepath.EvalSymlinks(clone)
+	if err != nil {
+		return nil, fmt.Errorf("project clone: %w", err)
+	}
+	p, err := filepath.EvalSymlinks(filepath.Join(clone, rel))
+	if err != nil {
+		return nil, err
+	}
+	if r, err := filepath.Rel(base, p); err != nil || !filepath.IsLocal(r) {
+		target, _ := os.Readlink(filepath.Join(clone, rel))
+		return nil, &EscapeError{Clone: clone, Rel: rel, Target: target}
+	}
+	// The check above names the problem; os.Root holds even if the clone
+	// changed since.
+	root, err := os.OpenRoot(clone)
+	if err != nil {
+		return nil, fmt.Errorf("project clone: %w", err)
+	}
+	defer root.Close()
+	return root.Open(rel)
+}
+
+// ReadPodfile reads and validates the Podfile at rel in clone (see Find).
+func ReadPodfile(clone, rel string) (*Podfile, error) {
+	path := filepath.Join(clone, rel)
+	f, err := openInClone(clone, rel)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("podfile %s does not exist", path)
 		}
+		var esc *EscapeError
+		if errors.As(err, &esc) {
+			return nil, fmt.Errorf("podfile %w", err)
+		}
 		return nil, fmt.Errorf("reading podfile: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("podfile %s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPodfileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading podfile: %w", err)
+	}
+	if len(data) > maxPodfileSize {
+		return nil, fmt.Errorf("podfile %s is larger than %d bytes", path, maxPodfileSize)
 	}
 	pf, err := ParsePodfile(data)
 	if err != nil {
 		return nil, fmt.Errorf("podfile %s: %w", path, err)
 	}
 	return pf, nil
+}
+
+// Printable escapes, as strconv.Quote would, what a terminal interprets
+// in untrusted text (control characters, escape sequences, invalid UTF-8,
+// bidirectional overrides) and keeps the rest as it is, so text from a
+// repository can go into an error message.
+func Printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == ' ' || unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 var (
@@ -96,7 +266,8 @@ func ParsePodfile(data []byte) (*Podfile, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(pf); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		// The decoder quotes the file's own text (unknown keys, values).
+		return nil, errors.New(Printable(strings.TrimPrefix(err.Error(), "yaml: ")))
 	}
 	pf.Raw = append([]byte(nil), data...)
 	if strings.TrimSpace(pf.Base) == "" {
@@ -165,8 +336,8 @@ func checkEnv(field string, env map[string]string) error {
 }
 
 func checkResources(field string, r Resources) error {
-	if r.CPUs < 0 {
-		return fmt.Errorf("field %s.cpus: must not be negative", field)
+	if r.CPUs < 0 || math.IsNaN(r.CPUs) || math.IsInf(r.CPUs, 0) {
+		return fmt.Errorf("field %s.cpus: %v must be a positive number (or 0 for the ceiling)", field, r.CPUs)
 	}
 	if _, err := config.ParseMemory(r.Memory); err != nil {
 		return fmt.Errorf("field %s.memory: %w", field, err)
@@ -224,35 +395,35 @@ func envList(env map[string]string, key desired.SessionKey) []string {
 
 // Apply turns the Podfile into the session's spec on top of spec (which
 // carries the server defaults) and returns the mode the project asks for
-// ("" = keep the default).
-func (pf *Podfile) Apply(spec *desired.Spec, key desired.SessionKey, image string) (desired.Mode, error) {
+// ("" = keep the default). The session and every service get the ceilings
+// of l unless the Podfile asks for less: a Podfile that asks for more
+// (registered before the ceilings were lowered, or edited in the clone)
+// still gets the ceiling. More services than l allows is an error.
+func (pf *Podfile) Apply(spec *desired.Spec, key desired.SessionKey, image string, l Limits) (desired.Mode, error) {
+	if n := len(pf.Services); n > l.MaxServices {
+		return "", fmt.Errorf("%d service(s), more than the %d allowed per project (resources.max_services_per_project)", n, l.MaxServices)
+	}
 	spec.Image = image
 	if pf.Shell != "" {
 		spec.Shell = pf.Shell
 	}
-	if pf.Resources.CPUs > 0 {
-		spec.CPUs = pf.Resources.CPUs
+	mem, err := config.ParseMemory(pf.Resources.Memory)
+	if err != nil {
+		return "", err
 	}
-	if pf.Resources.Memory != "" {
-		m, err := config.ParseMemory(pf.Resources.Memory)
-		if err != nil {
-			return "", err
-		}
-		spec.MemoryBytes = m
-	}
+	spec.CPUs = tighten(l.CPUs, pf.Resources.CPUs)
+	spec.MemoryBytes = tighten(l.MemoryBytes, mem)
 	spec.Env = append(spec.Env, envList(pf.Env, key)...)
 	spec.Env = append(spec.Env, "PODSPAWN_USER="+key.User, "PODSPAWN_PROJECT="+key.Project)
 	spec.OnCreate = expand(pf.OnCreate, key)
 	spec.OnStart = expand(pf.OnStart, key)
 	for _, s := range pf.Services {
-		svc := desired.Service{Name: s.Name, Image: s.Image, Env: envList(s.Env, key), Command: s.Command, CPUs: s.Resources.CPUs}
-		if s.Resources.Memory != "" {
-			m, err := config.ParseMemory(s.Resources.Memory)
-			if err != nil {
-				return "", err
-			}
-			svc.MemoryBytes = m
+		m, err := config.ParseMemory(s.Resources.Memory)
+		if err != nil {
+			return "", err
 		}
+		svc := desired.Service{Name: s.Name, Image: s.Image, Env: envList(s.Env, key), Command: s.Command,
+			CPUs: tighten(l.CPUs, s.Resources.CPUs), MemoryBytes: tighten(l.MemoryBytes, m)}
 		for _, v := range s.Volumes {
 			name, target, err := splitVolume(v)
 			if err != nil {

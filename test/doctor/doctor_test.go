@@ -51,6 +51,7 @@ func newRoot(t *testing.T, extra string) *root {
 	r := &root{Env: env, binDir: filepath.Join(env.Root, "bin"), sshd: sshdConfig}
 	must(t, os.MkdirAll(r.binDir, 0o755))
 	must(t, os.MkdirAll(filepath.Join(env.StateDir, "locks"), 0o700))
+	must(t, os.Chmod(env.KeyDir, 0o750)) // root's, readable by the auth-keys group (root here)
 	must(t, os.WriteFile(filepath.Join(r.binDir, "sshd"), []byte(`#!/bin/sh
 case "$1" in
 -V) echo "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024" >&2 ;;
@@ -154,8 +155,8 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] sshd config valid
   [pass] AuthorizedKeysCommand
   [pass] podspawn config dir
-  [warn] key directory: ` + r.KeyDir + ` has mode 0755, should be 0700
-        fix: sudo chmod 700 ` + r.KeyDir + `
+  [warn] key directory: ` + r.KeyDir + ` has mode 0755, should be 0750
+        fix: sudo podspawn server-setup (it gives the key directory and its files to root, readable by the auth-keys account's group, without following links)
   [pass] state directory
   [FAIL] lock directory: ` + locks + ` does not exist; run 'podspawn server-setup'
         fix: sudo mkdir -p -m 700 ` + locks + ` && sudo chown root:root ` + locks + `

@@ -253,3 +253,49 @@ func TestRemoveProject(t *testing.T) {
 		t.Errorf("spawn after removal: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 }
+
+// TestAddProjectStaysInTheClone: a repository whose podfile.yaml is a
+// link to a root-only file outside the clone must not get that file read
+// (nor its lines printed), and what a Podfile says reaches the terminal
+// quoted, escape sequences included.
+func TestAddProjectStaysInTheClone(t *testing.T) {
+	e := newEnv(t, harness.Options{})
+	shadow := filepath.Join(e.Root, "shadow")
+	if err := os.WriteFile(shadow, []byte("secret_key: hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	repo := e.newRepo(map[string]string{"README": "a project\n"})
+	if err := os.Symlink(shadow, filepath.Join(repo, "podfile.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	gitRun(t, repo, "add", "-A")
+	gitRun(t, repo, "commit", "--quiet", "-m", "podfile as a link")
+
+	name := harness.Uniq("pjlink")
+	r := e.Run("add-project", name, "--repo", repo)
+	want := `podfile "podfile.yaml" in the clone ` // the clone's temporary path follows
+	if r.Code != 1 || !strings.Contains(r.Stderr, want) ||
+		!strings.Contains(r.Stderr, `resolves outside the clone (a symbolic link to "`+shadow+`"); podspawn reads nothing from outside a project's clone: make it a plain file in the repository`) {
+		t.Fatalf("exit %d, stderr %q; want 1 and the refusal", r.Code, r.Stderr)
+	}
+	if strings.Contains(r.Stdout+r.Stderr, "secret_key") || strings.Contains(r.Stdout+r.Stderr, "hunter2") {
+		t.Errorf("the linked file's content reached the output: %q", r.Stderr)
+	}
+	if _, ok := e.registry()[name]; ok {
+		t.Errorf("project %s registered", name)
+	}
+	if entries, _ := os.ReadDir(e.projectsDir()); len(entries) != 0 {
+		t.Errorf("left in the projects dir: %v", entries)
+	}
+
+	// An escape sequence in the Podfile (here in an unknown key) is shown
+	// escaped.
+	repo = e.newRepo(map[string]string{"podfile.yaml": "base: " + harness.Image + "\n\"\\e]0;owned\\a\\e[2J\": 1\n"})
+	r = e.Run("add-project", name, "--repo", repo)
+	if r.Code != 1 || !strings.Contains(r.Stderr, `field \x1b]0;owned\a\x1b[2J not found`) {
+		t.Fatalf("exit %d, stderr %q; want 1 and the key escaped", r.Code, r.Stderr)
+	}
+	if strings.ContainsAny(r.Stdout+r.Stderr, "\x1b\a") {
+		t.Errorf("raw control characters in the output: %q", r.Stderr)
+	}
+}

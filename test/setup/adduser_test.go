@@ -3,10 +3,13 @@ package setup
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -76,10 +79,10 @@ func TestAddUser(t *testing.T) {
 	if d := cmp.Diff(k2+"\n"+k1+"\n", string(data)); d != "" {
 		t.Errorf("key file (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff("-rw------- "+h.authUser+":"+h.authUser, ownerMode(t, keyFile)); d != "" {
+	if d := cmp.Diff("-rw-r----- root:"+h.authUser, ownerMode(t, keyFile)); d != "" {
 		t.Errorf("key file owner/mode (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff("drwx------ "+h.authUser+":"+h.authUser, ownerMode(t, h.keyDir)); d != "" {
+	if d := cmp.Diff("drwxr-x--- root:"+h.authUser, ownerMode(t, h.keyDir)); d != "" {
 		t.Errorf("key dir owner/mode (-want +got):\n%s", d)
 	}
 
@@ -265,4 +268,91 @@ func TestAddUserAdoptsExistingAccounts(t *testing.T) {
 	if got := field(getent(t, "shadow", carol), 1); got != hash {
 		t.Errorf("the real password was changed to %q", got)
 	}
+}
+
+// TestAddUserNeverFollowsALinkInTheKeyDir is the attack of issue 12: the
+// auth-keys account plants a symlink to a root-only file where a user's
+// key file goes, then root runs add-user for that name. Root must neither
+// read nor change the target.
+func TestAddUserNeverFollowsALinkInTheKeyDir(t *testing.T) {
+	h := setUp(t)
+	zqc := h.user("zqc")
+	secret := filepath.Join(h.root, "secret")
+	if err := os.WriteFile(secret, []byte("root's secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := h.snapshotOf(secret)
+	link := filepath.Join(h.keyDir, zqc)
+	// As the auth-keys account, which could write the directory before
+	// podspawn took it back.
+	plant := exec.Command("setpriv", "--reuid", h.authUser, "--regid", h.authUser, "--clear-groups", "ln", "-s", secret, link)
+	if err := os.Chown(h.keyDir, uidOf(t, h.authUser), gidOf(t, h.authUser)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(h.keyDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := plant.CombinedOutput(); err != nil {
+		t.Fatalf("planting the link as %s: %v %s", h.authUser, err, out)
+	}
+
+	r := h.run("add-user", zqc, "--no-account", "--key-file", h.writeFile("zqc.pub", newKey(t, "zqc")+"\n"))
+	if d := cmp.Diff(before, h.snapshotOf(secret)); d != "" {
+		t.Errorf("add-user changed the link's target (-before +after):\n%s", d)
+	}
+	if r.Code != 1 || !strings.Contains(r.Stderr, "is a symbolic link") {
+		t.Errorf("add-user through a planted link: exit %d, want 1 and a refusal naming the link\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if strings.Contains(r.Stdout+r.Stderr, "root's secret") {
+		t.Errorf("the target's content reached the output")
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link was not left for the operator to inspect: %v %v", fi, err)
+	}
+	// The directory was taken back from the auth-keys account all the same.
+	if d := cmp.Diff("drwxr-x--- root:"+h.authUser, ownerMode(t, h.keyDir)); d != "" {
+		t.Errorf("key dir owner/mode (-want +got):\n%s", d)
+	}
+
+	// Removing the link by hand lets add-user proceed.
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	h.mustRun("add-user", zqc, "--no-account", "--key", newKey(t, "zqc"))
+	if d := cmp.Diff("-rw-r----- root:"+h.authUser, ownerMode(t, link)); d != "" {
+		t.Errorf("key file owner/mode (-want +got):\n%s", d)
+	}
+}
+
+// snapshotOf is a file's mode, owner and content.
+func (h *host) snapshotOf(p string) string {
+	h.t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return fmt.Sprintf("%v %d:%d %q", fi.Mode(), st.Uid, st.Gid, data)
+}
+
+func uidOf(t *testing.T, name string) int {
+	t.Helper()
+	n, err := strconv.Atoi(field(getent(t, "passwd", name), 2))
+	if err != nil {
+		t.Fatalf("uid of %s: %v", name, err)
+	}
+	return n
+}
+
+func gidOf(t *testing.T, name string) int {
+	t.Helper()
+	n, err := strconv.Atoi(field(getent(t, "passwd", name), 3))
+	if err != nil {
+		t.Fatalf("gid of %s: %v", name, err)
+	}
+	return n
 }

@@ -228,7 +228,7 @@ func TestServerSetupDryRunThenTwice(t *testing.T) {
 		"group " + h.group + ": created",
 		"account " + h.authUser + ": created (system account, no login)",
 		"directory " + h.root + "/etc: ok",
-		"directory " + h.keyDir + ": created (0700 " + h.authUser + ")",
+		"directory " + h.keyDir + ": created (0750 root:" + h.authUser + ")",
 		"directory " + h.stateDir + ": created (0700 root)",
 		"directory " + h.stateDir + "/locks: created (0700 root)",
 		"directory " + h.stateDir + "/homes: created (0700 root)",
@@ -261,7 +261,7 @@ func TestServerSetupDryRunThenTwice(t *testing.T) {
 		gotModes[p] = ownerMode(t, p)
 	}
 	wantModes := map[string]string{
-		h.root + "/etc": "drwxr-xr-x root:root", h.keyDir: "drwx------ " + h.authUser + ":" + h.authUser,
+		h.root + "/etc": "drwxr-xr-x root:root", h.keyDir: "drwxr-x--- root:" + h.authUser,
 		h.stateDir: "drwx------ root:root", h.stateDir + "/locks": "drwx------ root:root", h.stateDir + "/homes": "drwx------ root:root",
 		h.sudoers: "-r--r----- root:root", h.config: "-rw-r--r-- root:root",
 	}

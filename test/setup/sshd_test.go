@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -21,7 +22,8 @@ import (
 // and connect with golang.org/x/crypto/ssh. No command is run, so they
 // need auth-keys but not spawn or Docker: they prove the privilege chain
 // (account unlocked, Match block, auth-keys as the auth-keys account
-// reading the 0600 key file) and what forwarding the block allows.
+// reading the root-owned 0640 key file through its group) and what
+// forwarding the block allows.
 
 type sshdServer struct {
 	addr string
@@ -232,4 +234,73 @@ func TestForwarding(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServerSetupMigratesTheKeyDirectory takes a key directory of the
+// older model (the auth-keys account owned it 0700 and the files 0600,
+// and could plant links for root) to root with the account's group,
+// leaves a planted link alone, and sshd still lets the user in.
+func TestServerSetupMigratesTheKeyDirectory(t *testing.T) {
+	h := setUp(t)
+	alice := h.user("alice")
+	signer, pub := newSigner(t, "alice")
+	h.mustRun("add-user", alice, "--key", pub)
+	keyFile := filepath.Join(h.keyDir, alice)
+	secret := filepath.Join(h.root, "secret")
+	if err := os.WriteFile(secret, []byte("root's secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := h.snapshotOf(secret)
+	uid, gid := uidOf(t, h.authUser), gidOf(t, h.authUser)
+	for p, mode := range map[string]os.FileMode{h.keyDir: 0o700, keyFile: 0o600} {
+		if err := os.Chown(p, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := filepath.Join(h.keyDir, h.user("zqc"))
+	if out, err := exec.Command("setpriv", "--reuid", h.authUser, "--regid", h.authUser, "--clear-groups", "ln", "-s", secret, link).CombinedOutput(); err != nil {
+		t.Fatalf("planting the link as %s: %v %s", h.authUser, err, out)
+	}
+
+	r := h.mustRun(h.setupArgs()...)
+	for _, want := range []string{
+		fmt.Sprintf("directory %s: fixed owner %d:%d -> root:%s, mode 0700 -> 0750\n", h.keyDir, uid, gid, h.authUser),
+		fmt.Sprintf("key files in %s (2): fixed owner and mode of 1 file(s): [%s]\n", h.keyDir, alice),
+		fmt.Sprintf("  note: key file %s is a symbolic link; podspawn never follows or changes such an entry as root: inspect it, remove it (rm %s) and run again; it was left as it is\n", link, link),
+	} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("server-setup output lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	if d := cmp.Diff(before, h.snapshotOf(secret)); d != "" {
+		t.Errorf("server-setup changed the link's target (-before +after):\n%s", d)
+	}
+	for p, want := range map[string]string{h.keyDir: "drwxr-x--- root:" + h.authUser, keyFile: "-rw-r----- root:" + h.authUser} {
+		if got := ownerMode(t, p); got != want {
+			t.Errorf("%s: %s, want %s", p, got, want)
+		}
+	}
+
+	// Again: nothing to do (the link is still reported).
+	snap := h.snapshot()
+	r = h.mustRun(h.setupArgs()...)
+	for _, want := range []string{"directory " + h.keyDir + ": ok\n", "key files in " + h.keyDir + " (2): ok\n"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("second run lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	if d := cmp.Diff(snap, h.snapshot()); d != "" {
+		t.Errorf("second run changed something (-before +after):\n%s", d)
+	}
+
+	// auth-keys, as the auth-keys account, reads the migrated file.
+	srv := h.startSSHD()
+	c, err := srv.dial(alice, signer)
+	if err != nil {
+		t.Fatalf("%s cannot log in after the migration: %v", alice, err)
+	}
+	c.Close()
 }

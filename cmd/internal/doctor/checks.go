@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podspawn/podspawn/controller"
+	"github.com/podspawn/podspawn/desired/keys"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 )
 
@@ -183,36 +184,98 @@ func checkConfigDir(_ context.Context, e *Env) Result {
 	return pass(dir)
 }
 
+// checkKeyDir: root owns the key directory (0750) and its files (0640)
+// and sshd's auth-keys account reads them through its group. An owner
+// other than root is the older model, in which that account could plant
+// links for root to follow; server-setup migrates it through handles.
 func checkKeyDir(_ context.Context, e *Env) Result {
 	dir := e.Config.Auth.KeyDir
-	fi, r, ok := statDir(dir, fmt.Sprintf("sudo mkdir -p %s && sudo chmod 700 %s && sudo chown %s %s",
-		dir, dir, e.Config.SSH.AuthKeysUser, dir))
+	account := e.Config.SSH.AuthKeysUser
+	const setupFix = "sudo podspawn server-setup (it gives the key directory and its files to root, readable by the auth-keys account's group, without following links)"
+	fi, r, ok := statDir(dir, setupFix)
 	if !ok {
 		return r
 	}
-	var problems, fixes []string
-	if perm := fi.Mode().Perm(); perm != 0o700 {
-		problems = append(problems, fmt.Sprintf("%s has mode %04o, should be 0700", dir, perm))
-		fixes = append(fixes, "sudo chmod 700 "+dir)
-	}
-	// sshd runs auth-keys as ssh.auth_keys_user, which must own the 0700
-	// directory to read it: otherwise nobody can log in.
-	account := e.Config.SSH.AuthKeysUser
-	if e.LookupUID != nil {
-		uid, err := e.LookupUID(account)
-		switch {
-		case err != nil:
+	var problems []string
+	gid := -1
+	if e.LookupAccount != nil {
+		if _, g, err := e.LookupAccount(account); err != nil {
 			problems = append(problems, fmt.Sprintf("account %s (ssh.auth_keys_user) does not exist, so sshd cannot run auth-keys", account))
-			fixes = append(fixes, "sudo podspawn server-setup")
-		case statUID(fi) != uid:
-			problems = append(problems, fmt.Sprintf("%s is owned by uid %d, not by %s (uid %d) that sshd runs auth-keys as", dir, statUID(fi), account, uid))
-			fixes = append(fixes, fmt.Sprintf("sudo chown -R %s %s", account, dir))
+		} else {
+			gid = g
+		}
+	}
+	uid, dgid := statOwner(fi)
+	if uid != 0 {
+		problems = append(problems, fmt.Sprintf("%s is owned by uid %d, not root: that account could plant links for root to follow", dir, uid))
+	}
+	if gid >= 0 && dgid != gid {
+		problems = append(problems, fmt.Sprintf("%s has group %d, not the group of %s (gid %d) that sshd runs auth-keys as", dir, dgid, account, gid))
+	}
+	if m := modeBits(fi); m != keys.DirMode {
+		problems = append(problems, fmt.Sprintf("%s has mode %s, should be %04o", dir, modeString(m), keys.DirMode))
+	}
+	// Listing needs root or the auth-keys group; without, only the
+	// directory is checked.
+	if users, err := keys.ListUsers(dir); err == nil {
+		var bad []string
+		for _, u := range users {
+			p := filepath.Join(dir, u)
+			fi, err := os.Lstat(p)
+			switch {
+			case err != nil:
+				continue
+			case fi.Mode()&fs.ModeSymlink != 0:
+				bad = append(bad, u+" (a symbolic link)")
+				continue
+			case !fi.Mode().IsRegular():
+				bad = append(bad, u+" (not a regular file)")
+				continue
+			}
+			fuid, fgid := statOwner(fi)
+			if m := modeBits(fi); fuid != 0 || (gid >= 0 && fgid != gid) || m != keys.FileMode {
+				bad = append(bad, fmt.Sprintf("%s (%s %d:%d)", u, modeString(m), fuid, fgid))
+			}
+		}
+		if len(bad) > 0 {
+			const show = 5
+			list := strings.Join(bad[:min(len(bad), show)], ", ")
+			if len(bad) > show {
+				list += fmt.Sprintf(" and %d more", len(bad)-show)
+			}
+			problems = append(problems, fmt.Sprintf("key files should be plain files, mode %04o, owner root and the group of %s: %s", keys.FileMode, account, list))
 		}
 	}
 	if len(problems) > 0 {
-		return warn(strings.Join(problems, "; "), strings.Join(fixes, " && "))
+		return warn(strings.Join(problems, "; "), setupFix)
 	}
 	return pass(dir)
+}
+
+func statOwner(fi fs.FileInfo) (uid, gid int) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid), int(st.Gid)
+	}
+	return -1, -1
+}
+
+// modeBits is the permission and special bits of fi.
+func modeBits(fi fs.FileInfo) fs.FileMode {
+	return fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+}
+
+func modeString(m fs.FileMode) string {
+	v := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		v |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		v |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		v |= 0o1000
+	}
+	return fmt.Sprintf("%04o", v)
 }
 
 func checkStateDir(_ context.Context, e *Env) Result {
@@ -455,7 +518,7 @@ func checkConfigFile(_ context.Context, e *Env) Result {
 	switch {
 	case e.ConfigErr != nil:
 		return fail(e.ConfigErr.Error(),
-			"correct the setting named above in "+e.ConfigPath+"; commands other than doctor refuse to run until it loads")
+			"fix "+e.ConfigPath+" as the message above says; commands other than doctor refuse to run until it loads")
 	case !e.Config.Exists:
 		return warn(e.ConfigPath+" does not exist; using built-in defaults",
 			"sudo podspawn server-setup writes one, or pass --config with the right path")
@@ -547,13 +610,6 @@ func statDir(dir, createFix string) (fs.FileInfo, Result, bool) {
 		return nil, fail(dir+" exists but is not a directory", "move "+dir+" aside, then: "+createFix), false
 	}
 	return fi, Result{}, true
-}
-
-func statUID(fi fs.FileInfo) int {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return int(st.Uid)
-	}
-	return -1
 }
 
 // lookPath is exec.LookPath over an explicit PATH value.

@@ -74,8 +74,8 @@ type Env struct {
 	// Statfs returns the bytes available to unprivileged users on the
 	// filesystem holding path.
 	Statfs func(path string) (uint64, error)
-	// LookupUID resolves a host account name.
-	LookupUID func(name string) (int, error)
+	// LookupAccount resolves a host account name to its uid and gid.
+	LookupAccount func(name string) (uid, gid int, err error)
 
 	// Timeout overrides DefaultTimeout (tests).
 	Timeout time.Duration

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,7 +74,7 @@ func newFixture(t *testing.T) *fixture {
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
-	}{{"etc", 0o755}, {"etc/keys", 0o700}, {"state", 0o700}, {"state/locks", 0o700}, {"bin", 0o755}} {
+	}{{"etc", 0o755}, {"etc/keys", 0o750}, {"state", 0o700}, {"state/locks", 0o700}, {"bin", 0o755}} {
 		p := filepath.Join(root, d.path)
 		if err := os.MkdirAll(p, d.mode); err != nil {
 			t.Fatal(err)
@@ -84,6 +85,10 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f.script("sshd", fakeSSHD)
 	f.script("ssh", fakeSSH)
+	f.write("etc/keys/alice", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGSRt6j1Ap1Y1o9Nwv3M3aJNEj9LzJKeyKxQmv8MfJ4F alice\n")
+	if err := os.Chmod(f.path("etc/keys/alice"), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	f.write("etc/sshd_config", fmt.Sprintf("# test sshd_config\nPort 22\n\nAuthorizedKeysCommand /usr/local/bin/podspawn --config %s/etc/config.yaml auth-keys %%u %%t %%k\nAuthorizedKeysCommandUser root\n", root))
 	f.write("etc/config.yaml", strings.ReplaceAll(`auth:
   key_dir: ROOT/etc/keys
@@ -120,11 +125,11 @@ projects_file: ROOT/etc/projects.yaml
 			f.statfsd = append(f.statfsd, p)
 			return 20 * gib, nil
 		},
-		LookupUID: func(name string) (int, error) {
+		LookupAccount: func(name string) (int, int, error) {
 			if name == "root" {
-				return 0, nil
+				return 0, 0, nil
 			}
-			return 0, fmt.Errorf("user: unknown user %s", name)
+			return 0, 0, fmt.Errorf("user: unknown user %s", name)
 		},
 		Timeout: 2 * time.Second,
 		GuardPlan: func(context.Context) (GuardView, error) {
@@ -291,6 +296,8 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 	}
 }
 
+const keySetupFix = "sudo podspawn server-setup (it gives the key directory and its files to root, readable by the auth-keys account's group, without following links)"
+
 func TestChecks(t *testing.T) {
 	dockerHang := "Docker accepted the connection but did not answer; check it with: sudo systemctl status docker"
 	poolsFix := `add larger "default-address-pools" to /etc/docker/daemon.json, e.g. {"base":"10.200.0.0/16","size":24}, and restart Docker`
@@ -393,19 +400,38 @@ func TestChecks(t *testing.T) {
 
 		// key directory
 		{"key directory", "mode 0755", func(f *fixture) { os.Chmod(f.path("etc/keys"), 0o755) },
-			want{Warn, `^ROOT/etc/keys has mode 0755, should be 0700$`, "sudo chmod 700 ROOT/etc/keys"}},
-		{"key directory", "missing", func(f *fixture) { os.Remove(f.path("etc/keys")) },
-			want{Fail, `^ROOT/etc/keys does not exist; run 'podspawn server-setup'$`, "sudo mkdir -p ROOT/etc/keys && sudo chmod 700 ROOT/etc/keys && sudo chown root ROOT/etc/keys"}},
-		{"key directory", "a file", func(f *fixture) { os.Remove(f.path("etc/keys")); f.write("etc/keys", "") },
-			want{Fail, `^ROOT/etc/keys exists but is not a directory$`, "move ROOT/etc/keys aside, then: sudo mkdir -p ROOT/etc/keys && sudo chmod 700 ROOT/etc/keys && sudo chown root ROOT/etc/keys"}},
-		{"key directory", "wrong owner and mode", func(f *fixture) {
-			os.Chmod(f.path("etc/keys"), 0o750)
-			f.env.LookupUID = func(string) (int, error) { return 4321, nil }
+			want{Warn, `^ROOT/etc/keys has mode 0755, should be 0750$`, keySetupFix}},
+		{"key directory", "missing", func(f *fixture) { os.RemoveAll(f.path("etc/keys")) },
+			want{Fail, `^ROOT/etc/keys does not exist; run 'podspawn server-setup'$`, keySetupFix}},
+		{"key directory", "a file", func(f *fixture) { os.RemoveAll(f.path("etc/keys")); f.write("etc/keys", "") },
+			want{Fail, `^ROOT/etc/keys exists but is not a directory$`, "move ROOT/etc/keys aside, then: " + keySetupFix}},
+		{"key directory", "the older model: owned by the auth-keys account", func(f *fixture) {
+			os.Chown(f.path("etc/keys"), 4321, 4321)
+			os.Chmod(f.path("etc/keys"), 0o700)
+			os.Chown(f.path("etc/keys/alice"), 4321, 4321)
+			os.Chmod(f.path("etc/keys/alice"), 0o600)
+			f.env.LookupAccount = func(string) (int, int, error) { return 4321, 4321, nil }
 			f.env.Config.SSH.AuthKeysUser = "podspawn-auth"
-		}, want{Warn, `^ROOT/etc/keys has mode 0750, should be 0700; ROOT/etc/keys is owned by uid 0, not by podspawn-auth \(uid 4321\) that sshd runs auth-keys as$`,
-			"sudo chmod 700 ROOT/etc/keys && sudo chown -R podspawn-auth ROOT/etc/keys"}},
+		}, want{Warn, `^ROOT/etc/keys is owned by uid 4321, not root: that account could plant links for root to follow; ROOT/etc/keys has mode 0700, should be 0750; ` +
+			`key files should be plain files, mode 0640, owner root and the group of podspawn-auth: alice \(0600 4321:4321\)$`, keySetupFix}},
+		{"key directory", "group is not the auth-keys account's", func(f *fixture) {
+			f.env.LookupAccount = func(string) (int, int, error) { return 4321, 999, nil }
+			f.env.Config.SSH.AuthKeysUser = "podspawn-auth"
+		}, want{Warn, `^ROOT/etc/keys has group 0, not the group of podspawn-auth \(gid 999\) that sshd runs auth-keys as; ` +
+			`key files should be plain files, mode 0640, owner root and the group of podspawn-auth: alice \(0640 0:0\)$`, keySetupFix}},
+		{"key directory", "a planted link and a setgid file", func(f *fixture) {
+			os.Symlink("/etc/shadow", f.path("etc/keys/zqc"))
+			f.write("etc/keys/bob", "")
+			syscall.Chmod(f.path("etc/keys/bob"), 0o2640)
+			os.Mkdir(f.path("etc/keys/.hidden"), 0o700)
+		}, want{Warn, `^key files should be plain files, mode 0640, owner root and the group of root: bob \(2640 0:0\), zqc \(a symbolic link\)$`, keySetupFix}},
+		{"key directory", "many bad files", func(f *fixture) {
+			for _, u := range []string{"a1", "a2", "a3", "a4", "a5", "a6", "a7"} {
+				f.write("etc/keys/"+u, "")
+			}
+		}, want{Warn, `: a1 \(0644 0:0\), a2 \(0644 0:0\), a3 \(0644 0:0\), a4 \(0644 0:0\), a5 \(0644 0:0\) and 2 more$`, keySetupFix}},
 		{"key directory", "auth-keys account missing", func(f *fixture) { f.env.Config.SSH.AuthKeysUser = "podspawn-auth" },
-			want{Warn, `^account podspawn-auth \(ssh\.auth_keys_user\) does not exist, so sshd cannot run auth-keys$`, "sudo podspawn server-setup"}},
+			want{Warn, `^account podspawn-auth \(ssh\.auth_keys_user\) does not exist, so sshd cannot run auth-keys$`, keySetupFix}},
 
 		// state directory
 		{"state directory", "missing", func(f *fixture) { f.env.Config.State.DBPath = f.path("gone/state.db") },
@@ -505,7 +531,12 @@ func TestChecks(t *testing.T) {
 		{"config file", "broken", func(f *fixture) {
 			f.write("etc/config.yaml", "session:\n  grace_period: 60\n")
 			f.loadConfig()
-		}, want{Fail, `^config ROOT/etc/config\.yaml: .*grace_period.*60`, "correct the setting named above in ROOT/etc/config.yaml; commands other than doctor refuse to run until it loads"}},
+		}, want{Fail, `^config ROOT/etc/config\.yaml: .*grace_period.*60`, "fix ROOT/etc/config.yaml as the message above says; commands other than doctor refuse to run until it loads"}},
+		{"config file", "only comments", func(f *fixture) {
+			f.write("etc/config.yaml", "# auth:\n#   key_dir: /srv/keys\n")
+			f.loadConfig()
+		}, want{Fail, `^config ROOT/etc/config\.yaml exists but sets nothing \(it is empty or holds only comments\): uncomment or add the settings you mean, or delete the file to run on the built-in defaults$`,
+			"fix ROOT/etc/config.yaml as the message above says; commands other than doctor refuse to run until it loads"}},
 
 		// state database
 		{"state database", "missing", func(f *fixture) { os.Remove(f.path("state/state.db")) },

@@ -19,7 +19,8 @@ type Owner struct {
 	GID  int
 }
 
-// Root owns everything podspawn keeps except the key directory.
+// Root owns everything podspawn keeps (the key directory with the
+// auth-keys account's group).
 var Root = Owner{Name: "root", UID: 0, GID: 0}
 
 func statOwner(fi fs.FileInfo) (int, int) {

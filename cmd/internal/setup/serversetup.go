@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/keys"
@@ -49,35 +51,38 @@ func (s *ServerSetup) Run(ctx context.Context) error {
 	if err := s.step(c, err); err != nil {
 		return err
 	}
-	authOwner := Owner{Name: acct.Name, UID: acct.UID, GID: acct.GID}
-
+	// keyDir marks the key directory, which has its own owner and step.
 	dirs := []struct {
-		path  string
-		mode  fs.FileMode
-		owner Owner
+		path   string
+		mode   fs.FileMode
+		owner  Owner
+		keyDir bool
 	}{
-		{filepath.Dir(s.ConfigPath), 0o755, Root},
-		{cfg.Auth.KeyDir, keys.DirMode, authOwner},
-		{cfg.State.Dir(), 0o700, Root},
-		{cfg.State.LockDir, 0o700, Root},
-		{cfg.State.HomesDir, 0o700, Root},
+		{filepath.Dir(s.ConfigPath), 0o755, Root, false},
+		{cfg.Auth.KeyDir, keys.DirMode, Root, true},
+		{cfg.State.Dir(), 0o700, Root, false},
+		{cfg.State.LockDir, 0o700, Root, false},
+		{cfg.State.HomesDir, 0o700, Root, false},
 	}
-	seen := map[string]fs.FileMode{}
-	for _, d := range dirs {
+	seen := map[string]int{}
+	for i, d := range dirs {
 		p := filepath.Clean(d.path)
-		if m, dup := seen[p]; dup {
-			if m != d.mode {
-				return fmt.Errorf("%s is used for two purposes that need different modes (%04o and %04o); give auth.key_dir, the config and state paths their own directories", p, m, d.mode)
+		if j, dup := seen[p]; dup {
+			if d.keyDir || dirs[j].keyDir || d.mode != dirs[j].mode {
+				return fmt.Errorf("%s is used for two purposes that need different owners or modes; give auth.key_dir, the config and state paths their own directories", p)
 			}
 			continue
 		}
-		seen[p] = d.mode
+		seen[p] = i
+		if d.keyDir {
+			if err := s.keyDir(ctx, acct); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := s.step(EnsureDir(p, d.mode, d.owner, s.DryRun)); err != nil {
 			return err
 		}
-	}
-	if err := s.fixKeyFiles(authOwner); err != nil {
-		return err
 	}
 	for _, p := range []string{cfg.State.DBPath, cfg.State.DBPath + "-wal", cfg.State.DBPath + "-shm"} {
 		if _, err := os.Lstat(p); err != nil {
@@ -213,39 +218,71 @@ func (s *ServerSetup) configFile() error {
 	return s.step(c, nil)
 }
 
-// fixKeyFiles gives existing key files the contract's owner and mode (an
-// older podspawn left them 0644 root).
-func (s *ServerSetup) fixKeyFiles(o Owner) error {
-	users, err := keys.ListUsers(s.Config.Auth.KeyDir)
-	if err != nil || len(users) == 0 {
-		// A missing directory was just reported as "would create".
-		return nil
+// keyDir creates the key directory or migrates it, and its key files, to
+// root with the auth-keys account's group (an older podspawn gave both to
+// that account, 0700 and 0600). Everything goes through a handle on the
+// directory: an entry the account left there, a link say, is reported
+// and never followed.
+func (s *ServerSetup) keyDir(ctx context.Context, acct Account) error {
+	dir := s.Config.Auth.KeyDir
+	group := groupName(ctx, s.Runner, acct)
+	c := Change{What: "directory " + dir}
+	d, fix, err := keys.EnsureDir(dir, acct.GID, s.DryRun)
+	if err != nil {
+		return err
 	}
-	c := Change{What: fmt.Sprintf("key files in %s (%d)", s.Config.Auth.KeyDir, len(users))}
+	switch {
+	case fix.Created:
+		c.Done = fmt.Sprintf("created (%04o root:%s)", keys.DirMode, group)
+		c.Would = fmt.Sprintf("create directory %s (%04o root:%s)", dir, keys.DirMode, group)
+	case fix.Changed():
+		fixes := strings.Join(fix.Describe(group), ", ")
+		c.Done, c.Would = "fixed "+fixes, fmt.Sprintf("fix %s (%s)", dir, fixes)
+	}
+	if err := s.step(c, nil); err != nil || d == nil {
+		// d is nil in a dry run that would create the directory.
+		return err
+	}
+	defer d.Close()
+	users, err := keys.ListUsers(dir)
+	if err != nil || len(users) == 0 {
+		return err
+	}
+	c = Change{What: fmt.Sprintf("key files in %s (%d)", dir, len(users))}
 	var fixed []string
 	for _, u := range users {
-		p := filepath.Join(s.Config.Auth.KeyDir, u)
-		fc, err := EnsureFileMode(p, keys.FileMode, o, true)
-		if err != nil {
-			return s.step(c, err)
-		}
-		if fc.Done != "" {
+		fix, err := d.FixFile(u, s.DryRun)
+		var nr *keys.NotRegularError
+		switch {
+		case errors.As(err, &nr):
+			c.Notes = append(c.Notes, nr.Error()+"; it was left as it is")
+		case errors.Is(err, fs.ErrNotExist):
+			// Removed since the listing.
+		case err != nil:
+			return err
+		case fix.Changed():
 			fixed = append(fixed, u)
 		}
 	}
 	if len(fixed) > 0 {
 		c.Done = fmt.Sprintf("fixed owner and mode of %d file(s): %v", len(fixed), fixed)
-		c.Would = fmt.Sprintf("fix owner and mode (%s, 0600) of key files %v", o.Name, fixed)
-	}
-	if s.DryRun || len(fixed) == 0 {
-		return s.step(c, nil)
-	}
-	for _, u := range fixed {
-		if _, err := keys.FixFile(filepath.Join(s.Config.Auth.KeyDir, u), keys.Owner{UID: o.UID, GID: o.GID}); err != nil {
-			return s.step(c, err)
-		}
+		c.Would = fmt.Sprintf("fix owner and mode (root:%s, %04o) of key files %v", group, keys.FileMode, fixed)
 	}
 	return s.step(c, nil)
+}
+
+// groupName names the auth-keys account's primary group for messages; in
+// a dry run before the account exists, useradd will give it a group of
+// its own name.
+func groupName(ctx context.Context, r Runner, acct Account) string {
+	if acct.GID < 0 {
+		return acct.Name
+	}
+	out, err := r.Run(ctx, "getent", "group", strconv.Itoa(acct.GID))
+	if name, _, ok := strings.Cut(firstLine(out), ":"); err == nil && ok && name != "" {
+		return name
+	}
+	return strconv.Itoa(acct.GID)
 }
 
 // step prints one step's result and passes its error on.

@@ -51,6 +51,9 @@ type Docker struct {
 	// keeping (a crash-looping container's last output). The zero Logger
 	// discards it.
 	Log logr.Logger
+	// HostFirewall, when set, is ensured before anything of a session is
+	// created (hostfirewall.go).
+	HostFirewall HostFirewall
 }
 
 // Execute runs one action idempotently.
@@ -62,6 +65,9 @@ func (d *Docker) Execute(ctx context.Context, a reconcile.Action) (Outcome, erro
 		o   Outcome
 		err error
 	)
+	if err := d.ensureHostFirewall(ctx, a.Kind); err != nil {
+		return "", fmt.Errorf("%s %s: %w", a.Kind, a.Target, err)
+	}
 	switch a.Kind {
 	case reconcile.KindRemoveContainer:
 		o, err = d.removeContainer(ctx, a)
@@ -181,7 +187,7 @@ func (d *Docker) removeVolume(ctx context.Context, a reconcile.Action) (Outcome,
 }
 
 func (d *Docker) createNetwork(ctx context.Context, a reconcile.Action) (Outcome, error) {
-	_, err := d.API.NetworkCreate(ctx, a.Target, network.CreateOptions{Driver: "bridge", Labels: a.Labels})
+	_, err := d.API.NetworkCreate(ctx, a.Target, network.CreateOptions{Driver: "bridge", Labels: a.Labels, Options: sessionNetworkOptions(a.Target)})
 	if err == nil {
 		return Changed, nil
 	}

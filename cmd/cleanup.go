@@ -76,6 +76,7 @@ func (c *CleanupCmd) Run(a *App) error {
 		renderPlanText(a.Stdout, plan)
 		return nil
 	}
+	fwErr := a.ensureHostFirewall(ctx)
 	rep, err := ctrl.ReconcileOnce(ctx)
 	if err != nil {
 		return err
@@ -85,7 +86,7 @@ func (c *CleanupCmd) Run(a *App) error {
 		if err := renderReportJSON(a.Stdout, rep); err != nil {
 			return err
 		}
-		return failureError(rep)
+		return passError(rep, fwErr)
 	}
 	created, changed, removed, failed := renderReportText(a.Stdout, rep)
 	held, holds := rep.Held()
@@ -96,7 +97,7 @@ func (c *CleanupCmd) Run(a *App) error {
 		heldCount = fmt.Sprintf(", %d held", len(held))
 	}
 	fmt.Fprintf(a.Stdout, "%d removed, %d created, %d changed, %d failed%s.\n", removed, created, changed, failed, heldCount)
-	return failureError(rep)
+	return passError(rep, fwErr)
 }
 
 // runDaemon takes the host's daemon lock and runs the controller until
@@ -129,7 +130,7 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 	if err != nil {
 		return err
 	}
-	d := &controller.Daemon{C: ctrl, Events: dc, Interval: interval, Workers: c.Workers}
+	d := &controller.Daemon{C: ctrl, Events: dc, Interval: interval, Workers: c.Workers, OnResync: a.ensureHostFirewall}
 	a.Log.Info("Cleanup daemon started", "pid", os.Getpid(), "interval", interval.String(), "workers", c.Workers, "lock", lock.Path(), "db", cfg.State.DBPath)
 	if err := d.Run(ctx); err != nil {
 		return fmt.Errorf("cleanup daemon: %w", err)

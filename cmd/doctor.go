@@ -28,8 +28,8 @@ type DoctorCmd struct {
 func (DoctorCmd) Help() string {
 	return `Checks, in order: Docker daemon, Docker socket, OpenSSH version, sshd config
 valid, AuthorizedKeysCommand, podspawn config dir, key directory, state
-directory, lock directory, disk space, default image, session networks, config file, state
-database, cleanup daemon, removal guard. Every path comes from --config (and DOCKER_HOST,
+directory, lock directory, disk space, default image, session networks, host
+access rules, config file, state database, cleanup daemon, removal guard. Every path comes from --config (and DOCKER_HOST,
 PATH). Each check has its own timeout, so a hung Docker daemon cannot hang
 doctor. Warnings and failures are followed by a "fix:" line.
 
@@ -71,6 +71,9 @@ func (c *DoctorCmd) Run(a *App) error {
 		},
 	}
 	env.Config, env.ConfigErr = config.Load(a.CLI.Config)
+	if env.ConfigErr == nil {
+		env.HostFirewall = newHostFirewall(env.Config)
+	}
 	if bin, err := os.Executable(); err == nil {
 		env.Binary = bin
 	}

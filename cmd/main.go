@@ -150,7 +150,7 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 	if err != nil {
 		return nil, err
 	}
-	var ex actions.Executor = &actions.Docker{API: dc, Store: st, Now: a.Clock.Now, Log: a.Log}
+	var ex actions.Executor = &actions.Docker{API: dc, Store: st, Now: a.Clock.Now, Log: a.Log, HostFirewall: executorFirewall(cfg)}
 	if o.DryRun {
 		ex = &actions.Recording{}
 	}

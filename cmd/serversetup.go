@@ -24,8 +24,9 @@ func (ServerSetupCmd) Help() string {
 It creates the group ssh.group and the account ssh.auth_keys_user, the key,
 state, lock and homes directories with their modes, a commented default
 config at --config if there is none, the sudoers drop-in (checked with
-visudo before it is installed), and a "# BEGIN podspawn" ... "# END podspawn"
-block at the end of sshd_config. sshd_config is checked with "sshd -t" before
+visudo before it is installed), the host access rules (the PODSPAWN-INPUT
+iptables chain; removed instead when security.block_host_access is false),
+and a "# BEGIN podspawn" ... "# END podspawn" block at the end of sshd_config. sshd_config is checked with "sshd -t" before
 and after the change; on failure it is restored from <path>.podspawn.bak.`
 }
 
@@ -58,6 +59,7 @@ func (c *ServerSetupCmd) Run(a *App) error {
 		DryRun: c.DryRun, NoReload: c.NoReload,
 		Binary: bin, ConfigPath: cfgPath, Config: cfg,
 		SSHDConfig: sshdConfig, SudoersFile: c.SudoersFile, SudoersDir: filepath.Dir(setup.DefaultSudoersFile),
+		HostFirewall: newHostFirewall(cfg),
 	}
 	return s.Run(ctx)
 }

@@ -50,6 +50,9 @@ type Daemon struct {
 	ResyncTimeout time.Duration
 	// Queue is used instead of a new NewQueue when set (tests).
 	Queue Queue
+	// OnResync, when set, runs at the start of every resync (the host
+	// access rules); an error is logged and the resync goes on.
+	OnResync func(ctx context.Context) error
 
 	index objectIndex
 }
@@ -274,6 +277,11 @@ func (d *Daemon) sleep(ctx context.Context, dur time.Duration) bool {
 func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 	ctx, cancel := context.WithTimeout(ctx, d.resyncTimeout())
 	defer cancel()
+	if d.OnResync != nil {
+		if err := d.OnResync(ctx); err != nil {
+			d.C.Log.Error(err, "Resync: the host access rules could not be brought in line; retrying at the next resync")
+		}
+	}
 	tick := d.C.guard.asked.Add(1)
 	des, err := d.C.LoadDesired(ctx)
 	if err != nil {

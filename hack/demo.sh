@@ -10,7 +10,9 @@
 # It creates, and removes again: the host account ${DEMO_USER:-demo}, the
 # group ${DEMO_GROUP:-podspawn-demo}, the account ${DEMO_AUTH_USER:-podspawn-demo-auth},
 # /etc/sudoers.d/podspawn-demo, /usr/local/lib/podspawn-demo, a temp root
-# under /tmp, and the demo user's Docker objects (through 'podspawn stop').
+# under /tmp, the demo user's Docker objects (through 'podspawn stop'), and
+# podspawn's host access rules (the PODSPAWN-INPUT iptables chain and
+# INPUT's jump to it) unless the host had them before.
 set -o errexit -o nounset -o pipefail
 SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="${PATH}:/usr/local/sbin:/usr/sbin:/sbin"
@@ -45,6 +47,21 @@ if getent passwd "${AUTH_USER}" >/dev/null && [[ "$(gecos "${AUTH_USER}")" != "p
 fi
 group_existed=0
 getent group "${GROUP}" >/dev/null && group_existed=1
+# server-setup installs the host access rules; a host that runs podspawn
+# for real already has them, and keeps them.
+fw_existed=0
+iptables -w -S PODSPAWN-INPUT >/dev/null 2>&1 && fw_existed=1
+
+# remove_host_rules deletes INPUT's jumps to PODSPAWN-INPUT, then the chain.
+remove_host_rules() {
+  local t
+  for t in iptables ip6tables; do
+    command -v "${t}" >/dev/null || continue
+    while "${t}" -w -D INPUT -i psp+ -j PODSPAWN-INPUT 2>/dev/null; do :; done
+    "${t}" -w -F PODSPAWN-INPUT 2>/dev/null && "${t}" -w -X PODSPAWN-INPUT 2>/dev/null
+  done
+  return 0
+}
 
 say "Preparing the machine (hack/ci-setup.sh: packages, Docker, the ${IMAGE} image)"
 "${SCRIPT_ROOT}/hack/ci-setup.sh"
@@ -80,9 +97,14 @@ cleanup() {
   if getent passwd "${DEMO_USER}" >/dev/null && [[ "$(gecos "${DEMO_USER}")" == "podspawn user" ]]; then userdel "${DEMO_USER}"; fi
   if getent passwd "${AUTH_USER}" >/dev/null && [[ "$(gecos "${AUTH_USER}")" == "podspawn auth-keys" ]]; then userdel "${AUTH_USER}"; fi
   if [[ ${group_existed} == 0 ]]; then groupdel "${GROUP}" 2>/dev/null; fi
+  local fw=""
+  if [[ ${fw_existed} == 0 ]]; then
+    remove_host_rules
+    fw=" and the host access rules"
+  fi
   rm -f "${SUDOERS}"
   rm -rf "${ROOT}" "${BIN_DIR}"
-  echo "demo: removed the accounts, ${SUDOERS}, ${BIN_DIR} and ${ROOT}"
+  echo "demo: removed the accounts, ${SUDOERS}, ${BIN_DIR}, ${ROOT}${fw}"
   exit "${rc}"
 }
 trap cleanup EXIT

@@ -5,7 +5,8 @@ set -o errexit -o nounset -o pipefail
 # shellcheck disable=SC2034 # same preamble as every hack/ script
 SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-PACKAGES=(busybox-static openssh-server openssh-client openssh-sftp-server sudo git procps iproute2 systemd gcc libc6-dev)
+# iptables: podspawn's host access rules (security.block_host_access).
+PACKAGES=(busybox-static openssh-server openssh-client openssh-sftp-server sudo git procps iproute2 systemd gcc libc6-dev iptables)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

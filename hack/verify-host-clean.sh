@@ -7,7 +7,10 @@
 #     labels everything it creates with both; the tests' hand-made objects
 #     carry one of them), and no project image (podspawn/*);
 #   - nothing of test/daemon's private dockerd is left (process, mounts,
-#     directories; see test/daemon/dockerd_test.go).
+#     directories; see test/daemon/dockerd_test.go);
+#   - podspawn's host access rules (the PODSPAWN-INPUT chain and INPUT's
+#     rules, IPv4 and IPv6) are as they were: podspawn installs them on
+#     every session creation, and test/harness puts them back.
 #
 #   verify-host-clean.sh --record FILE   note what exists before the tests
 #   verify-host-clean.sh [FILE]          check; with FILE, what it recorded
@@ -57,10 +60,21 @@ labelled() {
   } | LC_ALL=C sort | awk '!seen[$1 " " $2]++'
 }
 
+# firewall prints, one per line prefixed "firewall", the rules of the filter
+# chains podspawn writes: INPUT (its jump) and PODSPAWN-INPUT.
+firewall() {
+  local t
+  for t in iptables-save ip6tables-save; do
+    command -v "${t}" >/dev/null || continue
+    "${t}" -t filter 2>/dev/null | grep -E '^(-A INPUT |-A PODSPAWN-INPUT |:PODSPAWN-INPUT )' | sed "s/^:PODSPAWN-INPUT .*/:PODSPAWN-INPUT/; s/^/firewall ${t%-save} /" || true
+  done
+}
+
 if [[ "${1:-}" == "--record" ]]; then
   file="${2:?usage: verify-host-clean.sh --record FILE}"
   objects="$(labelled)"
-  { echo "bridge $(bridge_status)"; [[ -z "${objects}" ]] || echo "${objects}"; } >"${file}"
+  rules="$(firewall)"
+  { echo "bridge $(bridge_status)"; [[ -z "${objects}" ]] || echo "${objects}"; [[ -z "${rules}" ]] || echo "${rules}"; } >"${file}"
   exit 0
 fi
 baseline="${1:-}"
@@ -89,6 +103,20 @@ leftovers="$(labelled | awk -v base="${baseline}" '
 if [[ -n "${leftovers}" ]]; then
   fail "Docker objects labelled by the tests are left behind (kind id name labels):"
   sed 's/^/  /' <<<"${leftovers}" >&2
+fi
+
+# The host access rules: exactly the recorded ones (without a baseline,
+# none of podspawn's).
+if [[ -n "${baseline}" ]]; then
+  rules_before="$(grep '^firewall ' "${baseline}" || true)"
+  rules_now="$(firewall)"
+  if [[ "${rules_now}" != "${rules_before}" ]]; then
+    fail "the host's INPUT and PODSPAWN-INPUT chains differ from before the tests (test/harness.KeepHostFirewall puts them back):"
+    diff <(echo "${rules_before}") <(echo "${rules_now}") | sed 's/^/  /' >&2 || true
+  fi
+elif rules_now="$(firewall | grep PODSPAWN-INPUT)"; then
+  fail "podspawn's host access rules are installed (with a baseline from --record, ones that were there before are fine):"
+  sed 's/^/  /' <<<"${rules_now}" >&2
 fi
 
 # The private dockerd: a process serving its socket, its mounts, its files.

@@ -92,6 +92,16 @@ type Security struct {
 	ReadonlyRootfs  bool              `yaml:"readonly_rootfs"`
 	Tmpfs           map[string]string `yaml:"tmpfs"`
 	Runtime         string            `yaml:"runtime"`
+	// BlockHostAccess drops what session containers send to the host's
+	// own addresses (the network's gateway, every other address of the
+	// host), so services listening on 0.0.0.0 stay out of their reach.
+	BlockHostAccess bool `yaml:"block_host_access"`
+	// AllowedHostPorts are the exceptions: "8080" (TCP and UDP),
+	// "8080/tcp" or "53/udp".
+	AllowedHostPorts []string `yaml:"allowed_host_ports"`
+	// HostPorts is AllowedHostPorts parsed: sorted, one protocol each,
+	// without duplicates.
+	HostPorts []HostPort `yaml:"-"`
 }
 
 type Resources struct {
@@ -180,11 +190,13 @@ func Defaults() Config {
 			ProjectsDir: "/var/lib/podspawn/projects",
 		},
 		Security: Security{
-			CapDrop:         []string{"ALL"},
-			CapAdd:          []string{"CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "NET_BIND_SERVICE"},
-			NoNewPrivileges: true,
-			PidsLimit:       256,
-			Tmpfs:           map[string]string{},
+			CapDrop:          []string{"ALL"},
+			CapAdd:           []string{"CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "NET_BIND_SERVICE"},
+			NoNewPrivileges:  true,
+			PidsLimit:        256,
+			Tmpfs:            map[string]string{},
+			BlockHostAccess:  true,
+			AllowedHostPorts: []string{},
 		},
 		Resources: Resources{MaxPerUser: 3, MaxServicesPerProject: 8},
 		Cleanup: Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}, MaxUnplannedRemovals: 5,
@@ -389,6 +401,11 @@ func (c *Config) validate() error {
 	if c.Security.PidsLimit < 0 {
 		return fmt.Errorf("invalid security.pids_limit %d: must be 0 (unlimited) or positive", c.Security.PidsLimit)
 	}
+	ports, err := parseHostPorts(c.Security.AllowedHostPorts)
+	if err != nil {
+		return err
+	}
+	c.Security.HostPorts = ports
 	if c.Cleanup.OrphanMinAge.Duration < 0 {
 		return fmt.Errorf("invalid cleanup.orphan_min_age %q: must not be negative", c.Cleanup.OrphanMinAge.Duration)
 	}

@@ -49,6 +49,9 @@ func newRoot(t *testing.T, extra string) *root {
 	sshdConfig := filepath.Join(t.TempDir(), "sshd_config")
 	env := harness.NewEnv(t, harness.Options{Extra: "ssh:\n  sshd_config: " + sshdConfig + "\n  auth_keys_user: root\n" + extra})
 	r := &root{Env: env, binDir: filepath.Join(env.Root, "bin"), sshd: sshdConfig}
+	// A healthy server has its host access rules (NewEnv puts the host's
+	// back when the test ends).
+	harness.InstallHostFirewall(t)
 	must(t, os.MkdirAll(r.binDir, 0o755))
 	must(t, os.MkdirAll(filepath.Join(env.StateDir, "locks"), 0o700))
 	must(t, os.Chmod(env.KeyDir, 0o750)) // root's, readable by the auth-keys group (root here)
@@ -130,12 +133,13 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [?] disk space
   [pass] default image
   [pass] session networks
+  [pass] host access rules
   [pass] config file
   [pass] state database
   [pass] cleanup daemon
   [pass] removal guard
 
-` + summary(15, 0, 0, disk)
+` + summary(16, 0, 0, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s\nstderr:\n%s", diff, res.Stderr)
 	}
@@ -163,12 +167,13 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [?] disk space
   [pass] default image
   [pass] session networks
+  [pass] host access rules
   [pass] config file
   [pass] state database
   [pass] cleanup daemon
   [pass] removal guard
 
-` + summary(13, 1, 1, disk)
+` + summary(14, 1, 1, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s", diff)
 	}
@@ -241,10 +246,10 @@ func TestDoctorBrokenConfig(t *testing.T) {
 	if !strings.Contains(res.Stdout, "  [pass] session networks\n") {
 		t.Errorf("session networks does not need the config, but was not checked:\n%s", res.Stdout)
 	}
-	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 11 failed\n") {
+	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 12 failed\n") {
 		t.Errorf("summary:\n%s", res.Stdout)
 	}
-	if res.Code != 1 || res.Stderr != "Error: 11 check(s) failed\n" {
+	if res.Code != 1 || res.Stderr != "Error: 12 check(s) failed\n" {
 		t.Errorf("exit %d, stderr %q", res.Code, res.Stderr)
 	}
 }
@@ -342,7 +347,7 @@ func TestDoctorRealDocker(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, got[name], w)
 		}
 	}
-	if rep.FormatVersion != "1" || len(rep.Checks) != 16 {
+	if rep.FormatVersion != "1" || len(rep.Checks) != 17 {
 		t.Errorf("format_version %q, %d checks", rep.FormatVersion, len(rep.Checks))
 	}
 }

@@ -148,6 +148,7 @@ type Options struct {
 func NewEnv(t testing.TB, o Options) *Env {
 	t.Helper()
 	EnsureImage(t)
+	KeepHostFirewall(t)
 	root := t.TempDir()
 	os.Chmod(root, 0o755)
 	e := &Env{T: t, Root: root, ConfigPath: filepath.Join(root, "etc", "config.yaml"), KeyDir: filepath.Join(root, "etc", "keys"),

@@ -3,7 +3,8 @@
 // sshd_config checked by the real sshd, and a sudoers file checked by the
 // real visudo. Nothing outside the test's own temp root is written except
 // the accounts and group, whose names start with "su" plus a random part
-// and are removed when the test ends; the host's sshd_config and
+// and are removed when the test ends, and podspawn's host access rules
+// (iptables), which are put back as they were; the host's sshd_config and
 // /etc/sudoers.d are never touched.
 package setup
 
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,6 +69,8 @@ func newHost(t *testing.T, sshdPrefix string) *host {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// server-setup installs the host access rules.
+	harness.KeepHostFirewall(t)
 	p := "su" + randomSuffix(t)
 	root, err := os.MkdirTemp("", "podspawn-setup-")
 	if err != nil {
@@ -207,6 +211,7 @@ func lookupName(db string, id uint32) string {
 
 func TestServerSetupDryRunThenTwice(t *testing.T) {
 	h := newHost(t, "")
+	harness.RemoveHostFirewall(t)
 	origSSHD, _ := os.ReadFile(h.sshdConfig)
 
 	before := h.snapshot()
@@ -214,7 +219,11 @@ func TestServerSetupDryRunThenTwice(t *testing.T) {
 	if d := cmp.Diff(before, h.snapshot()); d != "" {
 		t.Fatalf("--dry-run changed something (-before +after):\n%s", d)
 	}
+	if fw := harness.HostFirewallState(t); len(fw) != 0 {
+		t.Fatalf("--dry-run installed host access rules: %q", fw)
+	}
 	for _, want := range []string{"[dry-run] would create group " + h.group, "[dry-run] would create system account " + h.authUser,
+		"[dry-run] would install the host access rules (IPv4: chain PODSPAWN-INPUT is missing;",
 		"[dry-run] would install " + h.sudoers, "[dry-run] would update " + h.sshdConfig, "  AuthorizedKeysCommandUser " + h.authUser,
 		"[dry-run] would not reload sshd (--no-reload)", "[dry-run] nothing was changed"} {
 		if !strings.Contains(r.Stdout, want) {
@@ -233,6 +242,7 @@ func TestServerSetupDryRunThenTwice(t *testing.T) {
 		"directory " + h.stateDir + "/locks: created (0700 root)",
 		"directory " + h.stateDir + "/homes: created (0700 root)",
 		"config " + h.config + ": ok",
+		"host access rules (PODSPAWN-INPUT): " + strings.Join(harness.HostFirewallInstalled(), "; "),
 		"sudoers " + h.sudoers + ": installed (checked with visudo)",
 		"sshd_config " + h.sshdConfig + ": updated (previous version in " + h.sshdConfig + ".podspawn.bak)",
 		"sshd: NOT reloaded (--no-reload); reload sshd to apply the new sshd_config",
@@ -310,6 +320,15 @@ func TestServerSetupDryRunThenTwice(t *testing.T) {
 		t.Errorf("sshd -T does not show podspawn's AuthorizedKeysCommand:\n%s", out)
 	}
 
+	// The rules are in place: INPUT's first rule sends the session bridges
+	// to the chain.
+	fw := harness.HostFirewallState(t)
+	for _, want := range []string{"IPv4 INPUT rule 1: -A INPUT -i psp+ -j PODSPAWN-INPUT", "IPv4 -A PODSPAWN-INPUT -j DROP"} {
+		if !slices.Contains(fw, want) {
+			t.Errorf("host access rules after server-setup lack %q: %q", want, fw)
+		}
+	}
+
 	// Second run: every step ok, nothing rewritten.
 	before = h.snapshot()
 	r = h.mustRun(h.setupArgs()...)
@@ -320,6 +339,9 @@ func TestServerSetupDryRunThenTwice(t *testing.T) {
 	}
 	if d := cmp.Diff(before, h.snapshot()); d != "" {
 		t.Errorf("second run changed files or accounts (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(fw, harness.HostFirewallState(t)); d != "" {
+		t.Errorf("second run changed the host access rules (-before +after):\n%s", d)
 	}
 	second, _ := os.ReadFile(h.sshdConfig)
 	if !bytes.Equal(first, second) {

@@ -83,6 +83,9 @@ type Env struct {
 	// GuardPlan computes the cleanup plan without changing anything and
 	// says what the blast-radius guard holds; nil skips the check.
 	GuardPlan func(ctx context.Context) (GuardView, error)
+
+	// HostFirewall reads the host access rules (firewall.go).
+	HostFirewall HostFirewall
 }
 
 // GuardView is what the removal guard check needs from a plan.
@@ -124,6 +127,7 @@ func checks() []check {
 		{name: "disk space", needsConfig: true, run: checkDiskSpace},
 		{name: "default image", needsConfig: true, run: checkDefaultImage, hangFix: dockerHang},
 		{name: "session networks", run: checkSessionNetworks, hangFix: dockerHang},
+		{name: "host access rules", needsConfig: true, run: checkHostFirewall},
 		{name: "config file", run: checkConfigFile},
 		{name: "state database", needsConfig: true, run: checkStateDatabase, timeout: 30 * time.Second},
 		{name: "cleanup daemon", needsConfig: true, run: checkCleanupDaemon},

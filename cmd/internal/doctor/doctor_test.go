@@ -135,6 +135,7 @@ projects_file: ROOT/etc/projects.yaml
 		GuardPlan: func(context.Context) (GuardView, error) {
 			return GuardView{Sessions: 1, Users: 1}, nil
 		},
+		HostFirewall: installedRules(),
 	}
 	f.loadConfig()
 	f.useDocker("unix://" + f.sock)
@@ -280,6 +281,7 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 		{Name: "disk space", Status: Pass, Detail: "20.0 GB free"},
 		{Name: "default image", Status: Pass, Detail: "podspawn-test:busybox cached (0123456789ab)"},
 		{Name: "session networks", Status: Pass, Detail: "room for 255 more session networks (1 of 256 address ranges in use)"},
+		{Name: "host access rules", Status: Pass, Detail: "PODSPAWN-INPUT drops what session networks (-i psp+) send to the host (IPv4, IPv6); allowed ports: none"},
 		{Name: "config file", Status: Pass, Detail: r + "/etc/config.yaml"},
 		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 2"},
 		{Name: "cleanup daemon", Status: Pass, Detail: fmt.Sprintf("running (pid %d)", os.Getpid())},
@@ -665,6 +667,7 @@ func TestBrokenConfigChecksNothingFromDefaults(t *testing.T) {
 		"fail disk space: " + notChecked,
 		"fail default image: " + notChecked,
 		"pass session networks: room for 255 more session networks (1 of 256 address ranges in use)",
+		"fail host access rules: " + notChecked,
 		"fail config file: config " + f.path("etc/config.yaml") + `: invalid state.db_path "relative.db": must be an absolute path`,
 		"fail state database: " + notChecked,
 		"fail cleanup daemon: " + notChecked,

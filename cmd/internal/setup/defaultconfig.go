@@ -85,6 +85,12 @@ func DefaultConfig(cfg config.Config) []byte {
 	}
 	p("  # Container runtime, e.g. runsc for gVisor; empty means Docker's default.")
 	p("  runtime: %s", strconv.Quote(cfg.Security.Runtime))
+	p("  # Keep session containers away from the host's own services (anything listening on")
+	p("  # 0.0.0.0, reached through their network's gateway or the host's addresses): podspawn")
+	p("  # keeps iptables rules (the PODSPAWN-INPUT chain) that drop it, except the ports below")
+	p("  # (8080 for TCP and UDP, \"8080/tcp\", \"53/udp\"). false removes the rules.")
+	p("  block_host_access: %t", cfg.Security.BlockHostAccess)
+	p("  allowed_host_ports: %s", list(cfg.Security.AllowedHostPorts))
 	p("")
 	p("cleanup:")
 	p("  # Labelled Docker objects without a session are removed only once this old, so")

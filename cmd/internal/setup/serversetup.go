@@ -33,6 +33,8 @@ type ServerSetup struct {
 	// includes (/etc/sudoers.d), for the checks only a live drop-in needs.
 	SudoersFile string
 	SudoersDir  string
+	// HostFirewall is the host access rules; nil skips the step.
+	HostFirewall HostFirewall
 }
 
 // Run performs the setup in dependency order: accounts before the files
@@ -94,6 +96,11 @@ func (s *ServerSetup) Run(ctx context.Context) error {
 	}
 	if err := s.configFile(); err != nil {
 		return err
+	}
+	if s.HostFirewall != nil {
+		if err := s.step(EnsureHostFirewall(ctx, s.HostFirewall, s.DryRun)); err != nil {
+			return err
+		}
 	}
 	if !s.DryRun || acct.UID >= 0 {
 		for _, p := range []string{s.ConfigPath, cfg.Auth.KeyDir} {

@@ -177,6 +177,8 @@ func TestDefaultConfigRoundTrip(t *testing.T) {
 	custom.SSH.Group = "devs"
 	custom.Security.Tmpfs = map[string]string{"/tmp": "rw,size=64m"}
 	custom.Security.Runtime = "runsc"
+	custom.Security.AllowedHostPorts = []string{"8080", "53/udp"}
+	custom.Security.HostPorts = []config.HostPort{{Protocol: "udp", Port: 53}, {Protocol: "tcp", Port: 8080}, {Protocol: "udp", Port: 8080}}
 	for name, cfg := range map[string]config.Config{"defaults": config.Defaults(), "custom": custom} {
 		t.Run(name, func(t *testing.T) {
 			data := DefaultConfig(cfg)
@@ -190,7 +192,7 @@ func TestDefaultConfigRoundTrip(t *testing.T) {
 		})
 	}
 	data := string(DefaultConfig(config.Defaults()))
-	for _, want := range []string{"grace_period: 60s", "max_lifetime: 8h", "allow_tcp_forwarding: false", "RISK:"} {
+	for _, want := range []string{"grace_period: 60s", "max_lifetime: 8h", "allow_tcp_forwarding: false", "RISK:", "block_host_access: true", "allowed_host_ports: []"} {
 		if !strings.Contains(data, want) {
 			t.Errorf("default config lacks %q", want)
 		}

@@ -41,6 +41,8 @@ type Network struct {
 	Name string
 	// Subnets are the IPAM subnets, IPv4 or IPv6.
 	Subnets []string
+	// Labels and Options (the driver's) as dockerd lists them.
+	Labels, Options map[string]string
 }
 
 // DefaultNetworks are the networks of a fresh dockerd with default pools.
@@ -53,7 +55,7 @@ func summaries(ns []Network) []network.Summary {
 	out := []network.Summary{}
 	for i, n := range ns {
 		s := network.Summary{Name: n.Name, ID: fmt.Sprintf("%064x", i+1), Scope: "local", Driver: "bridge",
-			IPAM: network.IPAM{Driver: "default", Config: []network.IPAMConfig{}}}
+			IPAM: network.IPAM{Driver: "default", Config: []network.IPAMConfig{}}, Labels: n.Labels, Options: n.Options}
 		if d, ok := map[string]string{"host": "host", "none": "null"}[n.Name]; ok {
 			s.Driver = d
 		}

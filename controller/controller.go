@@ -41,6 +41,10 @@ type Controller struct {
 	Log      logr.Logger
 	// Workers bounds how many keys are reconciled at once.
 	Workers int
+	// RemoveWorkers bounds how many independent removals run at once: the
+	// keys of a pass that hold only orphans, and the objects of the
+	// unattributed key. Zero means DefaultRemoveWorkers.
+	RemoveWorkers int
 	// ReconcileTimeout bounds one key's reconcile.
 	ReconcileTimeout time.Duration
 	// LockTimeout bounds the wait for a user's lock.
@@ -67,6 +71,20 @@ func (c *Controller) workers() int {
 		return 1
 	}
 	return c.Workers
+}
+
+// DefaultRemoveWorkers is the default of RemoveWorkers. A forced removal
+// mostly waits on dockerd (kill, unmount, delete the layer), so removals
+// go through it side by side the way `docker rm -f a b c` sends them (the
+// docker CLI runs up to 50 at once); a bound keeps a pass over thousands
+// of orphans from opening thousands of connections.
+const DefaultRemoveWorkers = 32
+
+func (c *Controller) removeWorkers() int {
+	if c.RemoveWorkers < 1 {
+		return DefaultRemoveWorkers
+	}
+	return c.RemoveWorkers
 }
 
 // LoadDesired reads the whole desired state, or fails as a whole.
@@ -105,18 +123,32 @@ func leaseRefs(d desired.State) []observed.ProcessRef {
 // Plan computes the full plan at the current time, with the actions the
 // blast-radius guard holds moved to Held.
 func (c *Controller) Plan(ctx context.Context) (reconcile.Plan, error) {
+	p, _, err := c.planAll(ctx)
+	return p, err
+}
+
+// planAll is Plan, and returns the state the plan came from.
+func (c *Controller) planAll(ctx context.Context) (reconcile.Plan, *passState, error) {
 	tick := c.guard.asked.Add(1)
 	d, err := c.LoadDesired(ctx)
 	if err != nil {
-		return reconcile.Plan{}, err
+		return reconcile.Plan{}, nil, err
 	}
 	o, err := c.Observe(ctx, d)
 	if err != nil {
-		return reconcile.Plan{}, err
+		return reconcile.Plan{}, nil, err
 	}
 	p := c.guarded(reconcile.Compute(d, o, c.Clock.Now(), c.Options), d, o)
 	c.remember(tick, p.Holds)
-	return p, nil
+	return p, &passState{desired: d, objects: o.ByKey()}, nil
+}
+
+// passState is what a full pass loaded before planning. Its keys that had
+// no session row are planned again from it rather than from a new list of
+// Docker per key (see planOrphanKey).
+type passState struct {
+	desired desired.State
+	objects map[desired.SessionKey][]observed.Object
 }
 
 // guarded applies the guard to a full plan.
@@ -187,14 +219,41 @@ func (c *Controller) PlanKeys(ctx context.Context, ks []desired.SessionKey) (rec
 
 // planKey loads one key's desired and observed state and computes its plan.
 func (c *Controller) planKey(ctx context.Context, k desired.SessionKey, now time.Time) (reconcile.Plan, error) {
-	d := desired.State{InstanceID: c.Store.InstanceID()}
+	sess, err := c.Store.LoadKey(ctx, k)
+	if err != nil {
+		return reconcile.Plan{}, err
+	}
+	return c.planLoadedKey(ctx, k, sess, now)
+}
+
+// planOrphanKey plans a key that had no session row when pass was
+// loaded. If it still has none, its plan is computed from the objects the
+// pass listed: without a row every action is the removal of an object
+// that was listed old enough, pinned by its ID, and no session can come to
+// own it (a new generation's objects carry its new session id), so a new
+// list would add nothing but objects made since, which the next pass
+// judges. With a row now (a spawn came first), the key is planned from
+// scratch as any session is.
+func (c *Controller) planOrphanKey(ctx context.Context, k desired.SessionKey, now time.Time, pass *passState) (reconcile.Plan, error) {
 	sess, err := c.Store.LoadKey(ctx, k)
 	if err != nil {
 		return reconcile.Plan{}, err
 	}
 	if sess != nil {
+		return c.planLoadedKey(ctx, k, sess, now)
+	}
+	d := desired.State{InstanceID: pass.desired.InstanceID, Users: pass.desired.Users, DatabaseCreatedAt: pass.desired.DatabaseCreatedAt}
+	return reconcile.Compute(d, observed.State{Objects: pass.objects[k]}, now, c.Options), nil
+}
+
+// planLoadedKey computes the plan of key k whose row (nil if none) the
+// caller loaded, from a fresh list of its objects.
+func (c *Controller) planLoadedKey(ctx context.Context, k desired.SessionKey, sess *desired.Session, now time.Time) (reconcile.Plan, error) {
+	d := desired.State{InstanceID: c.Store.InstanceID()}
+	if sess != nil {
 		d.Sessions = []*desired.Session{sess}
 	}
+	var err error
 	if d.Users, err = keys.ListUsers(c.KeyDir); err != nil {
 		return reconcile.Plan{}, err
 	}
@@ -233,14 +292,27 @@ func lockName(k desired.SessionKey) string {
 // caller holds it), recomputes the key's plan from fresh state (so a
 // reconnect that happened since any earlier plan wins) and executes it in
 // order, stopping at the first failure so a row is never deleted before
-// Docker agreed.
+// Docker agreed. The unattributed key's removals, which depend on nothing
+// but their kind's order, run side by side (see executePlan).
 func (c *Controller) ReconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool) (rep KeyReport) {
-	return c.reconcileKey(ctx, k, lockHeld, nil)
+	return c.reconcileKey(ctx, k, lockHeld, keyRun{})
 }
 
-// reconcileKey is ReconcileKey; a pass that planned everything hands over
-// its guard decision as decided, others ask for a fresh one when needed.
-func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool, decided *[]reconcile.Hold) (rep KeyReport) {
+// keyRun is what a pass that planned everything shares with the keys it
+// reconciles; the zero keyRun is a key reconciled on its own.
+type keyRun struct {
+	// decided is the pass's guard decision; nil: ask for a fresh one when needed.
+	decided *[]reconcile.Hold
+	// pass, when set, is the pass's own state, and the key had no session
+	// row in it: the key is planned with planOrphanKey.
+	pass *passState
+	// removals bounds the concurrent removals of unattributed objects
+	// across the pass; nil means a bound of RemoveWorkers for this key.
+	removals chan struct{}
+}
+
+// reconcileKey is ReconcileKey within a pass described by run.
+func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool, run keyRun) (rep KeyReport) {
 	rep.Key = k
 	since := c.guard.asked.Add(1)
 	defer func() {
@@ -267,16 +339,23 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, loc
 		}
 		defer l.Unlock()
 	}
-	plan, err := c.planKey(ctx, k, c.Clock.Now())
+	var (
+		plan reconcile.Plan
+		err  error
+	)
+	if run.pass != nil {
+		plan, err = c.planOrphanKey(ctx, k, c.Clock.Now(), run.pass)
+	} else {
+		plan, err = c.planKey(ctx, k, c.Clock.Now())
+	}
 	if err != nil {
 		rep.Err = err
 		return rep
 	}
-	log := c.Log.WithValues("user", k.User, "project", k.Project)
 	if plan.NeedsGuard() {
 		var holds []reconcile.Hold
-		if decided != nil {
-			holds = *decided
+		if run.decided != nil {
+			holds = *run.decided
 		} else if holds, err = c.holds(ctx, since); err != nil {
 			rep.Plan, rep.Err = plan, err
 			return rep
@@ -284,30 +363,93 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, loc
 		plan = reconcile.HoldKeys(plan, holds)
 		if len(plan.Held) > 0 {
 			// The pass that decided it reports the rule; this is the key's share.
-			log.V(1).Info("Holding removals (blast-radius guard)", "held", len(plan.Held))
+			c.Log.V(1).Info("Holding removals (blast-radius guard)", "user", k.User, "project", k.Project, "held", len(plan.Held))
 		}
 	}
 	rep.Plan = plan
-	for _, a := range plan.Actions {
-		_, dry := c.Executor.(*actions.Recording)
-		if !dry {
-			log.Info(actionMessage(a.Kind), "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
-		}
-		if a.Kind == reconcile.KindDeleteSession && !dry {
-			if err := c.confirmGone(ctx, k, a.SessionID); err != nil {
-				rep.Results = append(rep.Results, Result{Action: a, Err: err})
-				rep.Err = err
-				return rep
+	rep.Results, rep.Err = c.executePlan(ctx, k, plan.Actions, run.removals)
+	return rep
+}
+
+// executePlan executes the actions of key k in order and stops at the
+// first failure. Objects of the unattributed key carry no user label, so
+// no session owns them and none depends on another of its kind: each run
+// of removals of one kind goes to Docker at once, bounded by removals (or
+// RemoveWorkers), and the next kind starts when the run is done, keeping
+// the teardown order (containers, then networks, which Docker refuses
+// while a container is attached, then volumes). Every other key is one
+// session's chain (container before network, row last), executed one
+// action after another.
+func (c *Controller) executePlan(ctx context.Context, k desired.SessionKey, acts []reconcile.Action, removals chan struct{}) ([]Result, error) {
+	results := make([]Result, 0, len(acts))
+	for len(acts) > 0 {
+		n := 1
+		if k == desired.Unattributed && acts[0].Kind.Effect() == "remove" {
+			for n < len(acts) && acts[n].Kind == acts[0].Kind {
+				n++
 			}
 		}
-		o, err := c.Executor.Execute(ctx, a)
-		rep.Results = append(rep.Results, Result{Action: a, Outcome: o, Err: err})
-		if err != nil {
-			rep.Err = err
-			return rep
+		if n == 1 {
+			results = append(results, c.execute(ctx, k, acts[0]))
+		} else {
+			if removals == nil {
+				removals = make(chan struct{}, c.removeWorkers())
+			}
+			results = append(results, c.executeConcurrently(ctx, k, acts[:n], removals)...)
+		}
+		for _, r := range results[len(results)-n:] {
+			if r.Err != nil {
+				return results, r.Err
+			}
+		}
+		acts = acts[n:]
+	}
+	return results, nil
+}
+
+// executeConcurrently executes independent actions side by side, each
+// holding a slot of sem while it runs, and returns their results in the
+// order of acts.
+func (c *Controller) executeConcurrently(ctx context.Context, k desired.SessionKey, acts []reconcile.Action, sem chan struct{}) []Result {
+	results := make([]Result, len(acts))
+	var wg sync.WaitGroup
+	for i, a := range acts {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			results[i] = Result{Action: a, Err: fmt.Errorf("%s %s: %w", a.Kind, a.Target, ctx.Err())}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			// A panic here would not reach reconcileKey's recover.
+			defer func() {
+				if r := recover(); r != nil {
+					results[i] = Result{Action: a, Err: fmt.Errorf("panic while reconciling %s: %v\n%s", k, r, debug.Stack())}
+				}
+			}()
+			results[i] = c.execute(ctx, k, a)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// execute executes one action of key k, logging it first.
+func (c *Controller) execute(ctx context.Context, k desired.SessionKey, a reconcile.Action) Result {
+	_, dry := c.Executor.(*actions.Recording)
+	if !dry {
+		c.Log.Info(actionMessage(a.Kind), "user", k.User, "project", k.Project, "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
+	}
+	if a.Kind == reconcile.KindDeleteSession && !dry {
+		if err := c.confirmGone(ctx, k, a.SessionID); err != nil {
+			return Result{Action: a, Err: err}
 		}
 	}
-	return rep
+	o, err := c.Executor.Execute(ctx, a)
+	return Result{Action: a, Outcome: o, Err: err}
 }
 
 // confirmGone asks Docker again, right before a row is deleted, whether
@@ -398,7 +540,7 @@ var ErrLoad = errors.New("loading state")
 
 // reconcileUserKeys takes the lock name once and reconciles the keys
 // ks[i] for i in idx, writing each report to out[i].
-func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []desired.SessionKey, idx []int, out []KeyReport, decided *[]reconcile.Hold) {
+func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []desired.SessionKey, idx []int, out []KeyReport, run keyRun) {
 	lctx := ctx
 	if c.LockTimeout > 0 {
 		var cancel context.CancelFunc
@@ -414,21 +556,24 @@ func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []de
 	}
 	defer l.Unlock()
 	for _, i := range idx {
-		out[i] = c.reconcileKey(ctx, ks[i], true, decided)
+		out[i] = c.reconcileKey(ctx, ks[i], true, run)
 	}
 }
 
 // ReconcileOnce runs one pass. With no keys it plans everything and
 // reconciles the keys that have work; with keys, only those. Keys are
-// reconciled concurrently, at most Workers at a time.
+// reconciled concurrently: those with a session at most Workers at a time;
+// in a full pass, those with only orphans at most RemoveWorkers at a time
+// and planned from the pass's own list (see planOrphanKey).
 func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey) (Report, error) {
 	var (
 		plan reconcile.Plan
+		pass *passState
 		err  error
 	)
 	var decided *[]reconcile.Hold
 	if len(ks) == 0 {
-		plan, err = c.Plan(ctx)
+		plan, pass, err = c.planAll(ctx)
 		// Held keys too, so their reports say what was held.
 		ks = plan.Keys()
 		for _, a := range plan.Held {
@@ -455,18 +600,64 @@ func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey
 		}
 		byUser[n] = append(byUser[n], i)
 	}
-	sem := make(chan struct{}, c.workers())
-	var wg sync.WaitGroup
+	// A user whose keys had no session row holds only orphans: removals of
+	// objects nobody uses, independent of every other user's. They go in a
+	// pool of their own, RemoveWorkers wide, so a pass over many orphans
+	// runs as wide as `docker rm -f` does and does not wait behind the
+	// sessions' Workers. The unattributed key takes no slot of that pool
+	// itself: its objects take one each (see executePlan).
+	removals := make(chan struct{}, c.removeWorkers())
+	var sessions, orphans []string
+	unattributed := false
 	for _, name := range order {
-		idx := byUser[name]
+		switch {
+		case pass == nil:
+			sessions = append(sessions, name)
+		case name == lockName(desired.Unattributed):
+			unattributed = true
+		case onlyOrphans(pass, ks, byUser[name]):
+			orphans = append(orphans, name)
+		default:
+			sessions = append(sessions, name)
+		}
+	}
+	orphanRun := keyRun{decided: decided, pass: pass, removals: removals}
+	var wg sync.WaitGroup
+	dispatch := func(names []string, sem chan struct{}, run keyRun) {
+		defer wg.Done()
+		for _, name := range names {
+			idx := byUser[name]
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				c.reconcileUserKeys(ctx, name, ks, idx, rep.Keys, run)
+			}()
+		}
+	}
+	wg.Add(2)
+	go dispatch(sessions, make(chan struct{}, c.workers()), keyRun{decided: decided})
+	go dispatch(orphans, removals, orphanRun)
+	if unattributed {
 		wg.Add(1)
-		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			c.reconcileUserKeys(ctx, name, ks, idx, rep.Keys, decided)
+			name := lockName(desired.Unattributed)
+			c.reconcileUserKeys(ctx, name, ks, byUser[name], rep.Keys, orphanRun)
 		}()
 	}
 	wg.Wait()
 	return rep, nil
+}
+
+// onlyOrphans reports whether none of the keys ks[i], i in idx, had a
+// session row when pass was loaded.
+func onlyOrphans(pass *passState, ks []desired.SessionKey, idx []int) bool {
+	for _, i := range idx {
+		if pass.desired.Session(ks[i]) != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -21,6 +21,13 @@ import (
 	"github.com/podspawn/podspawn/reconcile"
 )
 
+// ContainerInspector reads one container by name or id (observed/dockerobs
+// for Docker). ok is false when no such container exists; an error never
+// means "gone". Running has observed's one meaning.
+type ContainerInspector interface {
+	InspectContainer(ctx context.Context, ref string) (o observed.Object, ok bool, err error)
+}
+
 // ImageChecker says whether an image is present where sessions run.
 type ImageChecker interface {
 	ImageExists(ctx context.Context, ref string) (bool, error)
@@ -33,7 +40,7 @@ type ImageChecker interface {
 type Sessions struct {
 	C          *Controller
 	Config     config.Config
-	Containers observed.ContainerInspector
+	Containers ContainerInspector
 	Images     ImageChecker
 	Log        logr.Logger
 	// Self identifies the process holding the lease (nil: this process).

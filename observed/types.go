@@ -5,7 +5,6 @@
 package observed
 
 import (
-	"context"
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
@@ -111,10 +110,4 @@ func (s State) ByKey() map[desired.SessionKey][]Object {
 		m[k] = append(m[k], o)
 	}
 	return m
-}
-
-// ContainerInspector reads one container by name or id. ok is false when
-// no such container exists; an error never means "gone".
-type ContainerInspector interface {
-	InspectContainer(ctx context.Context, ref string) (o Object, ok bool, err error)
 }

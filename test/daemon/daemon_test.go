@@ -179,6 +179,9 @@ func TestDaemonSurvivesDockerRestart(t *testing.T) {
 	}
 	privateDockerd.restart(t)
 	harness.Eventually(t, 60*time.Second, "the expired session to be removed after Docker came back", func() bool { return e.gone(key) })
+	// The session's own retry can reach the restarted dockerd before the
+	// resync's next attempt does, so the recovery may be logged after it.
+	d.waitLog(60*time.Second, "Recovered: resubscribed to Docker events and resynced")
 
 	if n := len(d.lines("Lost the Docker event stream")) + len(d.lines("Resync failed; retrying with backoff")); n != 1 {
 		t.Errorf("outage logged %d times at the default level, want once", n)
@@ -226,6 +229,15 @@ func TestDaemonSingleInstanceAndCleanShutdown(t *testing.T) {
 	}
 
 	h.kill()
+	// With one worker the daemon starts the grace periods one after
+	// another (each pass first kills the dead connection's processes); all
+	// must have started, or the pass after the daemon would only start one.
+	for _, k := range keys {
+		harness.Eventually(t, 60*time.Second, "the grace period of "+k.String()+" to start", func() bool {
+			s := e.row(k)
+			return s != nil && s.Status == desired.StatusGrace
+		})
+	}
 	// Stop as soon as teardown has begun, with most of it still queued.
 	d.waitLog(60*time.Second, `"action": "remove-container"`)
 	if code := d.term(); code != 0 {
@@ -236,6 +248,13 @@ func TestDaemonSingleInstanceAndCleanShutdown(t *testing.T) {
 		c, _ := e.containerRunning(desired.ContainerName(k))
 		if e.row(k) == nil && (c || e.networkExists(desired.NetworkName(k))) {
 			t.Errorf("%s: row deleted but Docker objects left behind", k)
+		}
+	}
+	// The grace periods started up to a few seconds apart: the one pass
+	// must find them all over.
+	for _, k := range keys {
+		if s := e.row(k); s != nil && s.Status == desired.StatusGrace {
+			harness.Eventually(t, 60*time.Second, "the grace period of "+k.String()+" to end", func() bool { return time.Now().After(s.GraceExpiry) })
 		}
 	}
 	if r := e.Run("cleanup"); r.Code != 0 {

@@ -119,6 +119,12 @@ elif rules_now="$(firewall | grep PODSPAWN-INPUT)"; then
   sed 's/^/  /' <<<"${rules_now}" >&2
 fi
 
+# test/harness.KeepHostFirewall's record of the rules, shared by the test
+# processes holding them; the last one removes it.
+if [[ -e /run/podspawn-test-hostfw.json ]]; then
+  fail "/run/podspawn-test-hostfw.json is left: a test process still holds the host access rules, or died holding them (the next test run restores them)"
+fi
+
 # The private dockerd: a process serving its socket, its mounts, its files.
 for p in /proc/[0-9]*; do
   cmdline="$(tr '\0' ' ' 2>/dev/null <"${p}/cmdline")" || continue

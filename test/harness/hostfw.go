@@ -2,7 +2,11 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,35 +14,53 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/podspawn/podspawn/actions/hostfw"
+	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/observed/proc"
 )
 
 // podspawn installs its host access rules (the PODSPAWN-INPUT chain and
 // INPUT's jump to it) whenever it creates a session, cleans up or runs
 // server-setup, and the rules outlive the process, as they should on a
-// server. The tests must leave the host's firewall as they found it, so
-// every env records the rules when the first env of the process starts and
-// puts them back when the last one ends. hack/verify-host-clean.sh checks.
+// server. The tests must leave the host's firewall as they found it:
+// every env holds the rules while it runs; the first holder on the host
+// records them and the last one puts them back. Holders are counted across
+// test processes in keepState (several packages' test binaries, or another
+// engineer's run, may overlap), and a holder that died without putting
+// them back (a killed test) is dropped: the next one still restores what
+// the first holder recorded. hack/verify-host-clean.sh checks the result.
+const (
+	keepState = "/run/podspawn-test-hostfw.json"
+	keepLock  = "/run/podspawn-test-hostfw.lock"
+)
+
+// keepFile is keepState's content.
+type keepFile struct {
+	Saved   []hostfw.FamilyState  `json:"saved"`
+	Holders []observed.ProcessRef `json:"holders"`
+}
+
+// keptFirewall counts this process's holders, so that the host-wide count
+// changes once per process.
 var keptFirewall struct {
 	mu    sync.Mutex
 	users int
-	saved []hostfw.FamilyState
 }
 
-// KeepHostFirewall records podspawn's host access rules now and restores
-// them when the test ends (nested and overlapping calls share the first
-// record and restore after the last).
+// KeepHostFirewall holds podspawn's host access rules for the test: when
+// the last holder on the host ends, they are put back as the first one
+// found them.
 func KeepHostFirewall(t testing.TB) {
 	t.Helper()
 	k := &keptFirewall
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.users == 0 {
-		s, err := readFirewall()
-		if err != nil {
+		if err := holdFirewall(); err != nil {
 			t.Fatalf("recording the host access rules (run hack/ci-setup.sh, which installs iptables): %v", err)
 		}
-		k.saved = s
 	}
 	k.users++
 	t.Cleanup(func() {
@@ -48,9 +70,87 @@ func KeepHostFirewall(t testing.TB) {
 		if k.users > 0 {
 			return
 		}
-		if err := restoreFirewall(k.saved); err != nil {
-			t.Errorf("restoring the host access rules as they were before the test: %v", err)
+		if err := releaseFirewall(); err != nil {
+			t.Errorf("restoring the host access rules as they were before the tests: %v", err)
 		}
+	})
+}
+
+// withKeepFile runs fn on keepState under keepLock, with dead holders
+// dropped, and writes back what fn leaves (nil: removes the file).
+func withKeepFile(fn func(kf *keepFile) (*keepFile, error)) error {
+	lf, err := os.OpenFile(keepLock, os.O_CREATE|os.O_RDWR|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
+		return err
+	}
+	var kf *keepFile
+	data, err := os.ReadFile(keepState)
+	switch {
+	case err == nil:
+		kf = &keepFile{}
+		if err := json.Unmarshal(data, kf); err != nil {
+			return fmt.Errorf("%s: %w (remove it once no test runs)", keepState, err)
+		}
+		alive := proc.Alive(kf.Holders)
+		kf.Holders = slices.DeleteFunc(kf.Holders, func(r observed.ProcessRef) bool { return !alive[r] })
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	kf, err = fn(kf)
+	if err != nil {
+		return err
+	}
+	if kf == nil {
+		return os.Remove(keepState)
+	}
+	out, err := json.Marshal(kf)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(keepState, out, 0o600)
+}
+
+func holdFirewall() error {
+	self, err := proc.Self()
+	if err != nil {
+		return err
+	}
+	return withKeepFile(func(kf *keepFile) (*keepFile, error) {
+		if kf == nil {
+			// The first holder: record the host as it is. (A file left by
+			// holders that all died keeps their record.)
+			saved, err := readFirewall()
+			if err != nil {
+				return nil, err
+			}
+			kf = &keepFile{Saved: saved}
+		}
+		kf.Holders = append(kf.Holders, self)
+		return kf, nil
+	})
+}
+
+func releaseFirewall() error {
+	self, err := proc.Self()
+	if err != nil {
+		return err
+	}
+	return withKeepFile(func(kf *keepFile) (*keepFile, error) {
+		if kf == nil {
+			return nil, fmt.Errorf("%s is gone: nothing recorded what to restore", keepState)
+		}
+		kf.Holders = slices.DeleteFunc(kf.Holders, func(r observed.ProcessRef) bool { return r == self })
+		if len(kf.Holders) > 0 {
+			return kf, nil
+		}
+		if err := restoreFirewall(kf.Saved); err != nil {
+			return kf, err
+		}
+		return nil, nil
 	})
 }
 

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/podspawn/podspawn/cmd/internal/setup"
+	setup "github.com/podspawn/podspawn/actions/hostsetup"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
 )

@@ -11,7 +11,7 @@ import (
 	"runtime/debug"
 	"strings"
 
-	"github.com/podspawn/podspawn/cmd/internal/setup"
+	setup "github.com/podspawn/podspawn/actions/hostsetup"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/keys"

@@ -9,6 +9,7 @@ import (
 
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 )
 
@@ -115,11 +116,11 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 	if err != nil {
 		return err
 	}
-	lock, err := controller.AcquireDaemonLock(controller.DaemonLockPath(cfg.State.Dir()))
+	daemonLock, err := lock.AcquireDaemon(lock.DaemonPath(cfg.State.Dir()))
 	if err != nil {
 		return err
 	}
-	defer lock.Release()
+	defer daemonLock.Release()
 	ctrl, err := openBusy(ctx, a, func() (*controller.Controller, error) {
 		return a.Controller(ctx, ControllerOptions{Workers: c.Workers})
 	})
@@ -131,7 +132,7 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 		return err
 	}
 	d := &controller.Daemon{C: ctrl, Events: dc, Interval: interval, Workers: c.Workers, OnResync: a.ensureHostFirewall}
-	a.Log.Info("Cleanup daemon started", "pid", os.Getpid(), "interval", interval.String(), "workers", c.Workers, "lock", lock.Path(), "db", cfg.State.DBPath)
+	a.Log.Info("Cleanup daemon started", "pid", os.Getpid(), "interval", interval.String(), "workers", c.Workers, "lock", daemonLock.Path(), "db", cfg.State.DBPath)
 	if err := d.Run(ctx); err != nil {
 		return fmt.Errorf("cleanup daemon: %w", err)
 	}

@@ -10,7 +10,7 @@ import (
 	"strconv"
 
 	"github.com/go-logr/logr"
-	"github.com/podspawn/podspawn/cmd/internal/doctor"
+	"github.com/podspawn/podspawn/observed/doctor"
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"

@@ -75,7 +75,7 @@ func renderHeld(w io.Writer, held []reconcile.Action, holds []reconcile.Hold) {
 	for _, h := range holds {
 		fmt.Fprintf(w, "  Why (%s): %s.\n", h.Reason, h.Detail)
 	}
-	fmt.Fprintf(w, "  To proceed: %s.\n", controller.HoldFix)
+	fmt.Fprintf(w, "  To proceed: %s.\n", reconcile.HoldFix)
 }
 
 // maxSkipLines keeps a plan readable on a host shared with another
@@ -261,7 +261,7 @@ func failureError(rep controller.Report) error {
 		for _, h := range holds {
 			fmt.Fprintf(&b, "\n  %s: %s", h.Reason, h.Detail)
 		}
-		fmt.Fprintf(&b, "\n  %s", controller.HoldFix)
+		fmt.Fprintf(&b, "\n  %s", reconcile.HoldFix)
 	}
 	return &ExitError{Code: 1, Err: fmt.Errorf("%s", b.String())}
 }

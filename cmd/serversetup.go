@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/podspawn/podspawn/cmd/internal/setup"
+	setup "github.com/podspawn/podspawn/actions/hostsetup"
 )
 
 // ServerSetupCmd prepares the host: group, auth-keys account, directories,

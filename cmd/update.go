@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	update "github.com/podspawn/podspawn/actions/selfupdate"
-	"github.com/podspawn/podspawn/controller"
+	"github.com/podspawn/podspawn/desired/lock"
 )
 
 // updatePublicKey pins the release signing key, a minisign public key, at
@@ -87,7 +87,7 @@ func (c *UpdateCmd) Run(a *App) error {
 		return err
 	}
 	if installed {
-		if _, running, _ := controller.DaemonLockHolder(controller.DaemonLockPath(cfg.State.Dir())); running {
+		if _, running, _ := lock.DaemonHolder(lock.DaemonPath(cfg.State.Dir())); running {
 			fmt.Fprintln(a.Stderr, "note: the cleanup daemon still runs the old binary; restart it: sudo systemctl restart podspawn-cleanup")
 		}
 	}

@@ -156,13 +156,10 @@ func (c *Controller) guarded(p reconcile.Plan, d desired.State, o observed.State
 	return reconcile.Guard(p, d, o, c.Guard)
 }
 
-// HoldFix tells an operator how to proceed with held removals.
-const HoldFix = "check the plan with 'podspawn cleanup --dry-run'; if the removals are meant, run 'podspawn cleanup --allow-mass-removal' once"
-
 // LogHolds reports the guard's rules, once per pass.
 func (c *Controller) LogHolds(p reconcile.Plan) {
 	for _, h := range p.Holds {
-		c.Log.Error(nil, "Holding removals (blast-radius guard)", "rule", h.Reason, "sessions", len(h.Keys), "detail", h.Detail, "fix", HoldFix)
+		c.Log.Error(nil, "Holding removals (blast-radius guard)", "rule", h.Reason, "sessions", len(h.Keys), "detail", h.Detail, "fix", reconcile.HoldFix)
 	}
 }
 

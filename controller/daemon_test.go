@@ -20,6 +20,7 @@ import (
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/proc"
@@ -495,11 +496,11 @@ func TestProcWatcherReportsExits(t *testing.T) {
 
 func TestDaemonLock(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	path := DaemonLockPath(dir)
-	if pid, running, err := DaemonLockHolder(path); err != nil || running || pid != 0 {
+	path := lock.DaemonPath(dir)
+	if pid, running, err := lock.DaemonHolder(path); err != nil || running || pid != 0 {
 		t.Fatalf("before: holder = %d, %v, %v; want none", pid, running, err)
 	}
-	l, err := AcquireDaemonLock(path)
+	l, err := lock.AcquireDaemon(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,18 +508,18 @@ func TestDaemonLock(t *testing.T) {
 	if want := strconv.Itoa(os.Getpid()) + "\n"; string(data) != want {
 		t.Errorf("lock file holds %q, want %q", data, want)
 	}
-	_, err = AcquireDaemonLock(path)
-	if !errors.Is(err, ErrDaemonRunning) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) || !strings.Contains(err.Error(), path) {
-		t.Errorf("second acquire = %v; want ErrDaemonRunning naming the pid and %s", err, path)
+	_, err = lock.AcquireDaemon(path)
+	if !errors.Is(err, lock.ErrDaemonRunning) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) || !strings.Contains(err.Error(), path) {
+		t.Errorf("second acquire = %v; want lock.ErrDaemonRunning naming the pid and %s", err, path)
 	}
-	if pid, running, err := DaemonLockHolder(path); err != nil || !running || pid != os.Getpid() {
+	if pid, running, err := lock.DaemonHolder(path); err != nil || !running || pid != os.Getpid() {
 		t.Errorf("while held: holder = %d, %v, %v; want %d, true", pid, running, err, os.Getpid())
 	}
 	l.Release()
-	if pid, running, err := DaemonLockHolder(path); err != nil || running || pid != 0 {
+	if pid, running, err := lock.DaemonHolder(path); err != nil || running || pid != 0 {
 		t.Errorf("after release: holder = %d, %v, %v; want none", pid, running, err)
 	}
-	l2, err := AcquireDaemonLock(path)
+	l2, err := lock.AcquireDaemon(path)
 	if err != nil {
 		t.Fatalf("re-acquire after release: %v", err)
 	}

@@ -9,6 +9,9 @@ import (
 	"github.com/podspawn/podspawn/observed"
 )
 
+// HoldFix tells an operator how to proceed with held removals.
+const HoldFix = "check the plan with 'podspawn cleanup --dry-run'; if the removals are meant, run 'podspawn cleanup --allow-mass-removal' once"
+
 // GuardLimits bound how much one pass may destroy because desired state
 // went missing (an empty key directory, a fresh database): such a pass is
 // far more often a mistake than a wish.

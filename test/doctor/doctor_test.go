@@ -17,7 +17,7 @@ import (
 	"github.com/docker/docker/api/types/system"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/podspawn/podspawn/controller"
+	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/test/doctor/fakedocker"
 	"github.com/podspawn/podspawn/test/harness"
@@ -66,7 +66,7 @@ esac
 	must(t, err)
 	st.Close()
 	// This test process plays the cleanup daemon, with the daemon's lock.
-	lock, err := controller.AcquireDaemonLock(controller.DaemonLockPath(env.StateDir))
+	lock, err := lock.AcquireDaemon(lock.DaemonPath(env.StateDir))
 	must(t, err)
 	t.Cleanup(lock.Release)
 	return r

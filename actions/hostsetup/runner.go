@@ -4,7 +4,7 @@
 // Every external program goes through a Runner so that the decisions can
 // be tested with a fake; file edits are atomic and validated before they
 // take effect.
-package setup
+package hostsetup
 
 import (
 	"bytes"

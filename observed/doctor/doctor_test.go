@@ -18,8 +18,8 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/reconcile"
 	"github.com/podspawn/podspawn/test/doctor/fakedocker"
@@ -42,7 +42,7 @@ type fixture struct {
 	sock    string
 	env     Env
 	statfsd []string // paths Statfs was asked about
-	daemon  *controller.DaemonLock
+	daemon  *lock.Daemon
 }
 
 const fakeSSHD = `#!/bin/sh
@@ -228,7 +228,7 @@ func (f *fixture) useDocker(host string) {
 // daemon lock the real daemon takes.
 func (f *fixture) holdDaemonLock() {
 	f.t.Helper()
-	l, err := controller.AcquireDaemonLock(controller.DaemonLockPath(f.path("state")))
+	l, err := lock.AcquireDaemon(lock.DaemonPath(f.path("state")))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -559,7 +559,7 @@ func TestChecks(t *testing.T) {
 			want{Warn, `^not running; grace periods are enforced only at connect time$`, "if the unit is not installed yet: sudo cp hack/systemd/podspawn-cleanup.service /etc/systemd/system/ (from the podspawn source); then sudo systemctl daemon-reload && sudo systemctl enable --now podspawn-cleanup.service"}},
 		{"cleanup daemon", "no lock file", func(f *fixture) {
 			f.daemon.Release()
-			os.Remove(controller.DaemonLockPath(f.path("state")))
+			os.Remove(lock.DaemonPath(f.path("state")))
 		},
 			want{Warn, `^not running; grace periods are enforced only at connect time$`, "if the unit is not installed yet: sudo cp hack/systemd/podspawn-cleanup.service /etc/systemd/system/ (from the podspawn source); then sudo systemctl daemon-reload && sudo systemctl enable --now podspawn-cleanup.service"}},
 
@@ -568,7 +568,7 @@ func TestChecks(t *testing.T) {
 			f.env.GuardPlan = func(context.Context) (GuardView, error) {
 				return GuardView{Held: 12, Sessions: 6, Holds: []reconcile.Hold{{Reason: reconcile.HoldMassRemoval, Detail: "6 of 6 running session containers would be removed"}}}, nil
 			}
-		}, want{Fail, `^12 removal\(s\) held: mass-removal: 6 of 6 running session containers would be removed$`, controller.HoldFix}},
+		}, want{Fail, `^12 removal\(s\) held: mass-removal: 6 of 6 running session containers would be removed$`, reconcile.HoldFix}},
 		{"removal guard", "empty key directory beside sessions", func(f *fixture) {
 			f.env.GuardPlan = func(context.Context) (GuardView, error) { return GuardView{Sessions: 2}, nil }
 		}, want{Warn, `^the key directory ROOT/etc/keys holds no key file while 2 session\(s\) exist; a cleanup pass removes sessions whose user has no key file$`,
@@ -774,7 +774,7 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test ./cmd/internal/doctor/ -run TestGoldenRun -update to create it)", err)
+		t.Fatalf("%v (run go test ./observed/doctor/ -run TestGoldenRun -update to create it)", err)
 	}
 	if diff := cmp.Diff(string(want), string(got)); diff != "" {
 		t.Errorf("%s (-want +got):\n%s", path, diff)

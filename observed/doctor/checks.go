@@ -23,9 +23,10 @@ import (
 	"github.com/docker/docker/api/types/system"
 	"golang.org/x/sys/unix"
 
-	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/keys"
+	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/reconcile"
 )
 
 const defaultDockerSocket = "/var/run/docker.sock"
@@ -556,7 +557,7 @@ func checkStateDatabase(ctx context.Context, e *Env) Result {
 func checkCleanupDaemon(_ context.Context, e *Env) Result {
 	// The probe is a non-blocking shared flock released at once and never
 	// creates the file (controller.DaemonLockHolder).
-	pid, running, err := controller.DaemonLockHolder(controller.DaemonLockPath(e.Config.State.Dir()))
+	pid, running, err := lock.DaemonHolder(lock.DaemonPath(e.Config.State.Dir()))
 	switch {
 	case err != nil:
 		return warn(fmt.Sprintf("cannot tell whether it runs: %v", err), "check: sudo systemctl status podspawn-cleanup")
@@ -590,7 +591,7 @@ func checkRemovalGuard(ctx context.Context, e *Env) Result {
 		for _, h := range v.Holds {
 			why = append(why, fmt.Sprintf("%s: %s", h.Reason, h.Detail))
 		}
-		return fail(fmt.Sprintf("%d removal(s) held: %s", v.Held, strings.Join(why, "; ")), controller.HoldFix)
+		return fail(fmt.Sprintf("%d removal(s) held: %s", v.Held, strings.Join(why, "; ")), reconcile.HoldFix)
 	case v.Users == 0 && v.Sessions > 0:
 		return warn(fmt.Sprintf("the key directory %s holds no key file while %d session(s) exist; a cleanup pass removes sessions whose user has no key file", e.Config.Auth.KeyDir, v.Sessions),
 			"check that auth.key_dir is right and mounted; podspawn cleanup --dry-run shows what a pass would remove")

@@ -41,7 +41,7 @@ type RemoveProjectCmd struct {
 
 // projectsLock serialises edits of the registry.
 func projectsLock(ctx context.Context, cfg config.Config) (*lock.Lock, error) {
-	return lockBusy(ctx, cfg.State.LockDir, "_projects", "the project registry", "another project command holds it")
+	return lock.AcquireTimeout(ctx, cfg.State.LockDir, "_projects", userLockTimeout, "the project registry", "another project command holds it")
 }
 
 // projectEdit is where every project command starts: a valid name, the

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -105,24 +103,7 @@ func destroyedLine(s *desired.Session) string {
 // lockUser takes the per-user lock that spawn and the controller take, so
 // an admin edit never races a login of the same user.
 func lockUser(ctx context.Context, dir, user string) (*lock.Lock, error) {
-	return lockBusy(ctx, dir, user, "user "+user, "a login, cleanup or another admin command holds it")
-}
-
-// lockBusy takes the named lock within userLockTimeout. A timeout becomes an
-// error naming the lock file and saying that nothing changed, instead of a
-// bare "context deadline exceeded".
-func lockBusy(ctx context.Context, dir, name, what, holders string) (*lock.Lock, error) {
-	lctx, cancel := context.WithTimeout(ctx, userLockTimeout)
-	defer cancel()
-	l, err := lock.Acquire(lctx, dir, name)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%s is busy: could not take %s within %s (%s); nothing was changed, try again",
-				what, filepath.Join(dir, name+".lock"), userLockTimeout, holders)
-		}
-		return nil, err
-	}
-	return l, nil
+	return lock.AcquireUser(ctx, dir, user, userLockTimeout)
 }
 
 // readyController builds the controller and checks that Docker answers,
@@ -164,7 +145,7 @@ func (f *teardownFailure) Error() string {
 // holds the user's lock) and checks that its record is really gone:
 // success is claimed only for what was done.
 func teardown(ctx context.Context, a *App, ctrl *controller.Controller, st *sqlstore.Store, sess *desired.Session) error {
-	rep := ctrl.ReconcileKey(ctx, sess.Key, true)
+	rep := ctrl.ReconcileKeyLocked(ctx, sess.Key)
 	// Protected or foreign objects are never removed; say so rather than
 	// let "Destroyed" suggest they are gone.
 	for _, s := range rep.Plan.Skipped {

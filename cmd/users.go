@@ -210,7 +210,7 @@ func (c *RemoveUserCmd) Run(a *App) error {
 		if _, err := st.MarkTerminatingWhere(ctx, user, nil, string(reconcile.ReasonUserRemoved), a.Clock.Now()); err != nil {
 			return err
 		}
-		if err := removeKeyFile(cfg.Auth.KeyDir, user); err != nil {
+		if err := keys.Remove(cfg.Auth.KeyDir, user); err != nil {
 			return fmt.Errorf("%w; %s can still log in, but the user's %d session(s) are marked for removal and 'podspawn cleanup' destroys them",
 				err, user, len(sessions))
 		}
@@ -222,7 +222,7 @@ func (c *RemoveUserCmd) Run(a *App) error {
 			destroyed++
 			fmt.Fprintln(a.Stdout, destroyedLine(s))
 		}
-	} else if err := removeKeyFile(cfg.Auth.KeyDir, user); err != nil {
+	} else if err := keys.Remove(cfg.Auth.KeyDir, user); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "removed user %s (%d session(s) destroyed)\n", user, destroyed)
@@ -232,21 +232,6 @@ func (c *RemoveUserCmd) Run(a *App) error {
 	if len(failures) > 0 {
 		return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d session(s) of %s could not be destroyed; the key file is gone, so %s can no longer log in, and 'podspawn cleanup' finishes these teardowns:\n  %s",
 			len(failures), len(sessions), user, user, strings.Join(failures, "\n  "))}
-	}
-	return nil
-}
-
-// removeKeyFile unlinks user's key file through a handle on the key
-// directory, so root never acts by path there; a link is removed, not
-// followed. A file already gone is no error.
-func removeKeyFile(dir, user string) error {
-	d, err := keys.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Remove(user); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
 	}
 	return nil
 }

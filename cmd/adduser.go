@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	setup "github.com/podspawn/podspawn/actions/hostsetup"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
+	"github.com/podspawn/podspawn/desired/lock"
 )
 
 // AddUserCmd registers a user's public keys and the host account sshd needs.
@@ -185,4 +187,10 @@ func lineErrors(es []keys.LineError) string {
 		s[i] = e.Error()
 	}
 	return strings.Join(s, "; ")
+}
+
+// lockUser takes the per-user lock that spawn and the controller take, so
+// an admin edit never races a login of the same user.
+func lockUser(ctx context.Context, dir, user string) (*lock.Lock, error) {
+	return lock.AcquireUser(ctx, dir, user, userLockTimeout)
 }

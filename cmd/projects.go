@@ -41,7 +41,7 @@ type RemoveProjectCmd struct {
 
 // projectsLock serialises edits of the registry.
 func projectsLock(ctx context.Context, cfg config.Config) (*lock.Lock, error) {
-	return lockBusy(ctx, cfg.State.LockDir, "_projects", "the project registry", "another project command holds it")
+	return lock.AcquireTimeout(ctx, cfg.State.LockDir, "_projects", userLockTimeout, "the project registry", "another project command holds it")
 }
 
 // projectEdit is where every project command starts: a valid name, the
@@ -287,8 +287,11 @@ func (c *RemoveProjectCmd) Run(a *App) error {
 	}
 	var ctrl *controller.Controller
 	if len(live) > 0 {
+		if ctrl, err = a.Controller(ctx, ControllerOptions{}); err != nil {
+			return err
+		}
 		// Nothing is changed while Docker is down.
-		if ctrl, err = readyController(ctx, a); err != nil {
+		if err := dockerReady(ctx, a); err != nil {
 			return err
 		}
 	}
@@ -298,7 +301,7 @@ func (c *RemoveProjectCmd) Run(a *App) error {
 	}
 	var failed error
 	if len(live) > 0 {
-		failed = a.destroyProjectSessions(ctx, ctrl, st, cfg.State.LockDir, c.Name)
+		failed = a.destroyProjectSessions(ctx, ctrl, st, c.Name)
 	}
 	if p.LocalPath != "" && strings.HasPrefix(filepath.Clean(p.LocalPath), filepath.Clean(cfg.State.ProjectsDir)+string(filepath.Separator)) {
 		if err := os.RemoveAll(p.LocalPath); err != nil {
@@ -313,56 +316,36 @@ func (c *RemoveProjectCmd) Run(a *App) error {
 }
 
 // destroyProjectSessions tears down every session of project the way stop
-// and remove-user do: per session under its user's lock, so that a login
-// cannot race the teardown. The project is already deregistered and spawn
-// reads the registry under the user's lock, so the sessions listed here
-// after each lock is taken are all there will be.
-func (a *App) destroyProjectSessions(ctx context.Context, ctrl *controller.Controller, st *sqlstore.Store, lockDir, project string) error {
+// and remove-user do. The project is already deregistered and spawn reads
+// the registry under the user's lock, so the sessions Teardown finds once
+// each lock is taken are all there will be.
+func (a *App) destroyProjectSessions(ctx context.Context, ctrl *controller.Controller, st *sqlstore.Store, project string) error {
 	all, err := st.Load(ctx)
 	if err != nil {
 		return err
 	}
-	var keys []desired.SessionKey
+	var targets []controller.Target
 	for _, s := range all {
 		if s.Key.Project == project {
-			keys = append(keys, s.Key)
+			targets = append(targets, controller.Target{User: s.Key.User, Project: project})
 		}
 	}
 	var failures []string
-	for _, k := range keys {
-		if err := a.destroyProjectSession(ctx, ctrl, st, lockDir, k); err != nil {
-			failures = append(failures, err.Error())
+	for _, res := range ctrl.Teardown(ctx, targets, reconcile.ReasonProjectRemoved, controller.TeardownHooks{Done: a.printTeardown}) {
+		if res.Err != nil {
+			failures = append(failures, fmt.Sprintf("%s: %v", res.Target.Key(), res.Err))
+		}
+		for _, r := range res.Sessions {
+			if r.Err != nil {
+				failures = append(failures, failureText(r.Err))
+			}
 		}
 	}
 	if len(failures) == 0 {
 		return nil
 	}
 	return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d session(s) of project %s could not be destroyed; sessions marked for removal are finished by 'podspawn cleanup', untouched ones by 'podspawn stop <user>@%s':\n  %s",
-		len(failures), len(keys), project, project, strings.Join(failures, "\n  "))}
-}
-
-func (a *App) destroyProjectSession(ctx context.Context, ctrl *controller.Controller, st *sqlstore.Store, lockDir string, k desired.SessionKey) error {
-	l, err := lockUser(ctx, lockDir, k.User)
-	if err != nil {
-		return fmt.Errorf("%s: %w", k, err)
-	}
-	defer l.Unlock()
-	sess, err := st.LoadKey(ctx, k)
-	if err != nil {
-		return fmt.Errorf("%s: %w", k, err)
-	}
-	if sess == nil {
-		return nil // gone since the list was read
-	}
-	project := k.Project
-	if _, err := st.MarkTerminatingWhere(ctx, k.User, &project, string(reconcile.ReasonProjectRemoved), a.Clock.Now()); err != nil {
-		return fmt.Errorf("%s: %w", k, err)
-	}
-	if err := teardown(ctx, a, ctrl, st, sess); err != nil {
-		return err
-	}
-	fmt.Fprintln(a.Stdout, destroyedLine(sess))
-	return nil
+		len(failures), len(targets), project, project, strings.Join(failures, "\n  "))}
 }
 
 func keyList(ks []desired.SessionKey) string {

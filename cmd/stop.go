@@ -4,20 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
-	"github.com/podspawn/podspawn/desired/lock"
-	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/reconcile"
 )
 
-// userLockTimeout bounds the wait for a user's lock in admin commands;
-// tests shorten it.
+// userLockTimeout bounds the wait for a user's lock (admin commands and
+// the controller they build); tests shorten it.
 var userLockTimeout = 30 * time.Second
 
 // StopCmd destroys one session.
@@ -63,34 +59,25 @@ func (c *StopCmd) Run(a *App) error {
 		return printWhatIf(ctx, a, ctrl, c.Output, []*desired.Session{sess}, reconcile.ReasonUserRequested, "requested by podspawn stop", nil)
 	}
 
-	cfg, err := a.Config()
+	ctrl, err := a.Controller(ctx, ControllerOptions{})
 	if err != nil {
 		return err
 	}
-	l, err := lockUser(ctx, cfg.State.LockDir, key.User)
-	if err != nil {
-		return err
+	res := ctrl.Teardown(ctx, []controller.Target{{User: key.User, Project: key.Project}}, reconcile.ReasonUserRequested, controller.TeardownHooks{
+		Check: func(_ controller.Target, sessions []*desired.Session) error {
+			if len(sessions) == 0 {
+				return noSessionError(key)
+			}
+			return dockerReady(ctx, a)
+		},
+		Done: a.printTeardown,
+	})[0]
+	if res.Err != nil {
+		return res.Err
 	}
-	defer l.Unlock()
-	sess, err := st.LoadKey(ctx, key)
-	if err != nil {
-		return err
+	if err := res.Sessions[0].Err; err != nil {
+		return fmt.Errorf("could not destroy session %s\n  The session stays marked for removal (status terminating); fix the cause, then run 'podspawn cleanup' (or this command again) to finish the teardown", failureText(err))
 	}
-	if sess == nil {
-		return noSessionError(key)
-	}
-	ctrl, err := readyController(ctx, a)
-	if err != nil {
-		return err
-	}
-	project := key.Project
-	if _, err := st.MarkTerminatingWhere(ctx, key.User, &project, string(reconcile.ReasonUserRequested), a.Clock.Now()); err != nil {
-		return err
-	}
-	if err := teardown(ctx, a, ctrl, st, sess); err != nil {
-		return fmt.Errorf("could not destroy session %w\n  The session stays marked for removal (status terminating); fix the cause, then run 'podspawn cleanup' (or this command again) to finish the teardown", err)
-	}
-	fmt.Fprintln(a.Stdout, destroyedLine(sess))
 	return nil
 }
 
@@ -98,95 +85,45 @@ func noSessionError(k desired.SessionKey) error {
 	return fmt.Errorf("no active session for %s", k)
 }
 
-func destroyedLine(s *desired.Session) string {
-	return fmt.Sprintf("Destroyed session: %s (container %s)", s.Key, containerOf(s))
-}
-
-// lockUser takes the per-user lock that spawn and the controller take, so
-// an admin edit never races a login of the same user.
-func lockUser(ctx context.Context, dir, user string) (*lock.Lock, error) {
-	return lockBusy(ctx, dir, user, "user "+user, "a login, cleanup or another admin command holds it")
-}
-
-// lockBusy takes the named lock within userLockTimeout. A timeout becomes an
-// error naming the lock file and saying that nothing changed, instead of a
-// bare "context deadline exceeded".
-func lockBusy(ctx context.Context, dir, name, what, holders string) (*lock.Lock, error) {
-	lctx, cancel := context.WithTimeout(ctx, userLockTimeout)
-	defer cancel()
-	l, err := lock.Acquire(lctx, dir, name)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%s is busy: could not take %s within %s (%s); nothing was changed, try again",
-				what, filepath.Join(dir, name+".lock"), userLockTimeout, holders)
-		}
-		return nil, err
-	}
-	return l, nil
-}
-
-// readyController builds the controller and checks that Docker answers,
-// so that a teardown is not started (and a session marked) while Docker
-// is down.
-func readyController(ctx context.Context, a *App) (*controller.Controller, error) {
-	ctrl, err := a.Controller(ctx, ControllerOptions{})
-	if err != nil {
-		return nil, err
-	}
+// dockerReady checks that Docker answers, so that a teardown is not
+// started (and a session marked) while Docker is down.
+func dockerReady(ctx context.Context, a *App) error {
 	dc, err := a.Docker()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := dc.Ping(pctx); err != nil {
-		return nil, fmt.Errorf("Docker is not reachable, nothing was changed: %s (start Docker, e.g. systemctl start docker, then retry)", shortReason(err))
-	}
-	return ctrl, nil
-}
-
-// teardownFailure is a teardown that stopped at a Docker or database error.
-type teardownFailure struct {
-	Key  desired.SessionKey
-	Err  error
-	Done []string
-}
-
-func (f *teardownFailure) Error() string {
-	msg := fmt.Sprintf("%s: %v", f.Key, f.Err)
-	if len(f.Done) > 0 {
-		msg += " (already done: " + strings.Join(f.Done, ", ") + ")"
-	}
-	return msg
-}
-
-// teardown reconciles a session already marked terminating (the caller
-// holds the user's lock) and checks that its record is really gone:
-// success is claimed only for what was done.
-func teardown(ctx context.Context, a *App, ctrl *controller.Controller, st *sqlstore.Store, sess *desired.Session) error {
-	rep := ctrl.ReconcileKey(ctx, sess.Key, true)
-	// Protected or foreign objects are never removed; say so rather than
-	// let "Destroyed" suggest they are gone.
-	for _, s := range rep.Plan.Skipped {
-		fmt.Fprintf(a.Stderr, "Note: left %s %s of %s in place (%s: %s)\n", s.ObjectKind, s.Target, sess.Key, s.Reason, s.Detail)
-	}
-	if rep.Err != nil {
-		f := &teardownFailure{Key: sess.Key, Err: rep.Err}
-		for _, r := range rep.Results {
-			if r.Err == nil && r.Outcome == actions.Changed && r.Action.Kind.Effect() == reconcile.EffectRemove {
-				f.Done = append(f.Done, verbPast(r.Action))
-			}
-		}
-		return f
-	}
-	now, err := st.LoadKey(ctx, sess.Key)
-	if err != nil {
-		return &teardownFailure{Key: sess.Key, Err: fmt.Errorf("checking that the record is gone: %w", err)}
-	}
-	if now != nil && now.ID == sess.ID {
-		return &teardownFailure{Key: sess.Key, Err: fmt.Errorf("still recorded (status %s) after the teardown", now.Status)}
+		return fmt.Errorf("Docker is not reachable, nothing was changed: %s (start Docker, e.g. systemctl start docker, then retry)", shortReason(err))
 	}
 	return nil
+}
+
+// printTeardown prints a session's outcome as soon as it is known.
+func (a *App) printTeardown(r controller.SessionTeardown) {
+	// Protected or foreign objects are never removed; say so rather than
+	// let "Destroyed" suggest they are gone.
+	for _, s := range r.Skipped {
+		fmt.Fprintf(a.Stderr, "Note: left %s %s of %s in place (%s: %s)\n", s.ObjectKind, s.Target, r.Session.Key, s.Reason, s.Detail)
+	}
+	if r.Err == nil {
+		fmt.Fprintf(a.Stdout, "Destroyed session: %s (container %s)\n", r.Session.Key, containerOf(r.Session))
+	}
+}
+
+// failureText is a failed teardown with the removals it already did.
+func failureText(err error) string {
+	msg := err.Error()
+	var f *controller.TeardownError
+	if errors.As(err, &f) && len(f.Done) > 0 {
+		done := make([]string, len(f.Done))
+		for i, a := range f.Done {
+			done[i] = verbPast(a)
+		}
+		msg += " (already done: " + strings.Join(done, ", ") + ")"
+	}
+	return msg
 }
 
 // printWhatIf prints the plan of tearing sessions down for reason, as the

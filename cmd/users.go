@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
 	"github.com/podspawn/podspawn/reconcile"
@@ -188,65 +189,46 @@ func (c *RemoveUserCmd) Run(a *App) error {
 		return nil
 	}
 
-	l, err := lockUser(ctx, cfg.State.LockDir, user)
+	ctrl, err := a.Controller(ctx, ControllerOptions{})
 	if err != nil {
 		return err
 	}
-	defer l.Unlock()
-	sessions, err := st.UserSessions(ctx, user)
-	if err != nil {
-		return err
-	}
-	if err := refuse(sessions); err != nil {
-		return err
-	}
-	var destroyed int
-	var failures []string
-	if len(sessions) > 0 {
-		ctrl, err := readyController(ctx, a)
-		if err != nil {
-			return err
-		}
-		if _, err := st.MarkTerminatingWhere(ctx, user, nil, string(reconcile.ReasonUserRemoved), a.Clock.Now()); err != nil {
-			return err
-		}
-		if err := removeKeyFile(cfg.Auth.KeyDir, user); err != nil {
-			return fmt.Errorf("%w; %s can still log in, but the user's %d session(s) are marked for removal and 'podspawn cleanup' destroys them",
-				err, user, len(sessions))
-		}
-		for _, s := range sessions {
-			if err := teardown(ctx, a, ctrl, st, s); err != nil {
-				failures = append(failures, err.Error())
-				continue
+	res := ctrl.Teardown(ctx, []controller.Target{{User: user, AllProjects: true}}, reconcile.ReasonUserRemoved, controller.TeardownHooks{
+		Check: func(_ controller.Target, sessions []*desired.Session) error {
+			if err := refuse(sessions); err != nil || len(sessions) == 0 {
+				return err
 			}
-			destroyed++
-			fmt.Fprintln(a.Stdout, destroyedLine(s))
-		}
-	} else if err := removeKeyFile(cfg.Auth.KeyDir, user); err != nil {
-		return err
+			return dockerReady(ctx, a)
+		},
+		// After the marks, so a key file that cannot go still leaves the
+		// sessions for cleanup to finish.
+		Edit: func(_ controller.Target, sessions []*desired.Session) error {
+			err := keys.Remove(cfg.Auth.KeyDir, user)
+			if err != nil && len(sessions) > 0 {
+				return fmt.Errorf("%w; %s can still log in, but the user's %d session(s) are marked for removal and 'podspawn cleanup' destroys them",
+					err, user, len(sessions))
+			}
+			return err
+		},
+		Done: a.printTeardown,
+	})[0]
+	if res.Err != nil {
+		return res.Err
 	}
+	var failures []string
+	for _, r := range res.Sessions {
+		if r.Err != nil {
+			failures = append(failures, failureText(r.Err))
+		}
+	}
+	destroyed := len(res.Sessions) - len(failures)
 	fmt.Fprintf(a.Stdout, "removed user %s (%d session(s) destroyed)\n", user, destroyed)
 	if home := filepath.Join(cfg.State.HomesDir, user); dirExists(home) {
 		fmt.Fprintf(a.Stderr, "Note: the persistent home directory %s was kept; delete it by hand if its data is no longer needed.\n", home)
 	}
 	if len(failures) > 0 {
 		return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d session(s) of %s could not be destroyed; the key file is gone, so %s can no longer log in, and 'podspawn cleanup' finishes these teardowns:\n  %s",
-			len(failures), len(sessions), user, user, strings.Join(failures, "\n  "))}
-	}
-	return nil
-}
-
-// removeKeyFile unlinks user's key file through a handle on the key
-// directory, so root never acts by path there; a link is removed, not
-// followed. A file already gone is no error.
-func removeKeyFile(dir, user string) error {
-	d, err := keys.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Remove(user); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+			len(failures), len(res.Sessions), user, user, strings.Join(failures, "\n  "))}
 	}
 	return nil
 }

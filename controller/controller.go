@@ -285,14 +285,33 @@ func lockName(k desired.SessionKey) string {
 	return k.User
 }
 
-// ReconcileKey reconciles one key: it takes the user's lock (unless the
-// caller holds it), recomputes the key's plan from fresh state (so a
-// reconnect that happened since any earlier plan wins) and executes it in
-// order, stopping at the first failure so a row is never deleted before
-// Docker agreed. The unattributed key's removals, which depend on nothing
-// but their kind's order, run side by side (see executePlan).
-func (c *Controller) ReconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool) (rep KeyReport) {
-	return c.reconcileKey(ctx, k, lockHeld, keyRun{})
+// lock takes the lock named name within LockTimeout.
+func (c *Controller) lock(ctx context.Context, name string) (*lock.Lock, error) {
+	if name == lockName(desired.Unattributed) {
+		return lock.AcquireTimeout(ctx, c.LockDir, name, c.LockTimeout, "the lock of unattributed objects", "another cleanup or the daemon holds it")
+	}
+	return lock.AcquireUser(ctx, c.LockDir, name, c.LockTimeout)
+}
+
+// ReconcileKey takes the user's lock and reconciles one key: it recomputes
+// the key's plan from fresh state (so a reconnect that happened since any
+// earlier plan wins) and executes it in order, stopping at the first
+// failure so a row is never deleted before Docker agreed. The unattributed
+// key's removals, which depend on nothing but their kind's order, run side
+// by side (see executePlan).
+func (c *Controller) ReconcileKey(ctx context.Context, k desired.SessionKey) KeyReport {
+	l, err := c.lock(ctx, lockName(k))
+	if err != nil {
+		return KeyReport{Key: k, Err: err}
+	}
+	defer l.Unlock()
+	return c.reconcileKey(ctx, k, keyRun{})
+}
+
+// ReconcileKeyLocked is ReconcileKey for a caller that holds the user's
+// lock (an attach, a detach or a teardown in progress).
+func (c *Controller) ReconcileKeyLocked(ctx context.Context, k desired.SessionKey) KeyReport {
+	return c.reconcileKey(ctx, k, keyRun{})
 }
 
 // keyRun is what a pass that planned everything shares with the keys it
@@ -308,8 +327,8 @@ type keyRun struct {
 	removals chan struct{}
 }
 
-// reconcileKey is ReconcileKey within a pass described by run.
-func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, lockHeld bool, run keyRun) (rep KeyReport) {
+// reconcileKey is ReconcileKeyLocked within a pass described by run.
+func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run keyRun) (rep KeyReport) {
 	rep.Key = k
 	since := c.guard.asked.Add(1)
 	defer func() {
@@ -321,20 +340,6 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, loc
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.ReconcileTimeout)
 		defer cancel()
-	}
-	if !lockHeld {
-		lctx := ctx
-		if c.LockTimeout > 0 {
-			var cancel context.CancelFunc
-			lctx, cancel = context.WithTimeout(ctx, c.LockTimeout)
-			defer cancel()
-		}
-		l, err := lock.Acquire(lctx, c.LockDir, lockName(k))
-		if err != nil {
-			rep.Err = err
-			return rep
-		}
-		defer l.Unlock()
 	}
 	var (
 		plan reconcile.Plan
@@ -538,13 +543,7 @@ var ErrLoad = errors.New("loading state")
 // reconcileUserKeys takes the lock name once and reconciles the keys
 // ks[i] for i in idx, writing each report to out[i].
 func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []desired.SessionKey, idx []int, out []KeyReport, run keyRun) {
-	lctx := ctx
-	if c.LockTimeout > 0 {
-		var cancel context.CancelFunc
-		lctx, cancel = context.WithTimeout(ctx, c.LockTimeout)
-		defer cancel()
-	}
-	l, err := lock.Acquire(lctx, c.LockDir, name)
+	l, err := c.lock(ctx, name)
 	if err != nil {
 		for _, i := range idx {
 			out[i] = KeyReport{Key: ks[i], Err: err}
@@ -553,7 +552,7 @@ func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []de
 	}
 	defer l.Unlock()
 	for _, i := range idx {
-		out[i] = c.reconcileKey(ctx, ks[i], true, run)
+		out[i] = c.reconcileKey(ctx, ks[i], run)
 	}
 }
 

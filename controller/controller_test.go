@@ -978,7 +978,7 @@ func TestReconcileKeyKeepsTheRowWhileDockerStillShowsAnObject(t *testing.T) {
 		return next.Execute(ctx, a)
 	})
 
-	rep := e.ctrl.ReconcileKey(context.Background(), alice, false)
+	rep := e.ctrl.ReconcileKey(context.Background(), alice)
 	if rep.Err == nil || !strings.Contains(rep.Err.Error(), "still has network podspawn-alice-net in Docker") {
 		t.Fatalf("ReconcileKey error = %v, want one naming the network left in Docker", rep.Err)
 	}
@@ -1019,7 +1019,7 @@ func TestGuardHoldsMassRemovalInEveryPath(t *testing.T) {
 		t.Errorf("one-shot pass executed %s %s", r.Action.Kind, r.Action.Target)
 	}
 
-	krep := e.ctrl.ReconcileKey(ctx, ks[0], false)
+	krep := e.ctrl.ReconcileKey(ctx, ks[0])
 	if krep.Err != nil {
 		t.Fatal(krep.Err)
 	}

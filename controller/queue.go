@@ -56,7 +56,7 @@ func (c *Controller) processNextItem(ctx context.Context, q Queue) bool {
 // processItem reconciles k, which the caller took off q with Get.
 func (c *Controller) processItem(ctx context.Context, q Queue, k desired.SessionKey) {
 	defer q.Done(k)
-	rep := c.ReconcileKey(ctx, k, false)
+	rep := c.ReconcileKey(ctx, k)
 	log := c.Log.WithValues("user", k.User, "project", k.Project)
 	switch {
 	case rep.Err == nil && changed(rep):

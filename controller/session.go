@@ -69,17 +69,7 @@ func (s *Sessions) lockTimeout() time.Duration {
 
 // acquire takes user's lock, saying what was busy when it times out.
 func (s *Sessions) acquire(ctx context.Context, user string) (*lock.Lock, error) {
-	lctx, cancel := context.WithTimeout(ctx, s.lockTimeout())
-	defer cancel()
-	l, err := lock.Acquire(lctx, s.C.LockDir, user)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("another podspawn process for %s held the lock %s/%s.lock for %s (a slow container start or a stuck process); try again shortly, and if it persists check that process: %w",
-				user, s.C.LockDir, user, s.lockTimeout(), err)
-		}
-		return nil, err
-	}
-	return l, nil
+	return lock.AcquireUser(ctx, s.C.LockDir, user, s.lockTimeout())
 }
 
 // Attach gives the connection a lease on key's session, creating or
@@ -198,7 +188,7 @@ func (s *Sessions) record(ctx context.Context, key desired.SessionKey, me observ
 // bringUp reconciles the key (the caller holds the lock) and checks that
 // the session container runs.
 func (s *Sessions) bringUp(ctx context.Context, att *Attachment) error {
-	if rep := s.C.ReconcileKey(ctx, att.Key, true); rep.Err != nil {
+	if rep := s.C.ReconcileKeyLocked(ctx, att.Key); rep.Err != nil {
 		return rep.Err
 	}
 	ctr, ok, err := s.container(ctx, att.Session)
@@ -288,7 +278,7 @@ func (s *Sessions) release(ctx context.Context, log logr.Logger, key desired.Ses
 		return err
 	}
 	log.V(1).Info("Released connection", "released", released)
-	if rep := s.C.ReconcileKey(ctx, key, true); rep.Err != nil {
+	if rep := s.C.ReconcileKeyLocked(ctx, key); rep.Err != nil {
 		log.Error(rep.Err, "Reconcile after disconnect failed")
 		return rep.Err
 	}

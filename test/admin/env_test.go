@@ -68,7 +68,7 @@ func (e *adminEnv) startSession(key desired.SessionKey, services ...desired.Serv
 		Options:  reconcile.Options{OrphanMinAge: 30 * time.Second, PendingTimeout: 2 * time.Minute},
 		Clock:    clock.RealClock{}, Log: logr.Discard(), ReconcileTimeout: 2 * time.Minute, LockTimeout: 30 * time.Second,
 	}
-	if rep := ctrl.ReconcileKey(ctx, key, false); rep.Err != nil {
+	if rep := ctrl.ReconcileKey(ctx, key); rep.Err != nil {
 		e.t.Fatalf("creating session %s: %v", key, rep.Err)
 	}
 	if got := e.Row(key); got == nil || got.Status != desired.StatusRunning {

@@ -27,6 +27,7 @@ import (
 type DockerAPI interface {
 	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, containerName string) (container.CreateResponse, error)
 	ContainerStart(ctx context.Context, containerID string, options container.StartOptions) error
+	ContainerUnpause(ctx context.Context, containerID string) error
 	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
 	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
 	ContainerExecCreate(ctx context.Context, containerID string, options container.ExecOptions) (container.ExecCreateResponse, error)
@@ -264,6 +265,14 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 		}
 		id = existing.ID
 		res = Unchanged
+		if existing.State != nil && existing.State.Paused {
+			// Paused is not running (observed's one meaning); unpausing,
+			// not restarting, gives the user their processes back as they were.
+			if err := d.API.ContainerUnpause(ctx, id); err != nil {
+				return "", fmt.Errorf("unpausing: %w", err)
+			}
+			return Changed, nil
+		}
 		if existing.State != nil && existing.State.Running {
 			return Unchanged, nil
 		}

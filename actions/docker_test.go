@@ -41,6 +41,7 @@ type object struct {
 	Labels  map[string]string
 	Image   string `json:",omitempty"`
 	Running bool
+	Paused  bool `json:",omitempty"`
 	Network string
 	Mounts  []string
 }
@@ -171,6 +172,20 @@ func (f *fakeDocker) ContainerStart(_ context.Context, id string, _ container.St
 	return nil
 }
 
+func (f *fakeDocker) ContainerUnpause(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("ContainerUnpause", id); err != nil {
+		return err
+	}
+	o := find(f.containers, id)
+	if o == nil {
+		return notFound("container", id)
+	}
+	o.Paused = false
+	return nil
+}
+
 func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -185,12 +200,15 @@ func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.I
 	if o.Running {
 		status = container.StateRunning
 	}
+	if o.Paused {
+		status = container.StatePaused // Docker also says Running: true
+	}
 	startedAt := "0001-01-01T00:00:00Z" // what Docker says of a container never started
 	if f.started[o.ID] {
 		startedAt = now.Format(time.RFC3339Nano)
 	}
 	return container.InspectResponse{
-		ContainerJSONBase: &container.ContainerJSONBase{ID: o.ID, Name: "/" + o.Name, State: &container.State{Status: status, Running: o.Running, StartedAt: startedAt}},
+		ContainerJSONBase: &container.ContainerJSONBase{ID: o.ID, Name: "/" + o.Name, State: &container.State{Status: status, Running: o.Running, Paused: o.Paused, StartedAt: startedAt}},
 		Config:            &container.Config{Image: o.Image, Labels: copyLabels(o.Labels)},
 	}, nil
 }
@@ -925,6 +943,25 @@ func TestCreateAdoptsItsOwnObjects(t *testing.T) {
 	}
 	if runs := f.docker.execsRun(); len(runs) != 0 {
 		t.Fatalf("execs = %+v, want none for a running adopted container", runs)
+	}
+}
+
+// A paused session container is not running: the plan asks to start it
+// again, and the executor unpauses it rather than reporting it unchanged
+// on every pass.
+func TestCreateUnpausesAPausedOwnContainer(t *testing.T) {
+	f := newFixture(t)
+	f.docker.put(observed.KindContainer, object{ID: "c-own", Name: f.sess.Spec.ContainerName, Labels: f.labels(observed.RoleSession, ""), Image: "podspawn-test:busybox", Running: true, Paused: true})
+	o, err := f.exec.Execute(context.Background(), f.action(reconcile.KindCreateContainer, f.sess.Spec.ContainerName))
+	if err != nil || o != actions.Changed {
+		t.Fatalf("Execute = %q, %v; want changed, nil", o, err)
+	}
+	want := []object{{ID: "c-own", Name: "podspawn-alice-web", Labels: f.labels(observed.RoleSession, ""), Image: "podspawn-test:busybox", Running: true}}
+	if diff := cmp.Diff(want, f.docker.world().Containers); diff != "" {
+		t.Fatalf("containers (-want +got):\n%s", diff)
+	}
+	if runs := f.docker.execsRun(); len(runs) != 0 {
+		t.Fatalf("execs = %+v, want none: the account is there already", runs)
 	}
 }
 

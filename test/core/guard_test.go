@@ -206,3 +206,33 @@ func TestGuardHoldsUnlabelledContainersOlderThanTheDatabase(t *testing.T) {
 		}
 	}
 }
+
+// A paused session container counts as not running (observed's one
+// meaning): one pass plans to start it again and the executor unpauses it,
+// keeping its processes.
+func TestPausedSessionContainerIsUnpaused(t *testing.T) {
+	e := newCoreEnv(t, harness.Options{})
+	key := desired.SessionKey{User: harness.Uniq("cgz")}
+	e.AddUser(key.User)
+	e.startSession(key, harness.SeedOptions{})
+	name := desired.ContainerName(key)
+	if err := e.Docker.ContainerPause(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	plan := parsePlan(t, e.mustCleanup("--dry-run", "-o", "json").Stdout)
+	want := []step{{"create-container", key.String(), name, "container-stopped"}}
+	if diff := cmp.Diff(want, plan.steps()); diff != "" {
+		t.Errorf("plan for a paused session container (-want +got):\n%s", diff)
+	}
+	e.mustCleanup()
+	ctr, err := e.Docker.ContainerInspect(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctr.State == nil || ctr.State.Paused || !ctr.State.Running {
+		t.Fatalf("container state after cleanup: %+v, want running and not paused", ctr.State)
+	}
+	if plan := parsePlan(t, e.mustCleanup("--dry-run", "-o", "json").Stdout); len(plan.steps()) != 0 {
+		t.Errorf("a second pass still plans %v", plan.steps())
+	}
+}

@@ -229,6 +229,37 @@ func (d *Docker) createVolume(ctx context.Context, a reconcile.Action) (Outcome,
 	return outcome(true, err)
 }
 
+// adoptContainer takes over the existing container of a's name after a
+// create conflict: refused unless it carries the session's labels;
+// unpaused when paused; done (Unchanged) when it already runs. Otherwise
+// it returns the id to start, and whether it ran before (its files may be
+// the user's work).
+func (d *Docker) adoptContainer(ctx context.Context, a reconcile.Action, createErr error) (id string, ranBefore bool, done Outcome, err error) {
+	existing, ierr := d.API.ContainerInspect(ctx, a.Target)
+	if ierr != nil {
+		return "", false, "", fmt.Errorf("%w (and inspecting the existing container failed: %v)", createErr, ierr)
+	}
+	if existing.Config == nil || !owned(existing.Config.Labels, a) {
+		var labels map[string]string
+		if existing.Config != nil {
+			labels = existing.Config.Labels
+		}
+		return "", false, "", notOwned("container", a.Target, labels, a)
+	}
+	if existing.State != nil && existing.State.Paused {
+		// Paused is not running (observed's one meaning); unpausing,
+		// not restarting, gives the user their processes back as they were.
+		if err := d.API.ContainerUnpause(ctx, existing.ID); err != nil {
+			return "", false, "", fmt.Errorf("unpausing: %w", err)
+		}
+		return existing.ID, true, Changed, nil
+	}
+	if existing.State != nil && existing.State.Running {
+		return existing.ID, true, Unchanged, nil
+	}
+	return existing.ID, existing.State != nil && ranAt(existing.State.StartedAt), "", nil
+}
+
 func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outcome, error) {
 	spec := a.Container
 	if spec == nil {
@@ -252,31 +283,11 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 	case err == nil:
 		id = created.ID
 	case errdefs.IsConflict(err):
-		existing, ierr := d.API.ContainerInspect(ctx, a.Target)
-		if ierr != nil {
-			return "", fmt.Errorf("%w (and inspecting the existing container failed: %v)", err, ierr)
+		var done Outcome
+		if id, ranBefore, done, err = d.adoptContainer(ctx, a, err); err != nil || done != "" {
+			return done, err
 		}
-		if existing.Config == nil || !owned(existing.Config.Labels, a) {
-			var labels map[string]string
-			if existing.Config != nil {
-				labels = existing.Config.Labels
-			}
-			return "", notOwned("container", a.Target, labels, a)
-		}
-		id = existing.ID
 		res = Unchanged
-		if existing.State != nil && existing.State.Paused {
-			// Paused is not running (observed's one meaning); unpausing,
-			// not restarting, gives the user their processes back as they were.
-			if err := d.API.ContainerUnpause(ctx, id); err != nil {
-				return "", fmt.Errorf("unpausing: %w", err)
-			}
-			return Changed, nil
-		}
-		if existing.State != nil && existing.State.Running {
-			return Unchanged, nil
-		}
-		ranBefore = existing.State != nil && ranAt(existing.State.StartedAt)
 	default:
 		return "", err
 	}

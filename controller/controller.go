@@ -585,10 +585,15 @@ func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey
 		return Report{}, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
 	rep := Report{Plan: plan, Keys: make([]KeyReport, len(ks))}
-	// One task per user: the keys of a user share its lock, so handing
-	// them to separate workers would only make those workers wait.
-	var order []string
-	byUser := map[string][]int{}
+	c.runPass(ctx, ks, pass, decided, rep.Keys)
+	return rep, nil
+}
+
+// groupByUser lists the lock names of ks in order and, per name, the
+// indexes of its keys: the keys of a user share its lock, so handing them
+// to separate workers would only make those workers wait.
+func groupByUser(ks []desired.SessionKey) (order []string, byUser map[string][]int) {
+	byUser = map[string][]int{}
 	for i, k := range ks {
 		n := lockName(k)
 		if _, ok := byUser[n]; !ok {
@@ -596,6 +601,12 @@ func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey
 		}
 		byUser[n] = append(byUser[n], i)
 	}
+	return order, byUser
+}
+
+// runPass reconciles ks, one task per user, writing each report to out.
+func (c *Controller) runPass(ctx context.Context, ks []desired.SessionKey, pass *passState, decided *[]reconcile.Hold, out []KeyReport) {
+	order, byUser := groupByUser(ks)
 	// A user whose keys had no session row holds only orphans: removals of
 	// objects nobody uses, independent of every other user's. They go in a
 	// pool of their own, RemoveWorkers wide, so a pass over many orphans
@@ -628,7 +639,7 @@ func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				c.reconcileUserKeys(ctx, name, ks, idx, rep.Keys, run)
+				c.reconcileUserKeys(ctx, name, ks, idx, out, run)
 			}()
 		}
 	}
@@ -640,11 +651,10 @@ func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey
 		go func() {
 			defer wg.Done()
 			name := lockName(desired.Unattributed)
-			c.reconcileUserKeys(ctx, name, ks, byUser[name], rep.Keys, orphanRun)
+			c.reconcileUserKeys(ctx, name, ks, byUser[name], out, orphanRun)
 		}()
 	}
 	wg.Wait()
-	return rep, nil
 }
 
 // onlyOrphans reports whether none of the keys ks[i], i in idx, had a

@@ -53,6 +53,53 @@ func (s *ServerSetup) Run(ctx context.Context) error {
 	if err := s.step(c, err); err != nil {
 		return err
 	}
+	if err := s.dirs(ctx, acct); err != nil {
+		return err
+	}
+	for _, p := range []string{cfg.State.DBPath, cfg.State.DBPath + "-wal", cfg.State.DBPath + "-shm"} {
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		if err := s.step(EnsureFileMode(p, 0o600, Root, s.DryRun)); err != nil {
+			return err
+		}
+	}
+	if err := s.configFile(); err != nil {
+		return err
+	}
+	if s.HostFirewall != nil {
+		if err := s.step(EnsureHostFirewall(ctx, s.HostFirewall, s.DryRun)); err != nil {
+			return err
+		}
+	}
+	if !s.DryRun || acct.UID >= 0 {
+		for _, p := range []string{s.ConfigPath, cfg.Auth.KeyDir} {
+			if _, err := os.Stat(p); err != nil {
+				continue
+			}
+			if err := CheckReachable(p, acct); err != nil {
+				fmt.Fprintf(s.Out, "warning: sshd runs auth-keys as %s, which cannot read %s: %v; make every directory above it searchable (chmod o+x)\n", acct.Name, p, err)
+			}
+		}
+	}
+	if err := s.sudoers(ctx); err != nil {
+		return err
+	}
+	if err := s.sshd(ctx); err != nil {
+		return err
+	}
+	if s.DryRun {
+		fmt.Fprintln(s.Out, "[dry-run] nothing was changed")
+		return nil
+	}
+	fmt.Fprintln(s.Out, "server-setup complete")
+	return nil
+}
+
+// dirs creates the directories podspawn needs, each with its owner and
+// mode; the key directory has its own step (keyDir).
+func (s *ServerSetup) dirs(ctx context.Context, acct Account) error {
+	cfg := s.Config
 	// keyDir marks the key directory, which has its own owner and step.
 	dirs := []struct {
 		path   string
@@ -86,32 +133,13 @@ func (s *ServerSetup) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, p := range []string{cfg.State.DBPath, cfg.State.DBPath + "-wal", cfg.State.DBPath + "-shm"} {
-		if _, err := os.Lstat(p); err != nil {
-			continue
-		}
-		if err := s.step(EnsureFileMode(p, 0o600, Root, s.DryRun)); err != nil {
-			return err
-		}
-	}
-	if err := s.configFile(); err != nil {
-		return err
-	}
-	if s.HostFirewall != nil {
-		if err := s.step(EnsureHostFirewall(ctx, s.HostFirewall, s.DryRun)); err != nil {
-			return err
-		}
-	}
-	if !s.DryRun || acct.UID >= 0 {
-		for _, p := range []string{s.ConfigPath, cfg.Auth.KeyDir} {
-			if _, err := os.Stat(p); err != nil {
-				continue
-			}
-			if err := CheckReachable(p, acct); err != nil {
-				fmt.Fprintf(s.Out, "warning: sshd runs auth-keys as %s, which cannot read %s: %v; make every directory above it searchable (chmod o+x)\n", acct.Name, p, err)
-			}
-		}
-	}
+	return nil
+}
+
+// sudoers installs the rule that lets podspawn users run spawn as root,
+// or explains what use_sudo: false leaves to the operator.
+func (s *ServerSetup) sudoers(ctx context.Context) error {
+	cfg := s.Config
 	if cfg.SSH.UseSudo {
 		su := Sudoers{Runner: s.Runner, Path: s.SudoersFile, Content: RenderSudoers(s.Binary, s.ConfigPath, cfg.SSH.Group), DryRun: s.DryRun, IncludeDir: s.SudoersDir}
 		if err := s.step(su.Apply(ctx)); err != nil {
@@ -124,6 +152,13 @@ func (s *ServerSetup) Run(ctx context.Context) error {
 		fmt.Fprintf(s.Out, "warning: with ssh.use_sudo false, spawn runs as each SSH user, who needs write access to %s and the Docker socket (root access to this host); "+
 			"server-setup keeps both root-only, so connections fail until you grant them, or set ssh.use_sudo: true\n", cfg.State.Dir())
 	}
+	return nil
+}
+
+// sshd writes the podspawn block of sshd_config and reloads sshd when it
+// changed (unless --no-reload).
+func (s *ServerSetup) sshd(ctx context.Context) error {
+	cfg := s.Config
 	sshd := SSHD{Runner: s.Runner, Path: s.SSHDConfig, DryRun: s.DryRun, Params: SSHDParams{
 		Binary: s.Binary, Config: s.ConfigPath, AuthKeysUser: cfg.SSH.AuthKeysUser, Group: cfg.SSH.Group,
 		AllowTCPForwarding: cfg.SSH.AllowTCPForwarding, AllowAgentForwarding: cfg.SSH.AllowAgentForwarding,
@@ -148,11 +183,6 @@ func (s *ServerSetup) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if s.DryRun {
-		fmt.Fprintln(s.Out, "[dry-run] nothing was changed")
-		return nil
-	}
-	fmt.Fprintln(s.Out, "server-setup complete")
 	return nil
 }
 

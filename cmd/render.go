@@ -214,6 +214,8 @@ type jsonReport struct {
 	Failed        []jsonFailed       `json:"failed"`
 	Held          []reconcile.Action `json:"held,omitempty"`
 	Holds         []reconcile.Hold   `json:"holds,omitempty"`
+	// HostAccessRules lists the changes made to the host access rules.
+	HostAccessRules []string `json:"host_access_rules_changed,omitempty"`
 }
 
 type jsonFailed struct {
@@ -221,7 +223,7 @@ type jsonFailed struct {
 	Error string             `json:"error"`
 }
 
-func renderReportJSON(w io.Writer, rep controller.Report) error {
+func renderReportJSON(w io.Writer, rep controller.Report, hostRules []string) error {
 	jr := jsonReport{FormatVersion: PlanFormatVersion, Plan: toJSONPlan(rep.Plan), Results: []jsonResult{}, Failed: []jsonFailed{}}
 	for _, r := range rep.Results() {
 		res := jsonResult{Action: r.Action, Outcome: string(r.Outcome)}
@@ -234,6 +236,7 @@ func renderReportJSON(w io.Writer, rep controller.Report) error {
 		jr.Failed = append(jr.Failed, jsonFailed{Key: k.Key, Error: k.Err.Error()})
 	}
 	jr.Held, jr.Holds = rep.Held()
+	jr.HostAccessRules = hostRules
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(jr)

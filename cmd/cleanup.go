@@ -90,18 +90,7 @@ func (c *CleanupCmd) Run(a *App) error {
 		}
 		return passError(rep, fwErr)
 	}
-	for _, c := range fwChanged {
-		fmt.Fprintf(a.Stdout, "changed host access rules (%s)\n", c)
-	}
-	created, changed, removed, failed := renderReportText(a.Stdout, rep)
-	held, holds := rep.Held()
-	renderHeld(a.Stdout, held, holds)
-	fmt.Fprintln(a.Stdout, "Cleanup pass complete.")
-	heldCount := ""
-	if len(held) > 0 {
-		heldCount = fmt.Sprintf(", %d held", len(held))
-	}
-	fmt.Fprintf(a.Stdout, "%d removed, %d created, %d changed, %d failed%s.\n", removed, created, changed, failed, heldCount)
+	renderReportText(a.Stdout, rep, fwChanged)
 	return passError(rep, fwErr)
 }
 

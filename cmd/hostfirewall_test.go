@@ -97,13 +97,13 @@ func TestCleanupEnsuresHostFirewall(t *testing.T) {
 		t.Errorf("firewall config: block %v, ports (-want +got):\n%s", calls[0].BlockHostAccess, diff)
 	}
 	want1 := "--- stdout\nchanged host access rules (IPv4: installed PODSPAWN-INPUT)\nCleanup pass complete.\n" +
-		"0 removed, 0 created, 0 changed, 0 failed.\n--- stderr\n--- exit 0\n"
+		"Changed the host access rules; 0 held; 0 failed.\n--- stderr\n--- exit 0\n"
 	if !strings.HasSuffix(out, want1) {
 		t.Errorf("cleanup output does not end with %q:\n%s", want1, out)
 	}
 
 	out = e.run("cleanup", "-o", "json")
-	for _, s := range []string{"\"host_access_rules_changed\": [\n    \"IPv4: installed PODSPAWN-INPUT\"\n  ]"} {
+	for _, s := range []string{"\"host_access_rules_changed\": [\n    \"IPv4: installed PODSPAWN-INPUT\"\n  ],", "\"host_access_rules\": 1\n"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("cleanup -o json lacks %q:\n%s", s, out)
 		}

@@ -63,6 +63,15 @@ func TestCommandLoggerFormats(t *testing.T) {
 // daemon logs it; --log-format json keeps stderr for warnings and errors
 // too, as JSON records.
 func TestVerboseGolden(t *testing.T) {
+	t.Run("cleanup_verbose", func(t *testing.T) {
+		// One session: its actions are logged in plan order (orphans and
+		// other sessions are reconciled concurrently).
+		e := newAdminEnv(t)
+		e.keyFile("alice", pubKey(t, 1, "a")+"\n")
+		e.seedUserSessions("alice")
+		e.clock.Step(2 * time.Minute)
+		golden(t, "cleanup_verbose", e.run("-v", "cleanup"))
+	})
 	t.Run("stop_verbose", func(t *testing.T) {
 		e := newAdminEnv(t)
 		e.keyFile("alice", pubKey(t, 1, "a")+"\n")

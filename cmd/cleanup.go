@@ -77,33 +77,30 @@ func (c *CleanupCmd) Run(a *App) error {
 		renderPlanText(a.Stdout, plan)
 		return nil
 	}
-	fwErr := a.ensureHostFirewall(ctx)
+	// What the rules changed is part of what the pass did: reported with
+	// its actions, not logged.
+	fwChanged, fwErr := a.syncHostFirewall(ctx)
 	rep, err := ctrl.ReconcileOnce(ctx)
 	if err != nil {
 		return err
 	}
 	a.Log.V(1).Info("Cleanup pass finished", rep.Plan.LogValues()...)
 	if c.Output == "json" {
-		if err := renderReportJSON(a.Stdout, rep); err != nil {
+		if err := renderReportJSON(a.Stdout, rep, fwChanged); err != nil {
 			return err
 		}
 		return passError(rep, fwErr)
 	}
-	created, changed, removed, failed := renderReportText(a.Stdout, rep)
-	held, holds := rep.Held()
-	renderHeld(a.Stdout, held, holds)
-	fmt.Fprintln(a.Stdout, "Cleanup pass complete.")
-	heldCount := ""
-	if len(held) > 0 {
-		heldCount = fmt.Sprintf(", %d held", len(held))
-	}
-	fmt.Fprintf(a.Stdout, "%d removed, %d created, %d changed, %d failed%s.\n", removed, created, changed, failed, heldCount)
+	renderReportText(a.Stdout, rep, fwChanged)
 	return passError(rep, fwErr)
 }
 
 // runDaemon takes the host's daemon lock and runs the controller until
 // SIGINT or SIGTERM, then drains and exits 0.
 func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
+	// The daemon's stderr is its log (the journal): every action it takes,
+	// at info, unlike a one-shot command's.
+	a.Log = newLogger(a.CLI.LogFormat, a.CLI.Verbosity, a.Stderr)
 	ctx, cancel := signalContext()
 	defer cancel()
 	// After the first signal, restore the default handling so that a

@@ -42,26 +42,34 @@ func executorFirewall(cfg config.Config) actions.HostFirewall {
 }
 
 // ensureHostFirewall brings the rules in line with the config once, for a
-// cleanup pass or a daemon resync, and logs what it changed: a change
-// outside of a config edit means something removed them (a firewall
-// reload), which the operator should hear about.
+// daemon resync, and logs what it changed: a change outside of a config
+// edit means something removed them (a firewall reload), which the
+// operator should hear about. A one-shot pass prints the changes instead
+// (see CleanupCmd.Run).
 func (a *App) ensureHostFirewall(ctx context.Context) error {
-	cfg, err := a.Config()
-	if err != nil {
-		return err
-	}
-	if os.Geteuid() != 0 {
-		a.Log.V(1).Info("Not root: host access rules are left to the root-run cleanup daemon and server-setup")
-		return nil
-	}
-	changed, err := newHostFirewall(cfg).Ensure(ctx)
+	changed, err := a.syncHostFirewall(ctx)
 	for _, c := range changed {
 		a.Log.Info("Host access rules changed", "change", c)
 	}
+	return err
+}
+
+// syncHostFirewall brings the rules in line with the config once and
+// returns what it changed (also when it then failed).
+func (a *App) syncHostFirewall(ctx context.Context) ([]string, error) {
+	cfg, err := a.Config()
 	if err != nil {
-		return fmt.Errorf("host access rules (security.block_host_access): %w", err)
+		return nil, err
 	}
-	return nil
+	if os.Geteuid() != 0 {
+		a.Log.V(1).Info("Not root: host access rules are left to the root-run cleanup daemon and server-setup")
+		return nil, nil
+	}
+	changed, err := newHostFirewall(cfg).Ensure(ctx)
+	if err != nil {
+		return changed, fmt.Errorf("host access rules (security.block_host_access): %w", err)
+	}
+	return changed, nil
 }
 
 // passError is a cleanup pass's exit: its failed or held actions, or else

@@ -72,8 +72,9 @@ func (f *fakeHostFirewall) calls() []config.Security {
 	return append([]config.Security(nil), f.cfgs...)
 }
 
-// A cleanup pass brings the rules in line with the config and logs what
-// it changed; a dry run does not touch them.
+// A cleanup pass brings the rules in line with the config and reports
+// what it changed with its actions (stdout, and -o json); a dry run does
+// not touch them.
 func TestCleanupEnsuresHostFirewall(t *testing.T) {
 	e := newAdminEnv(t)
 	fw := useFirewall(t, []string{"IPv4: installed PODSPAWN-INPUT"}, nil)
@@ -95,9 +96,16 @@ func TestCleanupEnsuresHostFirewall(t *testing.T) {
 	if diff := cmp.Diff(want, calls[0].HostPorts); diff != "" || !calls[0].BlockHostAccess {
 		t.Errorf("firewall config: block %v, ports (-want +got):\n%s", calls[0].BlockHostAccess, diff)
 	}
-	for _, s := range []string{"INFO\tHost access rules changed\t{\"change\": \"IPv4: installed PODSPAWN-INPUT\"}\n", "--- exit 0\n"} {
+	want1 := "--- stdout\nchanged host access rules (IPv4: installed PODSPAWN-INPUT)\nCleanup pass complete.\n" +
+		"Changed the host access rules; 0 held; 0 failed.\n--- stderr\n--- exit 0\n"
+	if !strings.HasSuffix(out, want1) {
+		t.Errorf("cleanup output does not end with %q:\n%s", want1, out)
+	}
+
+	out = e.run("cleanup", "-o", "json")
+	for _, s := range []string{"\"host_access_rules_changed\": [\n    \"IPv4: installed PODSPAWN-INPUT\"\n  ],", "\"host_access_rules\": 1\n"} {
 		if !strings.Contains(out, s) {
-			t.Errorf("cleanup output lacks %q:\n%s", s, out)
+			t.Errorf("cleanup -o json lacks %q:\n%s", s, out)
 		}
 	}
 }

@@ -36,7 +36,7 @@ var version = "dev"
 type CLI struct {
 	Config    string `help:"Path of the config file." default:"/etc/podspawn/config.yaml" type:"path" env:"PODSPAWN_CONFIG"`
 	LogFormat string `help:"Log format on stderr: text or json." enum:"text,json" default:"text"`
-	Verbosity int    `help:"Log verbosity (repeat for more: -v, -vv)." short:"v" type:"counter"`
+	Verbosity int    `help:"Log verbosity. Commands print only warnings and errors on stderr by default; -v adds each action taken (the daemon logs those already), -vv more." short:"v" type:"counter"`
 
 	Cleanup       CleanupCmd       `cmd:"" help:"Reconcile Docker with the session database: expire grace periods and lifetimes, remove orphans."`
 	AddProject    AddProjectCmd    `cmd:"" name:"add-project" help:"Register a project: clone it, build its Podfile image."`
@@ -182,7 +182,30 @@ func (a *App) Close() {
 	}
 }
 
+// newLogger is the zap logger of the cleanup daemon and of spawn's log
+// file or syslog: info and up by default, logr V(n) with n repetitions of -v.
 func newLogger(format string, verbosity int, w io.Writer) logr.Logger {
+	// logr V(n) is zap level -n.
+	return newZapLogger(format, zapcore.Level(-verbosity), w)
+}
+
+// newCommandLogger is the logger of a one-shot command (stop, remove-user,
+// cleanup without --daemon, ...), which prints its results on stdout. At
+// the default verbosity stderr gets only warnings and errors: as plain
+// lines in text format (humanSink), as zap's JSON records in json format.
+// With -v the controller's per-action progress appears too, logged by zap
+// as the daemon logs it.
+func newCommandLogger(format string, verbosity int, w io.Writer) logr.Logger {
+	switch {
+	case verbosity > 0:
+		return newLogger(format, verbosity, w)
+	case format == "json":
+		return newZapLogger(format, zapcore.ErrorLevel, w)
+	}
+	return newHumanLogger(w)
+}
+
+func newZapLogger(format string, level zapcore.Level, w io.Writer) logr.Logger {
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
@@ -192,8 +215,7 @@ func newLogger(format string, verbosity int, w io.Writer) logr.Logger {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	}
-	// logr V(n) is zap level -n.
-	core := zapcore.NewCore(enc, zapcore.AddSync(w), zap.NewAtomicLevelAt(zapcore.Level(-verbosity)))
+	core := zapcore.NewCore(enc, zapcore.AddSync(w), zap.NewAtomicLevelAt(level))
 	return zapr.NewLogger(zap.New(core))
 }
 
@@ -220,7 +242,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return 2
 	}
-	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: newClock()}
+	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newCommandLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: newClock()}
 	defer app.Close()
 	if err := kctx.Run(app); err != nil {
 		var ee *ExitError

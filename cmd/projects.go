@@ -133,7 +133,7 @@ func (a *App) buildProject(ctx context.Context, name, dir string) (pf *projects.
 	if !exists {
 		if out, err := actions.BuildImage(ctx, dc, tag, pf.Dockerfile(name)); err != nil {
 			if strings.TrimSpace(out) != "" {
-				a.Log.Info("Image build output", "image", tag, "output", out)
+				a.Log.Error(nil, "Image build output", "image", tag, "output", out)
 			}
 			return nil, "", false, err
 		}

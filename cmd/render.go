@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/reconcile"
@@ -176,29 +177,137 @@ func verbPast(a reconcile.Action) string {
 	return string(a.Kind) + " " + a.Target
 }
 
-// renderReportText prints what a pass did, one line per changed action,
-// then failures; it returns the counts.
-func renderReportText(w io.Writer, rep controller.Report) (created, changed, removed, failed int) {
+// renderReportText prints what a pass did: one line per change of the
+// host access rules and per changed action, what the guard held, and a
+// summary.
+func renderReportText(w io.Writer, rep controller.Report, hostRules []string) {
+	for _, c := range hostRules {
+		fmt.Fprintf(w, "changed host access rules (%s)\n", c)
+	}
 	for _, k := range rep.Keys {
 		for _, r := range k.Results {
-			if r.Err != nil || r.Outcome != "changed" {
+			if r.Err != nil || r.Outcome != actions.Changed {
 				continue
 			}
 			fmt.Fprintf(w, "%s (%s: %s)\n", verbPast(r.Action), r.Action.Reason, r.Action.Detail)
-			switch r.Action.Kind.Effect() {
-			case reconcile.EffectCreate:
-				created++
-			case reconcile.EffectRemove:
-				removed++
-			default:
-				changed++
-			}
-		}
-		if k.Err != nil {
-			failed++
 		}
 	}
-	return
+	held, holds := rep.Held()
+	renderHeld(w, held, holds)
+	fmt.Fprintln(w, "Cleanup pass complete.")
+	fmt.Fprintln(w, summarize(rep, hostRules))
+}
+
+// passSummary counts what a pass did, as a person reads it after the pass
+// (its String) and as -o json reports it.
+type passSummary struct {
+	Removed objectCounts `json:"removed"`
+	Created objectCounts `json:"created"`
+	// Changed counts the sessions whose record or connections the pass
+	// changed (a grace period started or cancelled, a dead connection
+	// released, marked for removal), other than those whose record it
+	// deleted: those count in Removed.
+	Changed int `json:"changed"`
+	// Held counts the actions the blast-radius guard held.
+	Held int `json:"held"`
+	// Failed counts the sessions whose reconcile failed.
+	Failed int `json:"failed"`
+	// HostAccessRules counts the changes made to the host access rules
+	// (one per IP family rewritten).
+	HostAccessRules int `json:"host_access_rules"`
+}
+
+// objectCounts counts objects by kind; SessionRecords are rows of the
+// state database.
+type objectCounts struct {
+	Containers     int `json:"containers"`
+	Networks       int `json:"networks"`
+	Volumes        int `json:"volumes"`
+	SessionRecords int `json:"session_records"`
+}
+
+// summarize counts the actions of rep that changed something, and the
+// changes to the host access rules.
+func summarize(rep controller.Report, hostRules []string) passSummary {
+	s := passSummary{HostAccessRules: len(hostRules)}
+	changed := map[desired.SessionKey]bool{}
+	deleted := map[desired.SessionKey]bool{}
+	for _, k := range rep.Keys {
+		for _, r := range k.Results {
+			if r.Err != nil || r.Outcome != actions.Changed {
+				continue
+			}
+			switch r.Action.Kind {
+			case reconcile.KindRemoveContainer:
+				s.Removed.Containers++
+			case reconcile.KindRemoveNetwork:
+				s.Removed.Networks++
+			case reconcile.KindRemoveVolume:
+				s.Removed.Volumes++
+			case reconcile.KindDeleteSession:
+				s.Removed.SessionRecords++
+				deleted[r.Action.Key] = true
+			case reconcile.KindCreateContainer:
+				s.Created.Containers++
+			case reconcile.KindCreateNetwork:
+				s.Created.Networks++
+			case reconcile.KindCreateVolume:
+				s.Created.Volumes++
+			default:
+				changed[r.Action.Key] = true
+			}
+		}
+	}
+	for k := range changed {
+		if !deleted[k] {
+			s.Changed++
+		}
+	}
+	held, _ := rep.Held()
+	s.Held, s.Failed = len(held), len(rep.Failed())
+	return s
+}
+
+// String is the summary line: "Removed 3 containers, 3 networks; 1 held; 0 failed."
+func (s passSummary) String() string {
+	var clauses []string
+	if p := s.Removed.String(); p != "" {
+		clauses = append(clauses, "removed "+p)
+	}
+	if p := s.Created.String(); p != "" {
+		clauses = append(clauses, "created "+p)
+	}
+	if s.Changed > 0 {
+		clauses = append(clauses, fmt.Sprintf("changed %d %s", s.Changed, plural(s.Changed, "session", "sessions")))
+	}
+	if s.HostAccessRules > 0 {
+		clauses = append(clauses, "changed the host access rules")
+	}
+	if len(clauses) == 0 {
+		clauses = append(clauses, "no changes")
+	}
+	clauses = append(clauses, fmt.Sprintf("%d held", s.Held), fmt.Sprintf("%d failed", s.Failed))
+	line := strings.Join(clauses, "; ")
+	return strings.ToUpper(line[:1]) + line[1:] + "."
+}
+
+// String lists the non-zero counts: "3 containers, 1 network".
+func (c objectCounts) String() string {
+	var parts []string
+	for _, n := range []struct {
+		count     int
+		one, many string
+	}{
+		{c.Containers, "container", "containers"},
+		{c.Networks, "network", "networks"},
+		{c.Volumes, "volume", "volumes"},
+		{c.SessionRecords, "session record", "session records"},
+	} {
+		if n.count > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n.count, plural(n.count, n.one, n.many)))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 type jsonResult struct {
@@ -214,6 +323,10 @@ type jsonReport struct {
 	Failed        []jsonFailed       `json:"failed"`
 	Held          []reconcile.Action `json:"held,omitempty"`
 	Holds         []reconcile.Hold   `json:"holds,omitempty"`
+	// HostAccessRules lists the changes made to the host access rules.
+	HostAccessRules []string `json:"host_access_rules_changed,omitempty"`
+	// Summary is what the text report's last line says.
+	Summary passSummary `json:"summary"`
 }
 
 type jsonFailed struct {
@@ -221,7 +334,7 @@ type jsonFailed struct {
 	Error string             `json:"error"`
 }
 
-func renderReportJSON(w io.Writer, rep controller.Report) error {
+func renderReportJSON(w io.Writer, rep controller.Report, hostRules []string) error {
 	jr := jsonReport{FormatVersion: PlanFormatVersion, Plan: toJSONPlan(rep.Plan), Results: []jsonResult{}, Failed: []jsonFailed{}}
 	for _, r := range rep.Results() {
 		res := jsonResult{Action: r.Action, Outcome: string(r.Outcome)}
@@ -234,6 +347,8 @@ func renderReportJSON(w io.Writer, rep controller.Report) error {
 		jr.Failed = append(jr.Failed, jsonFailed{Key: k.Key, Error: k.Err.Error()})
 	}
 	jr.Held, jr.Holds = rep.Held()
+	jr.HostAccessRules = hostRules
+	jr.Summary = summarize(rep, hostRules)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(jr)

@@ -97,7 +97,7 @@ func TestGuardHoldsSessionsOfAnEmptyKeyDirectory(t *testing.T) {
 	if r.Code != 1 {
 		t.Fatalf("cleanup exit %d, want 1 (removals held)\n%s", r.Code, fmtResult(r))
 	}
-	mustContain(t, "cleanup stdout", r.Stdout, "Held by the blast-radius guard (not done):", "0 removed, 0 created, 0 changed, 0 failed, 12 held.")
+	mustContain(t, "cleanup stdout", r.Stdout, "Held by the blast-radius guard (not done):", "No changes; 12 held; 0 failed.")
 	mustContain(t, "cleanup stderr", r.Stderr, "12 actions held by the blast-radius guard:", "mass-removal: 3 of 3 running session containers")
 	if diff := cmp.Diff(before, e.objects()); diff != "" {
 		t.Errorf("a held pass changed Docker objects (-before +after):\n%s", diff)
@@ -132,7 +132,7 @@ func TestGuardHoldsSessionsOfAnEmptyKeyDirectory(t *testing.T) {
 	if r.Code != 0 {
 		t.Fatalf("confirmed cleanup exit %d\n%s", r.Code, fmtResult(r))
 	}
-	mustContain(t, "confirmed cleanup", r.Stdout, "9 removed, 0 created, 3 changed, 0 failed.")
+	mustContain(t, "confirmed cleanup", r.Stdout, "Removed 3 containers, 3 networks, 3 session records; 0 held; 0 failed.")
 	if got := e.objects(); len(got) != 0 {
 		t.Errorf("objects left after the confirmed pass: %v", harness.ObjectNames(got))
 	}

@@ -124,7 +124,7 @@ func TestPersistentSessionUntouchedWithDeadlinesPast(t *testing.T) {
 	objs, dump := e.objects(), e.DBDump()
 
 	r := e.mustCleanup()
-	mustContain(t, "cleanup output", r.Stdout, "0 removed, 0 created, 0 changed, 0 failed.")
+	mustContain(t, "cleanup output", r.Stdout, "No changes; 0 held; 0 failed.")
 	if diff := cmp.Diff(objs, e.objects()); diff != "" {
 		t.Errorf("cleanup changed a persistent session's objects (-before +after):\n%s", diff)
 	}
@@ -165,7 +165,7 @@ func TestDeadLeaseIsReleasedAndGraceStarts(t *testing.T) {
 	}
 	// While the process lives, a pass changes nothing.
 	r := e.mustCleanup()
-	mustContain(t, "cleanup output", r.Stdout, "0 removed, 0 created, 0 changed, 0 failed.")
+	mustContain(t, "cleanup output", r.Stdout, "No changes; 0 held; 0 failed.")
 
 	// The process dies without releasing its lease (SIGKILL, sshd teardown).
 	cmd.Process.Kill()

@@ -50,7 +50,7 @@ func TestOrphanContainerAndNetworkRemoved(t *testing.T) {
 
 	r := e.mustCleanup()
 	mustContain(t, "cleanup output", r.Stdout, "removed container "+bareCtr, "removed network "+bareNet,
-		"removed container "+desired.ContainerName(key), "removed network "+desired.NetworkName(key), "4 removed, 0 created, 0 changed, 0 failed.")
+		"removed container "+desired.ContainerName(key), "removed network "+desired.NetworkName(key), "Removed 2 containers, 2 networks; 0 held; 0 failed.")
 	if got := e.objects(hand...); len(got) != 0 {
 		t.Errorf("orphans left: %v", harness.ObjectNames(got))
 	}

@@ -85,7 +85,7 @@ func TestFailedRemovalKeepsRowAndNextPassFinishes(t *testing.T) {
 	if r.Code == 0 {
 		t.Fatalf("cleanup exited 0 although a removal failed:\n%s", fmtResult(r))
 	}
-	mustContain(t, "cleanup stdout", r.Stdout, "removed container "+desired.ContainerName(key), "0 created, 1 changed, 1 failed.")
+	mustContain(t, "cleanup stdout", r.Stdout, "removed container "+desired.ContainerName(key), "Removed 1 container; changed 1 session; 0 held; 1 failed.")
 	mustContain(t, "cleanup stderr", r.Stderr, "Error: 1 session failed; the next pass retries them:", key.String()+": remove-network "+desired.NetworkName(key))
 	s := e.Row(key)
 	if s == nil || s.Status != desired.StatusTerminating || s.TerminateReason != "grace-expired" {

@@ -145,14 +145,15 @@ func (e *env) setSecurity(section string) {
 	}
 }
 
-// cleanup runs one pass through the scope proxy and returns its log.
+// cleanup runs one pass through the scope proxy and returns its report
+// (stdout), which lists the changes to the rules.
 func (e *env) cleanup() string {
 	e.t.Helper()
 	r := e.RunEnv([]string{"DOCKER_HOST=" + e.proxy.Host()}, "", "cleanup")
 	if r.Code != 0 {
 		e.t.Fatalf("podspawn cleanup: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	return r.Stderr
+	return r.Stdout
 }
 
 // doctor returns the host access rules check of podspawn doctor.
@@ -206,12 +207,12 @@ func (e *env) mustNotReach(user, addr string, ls listener) {
 	}
 }
 
-func changes(log string) []string {
+func changes(report string) []string {
 	var out []string
-	sc := bufio.NewScanner(strings.NewReader(log))
+	sc := bufio.NewScanner(strings.NewReader(report))
 	for sc.Scan() {
-		if _, c, ok := strings.Cut(sc.Text(), `Host access rules changed	{"change": "`); ok {
-			out = append(out, strings.TrimSuffix(c, `"}`))
+		if c, ok := strings.CutPrefix(sc.Text(), "changed host access rules ("); ok {
+			out = append(out, strings.TrimSuffix(c, ")"))
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
+	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/reconcile"
 )
 
@@ -133,23 +135,8 @@ func (c *RemoveUserCmd) Run(a *App) error {
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		msg := fmt.Sprintf("user %q is not registered (no key file in %s)", user, cfg.Auth.KeyDir)
-		// Sessions of a user without a key file are already doomed; say how
-		// to end them now rather than leave the operator guessing.
-		if st, serr := a.Store(ctx); serr == nil {
-			if sessions, serr := st.UserSessions(ctx, user); serr == nil && len(sessions) > 0 {
-				msg += fmt.Sprintf("; its %d remaining session(s) are destroyed by the next 'podspawn cleanup', or now with 'podspawn stop'", len(sessions))
-			}
-		}
-		return errors.New(msg)
-	}
-	if err != nil {
-		return fmt.Errorf("checking key file of %s: %w", user, err)
-	}
-	if fi.IsDir() {
-		return fmt.Errorf("%s is a directory, not a key file; user %q is not registered", path, user)
+	if err := registered(ctx, a, cfg.Auth.KeyDir, path, user); err != nil {
+		return err
 	}
 
 	st, err := a.Store(ctx)
@@ -164,29 +151,7 @@ func (c *RemoveUserCmd) Run(a *App) error {
 	}
 
 	if c.DryRun {
-		sessions, err := st.UserSessions(ctx, user)
-		if err != nil {
-			return err
-		}
-		if err := refuse(sessions); err != nil {
-			return err
-		}
-		ctrl, err := a.Controller(ctx, ControllerOptions{DryRun: true})
-		if err != nil {
-			return err
-		}
-		err = printWhatIf(ctx, a, ctrl, c.Output, sessions, reconcile.ReasonUserRemoved, "requested by podspawn remove-user",
-			func(d *desired.State) { d.RemoveUser(user) })
-		if err != nil {
-			return err
-		}
-		note := fmt.Sprintf("Key file %s would be removed: %s could no longer log in.", path, user)
-		if c.Output == "json" {
-			fmt.Fprintln(a.Stderr, note)
-		} else {
-			fmt.Fprintln(a.Stdout, "\n"+note)
-		}
-		return nil
+		return c.whatIf(ctx, a, st, path, refuse)
 	}
 
 	ctrl, err := a.Controller(ctx, ControllerOptions{})
@@ -229,6 +194,58 @@ func (c *RemoveUserCmd) Run(a *App) error {
 	if len(failures) > 0 {
 		return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d session(s) of %s could not be destroyed; the key file is gone, so %s can no longer log in, and 'podspawn cleanup' finishes these teardowns:\n  %s",
 			len(failures), len(res.Sessions), user, user, strings.Join(failures, "\n  "))}
+	}
+	return nil
+}
+
+// registered refuses a user without a key file, saying what becomes of
+// their remaining sessions.
+func registered(ctx context.Context, a *App, keyDir, path, user string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		msg := fmt.Sprintf("user %q is not registered (no key file in %s)", user, keyDir)
+		// Sessions of a user without a key file are already doomed; say how
+		// to end them now rather than leave the operator guessing.
+		if st, serr := a.Store(ctx); serr == nil {
+			if sessions, serr := st.UserSessions(ctx, user); serr == nil && len(sessions) > 0 {
+				msg += fmt.Sprintf("; its %d remaining session(s) are destroyed by the next 'podspawn cleanup', or now with 'podspawn stop'", len(sessions))
+			}
+		}
+		return errors.New(msg)
+	}
+	if err != nil {
+		return fmt.Errorf("checking key file of %s: %w", user, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory, not a key file; user %q is not registered", path, user)
+	}
+	return nil
+}
+
+// whatIf prints what remove-user would do, changing nothing.
+func (c *RemoveUserCmd) whatIf(ctx context.Context, a *App, st *sqlstore.Store, path string, refuse func([]*desired.Session) error) error {
+	user := c.Username
+	sessions, err := st.UserSessions(ctx, user)
+	if err != nil {
+		return err
+	}
+	if err := refuse(sessions); err != nil {
+		return err
+	}
+	ctrl, err := a.Controller(ctx, ControllerOptions{DryRun: true})
+	if err != nil {
+		return err
+	}
+	err = printWhatIf(ctx, a, ctrl, c.Output, sessions, reconcile.ReasonUserRemoved, "requested by podspawn remove-user",
+		func(d *desired.State) { d.RemoveUser(user) })
+	if err != nil {
+		return err
+	}
+	note := fmt.Sprintf("Key file %s would be removed: %s could no longer log in.", path, user)
+	if c.Output == "json" {
+		fmt.Fprintln(a.Stderr, note)
+	} else {
+		fmt.Fprintln(a.Stdout, "\n"+note)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/reconcile"
 )
 
@@ -27,8 +28,9 @@ const (
 // periodic resync only enqueue keys; each key's reconcile requeues it at its
 // own next deadline, so expiries are enforced on time, not at the next tick.
 type Daemon struct {
-	C      *Controller
-	Events EventsAPI
+	C *Controller
+	// Watcher streams the runtime's changes (observed/dockerobs for Docker).
+	Watcher Watcher
 	// Interval between full resyncs, the safety net for anything the
 	// watchers missed.
 	Interval time.Duration
@@ -47,8 +49,6 @@ type Daemon struct {
 	// OnResync, when set, runs at the start of every resync (the host
 	// access rules); an error is logged and the resync goes on.
 	OnResync func(ctx context.Context) error
-
-	index objectIndex
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -168,13 +168,14 @@ func (d *Daemon) watchDocker(ctx context.Context, q Queue) {
 		// Taken before the list, so events between list and subscription
 		// are replayed rather than lost.
 		since := d.C.Clock.Now()
-		sub := subscribe(ctx, d.Events, dockerTime(since))
+		subCtx, cancelSub := context.WithCancel(ctx)
+		changes, errs := d.Watcher.Watch(subCtx, since)
 		err := d.resync(ctx, q, true)
 		if err == nil {
-			err = sub.failed()
+			err = failed(errs)
 		}
 		if err != nil {
-			sub.cancel()
+			cancelSub()
 			if ctx.Err() != nil {
 				return
 			}
@@ -199,8 +200,8 @@ func (d *Daemon) watchDocker(ctx context.Context, q Queue) {
 			log.Info("Watching Docker events", "interval", d.Interval.String())
 		}
 		first = false
-		err = d.listen(ctx, q, sub)
-		sub.cancel()
+		err = d.listen(ctx, q, changes, errs)
+		cancelSub()
 		if ctx.Err() != nil {
 			return
 		}
@@ -211,7 +212,7 @@ func (d *Daemon) watchDocker(ctx context.Context, q Queue) {
 
 // listen reads events and runs the periodic resync until the stream fails
 // or ctx ends.
-func (d *Daemon) listen(ctx context.Context, q Queue, sub *subscription) error {
+func (d *Daemon) listen(ctx context.Context, q Queue, changes <-chan observed.Change, errs <-chan error) error {
 	log := d.C.Log
 	timer := d.C.Clock.NewTimer(d.Interval)
 	defer timer.Stop()
@@ -221,14 +222,11 @@ func (d *Daemon) listen(ctx context.Context, q Queue, sub *subscription) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case m := <-sub.labelled:
-			d.handleEvent(ctx, q, m)
-		case m := <-sub.objects:
-			d.handleEvent(ctx, q, m)
-		case err := <-sub.labelledErr:
-			return streamErr(err)
-		case err := <-sub.objectsErr:
-			return streamErr(err)
+		case c := <-changes:
+			d.C.Log.V(2).Info("Docker event", "user", c.Key.User, "project", c.Key.Project, "type", c.Kind, "event", c.Action)
+			q.Add(c.Key)
+		case err := <-errs:
+			return err
 		case <-timer.C():
 			if err := d.resync(ctx, q, false); err != nil {
 				// Typically a busy database or a Docker hiccup: retry soon,
@@ -285,7 +283,7 @@ func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 	if err != nil {
 		return fmt.Errorf("observing Docker: %w", err)
 	}
-	d.index.reset(obs.Objects, des.InstanceID)
+	d.Watcher.Seen(obs.Objects, des.InstanceID)
 	now := d.C.Clock.Now()
 	plan := d.C.guarded(reconcile.Compute(des, obs, now, d.C.Options), des, obs)
 	d.C.remember(tick, plan.Holds)
@@ -343,7 +341,12 @@ func (d *Daemon) watchDB(ctx context.Context, q Queue, w *sqlstore.Watcher) {
 	}
 }
 
-// dockerTime formats t for the events API's since parameter.
-func dockerTime(t time.Time) string {
-	return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond())
+// failed returns a stream error that is already there, without waiting.
+func failed(errs <-chan error) error {
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
 }

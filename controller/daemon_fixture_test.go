@@ -25,6 +25,7 @@ import (
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/observed/dockerobs"
 	"github.com/podspawn/podspawn/reconcile"
 )
 
@@ -432,4 +433,9 @@ func (q *recordingQueue) limitedCount(k desired.SessionKey) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.limited[k]
+}
+
+// watcher is the Docker watcher over the fake Docker.
+func (f *fixture) watcher() *dockerobs.Watcher {
+	return dockerobs.NewWatcher(f.docker, f.store.InstanceID(), f.logs.logger())
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
-	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/proc"
 	"github.com/podspawn/podspawn/reconcile"
 )
@@ -149,62 +148,6 @@ func TestDaemonRecoversPanicInReconcile(t *testing.T) {
 	waitFor(t, "the next key on the same worker", func() bool { return !f.docker.has(desired.ContainerName(ok)) })
 }
 
-func TestEventKey(t *testing.T) {
-	f := newFixture(t)
-	d := &Daemon{C: f.ctrl, Events: f.docker}
-	inst := f.store.InstanceID()
-	d.index.reset([]observed.Object{{
-		Kind: observed.KindNetwork, ID: "net1", Name: "podspawn-dmknown-net",
-		Labels: map[string]string{observed.LabelManagedBy: "podspawn", observed.LabelUser: "dmknown", observed.LabelInstance: inst},
-	}}, inst)
-	dmnew := map[string]string{observed.LabelManagedBy: "podspawn", observed.LabelUser: "dmnew", observed.LabelProject: "web", observed.LabelInstance: inst}
-	f.docker.inspect["net2"] = dmnew
-	f.docker.inspect["podspawn-dmnew-web-db-data"] = dmnew
-	f.docker.inspect["net3"] = map[string]string{observed.LabelManagedBy: "podspawn", observed.LabelUser: "dmother", observed.LabelInstance: "another-db"}
-	ctr := func(action events.Action, labels map[string]string) events.Message {
-		return events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: "c1", Attributes: labels}}
-	}
-	netEv := func(action events.Action, id, name string) events.Message {
-		return events.Message{Type: events.NetworkEventType, Action: action, Actor: events.Actor{ID: id, Attributes: map[string]string{"name": name, "type": "bridge"}}}
-	}
-	type result struct {
-		Key desired.SessionKey
-		OK  bool
-	}
-	tests := []struct {
-		name string
-		m    events.Message
-		want result
-	}{
-		{"container of a session", ctr(events.ActionDestroy, map[string]string{"managed-by": "podspawn", "podspawn.user": "dmalice", "podspawn.project": "web", "podspawn.instance": inst, "name": "podspawn-dmalice-web"}),
-			result{desired.SessionKey{User: "dmalice", Project: "web"}, true}},
-		{"container without instance label", ctr(events.ActionDie, map[string]string{"managed-by": "podspawn", "podspawn.user": "dmalice"}),
-			result{desired.SessionKey{User: "dmalice"}, true}},
-		{"container of another instance", ctr(events.ActionDestroy, map[string]string{"managed-by": "podspawn", "podspawn.user": "dmalice", "podspawn.instance": "another-db"}),
-			result{}},
-		{"container not managed by podspawn", ctr(events.ActionDestroy, map[string]string{"podspawn.user": "dmalice"}), result{}},
-		{"container with a bad user label", ctr(events.ActionDestroy, map[string]string{"managed-by": "podspawn", "podspawn.user": "../etc"}),
-			result{desired.Unattributed, true}},
-		{"known network removed", netEv(events.ActionDestroy, "net1", "podspawn-dmknown-net"), result{desired.SessionKey{User: "dmknown"}, true}},
-		{"known network forgotten after its removal", netEv(events.ActionDestroy, "net1", "podspawn-dmknown-net"), result{}},
-		{"new network of ours", netEv(events.ActionCreate, "net2", "podspawn-dmnew-web-net"), result{desired.SessionKey{User: "dmnew", Project: "web"}, true}},
-		{"new network now indexed", netEv(events.ActionDisconnect, "net2", "podspawn-dmnew-web-net"), result{desired.SessionKey{User: "dmnew", Project: "web"}, true}},
-		{"new network of another instance", netEv(events.ActionCreate, "net3", "podspawn-dmother-net"), result{}},
-		{"network that is not ours", netEv(events.ActionCreate, "net4", "bridge-of-someone"), result{}},
-		{"network gone before inspect", netEv(events.ActionCreate, "net5", "podspawn-dmgone-net"), result{}},
-		{"volume of ours", events.Message{Type: events.VolumeEventType, Action: events.ActionCreate, Actor: events.Actor{ID: "podspawn-dmnew-web-db-data"}},
-			result{desired.SessionKey{User: "dmnew", Project: "web"}, true}},
-		{"image event", events.Message{Type: events.ImageEventType, Action: events.ActionPull, Actor: events.Actor{ID: "x"}}, result{}},
-	}
-	for _, tc := range tests {
-		// Sequential: later cases depend on the index state earlier ones left.
-		k, ok := d.eventKey(context.Background(), tc.m)
-		if diff := cmp.Diff(tc.want, result{k, ok}); diff != "" {
-			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
-		}
-	}
-}
-
 // Docker down at start: one error line however many retries, retries back
 // off 0.5s doubling to the 10s cap, and the first successful attempt
 // resubscribes and resyncs fully. A broken event stream later is logged
@@ -212,7 +155,7 @@ func TestEventKey(t *testing.T) {
 func TestDaemonDockerOutage(t *testing.T) {
 	f := newFixture(t)
 	f.docker.setDown(true)
-	d := &Daemon{C: f.ctrl, Events: f.docker, Interval: time.Hour, Workers: 2}
+	d := &Daemon{C: f.ctrl, Watcher: f.watcher(), Interval: time.Hour, Workers: 2}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
@@ -282,7 +225,7 @@ func TestDaemonShutdownDrainsInFlight(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		keys = append(keys, f.orphan(fmt.Sprintf("dmdrain%d", i)))
 	}
-	d := &Daemon{C: f.ctrl, Events: f.docker, Interval: time.Hour, Workers: 1}
+	d := &Daemon{C: f.ctrl, Watcher: f.watcher(), Interval: time.Hour, Workers: 1}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
@@ -320,7 +263,7 @@ func TestDaemonShutdownDrainTimeout(t *testing.T) {
 		return "", true, ctx.Err()
 	})
 	f.orphan("dmstuck")
-	d := &Daemon{C: f.ctrl, Events: f.docker, Interval: time.Hour, Workers: 1, DrainTimeout: 30 * time.Second}
+	d := &Daemon{C: f.ctrl, Watcher: f.watcher(), Interval: time.Hour, Workers: 1, DrainTimeout: 30 * time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()

@@ -12,7 +12,7 @@ func TestDaemonResyncRunsOnResync(t *testing.T) {
 	f := newFixture(t)
 	calls := 0
 	var fail error
-	d := &Daemon{C: f.ctrl, Events: f.docker, Interval: 60e9, OnResync: func(ctx context.Context) error {
+	d := &Daemon{C: f.ctrl, Watcher: f.watcher(), Interval: 60e9, OnResync: func(ctx context.Context) error {
 		if ctx.Err() != nil {
 			t.Error("OnResync got a finished context")
 		}

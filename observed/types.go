@@ -111,3 +111,10 @@ func (s State) ByKey() map[desired.SessionKey][]Object {
 	}
 	return m
 }
+
+// Change is one change a runtime's watch reports: the session it concerns
+// and what happened, for logging.
+type Change struct {
+	Key          desired.SessionKey
+	Kind, Action string
+}

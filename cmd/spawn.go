@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/actions/dockerexec"
 	"github.com/podspawn/podspawn/cmd/internal/spawn"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
@@ -70,11 +71,12 @@ func (c *SpawnCmd) Run(a *App) error {
 	if err != nil {
 		return fail(err)
 	}
+	execer := dockerexec.Execer{API: dc, Log: log}
 	sessions := &controller.Sessions{
 		C: ctrl, Config: cfg, Containers: dockerobs.Inspector{API: dc}, Images: actions.DockerImages{API: dc}, Log: log,
-		OnCreate: spawn.OnCreate(dc, log),
+		OnCreate: spawn.OnCreate(execer, log),
 	}
-	server := &spawn.Server{Sessions: sessions, Exec: dc, SFTPServer: cfg.SSH.SFTPServer, Log: log}
+	server := &spawn.Server{Sessions: sessions, Exec: execer, SFTPServer: cfg.SSH.SFTPServer, Log: log}
 	code, err := server.Serve(ctx, spawn.Connection{
 		Key:             desired.SessionKey{User: user, Project: project},
 		OriginalCommand: os.Getenv("SSH_ORIGINAL_COMMAND"),

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/go-logr/logr"
+
+	"github.com/podspawn/podspawn/actions"
 )
 
 // onCreateTimeout bounds on_create: it runs under the user's lock, which
@@ -47,93 +47,23 @@ mkdir -p "$d" && : > "$d/on_create.started"
 // doneScript records on_create's result ($1: exit code or "error").
 const doneScript = `echo "$1" > ` + markerDir + `/on_create.done`
 
-// runHook runs spec's command without a terminal or stdin, copies its
-// output to out and returns its exit code. It returns once the process has
-// exited, even when a background child it started keeps the output open.
-// When ctx ends first, the process gets SIGHUP and the error is ctx's.
-func runHook(ctx context.Context, api ExecAPI, spec ExecSpec, out io.Writer, log logr.Logger) (int, error) {
-	bg := context.WithoutCancel(ctx)
-	created, err := api.ContainerExecCreate(bg, spec.ContainerID, container.ExecOptions{
-		User: spec.User, WorkingDir: spec.WorkDir, Env: spec.Env, Cmd: spec.Command.Argv,
-		AttachStdout: true, AttachStderr: true,
-	})
-	if err != nil {
-		return -1, err
-	}
-	resp, err := api.ContainerExecAttach(bg, created.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return -1, err
-	}
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		if _, err := stdcopy.StdCopy(out, out, resp.Reader); err != nil {
-			log.V(2).Info("Copying hook output ended", "error", err.Error())
-		}
-	}()
-	// stop closes the stream and waits for the copier, so out is never
-	// written after runHook returns.
-	stop := func() {
-		resp.Close()
-		<-copied
-	}
-	outputOpen := copied
-	delay := 5 * time.Millisecond
-	for {
-		info, err := api.ContainerExecInspect(bg, created.ID)
-		if err != nil {
-			stop()
-			return -1, fmt.Errorf("reading the exit code: %w", err)
-		}
-		// Pid 0 with the output still open: the process has not started yet.
-		if !info.Running && (info.Pid != 0 || outputOpen == nil) {
-			if outputOpen != nil {
-				// Let the last output drain, but do not wait for a
-				// background child holding the stream.
-				t := time.NewTimer(time.Second)
-				select {
-				case <-copied:
-				case <-t.C:
-				}
-				t.Stop()
-			}
-			stop()
-			return info.ExitCode, nil
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			signalExec(bg, api, created.ID, log)
-			stop()
-			return -1, context.Cause(ctx)
-		case <-outputOpen:
-			outputOpen = nil
-		case <-t.C:
-			if delay < 500*time.Millisecond {
-				delay *= 2
-			}
-		}
-		t.Stop()
-	}
-}
-
 // hookExec is a hook process of the connection's user: sh -c in the home
 // directory, with the login environment on top of the session's.
-func hookExec(att *Attachment, c Connection, script string) ExecSpec {
-	return ExecSpec{
-		ContainerID: att.ContainerID,
-		User:        att.Key.User,
-		WorkDir:     "/home/" + att.Key.User,
-		Env:         execEnv(c, att.Session.Spec.Shell),
-		Command:     Command{Kind: "hook", Argv: []string{"sh", "-c", script}},
+func hookExec(att *Attachment, c Connection, script string) actions.ExecSpec {
+	return actions.ExecSpec{
+		Container: att.ContainerID,
+		User:      att.Key.User,
+		WorkDir:   "/home/" + att.Key.User,
+		Env:       execEnv(c, att.Session.Spec.Shell),
+		Kind:      "hook",
+		Argv:      []string{"sh", "-c", script},
 	}
 }
 
 // rootExec runs a marker script as root.
-func rootExec(att *Attachment, script string, args ...string) ExecSpec {
+func rootExec(att *Attachment, script string, args ...string) actions.ExecSpec {
 	argv := append([]string{"sh", "-c", script, "podspawn-hook"}, args...)
-	return ExecSpec{ContainerID: att.ContainerID, User: "root", Command: Command{Kind: "hook marker", Argv: argv}}
+	return actions.ExecSpec{Container: att.ContainerID, User: "root", Kind: "hook marker", Argv: argv}
 }
 
 func warning(format string, args ...any) string {
@@ -147,18 +77,18 @@ func warning(format string, args ...any) string {
 // make it run at most once per container, whatever races or restarts of
 // spawn happen. The hook's output and any warning are returned for the
 // connection's stderr; a failing hook never blocks the session.
-func OnCreate(api ExecAPI, baseLog logr.Logger) func(ctx context.Context, att *Attachment) string {
-	return func(ctx context.Context, att *Attachment) string { return runOnCreate(ctx, api, baseLog, att) }
+func OnCreate(ex actions.Execer, baseLog logr.Logger) func(ctx context.Context, att *Attachment) string {
+	return func(ctx context.Context, att *Attachment) string { return runOnCreate(ctx, ex, baseLog, att) }
 }
 
-func runOnCreate(ctx context.Context, api ExecAPI, baseLog logr.Logger, att *Attachment) string {
+func runOnCreate(ctx context.Context, ex actions.Execer, baseLog logr.Logger, att *Attachment) string {
 	spec := att.Session.Spec
 	if strings.TrimSpace(spec.OnCreate) == "" {
 		return ""
 	}
 	log := baseLog.WithValues("user", att.Key.User, "project", att.Key.Project, "container", spec.ContainerName, "hook", "on_create")
 	var claimOut bytes.Buffer
-	code, err := runHook(ctx, api, rootExec(att, claimScript), &claimOut, log)
+	code, err := ex.Run(logr.NewContext(ctx, log), rootExec(att, claimScript), &claimOut)
 	switch {
 	case err != nil:
 		log.Error(err, "Checking the on_create marker failed")
@@ -178,13 +108,13 @@ func runOnCreate(ctx context.Context, api ExecAPI, baseLog logr.Logger, att *Att
 	hctx, cancel := context.WithTimeout(ctx, onCreateTimeout)
 	defer cancel()
 	out := &tailBuffer{limit: hookOutputLimit}
-	code, err = runHook(hctx, api, hookExec(att, Connection{Key: att.Key}, spec.OnCreate), out, log)
+	code, err = ex.Run(logr.NewContext(hctx, log), hookExec(att, Connection{Key: att.Key}, spec.OnCreate), out)
 	result := strconv.Itoa(code)
 	if err != nil {
 		result = "error"
 	}
 	var markOut bytes.Buffer
-	if mcode, merr := runHook(ctx, api, rootExec(att, doneScript, result), &markOut, log); merr != nil || mcode != 0 {
+	if mcode, merr := ex.Run(logr.NewContext(ctx, log), rootExec(att, doneScript, result), &markOut); merr != nil || mcode != 0 {
 		// The start marker still keeps it from running twice.
 		log.Error(errors.Join(merr, fmt.Errorf("exit %d: %s", mcode, strings.TrimSpace(markOut.String()))), "Recording on_create's result failed")
 	}
@@ -214,7 +144,7 @@ func runOnCreate(ctx context.Context, api ExecAPI, baseLog logr.Logger, att *Att
 // connection, then runs on_start, which runs on every connection. Hook
 // output goes to stderr only, since stdout may carry sftp or a command's
 // data; a failing on_start is a warning.
-func runConnectionHooks(ctx context.Context, api ExecAPI, att *Attachment, c Connection, log logr.Logger) {
+func runConnectionHooks(ctx context.Context, ex actions.Execer, att *Attachment, c Connection, log logr.Logger) {
 	stderr := c.Stdio.Stderr
 	if stderr == nil {
 		stderr = io.Discard
@@ -228,7 +158,7 @@ func runConnectionHooks(ctx context.Context, api ExecAPI, att *Attachment, c Con
 	}
 	log = log.WithValues("user", att.Key.User, "project", att.Key.Project, "container", att.Session.Spec.ContainerName, "hook", "on_start")
 	log.V(1).Info("Running hook")
-	code, err := runHook(ctx, api, hookExec(att, c, hook), stderr, log)
+	code, err := ex.Run(logr.NewContext(ctx, log), hookExec(att, c, hook), stderr)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		log.Info("Connection ended during hook")

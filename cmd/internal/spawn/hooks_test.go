@@ -1,142 +1,76 @@
 package spawn
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
 )
 
-// fakeProc is one exec in fakeDocker.
+// fakeProc is one process run by fakeExecer.
 type fakeProc struct {
 	stdout, stderr string
 	exit           int
 	// release, when set, keeps the process running until it is closed.
 	release chan struct{}
-	// holdOpen keeps the output stream open after the process exits, as a
-	// background child of a hook does.
-	holdOpen bool
-	// onRun, when set, is closed once the process runs.
-	onRun chan struct{}
-	// arrived puts the output in the client's read buffer before attach
-	// returns, as output that reached podspawn before a timeout is, so
-	// that the test does not race the copier against the deadline.
-	arrived bool
-
-	running, exited bool
 }
 
-// fakeDocker runs execs as run decides and records them. Pids are
-// reported as -1 so that signalExec never signals a host process.
-type fakeDocker struct {
-	createErr error
-	statErr   error
-	run       func(o container.ExecOptions) *fakeProc
+// fakeExecer runs hook processes as run decides and records them.
+type fakeExecer struct {
+	run func(spec actions.ExecSpec) *fakeProc
+	// exists and statErr answer PathExists.
+	exists  bool
+	statErr error
 
 	mu    sync.Mutex
-	procs map[string]*fakeProc
-	calls []container.ExecOptions
+	calls []actions.ExecSpec
 	// Markers of the on_create protocol (see markers).
 	started, done bool
 	result        string
 }
 
-func (f *fakeDocker) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
-	return container.InspectResponse{}, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+func (f *fakeExecer) Exec(context.Context, actions.ExecSpec, actions.Stdio) (int, error) {
+	return -1, errors.New("fakeExecer: Exec is not faked")
 }
 
-func (f *fakeDocker) ContainerExecCreate(ctx context.Context, id string, o container.ExecOptions) (container.ExecCreateResponse, error) {
+func (f *fakeExecer) Run(ctx context.Context, spec actions.ExecSpec, out io.Writer) (int, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.createErr != nil {
-		return container.ExecCreateResponse{}, f.createErr
-	}
-	f.calls = append(f.calls, o)
-	if f.procs == nil {
-		f.procs = map[string]*fakeProc{}
-	}
-	execID := fmt.Sprintf("exec-%d", len(f.calls))
-	f.procs[execID] = f.run(o)
-	return container.ExecCreateResponse{ID: execID}, nil
-}
-
-func (f *fakeDocker) ContainerExecAttach(ctx context.Context, execID string, _ container.ExecAttachOptions) (types.HijackedResponse, error) {
-	f.mu.Lock()
-	p := f.procs[execID]
-	p.running = true
+	f.calls = append(f.calls, spec)
+	p := f.run(spec)
 	f.mu.Unlock()
-	if p.onRun != nil {
-		close(p.onRun)
+	io.WriteString(out, p.stdout)
+	io.WriteString(out, p.stderr)
+	if p.release != nil {
+		select {
+		case <-p.release:
+		case <-ctx.Done():
+			return -1, context.Cause(ctx)
+		}
 	}
-	client, server := net.Pipe()
-	var buffered bytes.Buffer
-	if p.arrived {
-		stdcopy.NewStdWriter(&buffered, stdcopy.Stdout).Write([]byte(p.stdout))
-		stdcopy.NewStdWriter(&buffered, stdcopy.Stderr).Write([]byte(p.stderr))
-	}
-	go func() {
-		if !p.arrived {
-			stdcopy.NewStdWriter(server, stdcopy.Stdout).Write([]byte(p.stdout))
-			stdcopy.NewStdWriter(server, stdcopy.Stderr).Write([]byte(p.stderr))
-		}
-		if p.release != nil {
-			<-p.release
-		}
-		f.mu.Lock()
-		p.running, p.exited = false, true
-		f.mu.Unlock()
-		if !p.holdOpen {
-			server.Close()
-		}
-	}()
-	return types.HijackedResponse{Conn: client, Reader: bufio.NewReader(io.MultiReader(&buffered, client))}, nil
+	return p.exit, nil
 }
 
-func (f *fakeDocker) ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	p := f.procs[execID]
-	info := container.ExecInspect{ExecID: execID, Running: p.running, ExitCode: p.exit}
-	if p.running || p.exited {
-		info.Pid = -1
-	}
-	return info, nil
-}
-
-func (f *fakeDocker) ContainerExecResize(context.Context, string, container.ResizeOptions) error {
-	return nil
-}
-
-func (f *fakeDocker) ContainerStatPath(_ context.Context, _, path string) (container.PathStat, error) {
-	if f.statErr != nil {
-		return container.PathStat{}, f.statErr
-	}
-	return container.PathStat{Name: path}, nil
+func (f *fakeExecer) PathExists(context.Context, string, string) (bool, error) {
+	return f.exists, f.statErr
 }
 
 // markers makes f follow the on_create marker protocol, with hook as the
 // user's process; mkdirFails simulates a read-only root filesystem. It is
 // called with f.mu held.
-func (f *fakeDocker) markers(hook fakeProc, mkdirFails bool) func(container.ExecOptions) *fakeProc {
-	return func(o container.ExecOptions) *fakeProc {
+func (f *fakeExecer) markers(hook fakeProc, mkdirFails bool) func(actions.ExecSpec) *fakeProc {
+	return func(o actions.ExecSpec) *fakeProc {
 		switch {
-		case o.User == "root" && o.Cmd[2] == claimScript:
+		case o.User == "root" && o.Argv[2] == claimScript:
 			switch {
 			case f.done:
 				return &fakeProc{exit: claimDone}
@@ -147,8 +81,8 @@ func (f *fakeDocker) markers(hook fakeProc, mkdirFails bool) func(container.Exec
 			}
 			f.started = true
 			return &fakeProc{}
-		case o.User == "root" && o.Cmd[2] == doneScript:
-			f.done, f.result = true, o.Cmd[4]
+		case o.User == "root" && o.Argv[2] == doneScript:
+			f.done, f.result = true, o.Argv[4]
 			return &fakeProc{}
 		}
 		h := hook
@@ -161,64 +95,6 @@ func testAttachment() *Attachment {
 	return &Attachment{Key: key, ContainerID: "ctr1", Session: &desired.Session{Key: key, ID: "g1", Spec: desired.Spec{
 		Shell: "/bin/sh", ContainerName: "podspawn-alice-backend", OnCreate: "make setup", OnStart: "make start",
 	}}}
-}
-
-func TestRunHook(t *testing.T) {
-	spec := ExecSpec{ContainerID: "c", User: "alice", Command: Command{Argv: []string{"sh", "-c", "x"}}}
-	tests := map[string]struct {
-		proc     fakeProc
-		wantCode int
-		wantOut  string
-	}{
-		"output and exit code":           {proc: fakeProc{stdout: "out\n", stderr: "err\n", exit: 3}, wantCode: 3, wantOut: "out\nerr\n"},
-		"no output":                      {proc: fakeProc{}, wantCode: 0},
-		"background child holds output":  {proc: fakeProc{stdout: "started server\n", holdOpen: true}, wantCode: 0, wantOut: "started server\n"},
-		"fails while holding the output": {proc: fakeProc{stderr: "boom\n", exit: 2, holdOpen: true}, wantCode: 2, wantOut: "boom\n"},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			f := &fakeDocker{run: func(container.ExecOptions) *fakeProc { p := tc.proc; return &p }}
-			var out bytes.Buffer
-			code, err := runHook(context.Background(), f, spec, &out, logr.Discard())
-			if err != nil || code != tc.wantCode || out.String() != tc.wantOut {
-				t.Fatalf("runHook = %d, %v, output %q; want %d, nil, %q", code, err, out.String(), tc.wantCode, tc.wantOut)
-			}
-			want := []container.ExecOptions{{User: "alice", Cmd: []string{"sh", "-c", "x"}, AttachStdout: true, AttachStderr: true}}
-			if diff := cmp.Diff(want, f.calls); diff != "" {
-				t.Errorf("exec options (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func TestRunHookStopsWhenTheContextEnds(t *testing.T) {
-	release, running := make(chan struct{}), make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	f := &fakeDocker{run: func(container.ExecOptions) *fakeProc {
-		return &fakeProc{stdout: "working\n", release: release, onRun: running}
-	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	var out bytes.Buffer
-	done := make(chan struct{})
-	var code int
-	var err error
-	go func() {
-		defer close(done)
-		code, err = runHook(ctx, f, ExecSpec{Command: Command{Argv: []string{"sh"}}}, &out, logr.Discard())
-	}()
-	<-running
-	cancel()
-	<-done
-	if code != -1 || !errors.Is(err, context.Canceled) {
-		t.Fatalf("runHook = %d, %v; want -1, context.Canceled", code, err)
-	}
-}
-
-func TestRunHookCreateFails(t *testing.T) {
-	f := &fakeDocker{createErr: errors.New("container is not running")}
-	if _, err := runHook(context.Background(), f, ExecSpec{}, &bytes.Buffer{}, logr.Discard()); err == nil || err.Error() != "container is not running" {
-		t.Fatalf("runHook error = %v", err)
-	}
 }
 
 func TestRunOnCreate(t *testing.T) {
@@ -256,7 +132,7 @@ func TestRunOnCreate(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			f := &fakeDocker{started: tc.started, done: tc.done}
+			f := &fakeExecer{started: tc.started, done: tc.done}
 			f.run = f.markers(tc.hook, tc.mkdirFails)
 			att := testAttachment()
 			if tc.noHook {
@@ -281,8 +157,8 @@ func TestRunOnCreateTimesOut(t *testing.T) {
 	t.Cleanup(func() { onCreateTimeout = old })
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	f := &fakeDocker{}
-	f.run = f.markers(fakeProc{stdout: "step 1\n", release: release, arrived: true}, false)
+	f := &fakeExecer{}
+	f.run = f.markers(fakeProc{stdout: "step 1\n", release: release}, false)
 	got := runOnCreate(context.Background(), f, logr.Discard(), testAttachment())
 	if want := "step 1\npodspawn: warning: on_create did not finish within 20ms and was stopped; the session starts anyway\n"; got != want {
 		t.Errorf("notice = %q, want %q", got, want)
@@ -293,13 +169,13 @@ func TestRunOnCreateTimesOut(t *testing.T) {
 }
 
 func TestHookExecIsTheUsersLogin(t *testing.T) {
-	f := &fakeDocker{}
+	f := &fakeExecer{}
 	f.run = f.markers(fakeProc{}, false)
 	runOnCreate(context.Background(), f, logr.Discard(), testAttachment())
-	want := container.ExecOptions{
-		User: "alice", WorkingDir: "/home/alice", Cmd: []string{"sh", "-c", "make setup"},
-		Env:          []string{"HOME=/home/alice", "USER=alice", "LOGNAME=alice", "SHELL=/bin/sh", "PODSPAWN_PROJECT=backend"},
-		AttachStdout: true, AttachStderr: true,
+	want := actions.ExecSpec{
+		Container: "ctr1", User: "alice", WorkDir: "/home/alice", Argv: []string{"sh", "-c", "make setup"},
+		Env:  []string{"HOME=/home/alice", "USER=alice", "LOGNAME=alice", "SHELL=/bin/sh", "PODSPAWN_PROJECT=backend"},
+		Kind: "hook",
 	}
 	if diff := cmp.Diff(want, f.calls[1]); diff != "" {
 		t.Errorf("on_create exec (-want +got):\n%s", diff)
@@ -319,7 +195,7 @@ func TestRunConnectionHooks(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			f := &fakeDocker{run: func(container.ExecOptions) *fakeProc { p := tc.proc; return &p }}
+			f := &fakeExecer{run: func(actions.ExecSpec) *fakeProc { p := tc.proc; return &p }}
 			att := testAttachment()
 			att.Notice, att.Session.Spec.OnStart = tc.notice, tc.onStart
 			var stderr bytes.Buffer
@@ -350,16 +226,16 @@ func TestTailBuffer(t *testing.T) {
 	}
 }
 
-func summarizeExecs(calls []container.ExecOptions) []string {
+func summarizeExecs(calls []actions.ExecSpec) []string {
 	var out []string
 	for _, c := range calls {
 		switch {
-		case len(c.Cmd) > 2 && c.Cmd[2] == claimScript:
+		case len(c.Argv) > 2 && c.Argv[2] == claimScript:
 			out = append(out, c.User+" claim")
-		case len(c.Cmd) > 2 && c.Cmd[2] == doneScript:
-			out = append(out, c.User+" done "+strings.Join(c.Cmd[4:], " "))
+		case len(c.Argv) > 2 && c.Argv[2] == doneScript:
+			out = append(out, c.User+" done "+strings.Join(c.Argv[4:], " "))
 		default:
-			out = append(out, c.User+" "+c.Cmd[len(c.Cmd)-1])
+			out = append(out, c.User+" "+c.Argv[len(c.Argv)-1])
 		}
 	}
 	return out

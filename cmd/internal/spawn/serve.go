@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/containerd/errdefs"
 	"github.com/go-logr/logr"
 	"golang.org/x/term"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 )
@@ -35,7 +35,7 @@ type Sessions interface {
 // Server serves SSH connections in their session containers.
 type Server struct {
 	Sessions Sessions
-	Exec     ExecAPI
+	Exec     actions.Execer
 	// SFTPServer is the sftp server's path inside session images.
 	SFTPServer string
 	Log        logr.Logger
@@ -46,7 +46,7 @@ type Server struct {
 // lease is released however the process ended; Serve returns an error only
 // when the connection could not be attached or its process not started.
 func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
-	s, api := sv.Sessions, sv.Exec
+	s, ex := sv.Sessions, sv.Exec
 	// Setting up is not cut short by a hangup: a Docker call abandoned
 	// midway can leave a half-made object behind (dockerd 20.10 even
 	// creates a duplicate network when a create is retried while the
@@ -63,12 +63,12 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 		}
 		return hangupExitCode, nil
 	}
-	runConnectionHooks(ctx, api, att, c, sv.Log)
+	runConnectionHooks(ctx, ex, att, c, sv.Log)
 	stdinTTY := c.Stdio.Stdin != nil && term.IsTerminal(int(c.Stdio.Stdin.Fd()))
 	cmd := Route(c.OriginalCommand, spec.Shell, sv.SFTPServer, stdinTTY)
 	log := sv.Log.WithValues("user", c.Key.User, "project", c.Key.Project, "container", spec.ContainerName, "route", cmd.Kind)
 	if cmd.Kind == RouteSFTP {
-		if msg := checkSFTPServer(ctx, api, att.ContainerID, cmd.Argv[0], spec.Image); msg != "" {
+		if msg := checkSFTPServer(ctx, ex, att.ContainerID, cmd.Argv[0], spec.Image); msg != "" {
 			// sshd drops a subsystem's stderr, so an sftp client only sees
 			// "Connection closed": the log is where the operator learns why.
 			// A client that ran the server as a command sees the message.
@@ -81,13 +81,15 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 		}
 	}
 	log.V(1).Info("Running connection process", "tty", cmd.TTY)
-	code, err := Exec(ctx, api, ExecSpec{
-		ContainerID: att.ContainerID,
-		User:        c.Key.User,
-		WorkDir:     "/home/" + c.Key.User,
-		Env:         connectionEnv(c, spec.Shell, att.LeaseID),
-		Command:     cmd,
-	}, c.Stdio, log)
+	code, err := runProcess(logr.NewContext(ctx, log), ex, actions.ExecSpec{
+		Container: att.ContainerID,
+		User:      c.Key.User,
+		WorkDir:   "/home/" + c.Key.User,
+		Env:       connectionEnv(c, spec.Shell, att.LeaseID),
+		Kind:      cmd.Kind,
+		Argv:      cmd.Argv,
+		TTY:       cmd.TTY,
+	}, c.Stdio)
 	if derr := s.Detach(att); derr != nil {
 		log.Error(derr, "Detaching connection failed; the next reconcile releases it")
 	}
@@ -105,9 +107,9 @@ var errSFTPServerMissing = errors.New("sftp server not in the image")
 // process's output, which sftp reads as a packet. Many images (distro
 // base images among them) ship no sftp server, and scp uses sftp too.
 // Any other answer from Docker lets sftp go ahead and fail on its own.
-func checkSFTPServer(ctx context.Context, api ExecAPI, containerID, server, image string) string {
-	_, err := api.ContainerStatPath(context.WithoutCancel(ctx), containerID, server)
-	if err == nil || !errdefs.IsNotFound(err) {
+func checkSFTPServer(ctx context.Context, ex actions.Execer, containerID, server, image string) string {
+	exists, err := ex.PathExists(context.WithoutCancel(ctx), containerID, server)
+	if err != nil || exists {
 		return ""
 	}
 	return fmt.Sprintf("podspawn: sftp and scp are not available in this session: %s does not exist in image %s "+

@@ -45,6 +45,19 @@ if ((${#files[@]} > 0)); then
   fi
 fi
 
+# The runtime seam: cmd/ and controller/ reach Docker only through
+# podspawn's own interfaces; the Docker client is imported by the
+# runtime sub-packages (observed/dockerobs, actions/...) and by the wiring
+# in cmd/main.go alone.
+mapfile -d '' seam < <(find cmd controller -name testdata -prune -o -name '*.go' ! -name '*_test.go' ! -path cmd/main.go -type f -print0)
+if ((${#seam[@]} > 0)); then
+  if bad="$(grep -lE '"github\.com/docker/' "${seam[@]}")"; then
+    echo "verify-imports: only cmd/main.go may import the Docker client in cmd/ and controller/; move this behind an interface in observed/ or actions/:" >&2
+    sed 's/^/  /' <<<"${bad}" >&2
+    failed=1
+  fi
+fi
+
 if ((failed)); then
   exit 1
 fi

@@ -2,14 +2,19 @@
 # Time "podspawn cleanup" removing N orphan containers against one
 # "docker rm -f" of N identical containers, side by side in one run, and
 # print both and the ratio (podspawn / docker). For each N in SIZES and each
-# label set in KINDS, ROUNDS rounds; each round creates N orphans, times one
-# cleanup pass, creates N again and times one docker rm -f of them.
+# label set in KINDS, ROUNDS rounds; each round creates N orphans and times
+# one cleanup pass, and creates N again and times one docker rm -f of them
+# (podspawn first in odd rounds, docker first in even ones).
 #
 # Label sets (an orphan is a labelled container with no session row):
 #   bare  managed-by=podspawn only (left by an older podspawn): every such
 #         object lands on the one unattributed key;
 #   user  as podspawn labels a session container (managed-by, user, session,
 #         role, and this state database's instance), one user per orphan.
+# So many running containers without a row are what the blast-radius guard
+# holds (both kinds count as session containers), so the timed passes run
+# with --allow-mass-removal, as an operator confirms them after checking
+# the plan.
 #
 # Everything runs against a private dockerd in its own network namespace
 # (containers use --network none): a cleanup pass removes every orphan
@@ -23,8 +28,8 @@
 #   SIZES=40 KINDS=bare ROUNDS=5 hack/bench-cleanup.sh
 #   WORKERS=8 hack/bench-cleanup.sh                # passes --workers 8 to cleanup
 #
-# Needs root (it starts its own dockerd), dockerd, sqlite3 and the test image
-# on the host daemon or busybox-static to build it (hack/ci-setup.sh).
+# Needs root (it starts its own dockerd), dockerd and the test image on the
+# host daemon or busybox-static to build it (hack/ci-setup.sh), and sqlite3.
 set -o errexit -o nounset -o pipefail
 SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${SCRIPT_ROOT}"
@@ -44,12 +49,17 @@ if [[ "$(id -u)" != 0 ]]; then
   echo "bench-cleanup: must run as root (it starts its own dockerd)" >&2
   exit 1
 fi
-for bin in dockerd unshare sqlite3 docker; do
+for bin in dockerd unshare docker; do
   if ! command -v "${bin}" >/dev/null; then
     echo "bench-cleanup: ${bin} is not installed; run hack/ci-setup.sh" >&2
     exit 1
   fi
 done
+# It reads the state database's instance id, to label orphans as podspawn would.
+if ! command -v sqlite3 >/dev/null; then
+  echo "bench-cleanup: sqlite3 is not installed; apt-get install sqlite3" >&2
+  exit 1
+fi
 
 mkdir -p "${RUN_DIR}"
 exec 9>"${RUN_DIR}.lock"
@@ -133,7 +143,7 @@ podspawn() { "${work}/podspawn" --config "${work}/etc/config.yaml" "$@"; }
 # The first pass creates the database, so the timed passes do not.
 podspawn cleanup >/dev/null
 instance="$(sqlite3 "${work}/state/state.db" "SELECT value FROM meta WHERE key = 'instance_id'")"
-cleanup_args=(cleanup)
+cleanup_args=(cleanup --allow-mass-removal)
 if [[ -n "${WORKERS}" ]]; then cleanup_args+=(--workers "${WORKERS}"); fi
 
 # make_orphans KIND N: N running containers labelled as KIND says, in parallel.
@@ -169,6 +179,33 @@ assert_gone() {
 now() { echo "${EPOCHREALTIME}"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
+# time_podspawn KIND N: create N orphans, print the seconds one cleanup pass takes.
+time_podspawn() {
+  make_orphans "$1" "$2"
+  local t0 t1
+  t0="$(now)"
+  if ! podspawn "${cleanup_args[@]}" >"${work}/cleanup.out" 2>&1; then
+    cat "${work}/cleanup.out" >&2
+    echo "bench-cleanup: podspawn cleanup failed" >&2
+    exit 1
+  fi
+  t1="$(now)"
+  assert_gone "podspawn cleanup"
+  secs "${t0}" "${t1}"
+}
+
+# time_docker KIND N: create N orphans, print the seconds one docker rm -f of them takes.
+time_docker() {
+  make_orphans "$1" "$2"
+  local t0 t1 ids
+  mapfile -t ids < <(docker ps -aq)
+  t0="$(now)"
+  docker rm -f "${ids[@]}" >/dev/null
+  t1="$(now)"
+  assert_gone "docker rm -f"
+  secs "${t0}" "${t1}"
+}
+
 echo "bench-cleanup: dockerd $(docker version -f '{{.Server.Version}}'), $(nproc) cores, podspawn ${cleanup_args[*]}"
 IFS=, read -r -a sizes <<<"${SIZES}"
 IFS=, read -r -a kinds <<<"${KINDS}"
@@ -177,30 +214,22 @@ for n in "${sizes[@]}"; do
   for kind in "${kinds[@]}"; do
     worst=0
     for round in $(seq 1 "${ROUNDS}"); do
-      make_orphans "${kind}" "${n}"
       load="$(cut -d' ' -f1 /proc/loadavg)"
-      t0="$(now)"
-      if ! podspawn "${cleanup_args[@]}" >"${work}/cleanup.out" 2>&1; then
-        cat "${work}/cleanup.out" >&2
-        echo "bench-cleanup: podspawn cleanup failed" >&2
-        exit 1
+      # Odd rounds time podspawn first, even rounds docker first, so that
+      # neither always follows the other's removal or creation.
+      if ((round % 2 == 1)); then
+        pod="$(time_podspawn "${kind}" "${n}")"
+        cli="$(time_docker "${kind}" "${n}")"
+        first=podspawn
+      else
+        cli="$(time_docker "${kind}" "${n}")"
+        pod="$(time_podspawn "${kind}" "${n}")"
+        first=docker
       fi
-      t1="$(now)"
-      assert_gone "podspawn cleanup"
-      pod="$(secs "${t0}" "${t1}")"
-
-      make_orphans "${kind}" "${n}"
-      mapfile -t ids < <(docker ps -aq)
-      t0="$(now)"
-      docker rm -f "${ids[@]}" >/dev/null
-      t1="$(now)"
-      assert_gone "docker rm -f"
-      cli="$(secs "${t0}" "${t1}")"
-
       ratio="$(awk -v p="${pod}" -v c="${cli}" 'BEGIN { printf "%.2f", p / c }')"
       worst="$(awk -v a="${worst}" -v b="${ratio}" 'BEGIN { print (b > a) ? b : a }')"
-      printf 'N=%-4s %-4s round %s: podspawn cleanup %6ss  docker rm -f %6ss  ratio %s  (load %s)\n' \
-        "${n}" "${kind}" "${round}" "${pod}" "${cli}" "${ratio}" "${load}"
+      printf 'N=%-4s %-4s round %s: podspawn cleanup %6ss  docker rm -f %6ss  ratio %s  (%s first; load %s)\n' \
+        "${n}" "${kind}" "${round}" "${pod}" "${cli}" "${ratio}" "${first}" "${load}"
     done
     summary+=("N=${n} ${kind}: worst ratio ${worst} over ${ROUNDS} rounds")
   done

@@ -120,10 +120,13 @@ func (w *Watcher) Seen(objs []observed.Object, instance string) {
 
 // objectIndex maps network and volume names and IDs to session keys, since
 // their events carry no labels. Full resyncs rebuild it; create events
-// extend it.
+// extend it. Events are mapped while a resync lists, so a reset keeps what
+// create events added since the previous reset: the list it is built from
+// may predate them.
 type objectIndex struct {
-	mu   sync.Mutex
-	keys map[string]desired.SessionKey
+	mu    sync.Mutex
+	keys  map[string]desired.SessionKey
+	added map[string]desired.SessionKey
 }
 
 func (x *objectIndex) reset(objs []observed.Object, instance string) {
@@ -137,7 +140,12 @@ func (x *objectIndex) reset(objs []observed.Object, instance string) {
 		m[o.ID] = k
 	}
 	x.mu.Lock()
-	x.keys = m
+	for r, k := range x.added {
+		if _, ok := m[r]; !ok {
+			m[r] = k
+		}
+	}
+	x.keys, x.added = m, nil
 	x.mu.Unlock()
 }
 
@@ -158,9 +166,13 @@ func (x *objectIndex) put(k desired.SessionKey, refs ...string) {
 	if x.keys == nil {
 		x.keys = map[string]desired.SessionKey{}
 	}
+	if x.added == nil {
+		x.added = map[string]desired.SessionKey{}
+	}
 	for _, r := range refs {
 		if r != "" {
 			x.keys[r] = k
+			x.added[r] = k
 		}
 	}
 }
@@ -170,6 +182,7 @@ func (x *objectIndex) forget(refs ...string) {
 	defer x.mu.Unlock()
 	for _, r := range refs {
 		delete(x.keys, r)
+		delete(x.added, r)
 	}
 }
 

@@ -93,3 +93,24 @@ func TestEventKey(t *testing.T) {
 		}
 	}
 }
+
+// A network created while a resync lists is not in the list the index is
+// rebuilt from; the reset keeps it until the next one.
+func TestSeenKeepsObjectsCreatedDuringTheList(t *testing.T) {
+	labels := map[string]string{observed.LabelManagedBy: "podspawn", observed.LabelUser: "dmnew", observed.LabelInstance: "this-db"}
+	w := NewWatcher(&fakeEvents{inspect: map[string]map[string]string{"net9": labels}}, "this-db", logr.Discard())
+	create := events.Message{Type: events.NetworkEventType, Action: events.ActionCreate, Actor: events.Actor{ID: "net9", Attributes: map[string]string{"name": "podspawn-dmnew-net"}}}
+	if _, ok := w.eventKey(context.Background(), create); !ok {
+		t.Fatal("create event not attributed")
+	}
+	w.Seen(nil, "this-db")
+	gone := events.Message{Type: events.NetworkEventType, Action: events.ActionDestroy, Actor: events.Actor{ID: "net9", Attributes: map[string]string{"name": "podspawn-dmnew-net"}}}
+	if k, ok := w.eventKey(context.Background(), gone); !ok || k.User != "dmnew" {
+		t.Errorf("destroy after a resync: got %v %v, want dmnew", k, ok)
+	}
+	w.Seen(nil, "this-db")
+	w.Seen(nil, "this-db")
+	if _, ok := w.eventKey(context.Background(), gone); ok {
+		t.Error("a forgotten network is still attributed")
+	}
+}

@@ -30,6 +30,15 @@ const (
 	RoleService = "service"
 )
 
+// Docker container states that are not running but are no stop either.
+const (
+	// StateRemoving: Docker is removing the container (docker rm -f in
+	// progress); it cannot be started, and its destroy event follows.
+	StateRemoving = "removing"
+	// StatePaused: its processes are frozen, not gone.
+	StatePaused = "paused"
+)
+
 // Kind of a Docker object.
 type Kind string
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/observed"
 )
 
 // CrashLoop is the back-off for a session container that keeps stopping,
@@ -65,11 +66,17 @@ func (c *keyCtx) restartCount(ctr *item) int {
 	return n
 }
 
+// stopped reports whether a container's processes are gone: it is not
+// running, paused (unpausing is no restart) or being removed.
+func stopped(ctr *item) bool {
+	return !ctr.Running && ctr.State != observed.StatePaused && ctr.State != observed.StateRemoving
+}
+
 // crashLoopDetail says why the stopped session container sessCtr has used
 // up its restarts, or returns "" when it has not.
 func (c *keyCtx) crashLoopDetail(sessCtr *item) string {
 	p := c.opt.CrashLoop
-	if !p.enabled() || c.sess.Status == desired.StatusCreating || sessCtr == nil || sessCtr.Running {
+	if !p.enabled() || c.sess.Status == desired.StatusCreating || sessCtr == nil || !stopped(sessCtr) {
 		return ""
 	}
 	n := c.restartCount(sessCtr)
@@ -86,7 +93,7 @@ func (c *keyCtx) crashLoopDetail(sessCtr *item) string {
 // wake.
 func (c *keyCtx) restartPolicy(sessCtr *item) (rec *Restart, wait bool) {
 	s, p := c.sess, c.opt.CrashLoop
-	if !p.enabled() {
+	if !p.enabled() || !stopped(sessCtr) {
 		return nil, false
 	}
 	n := c.restartCount(sessCtr)

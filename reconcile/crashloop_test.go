@@ -146,6 +146,20 @@ func TestComputeCrashLoop(t *testing.T) {
 				return reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{a}}
 			}(),
 		},
+		"being removed by an operator: not started again, not torn down for crash-looping": {
+			desired:  builder.Desired(limit).Build(),
+			observed: builder.Observed(net, builder.Container("alice", "web").Exited(137, started, now).State(observed.StateRemoving).Build()).Alive(lease).Build(),
+			now:      now,
+			want:     reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime)},
+		},
+		"paused at the limit: unpaused, which is no restart (nothing recorded, no teardown)": {
+			desired:  builder.Desired(limit).Build(),
+			observed: builder.Observed(net, builder.Container("alice", "web").State(observed.StatePaused).Build()).Alive(lease).Build(),
+			now:      now,
+			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
+				restartSession(limit, observed.StatePaused),
+			}},
+		},
 		"running, up for less than the reset time: a wake when it is reached": {
 			desired:  builder.Desired(upShort).Build(),
 			observed: builder.Observed(net, running).Alive(lease).Build(),

@@ -391,8 +391,10 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 	}
 	// A stopped session container (dockerd restart, reboot, OOM-killed
 	// init) is started again rather than replaced, keeping the user's files,
-	// unless it is backing off from a crash loop.
-	restart := !creating && sessCtr != nil && !sessCtr.Running
+	// unless it is backing off from a crash loop. One that Docker is
+	// removing (an operator's docker rm -f) cannot be started: its destroy
+	// event brings the key back, and then it is missing.
+	restart := !creating && sessCtr != nil && !sessCtr.Running && sessCtr.State != observed.StateRemoving
 	var rec *Restart
 	if restart {
 		var wait bool

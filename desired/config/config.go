@@ -82,6 +82,9 @@ func (s State) Dir() string { return filepath.Dir(s.DBPath) }
 type Log struct {
 	File     string `yaml:"file"`
 	AuditLog string `yaml:"audit_log"`
+	// AuditRequired: when the audit log cannot be written, commands that
+	// change state fail and spawn refuses connections (false: warn only).
+	AuditRequired bool `yaml:"audit_required"`
 }
 
 type Security struct {
@@ -204,6 +207,7 @@ func Defaults() Config {
 			CrashLoopBackoff: Duration{time.Second}, CrashLoopBackoffMax: Duration{5 * time.Minute}},
 		SSH: SSH{SFTPServer: "/usr/lib/openssh/sftp-server", UseSudo: true, Group: "podspawn",
 			AuthKeysUser: "podspawn-auth", SSHDConfig: "/etc/ssh/sshd_config"},
+		Log:          Log{AuditRequired: true},
 		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
 		ProjectsFile: "/etc/podspawn/projects.yaml",
 	}
@@ -427,6 +431,9 @@ func (c *Config) validate() error {
 	if c.Cleanup.CrashLoopBackoffMax.Duration < c.Cleanup.CrashLoopBackoff.Duration {
 		return fmt.Errorf("invalid cleanup.crash_loop_backoff_max %q: must be at least cleanup.crash_loop_backoff (%s)",
 			c.Cleanup.CrashLoopBackoffMax.Duration, c.Cleanup.CrashLoopBackoff.Duration)
+	}
+	if c.Log.AuditLog != "" && !filepath.IsAbs(c.Log.AuditLog) {
+		return fmt.Errorf("invalid log.audit_log %q: must be an absolute path, or empty to disable the audit log", c.Log.AuditLog)
 	}
 	// A list, not a map: with two bad paths, the same one is reported every time.
 	for _, f := range []struct{ name, p string }{

@@ -111,7 +111,7 @@ func TestReopenAfterRename(t *testing.T) {
 	if err := w.Write(Event{Event: "after"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := readLines(t, path + ".1"); len(got) != 1 || !strings.Contains(got[0], `"before"`) {
+	if got := readLines(t, path+".1"); len(got) != 1 || !strings.Contains(got[0], `"before"`) {
 		t.Fatalf("rotated file = %q", got)
 	}
 	if got := readLines(t, path); len(got) != 1 || !strings.Contains(got[0], `"after"`) {
@@ -239,7 +239,9 @@ func TestClientAddress(t *testing.T) {
 
 type fakeExec struct{ out actions.Outcome }
 
-func (f fakeExec) Execute(context.Context, reconcile.Action) (actions.Outcome, error) { return f.out, nil }
+func (f fakeExec) Execute(context.Context, reconcile.Action) (actions.Outcome, error) {
+	return f.out, nil
+}
 
 // The executor writes session.create on the first mark-running and
 // session.destroy on the row's deletion, with the reason, the actor by

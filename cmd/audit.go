@@ -88,7 +88,7 @@ func (a *App) openAudit() error {
 	if a.auditRequired() {
 		return fmt.Errorf("%w; nothing was changed", err)
 	}
-	a.Log.Error(err, "Audit log cannot be written; continuing without it (log.audit_required is false)")
+	a.Log.Error(nil, "Audit log cannot be written; continuing without it (log.audit_required is false)", "error", err.Error())
 	return nil
 }
 
@@ -115,7 +115,7 @@ func runAudited(kctx *kong.Context, a *App, args []string) error {
 	}
 	if werr := a.auditAdmin(kctx.Selected().Name, plan, args, err); werr != nil {
 		if !a.auditRequired() {
-			a.Log.Error(werr, "Writing audit event failed; continuing (log.audit_required is false)")
+			a.Log.Error(nil, "Writing audit event failed; continuing (log.audit_required is false)", "error", werr.Error())
 			return err
 		}
 		return errors.Join(err, fmt.Errorf("the command ran, but its audit record could not be written: %w", werr))

@@ -50,7 +50,7 @@ func (sv *Server) auditConnect(c Connection, att *Attachment, cmd Command) error
 	if sv.Audit.Required {
 		return fmt.Errorf("refusing the connection: the audit log cannot be written: %w", err)
 	}
-	sv.Log.Error(err, "Writing audit event failed; continuing (log.audit_required is false)", "event", audit.SessionConnect)
+	sv.Log.Error(nil, "Writing audit event failed; continuing (log.audit_required is false)", "event", audit.SessionConnect, "error", err.Error())
 	return nil
 }
 

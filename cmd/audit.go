@@ -14,8 +14,9 @@ import (
 )
 
 // auditPlan is what the audit log records about a command: with admin, an
-// admin.<command> record of its arguments and outcome. Every command with
-// a plan needs the audit log (when configured) before it changes anything.
+// admin.<command> record of its arguments and outcome. A command that
+// records one, and the daemon, need the audit log (when configured)
+// before they change anything.
 type auditPlan struct {
 	admin         bool
 	user, project string
@@ -95,9 +96,17 @@ func (a *App) openAudit() error {
 // runAudited runs the selected command with its audit records around it.
 func runAudited(kctx *kong.Context, a *App, args []string) error {
 	var plan auditPlan
-	ac, audited := kctx.Selected().Target.Addr().Interface().(auditedCommand)
+	node := kctx.Selected()
+	if node == nil {
+		return kctx.Run(a)
+	}
+	ac, audited := node.Target.Addr().Interface().(auditedCommand)
 	if audited {
 		plan = ac.auditPlan()
+		// --dry-run and --check change nothing and need no audit log.
+		audited = plan.admin || plan.daemon
+	}
+	if audited {
 		if plan.daemon {
 			a.auditActor = audit.ActorController
 		}
@@ -113,7 +122,7 @@ func runAudited(kctx *kong.Context, a *App, args []string) error {
 	if !audited || !plan.admin {
 		return err
 	}
-	if werr := a.auditAdmin(kctx.Selected().Name, plan, args, err); werr != nil {
+	if werr := a.auditAdmin(node.Name, plan, args, err); werr != nil {
 		if !a.auditRequired() {
 			a.Log.Error(nil, "Writing audit event failed; continuing (log.audit_required is false)", "error", werr.Error())
 			return err

@@ -25,8 +25,8 @@ import (
 // to run (time, session, lease, client, duration) checked and then blanked.
 type auditRecord struct {
 	Event, User, Project, Actor, Reason, Container, Kind, Command, Outcome string
-	Args                                                                    []string
-	ExitCode                                                                *int
+	Args                                                                   []string
+	ExitCode                                                               *int
 	// Session and Lease are replaced by the order of their first appearance.
 	Session string
 	Lease   int

@@ -36,11 +36,15 @@ var clientRE = regexp.MustCompile(`^127\.0\.0\.1:[0-9]+$`)
 
 // readAudit parses the audit log, checks the fields that vary and returns
 // the records with those fields normalised.
-func readAudit(t *testing.T, path string) []auditRecord {
+func readAudit(t *testing.T, paths ...string) []auditRecord {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	var data []byte
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, b...)
 	}
 	sessions, leases := map[string]string{}, map[int64]int{}
 	var out []auditRecord
@@ -104,12 +108,26 @@ func TestAuditScriptedSession(t *testing.T) {
 	s.mustSSH(bob, "true")
 
 	d := startScopedDaemon(t, s)
+	// logrotate: the file is renamed and the daemon told with SIGHUP; it
+	// lets go of the old file and opens a new one at the path.
+	rotated := auditPath + ".1"
+	if err := os.Rename(auditPath, rotated); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	s.waitFor("the daemon to reopen the audit log after SIGHUP", 30*time.Second, func() bool {
+		open := openFiles(d.cmd.Process.Pid)
+		return open[auditPath] && !open[rotated]
+	})
 	// End alice's grace period; updated_at tells the daemon's watcher the row changed.
 	s.exec(`UPDATE sessions SET grace_expiry = ?, updated_at = ? WHERE user = ?`, time.Now().Add(-time.Second).UnixNano(), time.Now().UnixNano(), alice.Name)
 	s.waitFor("the daemon to tear down alice's expired session", 60*time.Second, func() bool {
 		data, _ := os.ReadFile(auditPath)
 		return bytes.Contains(data, []byte(`"event":"session.destroy","user":"`+alice.Name+`"`))
 	})
+	if !d.alive() {
+		t.Fatal("the daemon exited after SIGHUP")
+	}
 	d.stop(t)
 
 	stop := s.Env.RunEnv([]string{"SUDO_USER=auditor"}, "", "stop", bob.Name)
@@ -141,10 +159,7 @@ func TestAuditScriptedSession(t *testing.T) {
 		{Event: "session.destroy", User: bob.Name, Session: "s2", Actor: "auditor", Reason: "user-requested", Container: cb},
 		{Event: "admin.stop", User: bob.Name, Actor: "auditor", Outcome: "success", Args: []string{"--config", s.Env.ConfigPath, "stop", bob.Name}},
 	}
-	got := readAudit(t, auditPath)
-	if raw, err := os.ReadFile(auditPath); err == nil {
-		t.Logf("audit log:\n%s", raw)
-	}
+	got := readAudit(t, rotated, auditPath)
 	// add-user's arguments carry a generated key; check their shape only.
 	for i := range got {
 		if got[i].Event == "admin.add-user" {
@@ -190,6 +205,28 @@ func startScopedDaemon(t *testing.T, s *server) *scopedDaemon {
 		return strings.Contains(d.out.String(), "Watching Docker events")
 	})
 	return d
+}
+
+func (d *scopedDaemon) alive() bool {
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// openFiles returns the paths of the files process pid has open.
+func openFiles(pid int) map[string]bool {
+	out := map[string]bool{}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
+			out[target] = true
+		}
+	}
+	return out
 }
 
 // stop ends the daemon with SIGTERM and waits for it to exit.

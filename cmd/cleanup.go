@@ -11,7 +11,6 @@ import (
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
-	"github.com/podspawn/podspawn/observed/dockerobs"
 )
 
 // CleanupCmd is one reconcile pass, or with --daemon the long-running
@@ -125,11 +124,11 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 	if err != nil {
 		return err
 	}
-	dc, err := a.Docker()
+	rt, err := a.Runtime()
 	if err != nil {
 		return err
 	}
-	d := &controller.Daemon{C: ctrl, Watcher: dockerobs.NewWatcher(dc, ctrl.Store.InstanceID(), ctrl.Log), Interval: interval, Workers: c.Workers, OnResync: a.ensureHostFirewall}
+	d := &controller.Daemon{C: ctrl, Watcher: rt.Watcher(ctrl.Store.InstanceID(), ctrl.Log), Interval: interval, Workers: c.Workers, OnResync: a.ensureHostFirewall}
 	a.Log.Info("Cleanup daemon started", "pid", os.Getpid(), "interval", interval.String(), "workers", c.Workers, "lock", daemonLock.Path(), "db", cfg.State.DBPath)
 	if err := d.Run(ctx); err != nil {
 		return fmt.Errorf("cleanup daemon: %w", err)

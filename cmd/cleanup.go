@@ -13,7 +13,6 @@ import (
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
-	"github.com/podspawn/podspawn/observed/dockerobs"
 )
 
 // CleanupCmd is one reconcile pass, or with --daemon the long-running
@@ -140,11 +139,11 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 	if err != nil {
 		return err
 	}
-	dc, err := a.Docker()
+	rt, err := a.Runtime()
 	if err != nil {
 		return err
 	}
-	d := &controller.Daemon{C: ctrl, Watcher: dockerobs.NewWatcher(dc, ctrl.Store.InstanceID(), ctrl.Log), Interval: interval, Workers: c.Workers, OnResync: a.ensureHostFirewall}
+	d := &controller.Daemon{C: ctrl, Watcher: rt.Watcher(ctrl.Store.InstanceID(), ctrl.Log), Interval: interval, Workers: c.Workers, OnResync: a.ensureHostFirewall}
 	if srv != nil {
 		// A resync that hangs past its timeout turns the daemon unready.
 		d.Health = metrics.NewHealth(interval+controller.DefaultResyncTimeout, a.Clock.Now)

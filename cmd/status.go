@@ -15,7 +15,6 @@ import (
 	"github.com/podspawn/podspawn/controller/metrics"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/atomicfile"
-	"github.com/podspawn/podspawn/observed/dockerobs"
 )
 
 // StatusCmd prints session and container counts, for humans or Prometheus.
@@ -72,13 +71,13 @@ func (c *StatusCmd) Run(a *App) error {
 // countManagedContainers counts containers labelled managed-by=podspawn,
 // in every state, with one filtered list call.
 func countManagedContainers(ctx context.Context, a *App) (int, error) {
-	dc, err := a.Docker()
+	rt, err := a.Runtime()
 	if err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return dockerobs.CountContainers(ctx, dc)
+	return rt.CountContainers(ctx)
 }
 
 // shortReason keeps the first line of err, bounded, for a one-line status.

@@ -25,17 +25,30 @@ import (
 	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/observed"
-	"github.com/podspawn/podspawn/observed/dockerobs"
 	"github.com/podspawn/podspawn/observed/proc"
 	"github.com/podspawn/podspawn/reconcile"
 )
+
+// Lister lists the runtime's labelled objects (observed/dockerobs.Lister
+// for Docker's containers, networks and volumes).
+type Lister interface {
+	// List returns every labelled object; stopped containers carry their
+	// exit code and times.
+	List(ctx context.Context) ([]observed.Object, error)
+	// ListKey returns the objects of one session key.
+	ListKey(ctx context.Context, k desired.SessionKey) ([]observed.Object, error)
+	// CountContainers counts the labelled containers in every state.
+	CountContainers(ctx context.Context) (int, error)
+}
 
 // Controller holds the dependencies of a reconcile.
 type Controller struct {
 	Store    *sqlstore.Store
 	KeyDir   string
 	LockDir  string
-	Observer dockerobs.API
+	Observer Lister
+	// Executor runs plan actions; a controller without one only plans
+	// (dry runs, doctor).
 	Executor actions.Executor
 	Options  reconcile.Options
 	Clock    clock.WithTicker
@@ -108,7 +121,7 @@ func (c *Controller) LoadDesired(ctx context.Context) (desired.State, error) {
 // Observe lists every labelled Docker object (one call per kind) and
 // checks the lease processes of d.
 func (c *Controller) Observe(ctx context.Context, d desired.State) (observed.State, error) {
-	objs, err := dockerobs.List(ctx, c.Observer, "")
+	objs, err := c.Observer.List(ctx)
 	if err != nil {
 		return observed.State{}, err
 	}
@@ -195,28 +208,6 @@ func (c *Controller) holds(ctx context.Context, since uint64) ([]reconcile.Hold,
 		return nil, fmt.Errorf("deciding whether removals are held (blast-radius guard): %w", err)
 	}
 	return p.Holds, nil
-}
-
-// PlanKeys computes the plan restricted to keys, from fresh per-key state.
-func (c *Controller) PlanKeys(ctx context.Context, ks []desired.SessionKey) (reconcile.Plan, error) {
-	var merged reconcile.Plan
-	merged.Now = c.Clock.Now()
-	for _, k := range ks {
-		p, err := c.planKey(ctx, k, merged.Now)
-		if err != nil {
-			return reconcile.Plan{}, err
-		}
-		merged.Actions = append(merged.Actions, p.Actions...)
-		merged.Skipped = append(merged.Skipped, p.Skipped...)
-		merged.Unchanged += p.Unchanged
-		merged.Wakes = append(merged.Wakes, p.Wakes...)
-		if !p.Wake.IsZero() && (merged.Wake.IsZero() || p.Wake.Before(merged.Wake)) {
-			merged.Wake = p.Wake
-		}
-	}
-	// Plans are ordered by key; ks need not be.
-	slices.SortStableFunc(merged.Wakes, func(a, b reconcile.KeyWake) int { return a.Key.Compare(b.Key) })
-	return merged, nil
 }
 
 // planKey loads one key's desired and observed state and computes its plan.
@@ -472,12 +463,13 @@ func (c *Controller) executeConcurrently(ctx context.Context, k desired.SessionK
 
 // execute executes one action of key k, logging it first.
 func (c *Controller) execute(ctx context.Context, k desired.SessionKey, a reconcile.Action) Result {
-	_, dry := c.Executor.(*actions.Recording)
-	if !dry {
-		c.Log.Info(actionMessage(a.Kind), "user", k.User, "project", k.Project, "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
+	if c.Executor == nil {
+		return Result{Action: a, Err: fmt.Errorf("%s %s: this controller only plans (dry run)", a.Kind, a.Target)}
 	}
-	if a.Kind == reconcile.KindDeleteSession && !dry {
+	c.Log.Info(actionMessage(a.Kind), "user", k.User, "project", k.Project, "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
+	if a.Kind == reconcile.KindDeleteSession {
 		if err := c.confirmGone(ctx, k, a.SessionID); err != nil {
+			c.Metrics.ObserveAction(string(a.Kind), string(a.Reason), "", err)
 			return Result{Action: a, Err: err}
 		}
 	}
@@ -493,7 +485,7 @@ func (c *Controller) confirmGone(ctx context.Context, k desired.SessionKey, sess
 	if k == desired.Unattributed {
 		return nil
 	}
-	objs, err := dockerobs.ListKey(ctx, c.Observer, k)
+	objs, err := c.Observer.ListKey(ctx, k)
 	if err != nil {
 		return fmt.Errorf("confirming that session %s is gone from Docker: %w", k, err)
 	}
@@ -588,36 +580,25 @@ func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []de
 	}
 }
 
-// ReconcileOnce runs one pass. With no keys it plans everything and
-// reconciles the keys that have work; with keys, only those. Keys are
-// reconciled concurrently: those with a session at most Workers at a time;
+// ReconcileOnce runs one pass: it plans everything and reconciles the
+// keys that have work (a single key: ReconcileKey). Keys are reconciled
+// concurrently: those with a session at most Workers at a time;
 // in a full pass, those with only orphans at most RemoveWorkers at a time
 // and planned from the pass's own list (see planOrphanKey).
-func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey) (Report, error) {
-	var (
-		plan reconcile.Plan
-		pass *passState
-		err  error
-	)
-	var decided *[]reconcile.Hold
-	if len(ks) == 0 {
-		plan, pass, err = c.planAll(ctx)
-		// Held keys too, so their reports say what was held.
-		ks = plan.Keys()
-		for _, a := range plan.Held {
-			if !slices.Contains(ks, a.Key) {
-				ks = append(ks, a.Key)
-			}
-		}
-		decided = &plan.Holds
-	} else {
-		plan, err = c.PlanKeys(ctx, ks)
-	}
+func (c *Controller) ReconcileOnce(ctx context.Context) (Report, error) {
+	plan, pass, err := c.planAll(ctx)
 	if err != nil {
 		return Report{}, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
+	// Held keys too, so their reports say what was held.
+	ks := plan.Keys()
+	for _, a := range plan.Held {
+		if !slices.Contains(ks, a.Key) {
+			ks = append(ks, a.Key)
+		}
+	}
 	rep := Report{Plan: plan, Keys: make([]KeyReport, len(ks))}
-	c.runPass(ctx, ks, pass, decided, rep.Keys)
+	c.runPass(ctx, ks, pass, &plan.Holds, rep.Keys)
 	return rep, nil
 }
 

@@ -280,7 +280,7 @@ func (m *model) find(kind observed.Kind, name string) int {
 }
 
 // create adopts an object of the action's generation (starting a stopped
-// container) and refuses anything else of that name, as actions.Docker does.
+// container) and refuses anything else of that name, as actions/dockeract does.
 func (m *model) create(kind observed.Kind, a reconcile.Action) error {
 	if i := m.find(kind, a.Target); i >= 0 {
 		o := &m.o.Objects[i]

@@ -72,6 +72,9 @@ type App struct {
 	store   *sqlstore.Store
 	docker  *client.Client
 	runtime Runtime
+	// dockerObserver, when set before the client is made, times every
+	// Docker request (the daemon's metrics).
+	dockerObserver dockerobs.RequestObserver
 }
 
 // Runtime is the container runtime behind podspawn's own interfaces.
@@ -168,7 +171,11 @@ func (a *App) Store(ctx context.Context) (*sqlstore.Store, error) {
 // Docker returns the Docker client.
 func (a *App) Docker() (*client.Client, error) {
 	if a.docker == nil {
-		c, err := dockerobs.NewClient()
+		newClient := dockerobs.NewClient
+		if a.dockerObserver != nil {
+			newClient = func() (*client.Client, error) { return dockerobs.NewInstrumentedClient(a.dockerObserver) }
+		}
+		c, err := newClient()
 		if err != nil {
 			return nil, err
 		}

@@ -95,7 +95,7 @@ func (c *CleanupCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	a.Log.V(1).Info("Cleanup pass finished", rep.Plan.LogValues()...)
+	a.Log.V(1).Info("Cleanup pass finished", controller.PlanLogValues(rep.Plan)...)
 	if c.Output == "json" {
 		if err := renderReportJSON(a.Stdout, rep, fwChanged); err != nil {
 			return err

@@ -408,7 +408,7 @@ func (c *Controller) executePlan(ctx context.Context, k desired.SessionKey, acts
 	results := make([]Result, 0, len(acts))
 	for len(acts) > 0 {
 		n := 1
-		if k == desired.Unattributed && acts[0].Kind.Effect() == "remove" {
+		if k == desired.Unattributed && acts[0].Kind.Effect() == reconcile.EffectRemove {
 			for n < len(acts) && acts[n].Kind == acts[0].Kind {
 				n++
 			}

@@ -331,7 +331,7 @@ func (d *Daemon) resyncOnce(ctx context.Context, q Queue, all bool) error {
 			q.AddAfter(w.Key, w.At.Sub(now))
 		}
 	}
-	d.C.Log.V(1).Info("Resynced", append([]any{"full", all, "enqueued", n, "sessions", len(des.Sessions), "objects", len(obs.Objects)}, plan.LogValues()...)...)
+	d.C.Log.V(1).Info("Resynced", append([]any{"full", all, "enqueued", n, "sessions", len(des.Sessions), "objects", len(obs.Objects)}, PlanLogValues(plan)...)...)
 	return nil
 }
 

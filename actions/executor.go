@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/podspawn/podspawn/reconcile"
@@ -18,9 +17,8 @@ import (
 type Outcome string
 
 const (
-	Changed     Outcome = "changed"
-	Unchanged   Outcome = "unchanged"
-	WouldChange Outcome = "would-change"
+	Changed   Outcome = "changed"
+	Unchanged Outcome = "unchanged"
 )
 
 // Executor runs one action.
@@ -44,7 +42,9 @@ type Store interface {
 	ResetRestarts(ctx context.Context, sessionID string, now time.Time) (bool, error)
 }
 
-func outcome(changed bool, err error) (Outcome, error) {
+// OutcomeOf is the outcome of a step that reports whether it changed
+// anything.
+func OutcomeOf(changed bool, err error) (Outcome, error) {
 	if err != nil {
 		return "", err
 	}
@@ -54,8 +54,9 @@ func outcome(changed bool, err error) (Outcome, error) {
 	return Unchanged, nil
 }
 
-// executeStore runs the database kinds.
-func executeStore(ctx context.Context, st Store, a reconcile.Action, now time.Time) (Outcome, bool, error) {
+// ExecuteStore runs the database kinds; handled is false for any other
+// kind, which the runtime's executor runs.
+func ExecuteStore(ctx context.Context, st Store, a reconcile.Action, now time.Time) (Outcome, bool, error) {
 	var (
 		changed bool
 		err     error
@@ -81,21 +82,22 @@ func executeStore(ctx context.Context, st Store, a reconcile.Action, now time.Ti
 	if err != nil {
 		err = fmt.Errorf("%s %s: %w", a.Kind, a.Target, err)
 	}
-	o, err := outcome(changed, err)
+	o, err := OutcomeOf(changed, err)
 	return o, true, err
 }
 
-// Recording is the dry-run executor: it records every action and changes
-// nothing, so a dry run goes through the same code path as a real pass.
-type Recording struct {
-	mu      sync.Mutex
-	Actions []reconcile.Action
+// HostFirewall keeps the host access rules in place (hostfw.Firewall):
+// with security.block_host_access, session networks cannot reach the
+// host's own services.
+type HostFirewall interface {
+	Ensure(ctx context.Context) ([]string, error)
 }
 
-// Execute records a.
-func (r *Recording) Execute(_ context.Context, a reconcile.Action) (Outcome, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.Actions = append(r.Actions, a)
-	return WouldChange, nil
+// Images is the runtime's image store: what a session's generation needs
+// before it can start, and the builds of project images.
+type Images interface {
+	ImageExists(ctx context.Context, ref string) (bool, error)
+	// BuildImage builds tag from a Dockerfile alone; the build output is
+	// returned for error messages.
+	BuildImage(ctx context.Context, tag, dockerfile string) (string, error)
 }

@@ -10,9 +10,9 @@ import (
 	"strconv"
 
 	"github.com/go-logr/logr"
+
 	"github.com/podspawn/podspawn/observed/doctor"
 
-	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/sqlstore"
@@ -112,11 +112,11 @@ func guardView(ctx context.Context, a *App, env doctor.Env) (doctor.GuardView, e
 		return doctor.GuardView{}, err
 	}
 	defer st.Close()
-	dc, err := a.Docker()
+	rt, err := a.Runtime()
 	if err != nil {
 		return doctor.GuardView{}, err
 	}
-	ctrl := &controller.Controller{Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: dc, Executor: &actions.Recording{},
+	ctrl := &controller.Controller{Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: rt,
 		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration},
 		Clock:   a.Clock, Log: logr.Discard(), Guard: reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals}}
 	d, err := ctrl.LoadDesired(ctx)

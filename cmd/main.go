@@ -22,6 +22,8 @@ import (
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/actions/audit"
+	"github.com/podspawn/podspawn/actions/dockeract"
+	"github.com/podspawn/podspawn/actions/dockerexec"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/sqlstore"
@@ -67,9 +69,13 @@ type App struct {
 	Log    logr.Logger
 	Clock  clock.WithTicker
 
-	cfg    *config.Config
-	store  *sqlstore.Store
-	docker *client.Client
+	cfg     *config.Config
+	store   *sqlstore.Store
+	docker  *client.Client
+	runtime Runtime
+	// dockerObserver, when set before the client is made, times every
+	// Docker request (the daemon's metrics).
+	dockerObserver dockerobs.RequestObserver
 
 	// The audit log (see audit.go): the writer, why it could not be
 	// opened, who this process acts for, and the executors that record
@@ -78,6 +84,53 @@ type App struct {
 	auditErr   error
 	auditActor string
 	auditExecs []*audit.Executor
+}
+
+// Runtime is the container runtime behind podspawn's own interfaces.
+// Commands see only this; the Docker implementation below is the one
+// place in cmd/ that knows the runtime is Docker.
+type Runtime interface {
+	controller.Lister
+	controller.ContainerInspector
+	actions.Images
+	// Ping reports whether the runtime answers.
+	Ping(ctx context.Context) error
+	// Executor executes plan actions against the runtime and st.
+	Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor
+	// Execer runs commands in session containers.
+	Execer(log logr.Logger) actions.Execer
+	// Watcher streams the runtime's changes of instance's objects.
+	Watcher(instance string, log logr.Logger) controller.Watcher
+}
+
+// dockerRuntime is Runtime for the local Docker daemon.
+type dockerRuntime struct {
+	dockerobs.Lister
+	dockerobs.Inspector
+	dockeract.Images
+	api *client.Client
+	now func() time.Time
+}
+
+func newDockerRuntime(dc *client.Client, now func() time.Time) *dockerRuntime {
+	return &dockerRuntime{Lister: dockerobs.Lister{API: dc}, Inspector: dockerobs.Inspector{API: dc}, Images: dockeract.Images{API: dc}, api: dc, now: now}
+}
+
+func (r *dockerRuntime) Ping(ctx context.Context) error {
+	_, err := r.api.Ping(ctx)
+	return err
+}
+
+func (r *dockerRuntime) Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor {
+	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw}
+}
+
+func (r *dockerRuntime) Execer(log logr.Logger) actions.Execer {
+	return dockerexec.Execer{API: r.api, Log: log}
+}
+
+func (r *dockerRuntime) Watcher(instance string, log logr.Logger) controller.Watcher {
+	return dockerobs.NewWatcher(r.api, instance, log)
 }
 
 // ExitError ends the process with Code after printing Err (if any).
@@ -127,13 +180,29 @@ func (a *App) Store(ctx context.Context) (*sqlstore.Store, error) {
 // Docker returns the Docker client.
 func (a *App) Docker() (*client.Client, error) {
 	if a.docker == nil {
-		c, err := dockerobs.NewClient()
+		newClient := dockerobs.NewClient
+		if a.dockerObserver != nil {
+			newClient = func() (*client.Client, error) { return dockerobs.NewInstrumentedClient(a.dockerObserver) }
+		}
+		c, err := newClient()
 		if err != nil {
 			return nil, err
 		}
 		a.docker = c
 	}
 	return a.docker, nil
+}
+
+// Runtime connects to the container runtime once.
+func (a *App) Runtime() (Runtime, error) {
+	if a.runtime == nil {
+		dc, err := a.Docker()
+		if err != nil {
+			return nil, err
+		}
+		a.runtime = newDockerRuntime(dc, a.Clock.Now)
+	}
+	return a.runtime, nil
 }
 
 // ControllerOptions are the knobs commands may set.
@@ -145,7 +214,8 @@ type ControllerOptions struct {
 	AllowMassRemoval bool
 }
 
-// Controller builds a controller; with DryRun its executor only records.
+// Controller builds a controller; with DryRun it has no executor and
+// only plans.
 func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.Controller, error) {
 	cfg, err := a.Config()
 	if err != nil {
@@ -155,14 +225,13 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 	if err != nil {
 		return nil, err
 	}
-	dc, err := a.Docker()
+	rt, err := a.Runtime()
 	if err != nil {
 		return nil, err
 	}
-	var ex actions.Executor = &actions.Docker{API: dc, Store: st, Now: a.Clock.Now, Log: a.Log, HostFirewall: executorFirewall(cfg)}
-	if o.DryRun {
-		ex = &actions.Recording{}
-	} else {
+	var ex actions.Executor
+	if !o.DryRun {
+		ex = rt.Executor(st, executorFirewall(cfg), a.Log)
 		// A log that failed to open was refused or accepted by openAudit.
 		w, _ := a.Audit()
 		ax := &audit.Executor{Next: ex, Audit: w, Actor: a.auditActor, Log: a.Log}
@@ -174,7 +243,7 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 		workers = 4
 	}
 	return &controller.Controller{
-		Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: dc, Executor: ex,
+		Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: rt, Executor: ex,
 		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration, CrashLoop: crashLoop(cfg.Cleanup)},
 		Clock:   a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
 		Guard: reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/config"
@@ -121,17 +120,17 @@ func (a *App) buildProject(ctx context.Context, name, dir string) (pf *projects.
 	if err := pf.CheckLimits(projects.LimitsOf(cfg, runtime.NumCPU())); err != nil {
 		return nil, "", false, fmt.Errorf("podfile %s: %w", filepath.Join(dir, rel), err)
 	}
-	dc, err := a.Docker()
+	rt, err := a.Runtime()
 	if err != nil {
 		return nil, "", false, err
 	}
 	tag := pf.Tag(name)
-	exists, err := actions.ImageExists(ctx, dc, tag)
+	exists, err := rt.ImageExists(ctx, tag)
 	if err != nil {
 		return nil, "", false, fmt.Errorf("checking image %s: %w", tag, err)
 	}
 	if !exists {
-		if out, err := actions.BuildImage(ctx, dc, tag, pf.Dockerfile(name)); err != nil {
+		if out, err := rt.BuildImage(ctx, tag, pf.Dockerfile(name)); err != nil {
 			if strings.TrimSpace(out) != "" {
 				a.Log.Error(nil, "Image build output", "image", tag, "output", out)
 			}

@@ -12,13 +12,10 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/actions/audit"
-	"github.com/podspawn/podspawn/actions/dockerexec"
 	"github.com/podspawn/podspawn/cmd/internal/spawn"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
-	"github.com/podspawn/podspawn/observed/dockerobs"
 )
 
 // spawnFailureCode is spawn's exit code when podspawn itself failed (as
@@ -84,13 +81,13 @@ func (c *SpawnCmd) Run(a *App) error {
 	if err != nil {
 		return fail(err)
 	}
-	dc, err := a.Docker()
+	rt, err := a.Runtime()
 	if err != nil {
 		return fail(err)
 	}
-	execer := dockerexec.Execer{API: dc, Log: log}
+	execer := rt.Execer(log)
 	sessions := &controller.Sessions{
-		C: ctrl, Config: cfg, Containers: dockerobs.Inspector{API: dc}, Images: actions.DockerImages{API: dc}, Log: log,
+		C: ctrl, Config: cfg, Containers: rt, Images: rt, Log: log,
 		OnCreate: spawn.OnCreate(execer, log),
 	}
 	server := &spawn.Server{Sessions: sessions, Exec: execer, SFTPServer: cfg.SSH.SFTPServer, Log: log,

@@ -88,13 +88,13 @@ func noSessionError(k desired.SessionKey) error {
 // dockerReady checks that Docker answers, so that a teardown is not
 // started (and a session marked) while Docker is down.
 func dockerReady(ctx context.Context, a *App) error {
-	dc, err := a.Docker()
+	rt, err := a.Runtime()
 	if err != nil {
 		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := dc.Ping(pctx); err != nil {
+	if err := rt.Ping(pctx); err != nil {
 		return fmt.Errorf("Docker is not reachable, nothing was changed: %s (start Docker, e.g. systemctl start docker, then retry)", shortReason(err))
 	}
 	return nil

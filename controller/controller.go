@@ -19,22 +19,36 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/controller/metrics"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
 	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/observed"
-	"github.com/podspawn/podspawn/observed/dockerobs"
 	"github.com/podspawn/podspawn/observed/proc"
 	"github.com/podspawn/podspawn/reconcile"
 )
+
+// Lister lists the runtime's labelled objects (observed/dockerobs.Lister
+// for Docker's containers, networks and volumes).
+type Lister interface {
+	// List returns every labelled object; stopped containers carry their
+	// exit code and times.
+	List(ctx context.Context) ([]observed.Object, error)
+	// ListKey returns the objects of one session key.
+	ListKey(ctx context.Context, k desired.SessionKey) ([]observed.Object, error)
+	// CountContainers counts the labelled containers in every state.
+	CountContainers(ctx context.Context) (int, error)
+}
 
 // Controller holds the dependencies of a reconcile.
 type Controller struct {
 	Store    *sqlstore.Store
 	KeyDir   string
 	LockDir  string
-	Observer dockerobs.API
+	Observer Lister
+	// Executor runs plan actions; a controller without one only plans
+	// (dry runs, doctor).
 	Executor actions.Executor
 	Options  reconcile.Options
 	Clock    clock.WithTicker
@@ -51,6 +65,8 @@ type Controller struct {
 	LockTimeout time.Duration
 	// Guard bounds what a pass removes because desired state is missing.
 	Guard reconcile.GuardLimits
+	// Metrics, when set (the daemon's /metrics), counts what reconciles do.
+	Metrics *metrics.Metrics
 
 	guard guardCache
 }
@@ -105,7 +121,7 @@ func (c *Controller) LoadDesired(ctx context.Context) (desired.State, error) {
 // Observe lists every labelled Docker object (one call per kind) and
 // checks the lease processes of d.
 func (c *Controller) Observe(ctx context.Context, d desired.State) (observed.State, error) {
-	objs, err := dockerobs.List(ctx, c.Observer, "")
+	objs, err := c.Observer.List(ctx)
 	if err != nil {
 		return observed.State{}, err
 	}
@@ -192,28 +208,6 @@ func (c *Controller) holds(ctx context.Context, since uint64) ([]reconcile.Hold,
 		return nil, fmt.Errorf("deciding whether removals are held (blast-radius guard): %w", err)
 	}
 	return p.Holds, nil
-}
-
-// PlanKeys computes the plan restricted to keys, from fresh per-key state.
-func (c *Controller) PlanKeys(ctx context.Context, ks []desired.SessionKey) (reconcile.Plan, error) {
-	var merged reconcile.Plan
-	merged.Now = c.Clock.Now()
-	for _, k := range ks {
-		p, err := c.planKey(ctx, k, merged.Now)
-		if err != nil {
-			return reconcile.Plan{}, err
-		}
-		merged.Actions = append(merged.Actions, p.Actions...)
-		merged.Skipped = append(merged.Skipped, p.Skipped...)
-		merged.Unchanged += p.Unchanged
-		merged.Wakes = append(merged.Wakes, p.Wakes...)
-		if !p.Wake.IsZero() && (merged.Wake.IsZero() || p.Wake.Before(merged.Wake)) {
-			merged.Wake = p.Wake
-		}
-	}
-	// Plans are ordered by key; ks need not be.
-	slices.SortStableFunc(merged.Wakes, func(a, b reconcile.KeyWake) int { return a.Key.Compare(b.Key) })
-	return merged, nil
 }
 
 // planKey loads one key's desired and observed state and computes its plan.
@@ -345,12 +339,13 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 	}
 	var (
 		plan reconcile.Plan
+		sess *desired.Session // nil for a key planned from the pass's state
 		err  error
 	)
 	if run.pass != nil {
 		plan, err = c.planOrphanKey(ctx, k, c.Clock.Now(), run.pass)
-	} else {
-		plan, err = c.planKey(ctx, k, c.Clock.Now())
+	} else if sess, err = c.Store.LoadKey(ctx, k); err == nil {
+		plan, err = c.planLoadedKey(ctx, k, sess, c.Clock.Now())
 	}
 	if err != nil {
 		rep.Err = err
@@ -365,6 +360,7 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 			return rep
 		}
 		plan = reconcile.HoldKeys(plan, holds)
+		c.Metrics.ObserveHeld(len(plan.Held))
 		if len(plan.Held) > 0 {
 			// The pass that decided it reports the rule; this is the key's share.
 			c.Log.V(1).Info("Holding removals (blast-radius guard)", "user", k.User, "project", k.Project, "held", len(plan.Held))
@@ -372,7 +368,31 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 	}
 	rep.Plan = plan
 	rep.Results, rep.Err = c.executePlan(ctx, k, plan.Actions, run.removals)
+	c.observeDestroyed(sess, rep.Results)
 	return rep
+}
+
+// observeDestroyed counts the sessions whose record results deleted and,
+// for those torn down at a deadline, how late after it.
+func (c *Controller) observeDestroyed(sess *desired.Session, results []Result) {
+	if c.Metrics == nil {
+		return
+	}
+	for _, r := range results {
+		if r.Action.Kind != reconcile.KindDeleteSession || r.Err != nil || r.Outcome != actions.Changed {
+			continue
+		}
+		var deadline time.Time
+		if sess != nil && sess.ID == r.Action.SessionID {
+			switch r.Action.Reason {
+			case reconcile.ReasonGraceExpired:
+				deadline = sess.GraceExpiry
+			case reconcile.ReasonLifetimeExceeded:
+				deadline = sess.MaxLifetimeAt
+			}
+		}
+		c.Metrics.ObserveDestroyed(string(r.Action.Reason), deadline, c.Clock.Now())
+	}
 }
 
 // executePlan executes the actions of key k in order and stops at the
@@ -388,7 +408,7 @@ func (c *Controller) executePlan(ctx context.Context, k desired.SessionKey, acts
 	results := make([]Result, 0, len(acts))
 	for len(acts) > 0 {
 		n := 1
-		if k == desired.Unattributed && acts[0].Kind.Effect() == "remove" {
+		if k == desired.Unattributed && acts[0].Kind.Effect() == reconcile.EffectRemove {
 			for n < len(acts) && acts[n].Kind == acts[0].Kind {
 				n++
 			}
@@ -443,16 +463,18 @@ func (c *Controller) executeConcurrently(ctx context.Context, k desired.SessionK
 
 // execute executes one action of key k, logging it first.
 func (c *Controller) execute(ctx context.Context, k desired.SessionKey, a reconcile.Action) Result {
-	_, dry := c.Executor.(*actions.Recording)
-	if !dry {
-		c.Log.Info(actionMessage(a.Kind), "user", k.User, "project", k.Project, "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
+	if c.Executor == nil {
+		return Result{Action: a, Err: fmt.Errorf("%s %s: this controller only plans (dry run)", a.Kind, a.Target)}
 	}
-	if a.Kind == reconcile.KindDeleteSession && !dry {
+	c.Log.Info(actionMessage(a.Kind), "user", k.User, "project", k.Project, "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
+	if a.Kind == reconcile.KindDeleteSession {
 		if err := c.confirmGone(ctx, k, a.SessionID); err != nil {
+			c.Metrics.ObserveAction(string(a.Kind), string(a.Reason), "", err)
 			return Result{Action: a, Err: err}
 		}
 	}
 	o, err := c.Executor.Execute(ctx, a)
+	c.Metrics.ObserveAction(string(a.Kind), string(a.Reason), string(o), err)
 	return Result{Action: a, Outcome: o, Err: err}
 }
 
@@ -463,7 +485,7 @@ func (c *Controller) confirmGone(ctx context.Context, k desired.SessionKey, sess
 	if k == desired.Unattributed {
 		return nil
 	}
-	objs, err := dockerobs.ListKey(ctx, c.Observer, k)
+	objs, err := c.Observer.ListKey(ctx, k)
 	if err != nil {
 		return fmt.Errorf("confirming that session %s is gone from Docker: %w", k, err)
 	}
@@ -558,36 +580,25 @@ func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []de
 	}
 }
 
-// ReconcileOnce runs one pass. With no keys it plans everything and
-// reconciles the keys that have work; with keys, only those. Keys are
-// reconciled concurrently: those with a session at most Workers at a time;
+// ReconcileOnce runs one pass: it plans everything and reconciles the
+// keys that have work (a single key: ReconcileKey). Keys are reconciled
+// concurrently: those with a session at most Workers at a time;
 // in a full pass, those with only orphans at most RemoveWorkers at a time
 // and planned from the pass's own list (see planOrphanKey).
-func (c *Controller) ReconcileOnce(ctx context.Context, ks ...desired.SessionKey) (Report, error) {
-	var (
-		plan reconcile.Plan
-		pass *passState
-		err  error
-	)
-	var decided *[]reconcile.Hold
-	if len(ks) == 0 {
-		plan, pass, err = c.planAll(ctx)
-		// Held keys too, so their reports say what was held.
-		ks = plan.Keys()
-		for _, a := range plan.Held {
-			if !slices.Contains(ks, a.Key) {
-				ks = append(ks, a.Key)
-			}
-		}
-		decided = &plan.Holds
-	} else {
-		plan, err = c.PlanKeys(ctx, ks)
-	}
+func (c *Controller) ReconcileOnce(ctx context.Context) (Report, error) {
+	plan, pass, err := c.planAll(ctx)
 	if err != nil {
 		return Report{}, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
+	// Held keys too, so their reports say what was held.
+	ks := plan.Keys()
+	for _, a := range plan.Held {
+		if !slices.Contains(ks, a.Key) {
+			ks = append(ks, a.Key)
+		}
+	}
 	rep := Report{Plan: plan, Keys: make([]KeyReport, len(ks))}
-	c.runPass(ctx, ks, pass, decided, rep.Keys)
+	c.runPass(ctx, ks, pass, &plan.Holds, rep.Keys)
 	return rep, nil
 }
 

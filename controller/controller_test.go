@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/observed/dockerobs"
+
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
@@ -406,7 +408,7 @@ func newEnv(t *testing.T) *env {
 	})
 	ex := &fakeExecutor{store: st, world: w, now: clk.Now}
 	c := &controller.Controller{
-		Store: st, KeyDir: keyDir, LockDir: filepath.Join(dir, "locks"), Observer: w, Executor: ex,
+		Store: st, KeyDir: keyDir, LockDir: filepath.Join(dir, "locks"), Observer: dockerobs.Lister{API: w}, Executor: ex,
 		Options: reconcile.Options{OrphanMinAge: 10 * time.Minute, PendingTimeout: 5 * time.Minute},
 		Clock:   clk, Log: funcr.New(logs.add, funcr.Options{Verbosity: 1}), Workers: 2,
 		ReconcileTimeout: time.Minute, LockTimeout: 5 * time.Second, Guard: reconcile.GuardLimits{MaxUnplannedRemovals: 5},
@@ -941,9 +943,17 @@ func TestReconcileOnceLoadFailureExecutesNothing(t *testing.T) {
 				worldBefore := e.world.names()
 				tc.breakIt(t, e)
 
-				_, err := e.ctrl.ReconcileOnce(context.Background(), keys...)
-				if !errors.Is(err, controller.ErrLoad) || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("ReconcileOnce(%v) error = %v, want one wrapping ErrLoad and containing %q", keys, err, tc.want)
+				var err error
+				if keys == nil {
+					_, err = e.ctrl.ReconcileOnce(context.Background())
+					if !errors.Is(err, controller.ErrLoad) {
+						t.Fatalf("ReconcileOnce error = %v, want one wrapping ErrLoad", err)
+					}
+				} else {
+					err = e.ctrl.ReconcileKey(context.Background(), keys[0]).Err
+				}
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("reconcile of %v: error = %v, want one containing %q", keys, err, tc.want)
 				}
 				if got := e.exec.executed(); len(got) != 0 {
 					t.Fatalf("ReconcileOnce(%v) executed %v after a load failure, want nothing", keys, steps(got))

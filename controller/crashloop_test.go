@@ -105,7 +105,7 @@ func TestCrashLoopCountStartsOverAfterUptime(t *testing.T) {
 	if _, err := e.store.RecordRestart(ctx, s.ID, 2, epoch.Add(2*time.Second), epoch); err != nil {
 		t.Fatal(err)
 	}
-	plan, err := e.ctrl.PlanKeys(ctx, []desired.SessionKey{alice})
+	plan, err := e.ctrl.PlanKeysWith(ctx, []desired.SessionKey{alice}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

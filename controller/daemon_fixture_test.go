@@ -391,7 +391,7 @@ func newFixture(t *testing.T) *fixture {
 		}
 	})
 	c := &Controller{Guard: reconcile.GuardLimits{MaxUnplannedRemovals: 5},
-		Store: st, KeyDir: keyDir, LockDir: filepath.Join(dir, "locks"), Observer: fd, Executor: ex,
+		Store: st, KeyDir: keyDir, LockDir: filepath.Join(dir, "locks"), Observer: dockerobs.Lister{API: fd}, Executor: ex,
 		Options: reconcile.Options{OrphanMinAge: 0, PendingTimeout: time.Minute},
 		Clock:   clk, Log: logs.logger(), Workers: 2, ReconcileTimeout: time.Minute, LockTimeout: 10 * time.Second,
 	}

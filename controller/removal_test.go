@@ -131,7 +131,7 @@ func TestReconcileOnceRemovesOrphansConcurrently(t *testing.T) {
 			// removals themselves are under test.
 			e.ctrl.Guard.Allow = true
 			obs := &countingObserver{API: e.world}
-			e.ctrl.Observer = obs
+			e.ctrl.Observer = dockerobs.Lister{API: obs}
 			alice, carol := desired.SessionKey{User: "alice"}, desired.SessionKey{User: "carol"}
 			e.addUser(t, "alice")
 			e.addUser(t, "carol")
@@ -232,7 +232,7 @@ func TestReconcileOnceReplansAnOrphanKeyThatGainedASession(t *testing.T) {
 	dave := desired.SessionKey{User: "dave"}
 	e.addUser(t, "dave")
 	obs := &countingObserver{API: e.world}
-	e.ctrl.Observer = obs
+	e.ctrl.Observer = dockerobs.Lister{API: obs}
 	// An old orphan of an earlier generation, gone with the pass.
 	e.world.addContainer("podspawn-dave-old", map[string]string{
 		observed.LabelManagedBy: observed.ManagedByValue, observed.LabelUser: "dave", observed.LabelSession: "gone",

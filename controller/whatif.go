@@ -6,7 +6,6 @@ import (
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
 	"github.com/podspawn/podspawn/observed"
-	"github.com/podspawn/podspawn/observed/dockerobs"
 	"github.com/podspawn/podspawn/observed/proc"
 	"github.com/podspawn/podspawn/reconcile"
 )
@@ -54,9 +53,9 @@ func (c *Controller) PlanKeysWith(ctx context.Context, ks []desired.SessionKey, 
 // managed object without a valid user and project label).
 func (c *Controller) observeKey(ctx context.Context, k desired.SessionKey) ([]observed.Object, error) {
 	if k != desired.Unattributed {
-		return dockerobs.ListKey(ctx, c.Observer, k)
+		return c.Observer.ListKey(ctx, k)
 	}
-	all, err := dockerobs.List(ctx, c.Observer, "")
+	all, err := c.Observer.List(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -5,8 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/observed/dockerobs"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -15,7 +19,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	testingclock "k8s.io/utils/clock/testing"
 
-	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/sqlstore"
@@ -69,8 +72,8 @@ func TestPlanKeysWith(t *testing.T) {
 		containers: []container.Summary{{ID: "c1", Names: []string{"/podspawn-alice-web"}, State: container.StateRunning, Labels: labels}},
 		networks:   []network.Summary{{ID: "n1", Name: "podspawn-alice-web-net", Labels: labels}},
 	}
-	rec := &actions.Recording{}
-	c := &controller.Controller{Store: st, KeyDir: keyDir, LockDir: filepath.Join(dir, "locks"), Observer: obs, Executor: rec,
+	rec := &recorder{}
+	c := &controller.Controller{Store: st, KeyDir: keyDir, LockDir: filepath.Join(dir, "locks"), Observer: dockerobs.Lister{API: obs}, Executor: rec,
 		Clock: testingclock.NewFakeClock(epoch), Log: logr.Discard()}
 	before, err := st.Load(ctx)
 	if err != nil {
@@ -150,8 +153,8 @@ func TestPlanKeysWith(t *testing.T) {
 			if diff := cmp.Diff(before, after); diff != "" {
 				t.Errorf("the store changed (-before +after):\n%s", diff)
 			}
-			if len(rec.Actions) != 0 {
-				t.Errorf("actions executed: %v", rec.Actions)
+			if len(rec.actions) != 0 {
+				t.Errorf("actions executed: %v", rec.actions)
 			}
 		})
 	}
@@ -161,4 +164,18 @@ func TestPlanKeysWith(t *testing.T) {
 	if _, err := c.PlanKeysWith(ctx, []desired.SessionKey{key}, nil); err == nil {
 		t.Error("PlanKeysWith with a missing key directory succeeded")
 	}
+}
+
+// recorder is an executor that only records, to show that planning
+// executes nothing.
+type recorder struct {
+	mu      sync.Mutex
+	actions []reconcile.Action
+}
+
+func (r *recorder) Execute(_ context.Context, a reconcile.Action) (actions.Outcome, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.actions = append(r.actions, a)
+	return actions.Changed, nil
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -133,6 +134,9 @@ type Cleanup struct {
 	CrashLoopResetAfter  Duration `yaml:"crash_loop_reset_after"`
 	CrashLoopBackoff     Duration `yaml:"crash_loop_backoff"`
 	CrashLoopBackoffMax  Duration `yaml:"crash_loop_backoff_max"`
+	// MetricsAddr is where the daemon serves /metrics, /healthz and
+	// /readyz (host:port); empty, the default, serves nothing.
+	MetricsAddr string `yaml:"metrics_addr"`
 }
 
 type SSH struct {
@@ -432,6 +436,11 @@ func (c *Config) validate() error {
 		return fmt.Errorf("invalid cleanup.crash_loop_backoff_max %q: must be at least cleanup.crash_loop_backoff (%s)",
 			c.Cleanup.CrashLoopBackoffMax.Duration, c.Cleanup.CrashLoopBackoff.Duration)
 	}
+	if c.Cleanup.MetricsAddr != "" {
+		if err := ValidateListenAddr(c.Cleanup.MetricsAddr); err != nil {
+			return fmt.Errorf("invalid cleanup.metrics_addr: %w", err)
+		}
+	}
 	if c.Log.AuditLog != "" && !filepath.IsAbs(c.Log.AuditLog) {
 		return fmt.Errorf("invalid log.audit_log %q: must be an absolute path, or empty to disable the audit log", c.Log.AuditLog)
 	}
@@ -459,4 +468,21 @@ func (c Config) SecuritySpec() desired.Security {
 		Tmpfs:           c.Security.Tmpfs,
 		Runtime:         c.Security.Runtime,
 	}
+}
+
+// ValidateListenAddr checks a host:port listen address: the host is an IP
+// address, localhost or empty (every interface), the port a number from 1
+// to 65535.
+func ValidateListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:9464): %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q must be a number from 1 to 65535", addr, port)
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return fmt.Errorf("%q: host %q must be an IP address, localhost or empty (every interface)", addr, host)
+	}
+	return nil
 }

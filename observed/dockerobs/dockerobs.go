@@ -240,3 +240,21 @@ func (i Inspector) InspectContainer(ctx context.Context, ref string) (observed.O
 	}
 	return o, true, nil
 }
+
+// Lister is observed.Lister for Docker.
+type Lister struct{ API API }
+
+// List returns every labelled object (List).
+func (l Lister) List(ctx context.Context) ([]observed.Object, error) {
+	return List(ctx, l.API, "")
+}
+
+// ListKey returns the objects of one session key (ListKey).
+func (l Lister) ListKey(ctx context.Context, k desired.SessionKey) ([]observed.Object, error) {
+	return ListKey(ctx, l.API, k)
+}
+
+// CountContainers counts the labelled containers (CountContainers).
+func (l Lister) CountContainers(ctx context.Context) (int, error) {
+	return CountContainers(ctx, l.API)
+}

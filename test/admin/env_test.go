@@ -16,13 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/actions/dockeract"
+	"github.com/podspawn/podspawn/observed/dockerobs"
+
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 
-	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/observed"
@@ -63,8 +65,8 @@ func (e *adminEnv) startSession(key desired.SessionKey, services ...desired.Serv
 	defer st.Close()
 	ctx := context.Background()
 	ctrl := &controller.Controller{
-		Store: st, KeyDir: e.KeyDir, LockDir: filepath.Join(e.StateDir, "locks"), Observer: e.Docker,
-		Executor: &actions.Docker{API: e.Docker, Store: st, Now: time.Now},
+		Store: st, KeyDir: e.KeyDir, LockDir: filepath.Join(e.StateDir, "locks"), Observer: dockerobs.Lister{API: e.Docker},
+		Executor: &dockeract.Executor{API: e.Docker, Store: st, Now: time.Now},
 		Options:  reconcile.Options{OrphanMinAge: 30 * time.Second, PendingTimeout: 2 * time.Minute},
 		Clock:    clock.RealClock{}, Log: logr.Discard(), ReconcileTimeout: 2 * time.Minute, LockTimeout: 30 * time.Second,
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/actions/dockeract"
+
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
@@ -120,9 +122,9 @@ func TestSteadyStatePassListsOncePerKind(t *testing.T) {
 	defer dc.Close()
 	dc.NegotiateAPIVersion(ctx) // outside the measured pass
 	obs := &countingObserver{API: dc, calls: map[string]int{}}
-	ex := &countingExecutor{Executor: &actions.Docker{API: dc, Store: st, Now: time.Now}}
+	ex := &countingExecutor{Executor: &dockeract.Executor{API: dc, Store: st, Now: time.Now}}
 	ctrl := &controller.Controller{
-		Store: st, KeyDir: e.KeyDir, LockDir: e.StateDir + "/locks", Observer: obs, Executor: ex,
+		Store: st, KeyDir: e.KeyDir, LockDir: e.StateDir + "/locks", Observer: dockerobs.Lister{API: obs}, Executor: ex,
 		Options: reconcile.Options{OrphanMinAge: 30 * time.Second, PendingTimeout: 2 * time.Minute},
 		Clock:   clock.RealClock{}, Log: testr.New(t), Workers: 4,
 	}

@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/actions/dockeract"
+
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/test/harness"
 )
@@ -33,7 +34,7 @@ func newDmEnvCleanup(t testing.TB, grace time.Duration, cleanup string) *dmEnv {
 func (e *dmEnv) crashOnStart(name string) {
 	e.t.Helper()
 	script := `rm /bin/sleep && printf '#!/bin/sh\necho "boom: cannot start" >&2\nexit 3\n' >/bin/sleep && chmod 755 /bin/sleep`
-	code, out, err := actions.Exec(context.Background(), e.Docker, name, []string{"sh", "-c", script}, "root")
+	code, out, err := dockeract.Exec(context.Background(), e.Docker, name, []string{"sh", "-c", script}, "root")
 	if err != nil || code != 0 {
 		e.t.Fatalf("replacing /bin/sleep in %s: exit %d, %v: %s", name, code, err, out)
 	}

@@ -49,9 +49,6 @@ func newRoot(t *testing.T, extra string) *root {
 	sshdConfig := filepath.Join(t.TempDir(), "sshd_config")
 	env := harness.NewEnv(t, harness.Options{Extra: "ssh:\n  sshd_config: " + sshdConfig + "\n  auth_keys_user: root\n" + extra})
 	r := &root{Env: env, binDir: filepath.Join(env.Root, "bin"), sshd: sshdConfig}
-	// A healthy server has its host access rules (NewEnv puts the host's
-	// back when the test ends).
-	harness.InstallHostFirewall(t)
 	must(t, os.MkdirAll(r.binDir, 0o755))
 	must(t, os.MkdirAll(filepath.Join(env.StateDir, "locks"), 0o700))
 	must(t, os.Chmod(env.KeyDir, 0o750)) // root's, readable by the auth-keys group (root here)

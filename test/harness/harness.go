@@ -149,6 +149,11 @@ func NewEnv(t testing.TB, o Options) *Env {
 	t.Helper()
 	EnsureImage(t)
 	KeepHostFirewall(t)
+	// A server has its host access rules from server-setup or its first
+	// session; starting from them keeps a test's first cleanup from
+	// reporting their installation (tests of the installation remove them
+	// first).
+	InstallHostFirewall(t)
 	root := t.TempDir()
 	os.Chmod(root, 0o755)
 	e := &Env{T: t, Root: root, ConfigPath: filepath.Join(root, "etc", "config.yaml"), KeyDir: filepath.Join(root, "etc", "keys"),

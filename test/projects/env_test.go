@@ -15,10 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/actions/dockeract"
+
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
-	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/projects"
 	"github.com/podspawn/podspawn/test/harness"
@@ -258,7 +259,7 @@ func (e *env) dockerExec(ctr, user string, cmd ...string) (int, string) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	code, out, err := actions.Exec(ctx, e.dc, ctr, cmd, user)
+	code, out, err := dockeract.Exec(ctx, e.dc, ctr, cmd, user)
 	if err != nil {
 		e.t.Fatalf("docker exec %s %v: %v", ctr, cmd, err)
 	}
@@ -269,7 +270,7 @@ func (e *env) dockerExec(ctr, user string, cmd ...string) (int, string) {
 func (e *env) tryExec(ctr, user string, cmd ...string) (int, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return actions.Exec(ctx, e.dc, ctr, cmd, user)
+	return dockeract.Exec(ctx, e.dc, ctr, cmd, user)
 }
 
 // holdsOpen reports whether process pid has path open.
@@ -300,7 +301,7 @@ func (e *env) containerImage(name string) string {
 // imageExists reports whether ref is present.
 func (e *env) imageExists(ref string) bool {
 	e.t.Helper()
-	ok, err := actions.ImageExists(context.Background(), e.dc, ref)
+	ok, err := dockeract.ImageExists(context.Background(), e.dc, ref)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package actions
+package dockeract
 
 import (
 	"context"
@@ -7,13 +7,6 @@ import (
 	"github.com/podspawn/podspawn/actions/hostfw"
 	"github.com/podspawn/podspawn/reconcile"
 )
-
-// HostFirewall keeps the host access rules in place (hostfw.Firewall):
-// with security.block_host_access, session networks cannot reach the
-// host's own services.
-type HostFirewall interface {
-	Ensure(ctx context.Context) ([]string, error)
-}
 
 // sessionNetworkOptions names the network's bridge interface so that the
 // host access rules match it (hostfw.BridgeName).
@@ -27,7 +20,7 @@ func sessionNetworkOptions(network string) map[string]string {
 // check reads the rules and writes only when they differ, and runs again
 // for every creation, also when a network left by an earlier failure is
 // adopted.
-func (d *Docker) ensureHostFirewall(ctx context.Context, k reconcile.Kind) error {
+func (d *Executor) ensureHostFirewall(ctx context.Context, k reconcile.Kind) error {
 	if d.HostFirewall == nil || (k != reconcile.KindCreateNetwork && k != reconcile.KindCreateContainer) {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package actions_test
+package dockeract_test
 
 import (
 	"bufio"
@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/podspawn/podspawn/actions/dockeract"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -36,7 +38,7 @@ func (f *fixture) killAction(leaseID int64, targetID string) reconcile.Action {
 func TestKillLeaseProcesses(t *testing.T) {
 	wantRun := func(f *fixture) []execRun {
 		return []execRun{{Container: f.sess.Spec.ContainerName, User: "alice",
-			Cmd: []string{"sh", "-c", actions.LeaseKillScript, "podspawn-kill", "PODSPAWN_LEASE=7"}}}
+			Cmd: []string{"sh", "-c", dockeract.LeaseKillScript, "podspawn-kill", "PODSPAWN_LEASE=7"}}}
 	}
 	for name, tc := range map[string]struct {
 		ctr      *object // the container in the fake world, if any
@@ -142,7 +144,7 @@ func TestLeaseKillScript(t *testing.T) {
 
 			run := func() string {
 				t.Helper()
-				cmd := exec.Command(argv[0], append(argv[1:], "-c", actions.LeaseKillScript, "podspawn-kill", marker)...)
+				cmd := exec.Command(argv[0], append(argv[1:], "-c", dockeract.LeaseKillScript, "podspawn-kill", marker)...)
 				out, err := cmd.CombinedOutput()
 				if err != nil {
 					t.Fatalf("%s: %v\n%s", name, err, out)

@@ -1,4 +1,4 @@
-package actions_test
+package dockeract_test
 
 import (
 	"bufio"
@@ -14,6 +14,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/podspawn/podspawn/desired/spec"
+
+	"github.com/podspawn/podspawn/actions/dockeract"
 
 	"github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types"
@@ -60,7 +64,7 @@ type execRun struct {
 	Cmd       []string
 }
 
-// fakeDocker implements actions.DockerAPI over an in-memory world with
+// fakeDocker implements dockeract.API over an in-memory world with
 // the daemon's semantics that matter here (name conflicts, NotFound, the
 // volume create that returns an existing volume). Hook, when set, runs
 // first on every call and can fail it.
@@ -468,7 +472,7 @@ func (f *fakeDocker) execsRun() []execRun {
 type fixture struct {
 	docker *fakeDocker
 	store  *sqlstore.Store
-	exec   *actions.Docker
+	exec   *dockeract.Executor
 	sess   *desired.Session
 }
 
@@ -491,7 +495,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	d := newFakeDocker()
-	return &fixture{docker: d, store: st, sess: sess, exec: &actions.Docker{API: d, Store: st, Now: func() time.Time { return now }}}
+	return &fixture{docker: d, store: st, sess: sess, exec: &dockeract.Executor{API: d, Store: st, Now: func() time.Time { return now }}}
 }
 
 func (f *fixture) labels(role, service string) map[string]string {
@@ -514,7 +518,7 @@ func (f *fixture) action(kind reconcile.Kind, target string) reconcile.Action {
 		a.Labels = f.labels(observed.RoleService, "db")
 	case reconcile.KindCreateContainer:
 		a.Labels = f.labels(observed.RoleSession, "")
-		a.Container = &reconcile.ContainerSpec{
+		a.Container = &spec.Container{
 			Role: observed.RoleSession, Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
 			Network: f.sess.Spec.NetworkName, Aliases: []string{f.sess.Spec.ContainerName}, User: "alice", Shell: "/bin/sh",
 		}
@@ -526,7 +530,7 @@ func (f *fixture) serviceAction() reconcile.Action {
 	a := f.action(reconcile.KindCreateContainer, f.sess.Spec.ServiceContainerName("db"))
 	a.Reason = reconcile.ReasonSessionCreating
 	a.Labels = f.labels(observed.RoleService, "db")
-	a.Container = &reconcile.ContainerSpec{
+	a.Container = &spec.Container{
 		Role: observed.RoleService, Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"}, Network: f.sess.Spec.NetworkName,
 		Volumes: []desired.VolumeMount{{Name: f.sess.Spec.VolumeName("db", "data"), Target: "/data"}},
 	}
@@ -1081,61 +1085,18 @@ func TestCreateContainerWithoutSpecIsTerminal(t *testing.T) {
 	}
 }
 
-func TestRecordingRecordsAndChangesNothing(t *testing.T) {
-	f := newFixture(t)
-	rec := &actions.Recording{}
-	as := []reconcile.Action{
-		f.action(reconcile.KindMarkTerminating, "session alice@web"),
-		f.action(reconcile.KindRemoveContainer, "podspawn-alice-web"),
-		f.action(reconcile.KindDeleteSession, "session alice@web"),
-	}
-	var wg sync.WaitGroup
-	outcomes := make([]actions.Outcome, len(as))
-	for i, a := range as {
-		o, err := rec.Execute(context.Background(), a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		outcomes[i] = o
-	}
-	// Concurrent use (workers share the executor) is safe.
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rec.Execute(context.Background(), as[0])
-		}()
-	}
-	wg.Wait()
-	if diff := cmp.Diff([]actions.Outcome{actions.WouldChange, actions.WouldChange, actions.WouldChange}, outcomes); diff != "" {
-		t.Fatalf("outcomes (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(as, rec.Actions[:3]); diff != "" {
-		t.Fatalf("recorded (-want +got):\n%s", diff)
-	}
-	if n := len(rec.Actions); n != 11 {
-		t.Fatalf("recorded %d actions, want 11", n)
-	}
-	if s := f.row(t); s == nil || s.Status != desired.StatusCreating {
-		t.Fatalf("row = %+v, want it untouched", s)
-	}
-	if calls := f.docker.callLog(); len(calls) != 0 {
-		t.Fatalf("Docker calls during a dry run: %v", calls)
-	}
-}
-
 func TestExecReturnsExitCodeAndOutput(t *testing.T) {
 	d := newFakeDocker()
 	d.put(observed.KindContainer, object{ID: "c-1", Name: "podspawn-alice", Running: true})
 	d.execExit, d.execOutput = 3, "no such user\n"
-	code, out, err := actions.Exec(context.Background(), d, "c-1", []string{"id", "alice"}, "root")
+	code, out, err := dockeract.Exec(context.Background(), d, "c-1", []string{"id", "alice"}, "root")
 	if err != nil || code != 3 || out != "no such user\n" {
 		t.Fatalf("Exec = %d, %q, %v; want 3, %q, nil", code, out, err, "no such user\n")
 	}
 	if diff := cmp.Diff([]execRun{{Container: "podspawn-alice", User: "root", Cmd: []string{"id", "alice"}}}, d.execsRun()); diff != "" {
 		t.Fatalf("exec (-want +got):\n%s", diff)
 	}
-	if _, _, err := actions.Exec(context.Background(), d, "c-gone", []string{"true"}, "root"); !errdefs.IsNotFound(err) {
+	if _, _, err := dockeract.Exec(context.Background(), d, "c-gone", []string{"true"}, "root"); !errdefs.IsNotFound(err) {
 		t.Fatalf("Exec in a missing container: err = %v, want NotFound", err)
 	}
 }
@@ -1155,7 +1116,7 @@ func TestExecGivesUpWhenTheContextEnds(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		code, out, err := actions.Exec(ctx, d, "c-1", []string{"sh", "-c", "sleep infinity"}, "root")
+		code, out, err := dockeract.Exec(ctx, d, "c-1", []string{"sh", "-c", "sleep infinity"}, "root")
 		done <- result{code, out, err}
 	}()
 	var peer net.Conn

@@ -1,4 +1,4 @@
-package actions_test
+package dockeract_test
 
 import (
 	"context"

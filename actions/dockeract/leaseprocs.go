@@ -1,4 +1,4 @@
-package actions
+package dockeract
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/reconcile"
 )
@@ -83,9 +84,9 @@ var leaseKillNotRunnable = map[int]bool{126: true, 127: true}
 // killLeaseProcesses runs leaseKillScript in the container the plan saw.
 // A container that is gone or stopped took its processes with it, so the
 // kill succeeds without doing anything; so does a scan that finds none.
-func (d *Docker) killLeaseProcesses(ctx context.Context, a reconcile.Action) (Outcome, error) {
+func (d *Executor) killLeaseProcesses(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
 	if a.LeaseID <= 0 || a.Key.User == "" {
-		return "", fmt.Errorf("%s without a lease id or user: %w", a.Kind, ErrTerminal)
+		return "", fmt.Errorf("%s without a lease id or user: %w", a.Kind, actions.ErrTerminal)
 	}
 	ref := a.TargetID
 	if ref == "" {
@@ -94,20 +95,20 @@ func (d *Docker) killLeaseProcesses(ctx context.Context, a reconcile.Action) (Ou
 	code, out, err := Exec(ctx, d.API, ref, []string{"sh", "-c", leaseKillScript, "podspawn-kill", desired.LeaseMarker(a.LeaseID)}, a.Key.User)
 	switch {
 	case errdefs.IsNotFound(err):
-		return Unchanged, nil
-	case errdefs.IsConflict(err) && strings.Contains(err.Error(), "is not running"):
-		return Unchanged, nil
+		return actions.Unchanged, nil
+	case notRunning(err):
+		return actions.Unchanged, nil
 	case err != nil:
 		return "", err
 	case leaseKillNotRunnable[code]:
 		return "", fmt.Errorf("cannot run sh as %s in the container (exit %d: %s); the image needs sh to end a dead connection's processes, "+
 			"and the lease is kept (it counts as a connection) until the container stops or is removed ('podspawn stop %s'): %w",
-			a.Key.User, code, strings.TrimSpace(out), a.Key, ErrTerminal)
+			a.Key.User, code, strings.TrimSpace(out), a.Key, actions.ErrTerminal)
 	case code != 0:
 		return "", fmt.Errorf("killing the processes of connection %d: exit %d: %s", a.LeaseID, code, strings.TrimSpace(out))
 	}
 	if strings.Contains(out, "killed ") {
-		return Changed, nil
+		return actions.Changed, nil
 	}
-	return Unchanged, nil
+	return actions.Unchanged, nil
 }

@@ -1,4 +1,4 @@
-package actions
+package dockeract
 
 import (
 	"bytes"
@@ -19,12 +19,13 @@ import (
 	"github.com/go-logr/logr"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/reconcile"
 )
 
-// DockerAPI is the part of the Docker client the executor uses.
-type DockerAPI interface {
+// API is the part of the Docker client the executor uses.
+type API interface {
 	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, containerName string) (container.CreateResponse, error)
 	ContainerStart(ctx context.Context, containerID string, options container.StartOptions) error
 	ContainerUnpause(ctx context.Context, containerID string) error
@@ -44,9 +45,9 @@ type DockerAPI interface {
 }
 
 // Docker executes actions against Docker and the store.
-type Docker struct {
-	API   DockerAPI
-	Store Store
+type Executor struct {
+	API   API
+	Store actions.Store
 	Now   func() time.Time
 	// Log receives what an action finds out on the way that is worth
 	// keeping (a crash-looping container's last output). The zero Logger
@@ -54,16 +55,16 @@ type Docker struct {
 	Log logr.Logger
 	// HostFirewall, when set, is ensured before anything of a session is
 	// created (hostfirewall.go).
-	HostFirewall HostFirewall
+	HostFirewall actions.HostFirewall
 }
 
 // Execute runs one action idempotently.
-func (d *Docker) Execute(ctx context.Context, a reconcile.Action) (Outcome, error) {
-	if o, ok, err := executeStore(ctx, d.Store, a, d.Now()); ok {
+func (d *Executor) Execute(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
+	if o, ok, err := actions.ExecuteStore(ctx, d.Store, a, d.Now()); ok {
 		return o, err
 	}
 	var (
-		o   Outcome
+		o   actions.Outcome
 		err error
 	)
 	if err := d.ensureHostFirewall(ctx, a.Kind); err != nil {
@@ -110,10 +111,10 @@ func notOwned(kind, name string, labels map[string]string, a reconcile.Action) e
 	default:
 		who = fmt.Sprintf("belongs to another session (user %q, project %q, session %q)", labels[observed.LabelUser], labels[observed.LabelProject], labels[observed.LabelSession])
 	}
-	return fmt.Errorf("%s %s already exists and %s; remove or rename it: %w", kind, name, who, ErrTerminal)
+	return fmt.Errorf("%s %s already exists and %s; remove or rename it: %w", kind, name, who, actions.ErrTerminal)
 }
 
-func (d *Docker) removeContainer(ctx context.Context, a reconcile.Action) (Outcome, error) {
+func (d *Executor) removeContainer(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
 	ref := a.TargetID
 	if ref == "" {
 		ref = a.Target
@@ -123,13 +124,13 @@ func (d *Docker) removeContainer(ctx context.Context, a reconcile.Action) (Outco
 	}
 	err := d.API.ContainerRemove(ctx, ref, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	if errdefs.IsNotFound(err) {
-		return Unchanged, nil
+		return actions.Unchanged, nil
 	}
 	// A removal already in progress (another pass) finishes on its own.
-	if err != nil && strings.Contains(err.Error(), "is already in progress") {
-		return Unchanged, nil
+	if removalInProgress(err) {
+		return actions.Unchanged, nil
 	}
-	return outcome(true, err)
+	return actions.OutcomeOf(true, err)
 }
 
 // logTailMax bounds the output logged for one container.
@@ -139,7 +140,7 @@ const logTailMax = 4096
 // it is removed: a container torn down for crash-looping takes the reason
 // it kept failing with it otherwise. Failing to read them never holds the
 // removal up.
-func (d *Docker) logTail(ctx context.Context, ref string, a reconcile.Action) {
+func (d *Executor) logTail(ctx context.Context, ref string, a reconcile.Action) {
 	log := d.Log.WithValues("user", a.Key.User, "project", a.Key.Project, "container", a.Target, "reason", a.Reason)
 	rc, err := d.API.ContainerLogs(ctx, ref, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: fmt.Sprint(a.LogTail)})
 	if err != nil {
@@ -160,37 +161,37 @@ func (d *Docker) logTail(ctx context.Context, ref string, a reconcile.Action) {
 	log.Info("Last output of the container before its removal", "detail", a.Detail, "output", tail)
 }
 
-func (d *Docker) removeNetwork(ctx context.Context, a reconcile.Action) (Outcome, error) {
+func (d *Executor) removeNetwork(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
 	ref := a.TargetID
 	if ref == "" {
 		ref = a.Target
 	}
 	err := d.API.NetworkRemove(ctx, ref)
 	if errdefs.IsNotFound(err) {
-		return Unchanged, nil
+		return actions.Unchanged, nil
 	}
 	// The session's own containers are removed before its network, so an
 	// endpoint left is a container podspawn did not attach. Retryable: the
 	// removal goes through once someone disconnects it.
-	if err != nil && strings.Contains(err.Error(), "has active endpoints") {
+	if activeEndpoints(err) {
 		return "", fmt.Errorf("%w (a container outside this session is attached to the network; "+
 			"run `docker network inspect %s` to find it and `docker network disconnect %s <container>` to detach it)", err, a.Target, a.Target)
 	}
-	return outcome(true, err)
+	return actions.OutcomeOf(true, err)
 }
 
-func (d *Docker) removeVolume(ctx context.Context, a reconcile.Action) (Outcome, error) {
+func (d *Executor) removeVolume(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
 	err := d.API.VolumeRemove(ctx, a.Target, false)
 	if errdefs.IsNotFound(err) {
-		return Unchanged, nil
+		return actions.Unchanged, nil
 	}
-	return outcome(true, err)
+	return actions.OutcomeOf(true, err)
 }
 
-func (d *Docker) createNetwork(ctx context.Context, a reconcile.Action) (Outcome, error) {
+func (d *Executor) createNetwork(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
 	_, err := d.API.NetworkCreate(ctx, a.Target, network.CreateOptions{Driver: "bridge", Labels: a.Labels, Options: sessionNetworkOptions(a.Target)})
 	if err == nil {
-		return Changed, nil
+		return actions.Changed, nil
 	}
 	existing, ierr := d.API.NetworkInspect(ctx, a.Target, network.InspectOptions{})
 	if ierr != nil {
@@ -203,16 +204,10 @@ func (d *Docker) createNetwork(ctx context.Context, a reconcile.Action) (Outcome
 	if !owned(existing.Labels, a) {
 		return "", notOwned("network", a.Target, existing.Labels, a)
 	}
-	return Unchanged, nil
+	return actions.Unchanged, nil
 }
 
-// poolsExhausted recognises dockerd's refusal to create a network when
-// its address pools have no free range left.
-func poolsExhausted(err error) bool {
-	return strings.Contains(err.Error(), "non-overlapping") && strings.Contains(err.Error(), "address pool")
-}
-
-func (d *Docker) createVolume(ctx context.Context, a reconcile.Action) (Outcome, error) {
+func (d *Executor) createVolume(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
 	// Docker's volume create returns the existing volume instead of
 	// failing, so ownership is checked before creating.
 	existing, err := d.API.VolumeInspect(ctx, a.Target)
@@ -220,21 +215,21 @@ func (d *Docker) createVolume(ctx context.Context, a reconcile.Action) (Outcome,
 		if !owned(existing.Labels, a) {
 			return "", notOwned("volume", a.Target, existing.Labels, a)
 		}
-		return Unchanged, nil
+		return actions.Unchanged, nil
 	}
 	if !errdefs.IsNotFound(err) {
 		return "", err
 	}
 	_, err = d.API.VolumeCreate(ctx, volume.CreateOptions{Name: a.Target, Labels: a.Labels})
-	return outcome(true, err)
+	return actions.OutcomeOf(true, err)
 }
 
 // adoptContainer takes over the existing container of a's name after a
 // create conflict: refused unless it carries the session's labels;
-// unpaused when paused; done (Unchanged) when it already runs. Otherwise
+// unpaused when paused; done (actions.Unchanged) when it already runs. Otherwise
 // it returns the id to start, and whether it ran before (its files may be
 // the user's work).
-func (d *Docker) adoptContainer(ctx context.Context, a reconcile.Action, createErr error) (id string, ranBefore bool, done Outcome, err error) {
+func (d *Executor) adoptContainer(ctx context.Context, a reconcile.Action, createErr error) (id string, ranBefore bool, done actions.Outcome, err error) {
 	existing, ierr := d.API.ContainerInspect(ctx, a.Target)
 	if ierr != nil {
 		return "", false, "", fmt.Errorf("%w (and inspecting the existing container failed: %v)", createErr, ierr)
@@ -252,28 +247,28 @@ func (d *Docker) adoptContainer(ctx context.Context, a reconcile.Action, createE
 		if err := d.API.ContainerUnpause(ctx, existing.ID); err != nil {
 			return "", false, "", fmt.Errorf("unpausing: %w", err)
 		}
-		return existing.ID, true, Changed, nil
+		return existing.ID, true, actions.Changed, nil
 	}
 	if existing.State != nil && existing.State.Running {
-		return existing.ID, true, Unchanged, nil
+		return existing.ID, true, actions.Unchanged, nil
 	}
 	return existing.ID, existing.State != nil && ranAt(existing.State.StartedAt), "", nil
 }
 
-func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outcome, error) {
+func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
 	spec := a.Container
 	if spec == nil {
-		return "", fmt.Errorf("create-container without a container spec: %w", ErrTerminal)
+		return "", fmt.Errorf("create-container without a container spec: %w", actions.ErrTerminal)
 	}
 	cfg, host, netCfg := containerConfig(a)
-	res := Changed
+	res := actions.Changed
 	id := ""
 	// ranBefore: an existing container that was started before, so its
 	// files may be the user's work.
 	ranBefore := false
 	created, err := d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
 	// A missing network is also "not found"; only a missing image is pulled.
-	if errdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "no such image") {
+	if missingImage(err) {
 		if perr := d.pull(ctx, spec.Image); perr != nil {
 			return "", perr
 		}
@@ -283,11 +278,11 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 	case err == nil:
 		id = created.ID
 	case errdefs.IsConflict(err):
-		var done Outcome
+		var done actions.Outcome
 		if id, ranBefore, done, err = d.adoptContainer(ctx, a, err); err != nil || done != "" {
 			return done, err
 		}
-		res = Unchanged
+		res = actions.Unchanged
 	default:
 		return "", err
 	}
@@ -309,7 +304,7 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 				// user's: never removed here. One that stopped again at
 				// once is the crash-loop back-off's to handle.
 				if c, ierr := d.API.ContainerInspect(ctx, id); ierr == nil && c.State != nil && !c.State.Running {
-					return Changed, nil
+					return actions.Changed, nil
 				}
 				return "", err
 			}
@@ -324,8 +319,8 @@ func (d *Docker) createContainer(ctx context.Context, a reconcile.Action) (Outco
 			return "", err
 		}
 	}
-	if res == Unchanged {
-		return Changed, nil // it was adopted but had to be started
+	if res == actions.Unchanged {
+		return actions.Changed, nil // it was adopted but had to be started
 	}
 	return res, nil
 }
@@ -337,7 +332,7 @@ func ranAt(startedAt string) bool {
 	return err == nil && t.Year() > 1
 }
 
-func (d *Docker) pull(ctx context.Context, ref string) error {
+func (d *Executor) pull(ctx context.Context, ref string) error {
 	rc, err := d.API.ImagePull(ctx, ref, image.PullOptions{})
 	if err != nil {
 		return fmt.Errorf("image %s is not available locally and could not be pulled (build it or pull it first): %w", ref, err)
@@ -414,7 +409,7 @@ gid=$(grep "^$u:" /etc/passwd | cut -d: -f4)
 if [ ! -d "$home" ]; then mkdir -p "$home"; chown "$uid:$gid" "$home"; chmod 0750 "$home"; fi
 `
 
-func (d *Docker) setupUser(ctx context.Context, id, user, shell string) error {
+func (d *Executor) setupUser(ctx context.Context, id, user, shell string) error {
 	code, out, err := Exec(ctx, d.API, id, []string{"sh", "-c", userSetupScript, "podspawn-setup", user, shell}, "root")
 	if err != nil {
 		return fmt.Errorf("setting up user %s in the container: %w", user, err)
@@ -427,7 +422,7 @@ func (d *Docker) setupUser(ctx context.Context, id, user, shell string) error {
 
 // Exec runs cmd in a container without a TTY and returns its exit code and
 // combined output.
-func Exec(ctx context.Context, api DockerAPI, id string, cmd []string, user string) (int, string, error) {
+func Exec(ctx context.Context, api API, id string, cmd []string, user string) (int, string, error) {
 	ex, err := api.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true})
 	if err != nil {
 		return -1, "", err

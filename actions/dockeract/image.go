@@ -1,4 +1,4 @@
-package actions
+package dockeract
 
 import (
 	"archive/tar"
@@ -36,12 +36,17 @@ func ImageExists(ctx context.Context, api ImageInspector, ref string) (bool, err
 	return err == nil, err
 }
 
-// DockerImages answers controller.ImageChecker from the local image store.
-type DockerImages struct{ API ImageInspector }
+// Images is the local image store (actions.Images).
+type Images struct{ API ImageAPI }
 
 // ImageExists reports whether ref is present locally.
-func (d DockerImages) ImageExists(ctx context.Context, ref string) (bool, error) {
+func (d Images) ImageExists(ctx context.Context, ref string) (bool, error) {
 	return ImageExists(ctx, d.API, ref)
+}
+
+// BuildImage builds tag from a Dockerfile alone (see BuildImage).
+func (d Images) BuildImage(ctx context.Context, tag, dockerfile string) (string, error) {
+	return BuildImage(ctx, d.API, tag, dockerfile)
 }
 
 // BuildImage builds tag from a Dockerfile alone (no other context), with

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/actions/audit"
 	"github.com/podspawn/podspawn/actions/dockeract"
 	"github.com/podspawn/podspawn/actions/dockerexec"
 	"github.com/podspawn/podspawn/controller"
@@ -75,6 +76,14 @@ type App struct {
 	// dockerObserver, when set before the client is made, times every
 	// Docker request (the daemon's metrics).
 	dockerObserver dockerobs.RequestObserver
+
+	// The audit log (see audit.go): the writer, why it could not be
+	// opened, who this process acts for, and the executors that record
+	// session.create and session.destroy.
+	audit      *audit.Writer
+	auditErr   error
+	auditActor string
+	auditExecs []*audit.Executor
 }
 
 // Runtime is the container runtime behind podspawn's own interfaces.
@@ -223,6 +232,11 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 	var ex actions.Executor
 	if !o.DryRun {
 		ex = rt.Executor(st, executorFirewall(cfg), a.Log)
+		// A log that failed to open was refused or accepted by openAudit.
+		w, _ := a.Audit()
+		ax := &audit.Executor{Next: ex, Audit: w, Actor: a.auditActor, Log: a.Log}
+		a.auditExecs = append(a.auditExecs, ax)
+		ex = ax
 	}
 	workers := o.Workers
 	if workers < 1 {
@@ -250,6 +264,7 @@ func (a *App) Close() {
 	if a.docker != nil {
 		a.docker.Close()
 	}
+	a.audit.Close()
 }
 
 // newLogger is the zap logger of the cleanup daemon and of spawn's log
@@ -312,9 +327,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return 2
 	}
-	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newCommandLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: newClock()}
+	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newCommandLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: newClock(),
+		auditActor: audit.AdminActor(os.Getenv("SUDO_USER"), os.Getuid())}
 	defer app.Close()
-	if err := kctx.Run(app); err != nil {
+	if err := runAudited(kctx, app, args); err != nil {
 		var ee *ExitError
 		if errors.As(err, &ee) {
 			if ee.Err != nil {

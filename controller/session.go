@@ -78,7 +78,7 @@ func (s *Sessions) acquire(ctx context.Context, user string) (*lock.Lock, error)
 // so the user's command never runs under it.
 func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachment, error) {
 	if err := s.checkRegistered(key.User); err != nil {
-		return nil, err
+		return nil, &DeniedError{Reason: DeniedUnknownUser, Err: err}
 	}
 	self := s.Self
 	if self == nil {
@@ -93,6 +93,11 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 		return nil, err
 	}
 	defer l.Unlock()
+	// remove-user takes this lock too: a user removed while we waited
+	// gets no session.
+	if err := s.checkRegistered(key.User); err != nil {
+		return nil, &DeniedError{Reason: DeniedUserRemoved, Err: err}
+	}
 
 	res, why, err := s.record(ctx, key, me)
 	if err != nil {
@@ -127,6 +132,22 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 	}
 	return att, nil
 }
+
+// Reasons of a DeniedError.
+const (
+	DeniedUnknownUser = "unknown-user"
+	DeniedUserRemoved = "user-removed"
+)
+
+// DeniedError is a connection refused by policy (as opposed to a failure
+// to start its session), for the audit log's auth.denied.
+type DeniedError struct {
+	Reason string
+	Err    error
+}
+
+func (e *DeniedError) Error() string { return e.Err.Error() }
+func (e *DeniedError) Unwrap() error { return e.Err }
 
 // checkRegistered refuses a user without a key file before anything is
 // written for them.

@@ -83,6 +83,9 @@ func (s State) Dir() string { return filepath.Dir(s.DBPath) }
 type Log struct {
 	File     string `yaml:"file"`
 	AuditLog string `yaml:"audit_log"`
+	// AuditRequired: when the audit log cannot be written, commands that
+	// change state fail and spawn refuses connections (false: warn only).
+	AuditRequired bool `yaml:"audit_required"`
 }
 
 type Security struct {
@@ -208,6 +211,7 @@ func Defaults() Config {
 			CrashLoopBackoff: Duration{time.Second}, CrashLoopBackoffMax: Duration{5 * time.Minute}},
 		SSH: SSH{SFTPServer: "/usr/lib/openssh/sftp-server", UseSudo: true, Group: "podspawn",
 			AuthKeysUser: "podspawn-auth", SSHDConfig: "/etc/ssh/sshd_config"},
+		Log:          Log{AuditRequired: true},
 		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
 		ProjectsFile: "/etc/podspawn/projects.yaml",
 	}
@@ -436,6 +440,9 @@ func (c *Config) validate() error {
 		if err := ValidateListenAddr(c.Cleanup.MetricsAddr); err != nil {
 			return fmt.Errorf("invalid cleanup.metrics_addr: %w", err)
 		}
+	}
+	if c.Log.AuditLog != "" && !filepath.IsAbs(c.Log.AuditLog) {
+		return fmt.Errorf("invalid log.audit_log %q: must be an absolute path, or empty to disable the audit log", c.Log.AuditLog)
 	}
 	// A list, not a map: with two bad paths, the same one is reported every time.
 	for _, f := range []struct{ name, p string }{

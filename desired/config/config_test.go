@@ -155,6 +155,36 @@ func TestCrashLoopKeys(t *testing.T) {
 	}
 }
 
+// The audit log is off by default and required once set; bad values are
+// errors that name the key.
+func TestAuditKeys(t *testing.T) {
+	if d := Defaults().Log; d.AuditLog != "" || !d.AuditRequired {
+		t.Fatalf("log defaults = %+v, want no audit log, audit_required true", d)
+	}
+	cfg, err := Parse([]byte("log:\n  audit_log: /var/log/podspawn/audit.log\n  audit_required: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.Log; l.AuditLog != "/var/log/podspawn/audit.log" || l.AuditRequired {
+		t.Fatalf("log = %+v", l)
+	}
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"relative path":   {"log:\n  audit_log: audit.log\n", `invalid log.audit_log "audit.log": must be an absolute path`},
+		"word required":   {"log:\n  audit_required: maybe\n", `line 2 (log.audit_required): cannot unmarshal !!str`},
+		"unknown log key": {"log:\n  audit: /x\n", `line 2 (log.audit): field audit not found`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Load(p); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestMetricsAddr(t *testing.T) {
 	if d := Defaults().Cleanup.MetricsAddr; d != "" {
 		t.Fatalf("default cleanup.metrics_addr = %q, want empty (off)", d)

@@ -52,12 +52,13 @@ type CLI struct {
 	Spawn         SpawnCmd         `cmd:"" help:"Forced command of every podspawn key: serve one SSH connection in the user's session container."`
 	ServerSetup   ServerSetupCmd   `cmd:"" name:"server-setup" help:"Prepare this host: accounts, directories, sudoers rule and the sshd_config block (idempotent)."`
 
-	List       ListCmd       `cmd:"" help:"List the sessions in the state database."`
-	Stop       StopCmd       `cmd:"" help:"Destroy a session: its container, services, network and record."`
-	Status     StatusCmd     `cmd:"" help:"Show session, connection and container counts (or Prometheus metrics)."`
-	ListUsers  ListUsersCmd  `cmd:"" name:"list-users" help:"List the users of the key directory and their key counts."`
-	AddUser    AddUserCmd    `cmd:"" name:"add-user" help:"Add a user's public keys and create (or adopt) the host account sshd needs."`
-	RemoveUser RemoveUserCmd `cmd:"" name:"remove-user" help:"Remove a user's key file (and, with --force, destroy their sessions)."`
+	List         ListCmd         `cmd:"" help:"List the sessions in the state database."`
+	Stop         StopCmd         `cmd:"" help:"Destroy a session: its container, services, network and record."`
+	Status       StatusCmd       `cmd:"" help:"Show session, connection and container counts (or Prometheus metrics)."`
+	ListUsers    ListUsersCmd    `cmd:"" name:"list-users" help:"List the users of the key directory and their key counts."`
+	AddUser      AddUserCmd      `cmd:"" name:"add-user" help:"Add a user's public keys and create (or adopt) the host account sshd needs."`
+	FinishDetach FinishDetachCmd `cmd:"" name:"finish-detach" hidden:"" help:"Tear down a session that ended at its last disconnect (started by spawn)."`
+	RemoveUser   RemoveUserCmd   `cmd:"" name:"remove-user" help:"Remove a user's key file (and, with --force, destroy their sessions)."`
 }
 
 // App carries what commands share, built lazily so that a command pays

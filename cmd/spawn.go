@@ -89,6 +89,7 @@ func (c *SpawnCmd) Run(a *App) error {
 	sessions := &controller.Sessions{
 		C: ctrl, Config: cfg, Containers: rt, Images: rt, Log: log,
 		OnCreate: spawn.OnCreate(execer, log),
+		Handoff:  func(key desired.SessionKey) error { return startFinishDetach(a, key) },
 	}
 	server := &spawn.Server{Sessions: sessions, Exec: execer, SFTPServer: cfg.SSH.SFTPServer, Log: log,
 		Audit: spawn.Auditing{Log: a.audit, Required: cfg.Log.AuditRequired}}

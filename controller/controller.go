@@ -403,23 +403,25 @@ func (c *Controller) observeDestroyed(sess *desired.Session, results []Result) {
 // the teardown order (containers, then networks, which Docker refuses
 // while a container is attached, then volumes). Every other key is one
 // session's chain (container before network, row last), executed one
-// action after another.
+// action after another, except the creations that do not depend on each
+// other (sideBySide).
 func (c *Controller) executePlan(ctx context.Context, k desired.SessionKey, acts []reconcile.Action, removals chan struct{}) ([]Result, error) {
 	results := make([]Result, 0, len(acts))
 	for len(acts) > 0 {
 		n := 1
-		if k == desired.Unattributed && acts[0].Kind.Effect() == reconcile.EffectRemove {
-			for n < len(acts) && acts[n].Kind == acts[0].Kind {
-				n++
-			}
+		for n < len(acts) && sideBySide(k, acts[0], acts[n]) {
+			n++
 		}
-		if n == 1 {
+		switch {
+		case n == 1:
 			results = append(results, c.execute(ctx, k, acts[0]))
-		} else {
+		case acts[0].Kind.Effect() == reconcile.EffectRemove:
 			if removals == nil {
 				removals = make(chan struct{}, c.removeWorkers())
 			}
 			results = append(results, c.executeConcurrently(ctx, k, acts[:n], removals)...)
+		default:
+			results = append(results, c.executeConcurrently(ctx, k, acts[:n], make(chan struct{}, n))...)
 		}
 		for _, r := range results[len(results)-n:] {
 			if r.Err != nil {
@@ -459,6 +461,23 @@ func (c *Controller) executeConcurrently(ctx context.Context, k desired.SessionK
 	}
 	wg.Wait()
 	return results
+}
+
+// sideBySide reports whether a may run at the same time as first, the
+// start of a run of actions of key k. A session's volumes have nothing to
+// wait for but its network, which comes before them in the plan; its
+// containers (services and the session container) wait only for the
+// network and volumes, so a new session starts its containers at once.
+// Removals side by side are the unattributed key's (see executePlan).
+func sideBySide(k desired.SessionKey, first, a reconcile.Action) bool {
+	if a.Kind != first.Kind {
+		return false
+	}
+	switch a.Kind {
+	case reconcile.KindCreateVolume, reconcile.KindCreateContainer:
+		return true
+	}
+	return k == desired.Unattributed && a.Kind.Effect() == reconcile.EffectRemove
 }
 
 // execute executes one action of key k, logging it first.

@@ -373,10 +373,16 @@ func (c *keyCtx) teardownReason(live int, sessCtr *item, persistent bool) (Reaso
 		// A stopped container is started again (see ensure): its files are
 		// the user's work. A missing one has nothing left to keep.
 		return ReasonContainerGone, fmt.Sprintf("container %s is missing", s.Spec.ContainerName), phaseTeardown
-	case s.Status == desired.StatusRunning && live == 0 && (s.Mode == desired.ModeDestroyOnDisconnect || (s.Mode == desired.ModeGracePeriod && s.GracePeriod <= 0)):
+	case s.Status == desired.StatusRunning && live == 0 && EndsAtDisconnect(s):
 		return ReasonDisconnected, fmt.Sprintf("last connection ended (mode %s, grace period %s)", s.Mode, human(s.GracePeriod)), phaseTeardown
 	}
 	return "", "", 0
+}
+
+// EndsAtDisconnect reports whether s is torn down as soon as its last
+// connection ends: destroy-on-disconnect, or a grace period of zero.
+func EndsAtDisconnect(s *desired.Session) bool {
+	return s.Mode == desired.ModeDestroyOnDisconnect || (s.Mode == desired.ModeGracePeriod && s.GracePeriod <= 0)
 }
 
 // ensure creates what a live generation is missing: its network, service

@@ -320,6 +320,12 @@ func TestAbruptDisconnects(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 		settle(t, u, spawnPID)
+		// spawn sent the shell SIGHUP (through a pidfd); its terminal's
+		// hangup took the sleep with it.
+		name := desired.ContainerName(desired.SessionKey{User: u.Name})
+		if p := containerProcs(t, s.Docker, name); p["sleep 1000"] {
+			t.Errorf("the command of the hung-up connection still runs: %v", keysOf(p))
+		}
 	})
 	t.Run("spawn killed with SIGKILL", func(t *testing.T) {
 		u := s.user("ssb")

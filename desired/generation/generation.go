@@ -70,7 +70,7 @@ func Project(cfg config.Config, name string) (projects.Project, *projects.Podfil
 	}
 	p, ok := reg[name]
 	if !ok {
-		return projects.Project{}, nil, fmt.Errorf("project %q is not registered on this server; ask an admin to run podspawn add-project", name)
+		return projects.Project{}, nil, desired.ForUser(fmt.Errorf("project %q is not registered on this server; ask an admin to run podspawn add-project", name))
 	}
 	pf, err := readPodfile(name, p)
 	if err != nil {

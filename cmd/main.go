@@ -225,8 +225,22 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 		Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: rt, Executor: ex,
 		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration, CrashLoop: crashLoop(cfg.Cleanup)},
 		Clock:   a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
-		Guard: reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
+		Guard:     reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
+		Monotonic: monotonic(a.Clock),
 	}, nil
+}
+
+// processStart anchors the monotonic clock of clock-step detection.
+var processStart = time.Now()
+
+// monotonic is the monotonic clock that lets a controller detect steps of
+// the wall clock between passes; only the real clock has one (a fake
+// clock in tests moves on its own).
+func monotonic(c clock.WithTicker) func() time.Duration {
+	if _, ok := c.(clock.RealClock); !ok {
+		return nil
+	}
+	return func() time.Duration { return time.Since(processStart) }
 }
 
 // crashLoop is the crash-loop policy of the cleanup section.

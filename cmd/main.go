@@ -98,6 +98,8 @@ type dockerRuntime struct {
 	dockeract.Images
 	api *client.Client
 	now func() time.Time
+	// diskUnsupported is defaults.disk_unsupported.
+	diskUnsupported string
 }
 
 func newDockerRuntime(dc *client.Client, now func() time.Time) *dockerRuntime {
@@ -110,7 +112,7 @@ func (r *dockerRuntime) Ping(ctx context.Context) error {
 }
 
 func (r *dockerRuntime) Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor {
-	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw}
+	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, DiskUnsupported: r.diskUnsupported}
 }
 
 func (r *dockerRuntime) Execer(log logr.Logger) actions.Execer {
@@ -184,7 +186,11 @@ func (a *App) Runtime() (Runtime, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.runtime = newDockerRuntime(dc, a.Clock.Now)
+		rt := newDockerRuntime(dc, a.Clock.Now)
+		if cfg, err := a.Config(); err == nil {
+			rt.diskUnsupported = cfg.Defaults.DiskUnsupported
+		}
+		a.runtime = rt
 	}
 	return a.runtime, nil
 }

@@ -116,6 +116,7 @@ type ContainerSpec struct {
 	Aliases     []string              `json:"aliases,omitempty"`
 	CPUs        float64               `json:"cpus,omitempty"`
 	MemoryBytes int64                 `json:"memory_bytes,omitempty"`
+	DiskBytes   int64                 `json:"disk_bytes,omitempty"`
 	Security    desired.Security      `json:"security"`
 	Volumes     []desired.VolumeMount `json:"volumes,omitempty"`
 	Mounts      []desired.Mount       `json:"mounts,omitempty"`

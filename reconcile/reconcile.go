@@ -481,7 +481,7 @@ func (c *keyCtx) sessionSpec() *ContainerSpec {
 	return &ContainerSpec{
 		Role: observed.RoleSession, Image: sp.Image, Cmd: []string{"sleep", "infinity"},
 		Env: append([]string(nil), sp.Env...), Hostname: sp.Hostname, Network: sp.NetworkName, Aliases: []string{sp.ContainerName},
-		CPUs: sp.CPUs, MemoryBytes: sp.MemoryBytes, Security: cloneSecurity(sp.Security), Mounts: append([]desired.Mount(nil), sp.Mounts...),
+		CPUs: sp.CPUs, MemoryBytes: sp.MemoryBytes, DiskBytes: sp.DiskBytes, Security: cloneSecurity(sp.Security), Mounts: append([]desired.Mount(nil), sp.Mounts...),
 		User: c.key.User, Shell: sp.Shell,
 	}
 }
@@ -492,13 +492,17 @@ func (c *keyCtx) serviceSpec(svc desired.Service) *ContainerSpec {
 	if mem == 0 {
 		mem = sp.MemoryBytes
 	}
+	disk := svc.DiskBytes
+	if disk == 0 {
+		disk = sp.DiskBytes
+	}
 	vols := make([]desired.VolumeMount, 0, len(svc.Volumes))
 	for _, v := range svc.Volumes {
 		vols = append(vols, desired.VolumeMount{Name: sp.VolumeName(svc.Name, v.Name), Target: v.Target})
 	}
 	return &ContainerSpec{
 		Role: observed.RoleService, Image: svc.Image, Cmd: append([]string(nil), svc.Command...), Env: append([]string(nil), svc.Env...),
-		Hostname: svc.Name, Network: sp.NetworkName, Aliases: []string{svc.Name}, CPUs: svc.CPUs, MemoryBytes: mem,
+		Hostname: svc.Name, Network: sp.NetworkName, Aliases: []string{svc.Name}, CPUs: svc.CPUs, MemoryBytes: mem, DiskBytes: disk,
 		Security: cloneSecurity(sp.Security), Volumes: vols,
 	}
 }

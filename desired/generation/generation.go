@@ -48,6 +48,7 @@ func resolveSpec(cfg config.Config, key desired.SessionKey) (desired.Spec, desir
 		Shell:         cfg.Defaults.Shell,
 		CPUs:          cfg.Defaults.CPUs,
 		MemoryBytes:   cfg.Defaults.MemoryBytes,
+		DiskBytes:     cfg.Defaults.DiskBytes,
 		Hostname:      hostname,
 		ContainerName: desired.ContainerName(key),
 		NetworkName:   desired.NetworkName(key),

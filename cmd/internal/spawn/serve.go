@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/term"
@@ -19,8 +20,10 @@ type Connection struct {
 	// OriginalCommand is SSH_ORIGINAL_COMMAND ("" for a shell).
 	OriginalCommand string
 	// Term is the client's TERM.
-	Term  string
-	Stdio Stdio
+	Term string
+	// Client is the client's address (from SSH_CONNECTION), for the audit log.
+	Client string
+	Stdio  Stdio
 }
 
 // Attachment is a connection's hold on its session (the controller's).
@@ -39,6 +42,7 @@ type Server struct {
 	// SFTPServer is the sftp server's path inside session images.
 	SFTPServer string
 	Log        logr.Logger
+	Audit      Auditing
 }
 
 // Serve attaches the connection to its session, runs its process in the
@@ -54,6 +58,10 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 	// and reconcile timeouts; a hangup is honoured once it returns.
 	att, err := s.Attach(context.WithoutCancel(ctx), c.Key)
 	if err != nil {
+		if reason := DeniedReason(err); reason != "" {
+			AuditDenied(sv.Audit.Log, func(werr error) { sv.Log.Error(werr, "Writing audit event failed", "event", "auth.denied") },
+				c.Key.User, c.Key.Project, c.Client, reason, err)
+		}
 		return -1, err
 	}
 	spec := att.Session.Spec
@@ -80,6 +88,13 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 			return sftpMissingExitCode, nil
 		}
 	}
+	if err := sv.auditConnect(c, att, cmd); err != nil {
+		if derr := s.Detach(att); derr != nil {
+			log.Error(derr, "Detaching connection failed; the next reconcile releases it")
+		}
+		return -1, err
+	}
+	started := time.Now()
 	log.V(1).Info("Running connection process", "tty", cmd.TTY)
 	code, err := runProcess(logr.NewContext(ctx, log), ex, actions.ExecSpec{
 		Container: att.ContainerID,
@@ -90,6 +105,7 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 		Argv:      cmd.Argv,
 		TTY:       cmd.TTY,
 	}, c.Stdio)
+	sv.auditDisconnect(c, att, cmd, code, err, started)
 	if derr := s.Detach(att); derr != nil {
 		log.Error(derr, "Detaching connection failed; the next reconcile releases it")
 	}

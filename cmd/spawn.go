@@ -52,7 +52,7 @@ func (c *SpawnCmd) Run(a *App) error {
 	// A connection is not served without its audit record (unless
 	// log.audit_required is false).
 	if err := a.openAudit(); err != nil {
-		return fail(fmt.Errorf("refusing the connection: %w", err))
+		return fail(spawn.Incident(log, fmt.Errorf("refusing the connection: %w", err), "write its audit log, so it refused the connection"))
 	}
 	client := audit.ClientAddress(os.Getenv("SSH_CONNECTION"))
 	denied := func(user, project, reason string, err error) {

@@ -282,8 +282,14 @@ func TestAuditLogRequired(t *testing.T) {
 		t.Fatalf("after the refused stop: session %+v, want it untouched in grace_period", row)
 	}
 	ssh := s.runSSH(alice, nil, "", "echo ran")
-	if ssh.Code != 255 || strings.Contains(ssh.Stdout, "ran") || !strings.Contains(ssh.Stderr, "refusing the connection: cannot open audit log "+bad) {
+	// The user learns that the connection was refused and an incident id;
+	// the path and the error are for the administrator, in spawn's log.
+	if ssh.Code != 255 || strings.Contains(ssh.Stdout, "ran") || !strings.Contains(ssh.Stderr, "write its audit log, so it refused the connection (incident ") ||
+		strings.Contains(ssh.Stderr, bad) {
 		t.Fatalf("ssh with an unwritable audit log: exit %d\nstdout: %s\nstderr: %s", ssh.Code, ssh.Stdout, ssh.Stderr)
+	}
+	if log, _ := os.ReadFile(s.LogPath); !strings.Contains(string(log), "cannot open audit log "+bad) {
+		t.Fatalf("spawn's log does not say which audit log failed:\n%s", log)
 	}
 
 	setAuditConfig(t, s, "  audit_log: "+bad+"\n  audit_required: false\n")

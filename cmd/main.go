@@ -48,6 +48,7 @@ type CLI struct {
 	Doctor        DoctorCmd        `cmd:"" help:"Run preflight checks of Docker, sshd, directories, disk and state; exit 1 if any failed."`
 	Update        UpdateCmd        `cmd:"" help:"Replace this binary with the latest release (checksum-verified, atomic); --check only reports."`
 	AuthKeys      AuthKeysCmd      `cmd:"" name:"auth-keys" help:"sshd AuthorizedKeysCommand: print the user's keys, each forced to 'podspawn spawn'."`
+	AgentDial     AgentDialCmd     `cmd:"" name:"agent-dial" hidden:"" help:"Internal: spawn's helper that connects to the forwarded agent as the SSH user."`
 	Spawn         SpawnCmd         `cmd:"" help:"Forced command of every podspawn key: serve one SSH connection in the user's session container."`
 	ServerSetup   ServerSetupCmd   `cmd:"" name:"server-setup" help:"Prepare this host: accounts, directories, sudoers rule and the sshd_config block (idempotent)."`
 
@@ -98,6 +99,8 @@ type dockerRuntime struct {
 	dockeract.Images
 	api *client.Client
 	now func() time.Time
+	// agentDir is state.agent_dir (the executor removes a generation's).
+	agentDir string
 }
 
 func newDockerRuntime(dc *client.Client, now func() time.Time) *dockerRuntime {
@@ -110,7 +113,7 @@ func (r *dockerRuntime) Ping(ctx context.Context) error {
 }
 
 func (r *dockerRuntime) Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor {
-	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw}
+	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, AgentDir: r.agentDir}
 }
 
 func (r *dockerRuntime) Execer(log logr.Logger) actions.Execer {
@@ -184,7 +187,11 @@ func (a *App) Runtime() (Runtime, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.runtime = newDockerRuntime(dc, a.Clock.Now)
+		r := newDockerRuntime(dc, a.Clock.Now)
+		if cfg, err := a.Config(); err == nil {
+			r.agentDir = cfg.State.AgentDir
+		}
+		a.runtime = r
 	}
 	return a.runtime, nil
 }

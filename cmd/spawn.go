@@ -74,10 +74,14 @@ func (c *SpawnCmd) Run(a *App) error {
 		OnCreate: spawn.OnCreate(execer, log),
 	}
 	server := &spawn.Server{Sessions: sessions, Exec: execer, SFTPServer: cfg.SSH.SFTPServer, Log: log}
+	if cfg.SSH.AllowAgentForwarding {
+		server.Agent = &spawn.Agent{Exec: execer, Dialer: newAgentDialer, Log: log}
+	}
 	code, err := server.Serve(ctx, spawn.Connection{
 		Key:             desired.SessionKey{User: user, Project: project},
 		OriginalCommand: os.Getenv("SSH_ORIGINAL_COMMAND"),
 		Term:            os.Getenv("TERM"),
+		AuthSock:        os.Getenv("SSH_AUTH_SOCK"),
 		Stdio:           spawn.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 	})
 	if err != nil {

@@ -205,10 +205,39 @@ type VolumeMount struct {
 	Target string `json:"target"`
 }
 
-// Mount is a host bind mount into the session container (persistent homes).
+// Mount is a host bind mount into the session container (persistent homes,
+// forwarded agent sockets).
 type Mount struct {
 	Source string `json:"source"`
 	Target string `json:"target"`
+	// Prepare says what the executor creates at Source before the
+	// container: nothing ("") or a directory of MountPrep's kind.
+	Prepare MountPrep `json:"prepare,omitempty"`
+}
+
+// MountPrep is the kind of host directory a mount needs.
+type MountPrep string
+
+const (
+	// PrepareAgentDir: a root-owned 0711 directory, one per generation, in
+	// which each connection forwarding an agent gets a subdirectory.
+	PrepareAgentDir MountPrep = "agent-dir"
+	// PrepareHome: a persistent home, owned by the container user, 0700.
+	PrepareHome MountPrep = "home"
+)
+
+// AgentMountTarget is where a generation's agent directory appears in
+// its session container.
+const AgentMountTarget = "/run/podspawn/agent"
+
+// AgentMount returns the generation's agent mount, if it has one.
+func (s Spec) AgentMount() (Mount, bool) {
+	for _, m := range s.Mounts {
+		if m.Prepare == PrepareAgentDir {
+			return m, true
+		}
+	}
+	return Mount{}, false
 }
 
 // ServiceContainerName is the Docker name of a companion service container.

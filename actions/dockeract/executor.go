@@ -56,6 +56,9 @@ type Executor struct {
 	// HostFirewall, when set, is ensured before anything of a session is
 	// created (hostfirewall.go).
 	HostFirewall actions.HostFirewall
+	// AgentDir is state.agent_dir: a session generation's directory of
+	// forwarded agent sockets is removed with its session container.
+	AgentDir string
 }
 
 // Execute runs one action idempotently.
@@ -123,14 +126,17 @@ func (d *Executor) removeContainer(ctx context.Context, a reconcile.Action) (act
 		d.logTail(ctx, ref, a)
 	}
 	err := d.API.ContainerRemove(ctx, ref, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if errdefs.IsNotFound(err) {
-		return actions.Unchanged, nil
+	o, err := actions.OutcomeOf(true, err)
+	// Gone already, or a removal in progress (another pass) finishes on its own.
+	if errdefs.IsNotFound(err) || removalInProgress(err) {
+		o, err = actions.Unchanged, nil
 	}
-	// A removal already in progress (another pass) finishes on its own.
-	if removalInProgress(err) {
-		return actions.Unchanged, nil
+	if err == nil {
+		if rerr := removeAgentDir(d.AgentDir, a); rerr != nil {
+			return "", rerr
+		}
 	}
-	return actions.OutcomeOf(true, err)
+	return o, err
 }
 
 // logTailMax bounds the output logged for one container.
@@ -259,6 +265,9 @@ func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 	spec := a.Container
 	if spec == nil {
 		return "", fmt.Errorf("create-container without a container spec: %w", actions.ErrTerminal)
+	}
+	if err := prepareMounts(spec); err != nil {
+		return "", err
 	}
 	cfg, host, netCfg := containerConfig(a)
 	res := actions.Changed

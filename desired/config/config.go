@@ -72,6 +72,9 @@ type State struct {
 	DBPath   string `yaml:"db_path"`
 	LockDir  string `yaml:"lock_dir"`
 	HomesDir string `yaml:"homes_dir"`
+	// AgentDir holds, per session generation, the directory bind-mounted
+	// into the session container for forwarded ssh-agent sockets.
+	AgentDir string `yaml:"agent_dir"`
 	// ProjectsDir holds the clones of registered projects.
 	ProjectsDir string `yaml:"projects_dir"`
 }
@@ -138,8 +141,9 @@ type SSH struct {
 	// loopback services and other users' containers from the host side.
 	AllowTCPForwarding bool `yaml:"allow_tcp_forwarding"`
 	// AllowAgentForwarding lets sshd accept the client's ssh-agent (the
-	// key line's agent-forwarding option and the sshd block). podspawn
-	// does not pass the agent into session containers yet.
+	// key line's agent-forwarding option and the sshd block), and gives
+	// each connection that forwards one a relay socket in its session
+	// container (SSH_AUTH_SOCK).
 	AllowAgentForwarding bool `yaml:"allow_agent_forwarding"`
 	// SFTPServer is the sftp-server binary inside session containers.
 	SFTPServer string `yaml:"sftp_server"`
@@ -187,6 +191,7 @@ func Defaults() Config {
 			DBPath:      "/var/lib/podspawn/state.db",
 			LockDir:     "/var/lib/podspawn/locks",
 			HomesDir:    "/var/lib/podspawn/homes",
+			AgentDir:    "/run/podspawn/agent",
 			ProjectsDir: "/var/lib/podspawn/projects",
 		},
 		Security: Security{
@@ -431,7 +436,7 @@ func (c *Config) validate() error {
 	// A list, not a map: with two bad paths, the same one is reported every time.
 	for _, f := range []struct{ name, p string }{
 		{"auth.key_dir", c.Auth.KeyDir}, {"state.db_path", c.State.DBPath}, {"state.lock_dir", c.State.LockDir},
-		{"state.homes_dir", c.State.HomesDir}, {"state.projects_dir", c.State.ProjectsDir}, {"projects_file", c.ProjectsFile},
+		{"state.homes_dir", c.State.HomesDir}, {"state.agent_dir", c.State.AgentDir}, {"state.projects_dir", c.State.ProjectsDir}, {"projects_file", c.ProjectsFile},
 	} {
 		name, p := f.name, f.p
 		if !filepath.IsAbs(p) {

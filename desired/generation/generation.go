@@ -6,6 +6,7 @@ package generation
 
 import (
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -23,9 +24,17 @@ func New(cfg config.Config, key desired.SessionKey, now time.Time) (*desired.Ses
 	if err != nil {
 		return nil, fmt.Errorf("resolving the session of %s: %w", key, err)
 	}
+	id := sqlstore.NewSessionID()
+	if cfg.SSH.AllowAgentForwarding {
+		// The mount must exist when the container is created, so every
+		// generation gets it; a connection without an agent leaves it empty.
+		spec.Mounts = append(spec.Mounts, desired.Mount{
+			Source: filepath.Join(cfg.State.AgentDir, id), Target: desired.AgentMountTarget, Prepare: desired.PrepareAgentDir,
+		})
+	}
 	return &desired.Session{
 		Key:           key,
-		ID:            sqlstore.NewSessionID(),
+		ID:            id,
 		Mode:          mode,
 		Status:        desired.StatusCreating,
 		CreatedAt:     now,

@@ -19,8 +19,11 @@ type Connection struct {
 	// OriginalCommand is SSH_ORIGINAL_COMMAND ("" for a shell).
 	OriginalCommand string
 	// Term is the client's TERM.
-	Term  string
-	Stdio Stdio
+	Term string
+	// AuthSock is sshd's socket of the client's forwarded agent
+	// (SSH_AUTH_SOCK; "" without ssh -A).
+	AuthSock string
+	Stdio    Stdio
 }
 
 // Attachment is a connection's hold on its session (the controller's).
@@ -38,7 +41,9 @@ type Server struct {
 	Exec     actions.Execer
 	// SFTPServer is the sftp server's path inside session images.
 	SFTPServer string
-	Log        logr.Logger
+	// Agent forwards the client's agent into the container (nil: never).
+	Agent *Agent
+	Log   logr.Logger
 }
 
 // Serve attaches the connection to its session, runs its process in the
@@ -80,16 +85,28 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 			return sftpMissingExitCode, nil
 		}
 	}
-	log.V(1).Info("Running connection process", "tty", cmd.TTY)
+	env := connectionEnv(c, spec.Shell, att.LeaseID)
+	sock, stopAgent, err := sv.Agent.Start(ctx, att, c)
+	if err != nil {
+		// The session works without the agent; the user learns why not.
+		log.Error(err, "Agent forwarding failed")
+		fmt.Fprintf(c.Stdio.Stderr, "podspawn: agent forwarding is not available in this connection: %v\n", err)
+		stopAgent = func() {}
+	}
+	if sock != "" {
+		env = append(env, "SSH_AUTH_SOCK="+sock)
+	}
+	log.V(1).Info("Running connection process", "tty", cmd.TTY, "agent", sock != "")
 	code, err := runProcess(logr.NewContext(ctx, log), ex, actions.ExecSpec{
 		Container: att.ContainerID,
 		User:      c.Key.User,
 		WorkDir:   "/home/" + c.Key.User,
-		Env:       connectionEnv(c, spec.Shell, att.LeaseID),
+		Env:       env,
 		Kind:      cmd.Kind,
 		Argv:      cmd.Argv,
 		TTY:       cmd.TTY,
 	}, c.Stdio)
+	stopAgent()
 	if derr := s.Detach(att); derr != nil {
 		log.Error(derr, "Detaching connection failed; the next reconcile releases it")
 	}

@@ -230,8 +230,9 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 	}
 	return &controller.Controller{
 		Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: rt, Executor: ex,
-		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration, CrashLoop: crashLoop(cfg.Cleanup)},
-		Clock:   a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
+		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration, CrashLoop: crashLoop(cfg.Cleanup),
+			WarnBefore: cfg.WarnBefore()},
+		Clock: a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
 		Guard: reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
 	}, nil
 }

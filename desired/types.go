@@ -139,6 +139,10 @@ type Session struct {
 	RestartCount  int
 	LastRestartAt time.Time
 	NextRestartAt time.Time
+	// WarnedBefore is the shortest lead time before MaxLifetimeAt at which
+	// the connections were warned (session.warn_before), 0 before the first
+	// warning; desired state, so a one-shot pass never warns twice.
+	WarnedBefore time.Duration
 }
 
 // ContainerName is the session container's name.

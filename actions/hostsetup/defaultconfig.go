@@ -50,6 +50,8 @@ func DefaultConfig(cfg config.Config) []byte {
 	p("  grace_period: %s", duration(cfg.Session.GracePeriod.Duration))
 	p("  # No session lives longer than this, connected or not.")
 	p("  max_lifetime: %s", duration(cfg.Session.MaxLifetime.Duration))
+	p("  # Warn every connection with a terminal this long before max_lifetime ends it.")
+	p("  warn_before: %s", durations(cfg.Session.WarnBefore))
 	p("")
 	p("state:")
 	p("  # Root-only (0700) state: the session database, per-user locks, persistent homes.")
@@ -147,4 +149,13 @@ func duration(d time.Duration) string {
 		return fmt.Sprintf("%ds", d/time.Second)
 	}
 	return d.String()
+}
+
+// durations renders a list of durations as a YAML flow sequence.
+func durations(ds []config.Duration) string {
+	parts := make([]string, 0, len(ds))
+	for _, d := range ds {
+		parts = append(parts, duration(d.Duration))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }

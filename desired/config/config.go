@@ -66,6 +66,9 @@ type Session struct {
 	GracePeriod Duration     `yaml:"grace_period"`
 	MaxLifetime Duration     `yaml:"max_lifetime"`
 	Mode        desired.Mode `yaml:"mode"`
+	// WarnBefore are the lead times before max_lifetime at which every
+	// live connection with a terminal is warned; empty: no warnings.
+	WarnBefore []Duration `yaml:"warn_before"`
 }
 
 type State struct {
@@ -186,6 +189,7 @@ func Defaults() Config {
 			GracePeriod: Duration{60 * time.Second},
 			MaxLifetime: Duration{8 * time.Hour},
 			Mode:        desired.ModeGracePeriod,
+			WarnBefore:  []Duration{{15 * time.Minute}, {time.Minute}},
 		},
 		State: State{
 			DBPath:      "/var/lib/podspawn/state.db",
@@ -380,6 +384,13 @@ func (c *Config) validate() error {
 	if c.Session.MaxLifetime.Duration <= 0 {
 		return fmt.Errorf("invalid session.max_lifetime %q: must be positive (e.g. 8h)", c.Session.MaxLifetime.Duration)
 	}
+	seen := map[time.Duration]bool{}
+	for _, w := range c.Session.WarnBefore {
+		if w.Duration <= 0 || seen[w.Duration] {
+			return fmt.Errorf("invalid session.warn_before entry %q: each must be positive and listed once (e.g. [15m, 1m])", w.Duration)
+		}
+		seen[w.Duration] = true
+	}
 	if _, err := desired.ParseMode(string(c.Session.Mode)); err != nil {
 		return fmt.Errorf("invalid session.mode %q: must be grace-period, destroy-on-disconnect, or persistent", c.Session.Mode)
 	}
@@ -444,6 +455,15 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// WarnBefore returns session.warn_before as durations.
+func (c Config) WarnBefore() []time.Duration {
+	out := make([]time.Duration, 0, len(c.Session.WarnBefore))
+	for _, w := range c.Session.WarnBefore {
+		out = append(out, w.Duration)
+	}
+	return out
 }
 
 // SecuritySpec converts the security section for a session spec.

@@ -99,8 +99,9 @@ type dockerRuntime struct {
 	dockeract.Images
 	api *client.Client
 	now func() time.Time
-	// agentDir is state.agent_dir (the executor removes a generation's).
-	agentDir string
+	// agentDir is state.agent_dir (the executor removes a generation's),
+	// homesDir state.homes_dir (the executor makes persistent homes there).
+	agentDir, homesDir string
 }
 
 func newDockerRuntime(dc *client.Client, now func() time.Time) *dockerRuntime {
@@ -113,7 +114,7 @@ func (r *dockerRuntime) Ping(ctx context.Context) error {
 }
 
 func (r *dockerRuntime) Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor {
-	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, AgentDir: r.agentDir}
+	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, AgentDir: r.agentDir, HomesDir: r.homesDir}
 }
 
 func (r *dockerRuntime) Execer(log logr.Logger) actions.Execer {
@@ -189,7 +190,7 @@ func (a *App) Runtime() (Runtime, error) {
 		}
 		r := newDockerRuntime(dc, a.Clock.Now)
 		if cfg, err := a.Config(); err == nil {
-			r.agentDir = cfg.State.AgentDir
+			r.agentDir, r.homesDir = cfg.State.AgentDir, cfg.State.HomesDir
 		}
 		a.runtime = r
 	}

@@ -1,12 +1,18 @@
 package dockeract
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/actions/hostdir"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/reconcile"
@@ -16,7 +22,7 @@ import (
 // need before Docker is asked for the container (Docker refuses a missing
 // bind source). Only the last element is created, through a handle on
 // its parent, and it must not be a link.
-func prepareMounts(spec *reconcile.ContainerSpec) error {
+func (d *Executor) prepareMounts(spec *reconcile.ContainerSpec) error {
 	for _, m := range spec.Mounts {
 		switch m.Prepare {
 		case "":
@@ -24,6 +30,12 @@ func prepareMounts(spec *reconcile.ContainerSpec) error {
 			if err := ensureDir(m.Source, 0o700, 0o711); err != nil {
 				return fmt.Errorf("agent directory: %w", err)
 			}
+		case desired.PrepareHome:
+			h, err := d.homeDir(m.Source)
+			if err != nil {
+				return err
+			}
+			h.Close()
 		default:
 			return fmt.Errorf("mount %s: unknown preparation %q", m.Target, m.Prepare)
 		}
@@ -83,3 +95,94 @@ func mkdirAll(path string, mode uint32) error {
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// homeMount returns the spec's persistent home mount, if any.
+func homeMount(spec *reconcile.ContainerSpec) (desired.Mount, bool) {
+	for _, m := range spec.Mounts {
+		if m.Prepare == desired.PrepareHome {
+			return m, true
+		}
+	}
+	return desired.Mount{}, false
+}
+
+// openHome opens the spec's persistent home (nil without one).
+func (d *Executor) openHome(spec *reconcile.ContainerSpec) (*hostdir.Dir, error) {
+	m, ok := homeMount(spec)
+	if !ok {
+		return nil, nil
+	}
+	return d.homeDir(m.Source)
+}
+
+// homeDir opens (creating what is missing, root's and 0700) the home at
+// path, <homes_dir>/<user> or <homes_dir>/<user>/<project>, one element
+// at a time below homes_dir without following links: <user> is the
+// user's own home, so anything in it may have been planted there.
+func (d *Executor) homeDir(path string) (*hostdir.Dir, error) {
+	if d.HomesDir == "" {
+		return nil, fmt.Errorf("persistent home %s: no state.homes_dir: %w", path, actions.ErrTerminal)
+	}
+	rel, err := filepath.Rel(d.HomesDir, path)
+	parts := strings.Split(rel, string(filepath.Separator))
+	if err != nil || len(parts) > 2 || slices.Contains(parts, "..") || slices.Contains(parts, ".") {
+		return nil, fmt.Errorf("persistent home %s is not below state.homes_dir %s: %w", path, d.HomesDir, actions.ErrTerminal)
+	}
+	if err := mkdirAll(d.HomesDir, 0o700); err != nil {
+		return nil, err
+	}
+	cur, err := hostdir.Open(d.HomesDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		next, _, err := cur.Sub(p, 0o700)
+		cur.Close()
+		if err != nil {
+			return nil, fmt.Errorf("persistent home: %w", err)
+		}
+		cur = next
+	}
+	return cur, nil
+}
+
+// verifyHomeMount checks that what the container has at the user's home
+// is the directory podspawn checked: Docker resolves a bind source by
+// path, and the user could swap an element of it for a link meanwhile.
+func (d *Executor) verifyHomeMount(ctx context.Context, id, user string, home *hostdir.Dir) error {
+	c, err := d.API.ContainerInspect(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.State == nil || c.State.Pid <= 0 {
+		return fmt.Errorf("checking the home mount: the container is not running")
+	}
+	want, err := home.Stat()
+	if err != nil {
+		return err
+	}
+	var got unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/root/home/%s", c.State.Pid, user), &got); err != nil {
+		return fmt.Errorf("checking the home mount: %w", err)
+	}
+	if got.Dev != want.Dev || got.Ino != want.Ino {
+		return fmt.Errorf("the home mounted in the container is not %s (was it replaced by a link?); the container is removed", home.Path())
+	}
+	return nil
+}
+
+// adoptHome gives a home that is still root's (just made) or another
+// uid's (an image whose account got another uid) to the container user.
+func adoptHome(home *hostdir.Dir, uid, gid int) error {
+	st, err := home.Stat()
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.Uid == 0:
+		return home.Chown(uid, gid, 0o700)
+	case int(st.Uid) != uid || int(st.Gid) != gid:
+		return home.Chown(uid, gid, st.Mode&0o7777)
+	}
+	return nil
+}

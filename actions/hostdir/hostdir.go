@@ -71,6 +71,13 @@ func (d *Dir) Sub(name string, mode uint32) (*Dir, bool, error) {
 	return sub, created, nil
 }
 
+// Lstat describes the entry name inside d without following it.
+func (d *Dir) Lstat(name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return st, err
+}
+
 // Stat describes the directory itself.
 func (d *Dir) Stat() (unix.Stat_t, error) {
 	var st unix.Stat_t
@@ -118,7 +125,7 @@ func (d *Dir) RemoveAll(name string) error {
 	return nil
 }
 
-// Usage sums the sizes of the regular files below d (a home's size),
+// Usage sums the (apparent) sizes of the regular files below d,
 // never following links.
 func (d *Dir) Usage() (int64, error) {
 	return usage(d.fd, d.path, 0)
@@ -146,7 +153,7 @@ func usage(fd int, path string, depth int) (int64, error) {
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			total += st.Blocks * 512
+			total += st.Size
 		case unix.S_IFDIR:
 			sub, err := unix.Openat(fd, n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {

@@ -25,6 +25,12 @@ func New(cfg config.Config, key desired.SessionKey, now time.Time) (*desired.Ses
 		return nil, fmt.Errorf("resolving the session of %s: %w", key, err)
 	}
 	id := sqlstore.NewSessionID()
+	if mode == desired.ModePersistent {
+		// The home outlives the generation; the executor makes it.
+		spec.Mounts = append(spec.Mounts, desired.Mount{
+			Source: HomePath(cfg.State.HomesDir, key), Target: "/home/" + key.User, Prepare: desired.PrepareHome,
+		})
+	}
 	if cfg.SSH.AllowAgentForwarding {
 		// The mount must exist when the container is created, so every
 		// generation gets it; a connection without an agent leaves it empty.
@@ -42,6 +48,15 @@ func New(cfg config.Config, key desired.SessionKey, now time.Time) (*desired.Ses
 		GracePeriod:   cfg.Session.GracePeriod.Duration,
 		Spec:          spec,
 	}, nil
+}
+
+// HomePath is the persistent home of key: <homes_dir>/<user>, or
+// <homes_dir>/<user>/<project> for a project session.
+func HomePath(homesDir string, key desired.SessionKey) string {
+	if key.Project == "" {
+		return filepath.Join(homesDir, key.User)
+	}
+	return filepath.Join(homesDir, key.User, key.Project)
 }
 
 // resolveSpec decides what a new generation of key runs and its teardown

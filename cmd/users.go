@@ -150,9 +150,9 @@ type RemoveUserCmd struct {
 	Force    bool   `help:"Destroy the user's active sessions (containers, services, networks); without it, a user with active sessions is refused."`
 	// PurgeHome is explicit: a home holds the user's files, and Force is
 	// about sessions.
-	PurgeHome bool `name:"purge-home" help:"With --force, also delete the user's persistent home in state.homes_dir (project homes included), once every session is gone."`
-	DryRun   bool   `help:"Print the plan and change nothing."`
-	Output   string `help:"Format of the --dry-run plan: text or json." enum:"text,json" default:"text" short:"o"`
+	PurgeHome bool   `name:"purge-home" help:"With --force, also delete the user's persistent home in state.homes_dir (project homes included), once every session is gone."`
+	DryRun    bool   `help:"Print the plan and change nothing."`
+	Output    string `help:"Format of the --dry-run plan: text or json." enum:"text,json" default:"text" short:"o"`
 }
 
 // Help is shown by podspawn remove-user --help.

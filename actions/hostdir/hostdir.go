@@ -27,6 +27,9 @@ type Dir struct {
 func Open(path string) (*Dir, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
+		if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
+			err = unix.ELOOP
+		}
 		return nil, describe(path, err)
 	}
 	return &Dir{fd: fd, path: path}, nil
@@ -58,6 +61,11 @@ func (d *Dir) Sub(name string, mode uint32) (*Dir, bool, error) {
 	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	p := filepath.Join(d.path, name)
 	if err != nil {
+		// O_DIRECTORY reports a link as "not a directory": say what it is.
+		var st unix.Stat_t
+		if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			err = unix.ELOOP
+		}
 		return nil, false, describe(p, err)
 	}
 	sub := &Dir{fd: fd, path: p}

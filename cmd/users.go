@@ -246,17 +246,8 @@ func (c *RemoveUserCmd) Run(a *App) error {
 	}
 	destroyed := len(res.Sessions) - len(failures)
 	fmt.Fprintf(a.Stdout, "removed user %s (%d session(s) destroyed)\n", user, destroyed)
-	home := filepath.Join(cfg.State.HomesDir, user)
-	switch {
-	case !c.PurgeHome || len(failures) > 0:
-		if dirExists(home) {
-			fmt.Fprintf(a.Stderr, "Note: the persistent home directory %s was kept; 'podspawn remove-user %s --force --purge-home' deletes it.\n", home, user)
-		}
-	case dirExists(home):
-		if err := purgeHome(cfg.State.HomesDir, user); err != nil {
-			return err
-		}
-		fmt.Fprintf(a.Stdout, "deleted persistent home %s\n", home)
+	if err := c.finishHome(a, cfg.State.HomesDir, len(failures) == 0); err != nil {
+		return err
 	}
 	if len(failures) > 0 {
 		return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d session(s) of %s could not be destroyed; the key file is gone, so %s can no longer log in, and 'podspawn cleanup' finishes these teardowns:\n  %s",
@@ -317,6 +308,28 @@ func (c *RemoveUserCmd) whatIf(ctx context.Context, a *App, st *sqlstore.Store, 
 	return nil
 }
 
+// finishHome deletes the user's persistent home with --purge-home once
+// every session is gone (allGone), and otherwise says it was kept.
+func (c *RemoveUserCmd) finishHome(a *App, homesDir string, allGone bool) error {
+	user := c.Username
+	home := filepath.Join(homesDir, user)
+	fi, err := os.Lstat(home)
+	if err != nil {
+		return nil // no home
+	}
+	if !c.PurgeHome || !allGone {
+		if fi.IsDir() {
+			fmt.Fprintf(a.Stderr, "Note: the persistent home directory %s was kept; 'podspawn remove-user %s --force --purge-home' deletes it.\n", home, user)
+		}
+		return nil
+	}
+	if err := purgeHome(homesDir, user); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Stdout, "deleted persistent home %s\n", home)
+	return nil
+}
+
 // purgeHome deletes <homesDir>/<user> through a handle on homesDir,
 // removing links in it rather than following them.
 func purgeHome(homesDir, user string) error {
@@ -326,9 +339,4 @@ func purgeHome(homesDir, user string) error {
 	}
 	defer root.Close()
 	return root.RemoveAll(user)
-}
-
-func dirExists(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
 }

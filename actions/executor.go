@@ -17,8 +17,8 @@ import (
 type Outcome string
 
 const (
-	Changed     Outcome = "changed"
-	Unchanged   Outcome = "unchanged"
+	Changed   Outcome = "changed"
+	Unchanged Outcome = "unchanged"
 )
 
 // Executor runs one action.

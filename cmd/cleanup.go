@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
 	"github.com/podspawn/podspawn/controller"
+	"github.com/podspawn/podspawn/controller/metrics"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
@@ -22,7 +24,8 @@ type CleanupCmd struct {
 	Daemon   bool   `help:"Run continuously: act on Docker events, database changes and each session's own deadlines, with a full resync every --interval. Only one daemon runs per host."`
 	Interval string `help:"Full resync interval in daemon mode (Go duration, e.g. 60s)." default:"60s"`
 	// One pass only: a daemon that never held anything would have no guard.
-	AllowMassRemoval bool `help:"Confirm, for this one pass, removals the blast-radius guard holds (many running sessions removed because their key file or session record is missing). Check 'podspawn cleanup --dry-run' first."`
+	MetricsAddr      string `help:"With --daemon, serve Prometheus metrics on /metrics and health checks on /healthz and /readyz at this host:port (e.g. 127.0.0.1:9464). Overrides cleanup.metrics_addr; off when both are empty." placeholder:"HOST:PORT"`
+	AllowMassRemoval bool   `help:"Confirm, for this one pass, removals the blast-radius guard holds (many running sessions removed because their key file or session record is missing). Check 'podspawn cleanup --dry-run' first."`
 }
 
 // validate checks the flags before anything is opened. The interval is
@@ -43,6 +46,14 @@ func (c *CleanupCmd) validate() (time.Duration, error) {
 	}
 	if c.Daemon && c.AllowMassRemoval {
 		return 0, errors.New("--allow-mass-removal confirms one pass and cannot be combined with --daemon: run 'podspawn cleanup --allow-mass-removal' once, beside the daemon")
+	}
+	if c.MetricsAddr != "" {
+		if !c.Daemon {
+			return 0, errors.New("--metrics-addr applies to the daemon: add --daemon (a one-shot pass exits before anyone could scrape it)")
+		}
+		if err := config.ValidateListenAddr(c.MetricsAddr); err != nil {
+			return 0, fmt.Errorf("invalid --metrics-addr: %w", err)
+		}
 	}
 	if c.Daemon && c.Output == "json" {
 		return 0, errors.New("--output json applies to a single pass; the daemon writes logs to stderr (use --log-format json)")
@@ -84,7 +95,7 @@ func (c *CleanupCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	a.Log.V(1).Info("Cleanup pass finished", rep.Plan.LogValues()...)
+	a.Log.V(1).Info("Cleanup pass finished", controller.PlanLogValues(rep.Plan)...)
 	if c.Output == "json" {
 		if err := renderReportJSON(a.Stdout, rep, fwChanged); err != nil {
 			return err
@@ -118,6 +129,10 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 		return err
 	}
 	defer daemonLock.Release()
+	srv, err := c.startMetrics(a, cfg)
+	if err != nil {
+		return err
+	}
 	ctrl, err := openBusy(ctx, a, func() (*controller.Controller, error) {
 		return a.Controller(ctx, ControllerOptions{Workers: c.Workers})
 	})
@@ -129,6 +144,12 @@ func (c *CleanupCmd) runDaemon(a *App, interval time.Duration) error {
 		return err
 	}
 	d := &controller.Daemon{C: ctrl, Watcher: rt.Watcher(ctrl.Store.InstanceID(), ctrl.Log), Interval: interval, Workers: c.Workers, OnResync: a.ensureHostFirewall}
+	if srv != nil {
+		// A resync that hangs past its timeout turns the daemon unready.
+		d.Health = metrics.NewHealth(interval+controller.DefaultResyncTimeout, a.Clock.Now)
+		srv.serve(ctx, a, ctrl, d.Health)
+		defer srv.wait()
+	}
 	a.Log.Info("Cleanup daemon started", "pid", os.Getpid(), "interval", interval.String(), "workers", c.Workers, "lock", daemonLock.Path(), "db", cfg.State.DBPath)
 	if err := d.Run(ctx); err != nil {
 		return fmt.Errorf("cleanup daemon: %w", err)
@@ -158,3 +179,58 @@ func openBusy(ctx context.Context, a *App, open func() (*controller.Controller, 
 		wait = min(2*wait, 10*time.Second)
 	}
 }
+
+// metricsServer is the daemon's /metrics endpoint, listening before the
+// loop starts so a bad address or a port in use fails the start.
+type metricsServer struct {
+	ln      net.Listener
+	metrics *metrics.Metrics
+	// status reads the status gauges; set by serve, before any scrape.
+	status func() metrics.Status
+	done   chan struct{}
+}
+
+// startMetrics listens on --metrics-addr, or else cleanup.metrics_addr;
+// it returns nil when both are empty.
+func (c *CleanupCmd) startMetrics(a *App, cfg config.Config) (*metricsServer, error) {
+	addr := c.MetricsAddr
+	if addr == "" {
+		addr = cfg.Cleanup.MetricsAddr
+	}
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := metrics.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &metricsServer{ln: ln, done: make(chan struct{})}
+	s.metrics = metrics.New(func() metrics.Status { return s.status() })
+	// Set before the Docker client is made: every request the daemon
+	// sends is timed by operation.
+	a.dockerObserver = s.metrics.ObserveDockerRequest
+	return s, nil
+}
+
+// serve registers the metrics, reading status from the daemon's own store
+// and Docker client at scrape time, and serves them until ctx ends.
+func (s *metricsServer) serve(ctx context.Context, a *App, ctrl *controller.Controller, h *metrics.Health) {
+	s.status = func() metrics.Status {
+		// Bounded: a scrape must not hang on a stuck dockerd.
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return metrics.ReadStatus(sctx, metrics.Sources{
+			Sessions:   ctrl.Store.Load,
+			Containers: func(ctx context.Context) (int, error) { return countManagedContainers(ctx, a) },
+		}, a.Clock.Now())
+	}
+	ctrl.Metrics = s.metrics
+	a.Log.Info("Serving metrics", "addr", s.ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	go func() {
+		defer close(s.done)
+		metrics.Serve(ctx, s.ln, metrics.Handler(s.metrics, h), a.Log)
+	}()
+}
+
+// wait returns when the endpoint has shut down.
+func (s *metricsServer) wait() { <-s.done }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/actions/audit"
 	"github.com/podspawn/podspawn/actions/dockeract"
 	"github.com/podspawn/podspawn/actions/dockerexec"
 	"github.com/podspawn/podspawn/controller"
@@ -52,12 +53,13 @@ type CLI struct {
 	Spawn         SpawnCmd         `cmd:"" help:"Forced command of every podspawn key: serve one SSH connection in the user's session container."`
 	ServerSetup   ServerSetupCmd   `cmd:"" name:"server-setup" help:"Prepare this host: accounts, directories, sudoers rule and the sshd_config block (idempotent)."`
 
-	List       ListCmd       `cmd:"" help:"List the sessions in the state database."`
-	Stop       StopCmd       `cmd:"" help:"Destroy a session: its container, services, network and record."`
-	Status     StatusCmd     `cmd:"" help:"Show session, connection and container counts (or Prometheus metrics)."`
-	ListUsers  ListUsersCmd  `cmd:"" name:"list-users" help:"List the users of the key directory and their key counts."`
-	AddUser    AddUserCmd    `cmd:"" name:"add-user" help:"Add a user's public keys and create (or adopt) the host account sshd needs."`
-	RemoveUser RemoveUserCmd `cmd:"" name:"remove-user" help:"Remove a user's key file (and, with --force, destroy their sessions)."`
+	List         ListCmd         `cmd:"" help:"List the sessions in the state database."`
+	Stop         StopCmd         `cmd:"" help:"Destroy a session: its container, services, network and record."`
+	Status       StatusCmd       `cmd:"" help:"Show session, connection and container counts (or Prometheus metrics)."`
+	ListUsers    ListUsersCmd    `cmd:"" name:"list-users" help:"List the users of the key directory and their key counts."`
+	AddUser      AddUserCmd      `cmd:"" name:"add-user" help:"Add a user's public keys and create (or adopt) the host account sshd needs."`
+	FinishDetach FinishDetachCmd `cmd:"" name:"finish-detach" hidden:"" help:"Tear down a session that ended at its last disconnect (started by spawn)."`
+	RemoveUser   RemoveUserCmd   `cmd:"" name:"remove-user" help:"Remove a user's key file (and, with --force, destroy their sessions)."`
 }
 
 // App carries what commands share, built lazily so that a command pays
@@ -73,6 +75,17 @@ type App struct {
 	store   *sqlstore.Store
 	docker  *client.Client
 	runtime Runtime
+	// dockerObserver, when set before the client is made, times every
+	// Docker request (the daemon's metrics).
+	dockerObserver dockerobs.RequestObserver
+
+	// The audit log (see audit.go): the writer, why it could not be
+	// opened, who this process acts for, and the executors that record
+	// session.create and session.destroy.
+	audit      *audit.Writer
+	auditErr   error
+	auditActor string
+	auditExecs []*audit.Executor
 }
 
 // Runtime is the container runtime behind podspawn's own interfaces.
@@ -172,7 +185,11 @@ func (a *App) Store(ctx context.Context) (*sqlstore.Store, error) {
 // Docker returns the Docker client.
 func (a *App) Docker() (*client.Client, error) {
 	if a.docker == nil {
-		c, err := dockerobs.NewClient()
+		newClient := dockerobs.NewClient
+		if a.dockerObserver != nil {
+			newClient = func() (*client.Client, error) { return dockerobs.NewInstrumentedClient(a.dockerObserver) }
+		}
+		c, err := newClient()
 		if err != nil {
 			return nil, err
 		}
@@ -224,6 +241,11 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 	var ex actions.Executor
 	if !o.DryRun {
 		ex = rt.Executor(st, executorFirewall(cfg), a.Log)
+		// A log that failed to open was refused or accepted by openAudit.
+		w, _ := a.Audit()
+		ax := &audit.Executor{Next: ex, Audit: w, Actor: a.auditActor, Log: a.Log}
+		a.auditExecs = append(a.auditExecs, ax)
+		ex = ax
 	}
 	workers := o.Workers
 	if workers < 1 {
@@ -252,6 +274,7 @@ func (a *App) Close() {
 	if a.docker != nil {
 		a.docker.Close()
 	}
+	a.audit.Close()
 }
 
 // newLogger is the zap logger of the cleanup daemon and of spawn's log
@@ -314,9 +337,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return 2
 	}
-	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newCommandLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: newClock()}
+	app := &App{CLI: &cli, Stdout: stdout, Stderr: stderr, Log: newCommandLogger(cli.LogFormat, cli.Verbosity, stderr), Clock: newClock(),
+		auditActor: audit.AdminActor(os.Getenv("SUDO_USER"), os.Getuid())}
 	defer app.Close()
-	if err := kctx.Run(app); err != nil {
+	if err := runAudited(kctx, app, args); err != nil {
 		var ee *ExitError
 		if errors.As(err, &ee) {
 			if ee.Err != nil {

@@ -52,7 +52,7 @@ func renderPlanText(w io.Writer, p reconcile.Plan) {
 		}
 	}
 	renderHeld(w, p.Held, p.Holds)
-	s := p.Summary()
+	s := controller.Summarize(p)
 	held := ""
 	if s.Held > 0 {
 		held = fmt.Sprintf(", %d held", s.Held)
@@ -111,7 +111,7 @@ type jsonPlan struct {
 	FormatVersion string             `json:"format_version"`
 	Now           time.Time          `json:"now"`
 	Wake          *time.Time         `json:"wake,omitempty"`
-	Summary       reconcile.Summary  `json:"summary"`
+	Summary       controller.Summary `json:"summary"`
 	Actions       []reconcile.Action `json:"actions"`
 	Skipped       []reconcile.Skip   `json:"skipped"`
 	Held          []reconcile.Action `json:"held,omitempty"`
@@ -119,7 +119,7 @@ type jsonPlan struct {
 }
 
 func toJSONPlan(p reconcile.Plan) jsonPlan {
-	jp := jsonPlan{FormatVersion: PlanFormatVersion, Now: p.Now.UTC(), Summary: p.Summary(), Actions: p.Actions, Skipped: p.Skipped, Held: p.Held, Holds: p.Holds}
+	jp := jsonPlan{FormatVersion: PlanFormatVersion, Now: p.Now.UTC(), Summary: controller.Summarize(p), Actions: p.Actions, Skipped: p.Skipped, Held: p.Held, Holds: p.Holds}
 	if jp.Actions == nil {
 		jp.Actions = []reconcile.Action{}
 	}

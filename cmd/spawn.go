@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/podspawn/podspawn/actions/audit"
 	"github.com/podspawn/podspawn/cmd/internal/spawn"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
@@ -40,20 +41,36 @@ func (c *SpawnCmd) Run(a *App) error {
 	if err != nil {
 		return fail(err)
 	}
+	log, closeLog := spawnLogger(a, cfg.Log.File)
+	defer closeLog()
+	a.Log = log
+	// A connection is not served without its audit record (unless
+	// log.audit_required is false).
+	if err := a.openAudit(); err != nil {
+		return fail(fmt.Errorf("refusing the connection: %w", err))
+	}
+	client := audit.ClientAddress(os.Getenv("SSH_CONNECTION"))
+	denied := func(user, project, reason string, err error) {
+		spawn.AuditDenied(a.audit, func(werr error) { a.Log.Error(werr, "Writing audit event failed") }, user, project, client, reason, err)
+	}
 	user, err := spawn.ResolveUser(spawn.IdentityInput{
 		EUID: os.Geteuid(), SudoUser: os.Getenv("SUDO_USER"), SudoUID: os.Getenv("SUDO_UID"),
 		FlagUser: c.User, Group: cfg.SSH.Group, Direct: !cfg.SSH.UseSudo, Login: loginName(),
 	})
 	if err != nil {
+		who := os.Getenv("SUDO_USER")
+		if who == "" {
+			who = c.User
+		}
+		denied(who, c.Project, controller.DeniedUnknownUser, err)
 		return fail(err)
 	}
+	a.auditActor = user
 	project, err := spawn.ResolveProject(c.Project, os.Getenv("PODSPAWN_PROJECT"))
 	if err != nil {
+		denied(user, os.Getenv("PODSPAWN_PROJECT"), "invalid-project", err)
 		return fail(fmt.Errorf("%w (set with PODSPAWN_PROJECT or a <project>.pod host name)", err))
 	}
-	log, closeLog := spawnLogger(a, cfg.Log.File)
-	defer closeLog()
-	a.Log = log
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -72,8 +89,10 @@ func (c *SpawnCmd) Run(a *App) error {
 	sessions := &controller.Sessions{
 		C: ctrl, Config: cfg, Containers: rt, Images: rt, Log: log,
 		OnCreate: spawn.OnCreate(execer, log),
+		Handoff:  func(key desired.SessionKey) error { return startFinishDetach(a, key) },
 	}
-	server := &spawn.Server{Sessions: sessions, Exec: execer, SFTPServer: cfg.SSH.SFTPServer, Log: log}
+	server := &spawn.Server{Sessions: sessions, Exec: execer, SFTPServer: cfg.SSH.SFTPServer, Log: log,
+		Audit: spawn.Auditing{Log: a.audit, Required: cfg.Log.AuditRequired}}
 	if cfg.SSH.AllowAgentForwarding {
 		server.Agent = &spawn.Agent{Exec: execer, Dialer: newAgentDialer, Log: log}
 	}
@@ -82,6 +101,7 @@ func (c *SpawnCmd) Run(a *App) error {
 		OriginalCommand: os.Getenv("SSH_ORIGINAL_COMMAND"),
 		Term:            os.Getenv("TERM"),
 		AuthSock:        os.Getenv("SSH_AUTH_SOCK"),
+		Client:          client,
 		Stdio:           spawn.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 	})
 	if err != nil {

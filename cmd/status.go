@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/podspawn/podspawn/controller/metrics"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/atomicfile"
 )
@@ -33,46 +34,24 @@ For node_exporter's textfile collector, never redirect straight into the collect
   podspawn status --prometheus --output-file /var/lib/prometheus/node-exporter/podspawn.prom`
 }
 
-// statusData is what status reports.
-type statusData struct {
-	Total, Running, Grace, Connections int
-	// Restarting counts sessions whose container was started again after
-	// it stopped and has not stayed up for the crash-loop reset time yet.
-	Restarting int
-	// Oldest is the age of the oldest session; meaningful when Total > 0.
-	Oldest time.Duration
-	// Containers is valid only when DockerErr is nil.
-	Containers int
-	DockerErr  error
-}
-
-// Run gathers the numbers and prints them.
+// Run gathers the numbers and prints them. The numbers and the gauges
+// are the daemon's own (controller/metrics), so the two cannot drift.
 func (c *StatusCmd) Run(a *App) error {
 	ctx, cancel := signalContext()
 	defer cancel()
-	views, err := loadSessionViews(ctx, a)
-	if err != nil {
-		return err
+	d := metrics.ReadStatus(ctx, metrics.Sources{
+		Sessions: func(ctx context.Context) ([]*desired.Session, error) {
+			st, err := a.Store(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return st.Load(ctx)
+		},
+		Containers: func(ctx context.Context) (int, error) { return countManagedContainers(ctx, a) },
+	}, a.Clock.Now())
+	if d.DatabaseErr != nil {
+		return d.DatabaseErr
 	}
-	now := a.Clock.Now()
-	var d statusData
-	for _, v := range views {
-		d.Total++
-		switch v.Sess.Status {
-		case desired.StatusRunning:
-			d.Running++
-		case desired.StatusGrace:
-			d.Grace++
-		}
-		if v.Sess.RestartCount > 0 && v.Sess.Status != desired.StatusTerminating {
-			d.Restarting++
-		}
-		d.Connections += v.Live
-		if age := now.Sub(v.Sess.CreatedAt); age > d.Oldest {
-			d.Oldest = age
-		}
-	}
-	d.Containers, d.DockerErr = countManagedContainers(ctx, a)
 
 	var buf bytes.Buffer
 	if c.Prometheus {
@@ -85,7 +64,7 @@ func (c *StatusCmd) Run(a *App) error {
 	if c.OutputFile != "" {
 		return atomicfile.Write(c.OutputFile, buf.Bytes(), 0o644, atomicfile.KeepOwner, atomicfile.KeepOwner) // collectors often run as another user
 	}
-	_, err = a.Stdout.Write(buf.Bytes())
+	_, err := a.Stdout.Write(buf.Bytes())
 	return err
 }
 
@@ -113,7 +92,7 @@ func shortReason(err error) string {
 	return s
 }
 
-func renderStatusText(w io.Writer, d statusData) {
+func renderStatusText(w io.Writer, d metrics.Status) {
 	fmt.Fprintf(w, "Sessions:    %d total (%d running, %d grace)\n", d.Total, d.Running, d.Grace)
 	if d.Restarting > 0 {
 		// Only when there are some, so the usual output stays as documented.
@@ -132,33 +111,10 @@ func renderStatusText(w io.Writer, d statusData) {
 
 // renderStatusPrometheus writes the gauges in the documented order (Gather
 // sorts by name, so families are encoded one by one).
-func renderStatusPrometheus(w io.Writer, d statusData) error {
+func renderStatusPrometheus(w io.Writer, d metrics.Status) error {
 	reg := prometheus.NewRegistry()
-	var order []string
-	gauge := func(name, help string, v float64) {
-		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-		g.Set(v)
-		reg.MustRegister(g)
-		order = append(order, name)
-	}
-	gauge("podspawn_sessions_total", "Total tracked sessions", float64(d.Total))
-	gauge("podspawn_sessions_running", "Sessions in running state", float64(d.Running))
-	gauge("podspawn_sessions_grace", "Sessions in grace period", float64(d.Grace))
-	gauge("podspawn_sessions_restarting", "Sessions whose container stopped and was started again, and has not stayed up for cleanup.crash_loop_reset_after since", float64(d.Restarting))
-	gauge("podspawn_connections_total", "Total active SSH connections", float64(d.Connections))
-	up := 0.0
-	if d.DockerErr == nil {
-		// A false 0 would look like every container vanished: omit instead.
-		gauge("podspawn_containers_docker", "Docker containers with managed-by=podspawn", float64(d.Containers))
-		up = 1
-	}
-	oldest := 0.0
-	if d.Total > 0 {
-		oldest = float64(d.Oldest / time.Second)
-	}
-	gauge("podspawn_oldest_session_seconds", "Age of the oldest session in seconds", oldest)
-	gauge("podspawn_docker_up", "Whether the Docker daemon answered (1) or not (0)", up)
-
+	// No podspawn_database_up: status fails instead when it cannot read.
+	reg.MustRegister(metrics.NewStatusCollector(func() metrics.Status { return d }, false))
 	mfs, err := reg.Gather()
 	if err != nil {
 		return fmt.Errorf("gathering metrics: %w", err)
@@ -168,9 +124,11 @@ func renderStatusPrometheus(w io.Writer, d statusData) error {
 		byName[mf.GetName()] = mf
 	}
 	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, name := range order {
-		if err := enc.Encode(byName[name]); err != nil {
-			return fmt.Errorf("encoding %s: %w", name, err)
+	for _, name := range metrics.StatusOrder() {
+		if mf, ok := byName[name]; ok {
+			if err := enc.Encode(mf); err != nil {
+				return fmt.Errorf("encoding %s: %w", name, err)
+			}
 		}
 	}
 	return nil

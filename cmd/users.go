@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/podspawn/podspawn/actions/audit"
 	"github.com/podspawn/podspawn/actions/hostdir"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
@@ -323,7 +324,17 @@ func (c *RemoveUserCmd) finishHome(a *App, homesDir string, allGone bool) error 
 		}
 		return nil
 	}
-	if err := purgeHome(homesDir, user); err != nil {
+	err = purgeHome(homesDir, user)
+	e := audit.Event{Event: audit.HomePurge, User: audit.Text(user), Actor: a.auditActor, Outcome: audit.OutcomeSuccess}
+	if err != nil {
+		e.Outcome, e.Error = audit.OutcomeFailure, audit.Text(err.Error())
+	}
+	if w, aerr := a.Audit(); aerr == nil {
+		if werr := w.Write(e); werr != nil {
+			a.Log.Error(werr, "Writing audit event failed", "event", audit.HomePurge)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "deleted persistent home %s\n", home)

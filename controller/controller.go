@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/controller/metrics"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
 	"github.com/podspawn/podspawn/desired/lock"
@@ -64,6 +65,8 @@ type Controller struct {
 	LockTimeout time.Duration
 	// Guard bounds what a pass removes because desired state is missing.
 	Guard reconcile.GuardLimits
+	// Metrics, when set (the daemon's /metrics), counts what reconciles do.
+	Metrics *metrics.Metrics
 
 	guard guardCache
 }
@@ -336,12 +339,13 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 	}
 	var (
 		plan reconcile.Plan
+		sess *desired.Session // nil for a key planned from the pass's state
 		err  error
 	)
 	if run.pass != nil {
 		plan, err = c.planOrphanKey(ctx, k, c.Clock.Now(), run.pass)
-	} else {
-		plan, err = c.planKey(ctx, k, c.Clock.Now())
+	} else if sess, err = c.Store.LoadKey(ctx, k); err == nil {
+		plan, err = c.planLoadedKey(ctx, k, sess, c.Clock.Now())
 	}
 	if err != nil {
 		rep.Err = err
@@ -356,6 +360,7 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 			return rep
 		}
 		plan = reconcile.HoldKeys(plan, holds)
+		c.Metrics.ObserveHeld(len(plan.Held))
 		if len(plan.Held) > 0 {
 			// The pass that decided it reports the rule; this is the key's share.
 			c.Log.V(1).Info("Holding removals (blast-radius guard)", "user", k.User, "project", k.Project, "held", len(plan.Held))
@@ -363,7 +368,31 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 	}
 	rep.Plan = plan
 	rep.Results, rep.Err = c.executePlan(ctx, k, plan.Actions, run.removals)
+	c.observeDestroyed(sess, rep.Results)
 	return rep
+}
+
+// observeDestroyed counts the sessions whose record results deleted and,
+// for those torn down at a deadline, how late after it.
+func (c *Controller) observeDestroyed(sess *desired.Session, results []Result) {
+	if c.Metrics == nil {
+		return
+	}
+	for _, r := range results {
+		if r.Action.Kind != reconcile.KindDeleteSession || r.Err != nil || r.Outcome != actions.Changed {
+			continue
+		}
+		var deadline time.Time
+		if sess != nil && sess.ID == r.Action.SessionID {
+			switch r.Action.Reason {
+			case reconcile.ReasonGraceExpired:
+				deadline = sess.GraceExpiry
+			case reconcile.ReasonLifetimeExceeded:
+				deadline = sess.MaxLifetimeAt
+			}
+		}
+		c.Metrics.ObserveDestroyed(string(r.Action.Reason), deadline, c.Clock.Now())
+	}
 }
 
 // executePlan executes the actions of key k in order and stops at the
@@ -374,23 +403,25 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 // the teardown order (containers, then networks, which Docker refuses
 // while a container is attached, then volumes). Every other key is one
 // session's chain (container before network, row last), executed one
-// action after another.
+// action after another, except the creations that do not depend on each
+// other (sideBySide).
 func (c *Controller) executePlan(ctx context.Context, k desired.SessionKey, acts []reconcile.Action, removals chan struct{}) ([]Result, error) {
 	results := make([]Result, 0, len(acts))
 	for len(acts) > 0 {
 		n := 1
-		if k == desired.Unattributed && acts[0].Kind.Effect() == "remove" {
-			for n < len(acts) && acts[n].Kind == acts[0].Kind {
-				n++
-			}
+		for n < len(acts) && sideBySide(k, acts[0], acts[n]) {
+			n++
 		}
-		if n == 1 {
+		switch {
+		case n == 1:
 			results = append(results, c.execute(ctx, k, acts[0]))
-		} else {
+		case acts[0].Kind.Effect() == reconcile.EffectRemove:
 			if removals == nil {
 				removals = make(chan struct{}, c.removeWorkers())
 			}
 			results = append(results, c.executeConcurrently(ctx, k, acts[:n], removals)...)
+		default:
+			results = append(results, c.executeConcurrently(ctx, k, acts[:n], make(chan struct{}, n))...)
 		}
 		for _, r := range results[len(results)-n:] {
 			if r.Err != nil {
@@ -432,6 +463,23 @@ func (c *Controller) executeConcurrently(ctx context.Context, k desired.SessionK
 	return results
 }
 
+// sideBySide reports whether a may run at the same time as first, the
+// start of a run of actions of key k. A session's volumes have nothing to
+// wait for but its network, which comes before them in the plan; its
+// containers (services and the session container) wait only for the
+// network and volumes, so a new session starts its containers at once.
+// Removals side by side are the unattributed key's (see executePlan).
+func sideBySide(k desired.SessionKey, first, a reconcile.Action) bool {
+	if a.Kind != first.Kind {
+		return false
+	}
+	switch a.Kind {
+	case reconcile.KindCreateVolume, reconcile.KindCreateContainer:
+		return true
+	}
+	return k == desired.Unattributed && a.Kind.Effect() == reconcile.EffectRemove
+}
+
 // execute executes one action of key k, logging it first.
 func (c *Controller) execute(ctx context.Context, k desired.SessionKey, a reconcile.Action) Result {
 	if c.Executor == nil {
@@ -440,10 +488,12 @@ func (c *Controller) execute(ctx context.Context, k desired.SessionKey, a reconc
 	c.Log.Info(actionMessage(a.Kind), "user", k.User, "project", k.Project, "action", a.Kind, "target", a.Target, "reason", a.Reason, "detail", a.Detail)
 	if a.Kind == reconcile.KindDeleteSession {
 		if err := c.confirmGone(ctx, k, a.SessionID); err != nil {
+			c.Metrics.ObserveAction(string(a.Kind), string(a.Reason), "", err)
 			return Result{Action: a, Err: err}
 		}
 	}
 	o, err := c.Executor.Execute(ctx, a)
+	c.Metrics.ObserveAction(string(a.Kind), string(a.Reason), string(o), err)
 	return Result{Action: a, Outcome: o, Err: err}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/podspawn/podspawn/controller/metrics"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/observed"
@@ -49,6 +50,9 @@ type Daemon struct {
 	// OnResync, when set, runs at the start of every resync (the host
 	// access rules); an error is logged and the resync goes on.
 	OnResync func(ctx context.Context) error
+	// Health, when set, is told whether each resync reached the database
+	// and Docker and whether the event stream is connected (/readyz).
+	Health *metrics.Health
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -77,7 +81,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	log := d.C.Log
 	q := d.Queue
 	if q == nil {
-		q = NewQueue(d.C.Clock)
+		q = NewMeteredQueue(d.C.Clock, d.C.Metrics.QueueMetrics())
 	}
 	workers := d.Workers
 	if workers < 1 {
@@ -174,6 +178,7 @@ func (d *Daemon) watchDocker(ctx context.Context, q Queue) {
 		if err == nil {
 			err = failed(errs)
 		}
+		d.Health.Stream(err == nil)
 		if err != nil {
 			cancelSub()
 			if ctx.Err() != nil {
@@ -201,6 +206,7 @@ func (d *Daemon) watchDocker(ctx context.Context, q Queue) {
 		}
 		first = false
 		err = d.listen(ctx, q, changes, errs)
+		d.Health.Stream(false)
 		cancelSub()
 		if ctx.Err() != nil {
 			return
@@ -267,6 +273,14 @@ func (d *Daemon) sleep(ctx context.Context, dur time.Duration) bool {
 // keys with a future deadline at that deadline, which finds the same work
 // without a reconcile per idle session on every tick.
 func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
+	start := d.C.Clock.Now()
+	err := d.resyncOnce(ctx, q, all)
+	d.C.Metrics.ObservePass(metrics.PassResync, d.C.Clock.Since(start), err)
+	return err
+}
+
+// resyncOnce is resync without its metrics.
+func (d *Daemon) resyncOnce(ctx context.Context, q Queue, all bool) error {
 	ctx, cancel := context.WithTimeout(ctx, d.resyncTimeout())
 	defer cancel()
 	if d.OnResync != nil {
@@ -276,10 +290,12 @@ func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 	}
 	tick := d.C.guard.asked.Add(1)
 	des, err := d.C.LoadDesired(ctx)
+	d.Health.Database(err)
 	if err != nil {
 		return fmt.Errorf("loading desired state: %w", err)
 	}
 	obs, err := d.C.Observe(ctx, des)
+	d.Health.Docker(err)
 	if err != nil {
 		return fmt.Errorf("observing Docker: %w", err)
 	}
@@ -288,6 +304,7 @@ func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 	plan := d.C.guarded(reconcile.Compute(des, obs, now, d.C.Options), des, obs)
 	d.C.remember(tick, plan.Holds)
 	d.C.LogHolds(plan)
+	d.C.Metrics.SetHeldLastResync(len(plan.Held))
 	n := 0
 	if all {
 		keys := map[desired.SessionKey]bool{}
@@ -314,7 +331,7 @@ func (d *Daemon) resync(ctx context.Context, q Queue, all bool) error {
 			q.AddAfter(w.Key, w.At.Sub(now))
 		}
 	}
-	d.C.Log.V(1).Info("Resynced", append([]any{"full", all, "enqueued", n, "sessions", len(des.Sessions), "objects", len(obs.Objects)}, plan.LogValues()...)...)
+	d.C.Log.V(1).Info("Resynced", append([]any{"full", all, "enqueued", n, "sessions", len(des.Sessions), "objects", len(obs.Objects)}, PlanLogValues(plan)...)...)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/controller/metrics"
 	"github.com/podspawn/podspawn/desired"
 )
 
@@ -28,13 +29,20 @@ const (
 // (500ms doubling to 5m) combined with an overall token bucket, so one
 // failing key can neither hot-loop nor starve the others.
 func NewQueue(clk clock.WithTicker) Queue {
+	return NewMeteredQueue(clk, nil)
+}
+
+// NewMeteredQueue is NewQueue reporting depth, adds, latency, work
+// duration and retries to mp (nil: client-go's no-op default).
+func NewMeteredQueue(clk clock.WithTicker, mp workqueue.MetricsProvider) Queue {
 	limiter := workqueue.NewTypedMaxOfRateLimiter[desired.SessionKey](
 		workqueue.NewTypedItemExponentialFailureRateLimiter[desired.SessionKey](BackoffBase, BackoffMax),
 		&workqueue.TypedBucketRateLimiter[desired.SessionKey]{Limiter: rate.NewLimiter(rate.Limit(20), 200)},
 	)
 	return workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[desired.SessionKey]{
-		Name:  "podspawn",
-		Clock: clk,
+		Name:            "podspawn",
+		Clock:           clk,
+		MetricsProvider: mp,
 	})
 }
 
@@ -56,7 +64,9 @@ func (c *Controller) processNextItem(ctx context.Context, q Queue) bool {
 // processItem reconciles k, which the caller took off q with Get.
 func (c *Controller) processItem(ctx context.Context, q Queue, k desired.SessionKey) {
 	defer q.Done(k)
+	start := c.Clock.Now()
 	rep := c.ReconcileKey(ctx, k)
+	c.Metrics.ObservePass(metrics.PassReconcile, c.Clock.Since(start), rep.Err)
 	log := c.Log.WithValues("user", k.User, "project", k.Project)
 	switch {
 	case rep.Err == nil && changed(rep):

@@ -48,6 +48,11 @@ type Sessions struct {
 	// OnCreate runs once a new generation is up, still under the lock
 	// (a project's on_create); what it returns is shown on the connection.
 	OnCreate func(ctx context.Context, att *Attachment) string
+	// Handoff, when set, starts the reconcile of a key whose session ends
+	// at its last disconnect in a process that outlives this one, under the
+	// same lock: the client gets its exit code without waiting for the
+	// teardown. An error means nothing was started.
+	Handoff func(key desired.SessionKey) error
 }
 
 // Attachment is a connection's hold on a running session.
@@ -78,7 +83,7 @@ func (s *Sessions) acquire(ctx context.Context, user string) (*lock.Lock, error)
 // so the user's command never runs under it.
 func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachment, error) {
 	if err := s.checkRegistered(key.User); err != nil {
-		return nil, err
+		return nil, &DeniedError{Reason: DeniedUnknownUser, Err: err}
 	}
 	self := s.Self
 	if self == nil {
@@ -93,6 +98,11 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 		return nil, err
 	}
 	defer l.Unlock()
+	// remove-user takes this lock too: a user removed while we waited
+	// gets no session.
+	if err := s.checkRegistered(key.User); err != nil {
+		return nil, &DeniedError{Reason: DeniedUserRemoved, Err: err}
+	}
 
 	res, why, err := s.record(ctx, key, me)
 	if err != nil {
@@ -127,6 +137,22 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 	}
 	return att, nil
 }
+
+// Reasons of a DeniedError.
+const (
+	DeniedUnknownUser = "unknown-user"
+	DeniedUserRemoved = "user-removed"
+)
+
+// DeniedError is a connection refused by policy (as opposed to a failure
+// to start its session), for the audit log's auth.denied.
+type DeniedError struct {
+	Reason string
+	Err    error
+}
+
+func (e *DeniedError) Error() string { return e.Err.Error() }
+func (e *DeniedError) Unwrap() error { return e.Err }
 
 // checkRegistered refuses a user without a key file before anything is
 // written for them.
@@ -267,7 +293,30 @@ func (s *Sessions) Detach(att *Attachment) error {
 		return nil
 	}
 	defer l.Unlock()
+	if s.Handoff != nil && reconcile.EndsAtDisconnect(att.Session) {
+		return s.handOff(ctx, log, att)
+	}
 	return s.release(ctx, log, att.Key, att.LeaseID)
+}
+
+// handOff releases the lease and leaves the teardown that may follow to
+// Handoff's process, so the connection ends without waiting for it. If
+// that process never runs or dies midway, the next pass (cleanup, the
+// daemon or the next connect) plans the same teardown.
+func (s *Sessions) handOff(ctx context.Context, log logr.Logger, att *Attachment) error {
+	released, err := s.C.Store.Detach(ctx, att.LeaseID)
+	if err != nil {
+		log.Error(err, "Releasing connection failed")
+		return err
+	}
+	log.V(1).Info("Released connection; the teardown is handed off", "released", released)
+	if err := s.Handoff(att.Key); err != nil {
+		log.Error(err, "Handing off the teardown failed; reconciling here")
+		if rep := s.C.ReconcileKeyLocked(ctx, att.Key); rep.Err != nil {
+			return rep.Err
+		}
+	}
+	return nil
 }
 
 // release drops the lease and reconciles; the caller holds the lock.

@@ -43,6 +43,11 @@ var (
 	projectNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
 )
 
+// Valid reports whether both names of k are valid.
+func (k SessionKey) Valid() bool {
+	return ValidateUserName(k.User) == nil && (k.Project == "" || ValidateProjectName(k.Project) == nil)
+}
+
 // ValidateUserName checks a user name; the error says what a valid one is.
 func ValidateUserName(name string) error {
 	if !userNameRE.MatchString(name) {

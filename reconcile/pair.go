@@ -40,7 +40,7 @@ func pair(d desired.State, o observed.State) (groups []*keyGroup, invalid []*des
 	for _, s := range d.Sessions {
 		switch {
 		case s == nil:
-		case !validKey(s.Key):
+		case !s.Key.Valid():
 			invalid = append(invalid, s)
 		default:
 			g := group(s.Key)
@@ -57,10 +57,6 @@ func pair(d desired.State, o observed.State) (groups []*keyGroup, invalid []*des
 	slices.SortFunc(groups, func(a, b *keyGroup) int { return a.key.Compare(b.key) })
 	slices.SortStableFunc(invalid, func(a, b *desired.Session) int { return a.Key.Compare(b.Key) })
 	return groups, invalid
-}
-
-func validKey(k desired.SessionKey) bool {
-	return validName(k.User, 32) && (k.Project == "" || validName(k.Project, 64))
 }
 
 // item is an observed object with what its labels say, read once.
@@ -86,7 +82,8 @@ const (
 )
 
 func newItem(o *observed.Object, instanceID string) item {
-	it := item{Object: o, key: labelKey(o.Labels[observed.LabelUser], o.Labels[observed.LabelProject]), session: o.SessionID()}
+	key, _ := o.Key() // desired.Unattributed when the labels name no valid key
+	it := item{Object: o, key: key, session: o.SessionID()}
 	instance := o.Instance()
 	it.ours, it.noInstance = instance == instanceID, instance == ""
 	switch o.Kind {
@@ -110,27 +107,4 @@ func newItem(o *observed.Object, instanceID string) item {
 		it.class = classProtected
 	}
 	return it
-}
-
-// labelKey is the key the labels name, or desired.Unattributed when they
-// name none validly (TestObjectKeyMatchesObserved holds it equal to
-// observed.Object.Key).
-func labelKey(user, project string) desired.SessionKey {
-	if !validName(user, 32) || (project != "" && !validName(project, 64)) {
-		return desired.Unattributed
-	}
-	return desired.SessionKey{User: user, Project: project}
-}
-
-// validName matches ^[a-z][a-z0-9_-]{0,max-1}$.
-func validName(s string, maxLen int) bool {
-	if len(s) == 0 || len(s) > maxLen || s[0] < 'a' || s[0] > 'z' {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if b := s[i]; (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '_' && b != '-' {
-			return false
-		}
-	}
-	return true
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/spec"
 	"github.com/podspawn/podspawn/observed"
 )
 
@@ -89,7 +90,7 @@ type Action struct {
 	// Labels are the labels of an object to create.
 	Labels map[string]string `json:"labels,omitempty"`
 	// Container is the spec of a container to create.
-	Container *ContainerSpec `json:"container,omitempty"`
+	Container *spec.Container `json:"container,omitempty"`
 	// Unplanned: decided from something missing in desired state (a key
 	// file, a session row) rather than from a deadline or an admin's
 	// command. Guard may hold such actions.
@@ -105,26 +106,6 @@ type Action struct {
 	// LogTail, on a remove-container, is how many of the container's last
 	// log lines to log before removing it (a crash-looping container).
 	LogTail int `json:"log_tail,omitempty"`
-}
-
-// ContainerSpec is what create-container creates.
-type ContainerSpec struct {
-	Role        string                `json:"role"`
-	Image       string                `json:"image"`
-	Cmd         []string              `json:"cmd,omitempty"`
-	Env         []string              `json:"env,omitempty"`
-	Hostname    string                `json:"hostname,omitempty"`
-	Network     string                `json:"network"`
-	Aliases     []string              `json:"aliases,omitempty"`
-	CPUs        float64               `json:"cpus,omitempty"`
-	MemoryBytes int64                 `json:"memory_bytes,omitempty"`
-	Security    desired.Security      `json:"security"`
-	Volumes     []desired.VolumeMount `json:"volumes,omitempty"`
-	Mounts      []desired.Mount       `json:"mounts,omitempty"`
-	// User and Shell describe the account to set up inside a session
-	// container (home /home/<user>), without needing useradd in the image.
-	User  string `json:"user,omitempty"`
-	Shell string `json:"shell,omitempty"`
 }
 
 // Skip is an object the plan deliberately leaves alone, with why.
@@ -185,27 +166,6 @@ func (p Plan) Keys() []desired.SessionKey {
 	return keys
 }
 
-// ForKey returns the actions of one key, in order.
-func (p Plan) ForKey(k desired.SessionKey) []Action {
-	var out []Action
-	for _, a := range p.Actions {
-		if a.Key == k {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// Summary counts actions by effect.
-type Summary struct {
-	Create    int `json:"create"`
-	Change    int `json:"change"`
-	Remove    int `json:"remove"`
-	Unchanged int `json:"unchanged"`
-	Skipped   int `json:"skipped"`
-	Held      int `json:"held,omitempty"`
-}
-
 // Effect is what an action does to the world, for counts and messages.
 type Effect string
 
@@ -224,30 +184,4 @@ func (k Kind) Effect() Effect {
 		return EffectRemove
 	}
 	return EffectChange
-}
-
-// Summary returns the counts for "Plan: ..." lines and logs.
-func (p Plan) Summary() Summary {
-	s := Summary{Unchanged: p.Unchanged, Skipped: len(p.Skipped), Held: len(p.Held)}
-	for _, a := range p.Actions {
-		switch a.Kind.Effect() {
-		case EffectCreate:
-			s.Create++
-		case EffectRemove:
-			s.Remove++
-		default:
-			s.Change++
-		}
-	}
-	return s
-}
-
-// LogValues returns the summary as logr key/value pairs.
-func (p Plan) LogValues() []any {
-	s := p.Summary()
-	kv := []any{"create", s.Create, "change", s.Change, "remove", s.Remove, "unchanged", s.Unchanged, "skip", s.Skipped}
-	if s.Held > 0 {
-		kv = append(kv, "held", s.Held)
-	}
-	return kv
 }

@@ -371,7 +371,7 @@ func (m *model) apply(a reconcile.Action) error {
 func (m *model) execute(p reconcile.Plan) []error {
 	var errs []error
 	for _, k := range p.Keys() {
-		for _, a := range p.ForKey(k) {
+		for _, a := range forKey(p, k) {
 			if err := m.apply(a); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", k, err))
 				break
@@ -448,7 +448,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 		if live == 0 {
 			continue
 		}
-		chain := p.ForKey(k)
+		chain := forKey(p, k)
 		removed := map[string]bool{}
 		for _, a := range chain {
 			removed[a.TargetID] = a.TargetID != ""
@@ -485,7 +485,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 		seen[a.Key] = true
 	}
 	for k := range seen {
-		chain := p.ForKey(k)
+		chain := forKey(p, k)
 		for i, a := range chain {
 			switch a.Kind {
 			case reconcile.KindMarkTerminating:
@@ -565,7 +565,7 @@ func TestPropertyConvergenceAfterCrashes(t *testing.T) {
 			if crashes < maxCrashes && rapid.Bool().Draw(t, "crash") {
 				crashes++
 				for _, k := range p.Keys() {
-					chain := p.ForKey(k)
+					chain := forKey(p, k)
 					cut := rapid.IntRange(0, len(chain)).Draw(t, "steps before the crash")
 					history = append(history, fmt.Sprintf("crash: %s ran %d of %d steps", k, cut, len(chain)))
 					for _, a := range chain[:cut] {
@@ -600,4 +600,15 @@ func TestPropertyDeterministic(t *testing.T) {
 			t.Fatalf("JSON plans differ:\n%s\n%s", j1, j2)
 		}
 	})
+}
+
+// forKey returns the actions of one key, in order.
+func forKey(p reconcile.Plan, k desired.SessionKey) []reconcile.Action {
+	var out []reconcile.Action
+	for _, a := range p.Actions {
+		if a.Key == k {
+			out = append(out, a)
+		}
+	}
+	return out
 }

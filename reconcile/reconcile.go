@@ -3,12 +3,12 @@ package reconcile
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/spec"
 	"github.com/podspawn/podspawn/observed"
 )
 
@@ -379,10 +379,16 @@ func (c *keyCtx) teardownReason(live int, sessCtr *item, persistent bool) (Reaso
 		// A stopped container is started again (see ensure): its files are
 		// the user's work. A missing one has nothing left to keep.
 		return ReasonContainerGone, fmt.Sprintf("container %s is missing", s.Spec.ContainerName), phaseTeardown
-	case s.Status == desired.StatusRunning && live == 0 && (s.Mode == desired.ModeDestroyOnDisconnect || (s.Mode == desired.ModeGracePeriod && s.GracePeriod <= 0)):
+	case s.Status == desired.StatusRunning && live == 0 && EndsAtDisconnect(s):
 		return ReasonDisconnected, fmt.Sprintf("last connection ended (mode %s, grace period %s)", s.Mode, human(s.GracePeriod)), phaseTeardown
 	}
 	return "", "", 0
+}
+
+// EndsAtDisconnect reports whether s is torn down as soon as its last
+// connection ends: destroy-on-disconnect, or a grace period of zero.
+func EndsAtDisconnect(s *desired.Session) bool {
+	return s.Mode == desired.ModeDestroyOnDisconnect || (s.Mode == desired.ModeGracePeriod && s.GracePeriod <= 0)
 }
 
 // ensure creates what a live generation is missing: its network, service
@@ -416,14 +422,14 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 	}
 	if needNet && c.findCurrent(observed.KindNetwork, s.Spec.NetworkName) == nil {
 		c.add(Action{Kind: KindCreateNetwork, Target: s.Spec.NetworkName, SessionID: s.ID, Reason: r,
-			Detail: "session network", Labels: c.labels(observed.RoleSession, "")}, phaseMaintain)
+			Detail: "session network", Labels: spec.Labels(c.sess, c.instanceID, observed.RoleSession, "")}, phaseMaintain)
 	}
 	for _, svc := range s.Spec.Services {
 		for _, v := range svc.Volumes {
 			name := s.Spec.VolumeName(svc.Name, v.Name)
 			if c.findCurrent(observed.KindVolume, name) == nil {
 				c.add(Action{Kind: KindCreateVolume, Target: name, SessionID: s.ID, Reason: r,
-					Detail: fmt.Sprintf("volume %s of service %s", v.Name, svc.Name), Labels: c.labels(observed.RoleService, svc.Name)}, phaseMaintain)
+					Detail: fmt.Sprintf("volume %s of service %s", v.Name, svc.Name), Labels: spec.Labels(c.sess, c.instanceID, observed.RoleService, svc.Name)}, phaseMaintain)
 			}
 		}
 	}
@@ -431,16 +437,16 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 		name := s.Spec.ServiceContainerName(svc.Name)
 		if ctr := c.findCurrent(observed.KindContainer, name); ctr == nil || !ctr.Running {
 			c.add(Action{Kind: KindCreateContainer, Target: name, SessionID: s.ID, Reason: r, Detail: "service " + svc.Name,
-				Labels: c.labels(observed.RoleService, svc.Name), Container: c.serviceSpec(svc)}, phaseMaintain)
+				Labels: spec.Labels(c.sess, c.instanceID, observed.RoleService, svc.Name), Container: spec.Service(c.sess, svc)}, phaseMaintain)
 		}
 	}
 	switch {
 	case creating && (sessCtr == nil || !sessCtr.Running):
 		c.add(Action{Kind: KindCreateContainer, Target: s.Spec.ContainerName, SessionID: s.ID, Reason: r, Detail: "session container",
-			Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec()}, phaseMaintain)
+			Labels: spec.Labels(c.sess, c.instanceID, observed.RoleSession, ""), Container: spec.Session(c.sess)}, phaseMaintain)
 	case restart:
 		c.add(Action{Kind: KindCreateContainer, Target: s.Spec.ContainerName, SessionID: s.ID, Reason: ReasonContainerStopped,
-			Detail: c.restartDetail(sessCtr, rec), Labels: c.labels(observed.RoleSession, ""), Container: c.sessionSpec(), Restart: rec}, phaseMaintain)
+			Detail: c.restartDetail(sessCtr, rec), Labels: spec.Labels(c.sess, c.instanceID, observed.RoleSession, ""), Container: spec.Session(c.sess), Restart: rec}, phaseMaintain)
 	case sessCtr == nil && live > 0:
 		c.skipped = append(c.skipped, Skip{Key: c.key, ObjectKind: observed.KindContainer, Target: s.Spec.ContainerName,
 			Reason: ReasonContainerDownBusy, Detail: fmt.Sprintf("container is missing with %d live connection(s); the next connection replaces it", live)})
@@ -448,60 +454,6 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 	if creating {
 		c.add(Action{Kind: KindMarkRunning, Target: "session " + c.key.String(), SessionID: s.ID, Reason: r, Detail: "all objects exist"}, phaseMaintain)
 	}
-}
-
-func (c *keyCtx) labels(role, service string) map[string]string {
-	l := map[string]string{
-		observed.LabelManagedBy: observed.ManagedByValue,
-		observed.LabelUser:      c.key.User,
-		observed.LabelProject:   c.key.Project,
-		observed.LabelSession:   c.sess.ID,
-		observed.LabelInstance:  c.instanceID,
-		observed.LabelRole:      role,
-	}
-	if service != "" {
-		l[observed.LabelService] = service
-	}
-	for k, v := range c.sess.Spec.ExtraLabels {
-		if _, reserved := l[k]; !reserved {
-			l[k] = v
-		}
-	}
-	return l
-}
-
-func (c *keyCtx) sessionSpec() *ContainerSpec {
-	sp := c.sess.Spec
-	return &ContainerSpec{
-		Role: observed.RoleSession, Image: sp.Image, Cmd: []string{"sleep", "infinity"},
-		Env: append([]string(nil), sp.Env...), Hostname: sp.Hostname, Network: sp.NetworkName, Aliases: []string{sp.ContainerName},
-		CPUs: sp.CPUs, MemoryBytes: sp.MemoryBytes, Security: cloneSecurity(sp.Security), Mounts: append([]desired.Mount(nil), sp.Mounts...),
-		User: c.key.User, Shell: sp.Shell,
-	}
-}
-
-func (c *keyCtx) serviceSpec(svc desired.Service) *ContainerSpec {
-	sp := c.sess.Spec
-	mem := svc.MemoryBytes
-	if mem == 0 {
-		mem = sp.MemoryBytes
-	}
-	vols := make([]desired.VolumeMount, 0, len(svc.Volumes))
-	for _, v := range svc.Volumes {
-		vols = append(vols, desired.VolumeMount{Name: sp.VolumeName(svc.Name, v.Name), Target: v.Target})
-	}
-	return &ContainerSpec{
-		Role: observed.RoleService, Image: svc.Image, Cmd: append([]string(nil), svc.Command...), Env: append([]string(nil), svc.Env...),
-		Hostname: svc.Name, Network: sp.NetworkName, Aliases: []string{svc.Name}, CPUs: svc.CPUs, MemoryBytes: mem,
-		Security: cloneSecurity(sp.Security), Volumes: vols,
-	}
-}
-
-// cloneSecurity copies the slices and map so that a plan shares nothing
-// with the desired state it was computed from.
-func cloneSecurity(s desired.Security) desired.Security {
-	s.CapDrop, s.CapAdd, s.Tmpfs = slices.Clone(s.CapDrop), slices.Clone(s.CapAdd), maps.Clone(s.Tmpfs)
-	return s
 }
 
 // human renders a duration to the second for reasons ("2m10s").

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/desired/spec"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
@@ -114,7 +116,7 @@ func startGrace(s *desired.Session, at time.Time) reconcile.Action {
 func restartSession(s *desired.Session, state string) reconcile.Action {
 	return reconcile.Action{Kind: reconcile.KindCreateContainer, Key: s.Key, Target: s.Spec.ContainerName, SessionID: s.ID,
 		Reason: reconcile.ReasonContainerStopped, Detail: "container is " + state + "; starting it again", Labels: sessionLabels(s, "session", ""),
-		Container: &reconcile.ContainerSpec{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
+		Container: &spec.Container{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
 			Network: s.Spec.NetworkName, Aliases: []string{s.Spec.ContainerName}, User: s.Key.User, Shell: "/bin/sh"}}
 }
 
@@ -203,7 +205,7 @@ func TestCompute(t *testing.T) {
 
 	svcMissing := builder.Session("alice", "web").Service("cache", "redis:7").Leases(lease).Build()
 	svcMissingNoNet := builder.Session("alice", "web").Service("cache", "redis:7").Leases(lease).Build()
-	cacheSpec := &reconcile.ContainerSpec{Role: "service", Image: "redis:7", Hostname: "cache", Network: "podspawn-alice-web-net",
+	cacheSpec := &spec.Container{Role: "service", Image: "redis:7", Hostname: "cache", Network: "podspawn-alice-web-net",
 		Aliases: []string{"cache"}, Volumes: []desired.VolumeMount{}}
 
 	staleSvc := builder.ServiceContainer("alice", "web", "cache").Session("old").Stopped().Build()
@@ -258,14 +260,14 @@ func TestCompute(t *testing.T) {
 					Reason: reconcile.ReasonSessionCreating, Detail: "volume data of service db", Labels: creatingLabels("service", "db")},
 				{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web-db", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonSessionCreating, Detail: "service db", Labels: creatingLabels("service", "db"),
-					Container: &reconcile.ContainerSpec{
+					Container: &spec.Container{
 						Role: "service", Image: "postgres:16", Hostname: "db", Network: "podspawn-alice-web-net", Aliases: []string{"db"},
 						MemoryBytes: 1 << 30, Security: security,
 						Volumes: []desired.VolumeMount{{Name: "podspawn-alice-web-db-data", Target: "/var/lib/postgresql/data"}},
 					}},
 				{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonSessionCreating, Detail: "session container", Labels: creatingLabels("session", ""),
-					Container: &reconcile.ContainerSpec{
+					Container: &spec.Container{
 						Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"}, Env: []string{"A=1"},
 						Hostname: "dev", Network: "podspawn-alice-web-net", Aliases: []string{"podspawn-alice-web"},
 						CPUs: 2, MemoryBytes: 1 << 30, Security: security,
@@ -283,7 +285,7 @@ func TestCompute(t *testing.T) {
 			want: reconcile.Plan{Now: now, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime), Actions: []reconcile.Action{
 				{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonSessionCreating, Detail: "session container", Labels: sessionLabels(plain, "session", ""),
-					Container: &reconcile.ContainerSpec{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
+					Container: &spec.Container{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
 						Network: "podspawn-alice-web-net", Aliases: []string{"podspawn-alice-web"}, User: "alice", Shell: "/bin/sh"}},
 				{Kind: reconcile.KindMarkRunning, Key: kAW, Target: "session alice@web", SessionID: "sess-alice-web",
 					Reason: reconcile.ReasonSessionCreating, Detail: "all objects exist"},
@@ -300,7 +302,7 @@ func TestCompute(t *testing.T) {
 					Reason: reconcile.ReasonSessionCreating, Detail: "session network", Labels: sessionLabels(regen, "session", "")},
 				{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web", SessionID: "sess-2",
 					Reason: reconcile.ReasonSessionCreating, Detail: "session container", Labels: sessionLabels(regen, "session", ""),
-					Container: &reconcile.ContainerSpec{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
+					Container: &spec.Container{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
 						Network: "podspawn-alice-web-net", Aliases: []string{"podspawn-alice-web"}, User: "alice", Shell: "/bin/sh"}},
 				{Kind: reconcile.KindMarkRunning, Key: kAW, Target: "session alice@web", SessionID: "sess-2",
 					Reason: reconcile.ReasonSessionCreating, Detail: "all objects exist"},
@@ -607,7 +609,7 @@ func TestComputeDeadlines(t *testing.T) {
 				Reason: reconcile.ReasonSessionCreating, Detail: "session network", Labels: sessionLabels(pending, "session", "")},
 			{Kind: reconcile.KindCreateContainer, Key: kAW, Target: "podspawn-alice-web", SessionID: "sess-alice-web",
 				Reason: reconcile.ReasonSessionCreating, Detail: "session container", Labels: sessionLabels(pending, "session", ""),
-				Container: &reconcile.ContainerSpec{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
+				Container: &spec.Container{Role: "session", Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
 					Network: "podspawn-alice-web-net", Aliases: []string{"podspawn-alice-web"}, User: "alice", Shell: "/bin/sh"}},
 			{Kind: reconcile.KindMarkRunning, Key: kAW, Target: "session alice@web", SessionID: "sess-alice-web",
 				Reason: reconcile.ReasonSessionCreating, Detail: "all objects exist"},

@@ -20,6 +20,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/desired/spec"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/reconcile"
 )
@@ -406,7 +407,7 @@ echo "$uid $gid"
 
 // setupSession checks the container's home mount, makes the user's
 // account, and hands a new persistent home to the account.
-func (d *Executor) setupSession(ctx context.Context, id string, spec *reconcile.ContainerSpec) error {
+func (d *Executor) setupSession(ctx context.Context, id string, spec *spec.Container) error {
 	home, err := d.openHome(spec)
 	if err != nil {
 		return err

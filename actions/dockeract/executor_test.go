@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/desired/spec"
+
 	"github.com/podspawn/podspawn/actions/dockeract"
 
 	"github.com/containerd/errdefs"
@@ -516,7 +518,7 @@ func (f *fixture) action(kind reconcile.Kind, target string) reconcile.Action {
 		a.Labels = f.labels(observed.RoleService, "db")
 	case reconcile.KindCreateContainer:
 		a.Labels = f.labels(observed.RoleSession, "")
-		a.Container = &reconcile.ContainerSpec{
+		a.Container = &spec.Container{
 			Role: observed.RoleSession, Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"},
 			Network: f.sess.Spec.NetworkName, Aliases: []string{f.sess.Spec.ContainerName}, User: "alice", Shell: "/bin/sh",
 		}
@@ -528,7 +530,7 @@ func (f *fixture) serviceAction() reconcile.Action {
 	a := f.action(reconcile.KindCreateContainer, f.sess.Spec.ServiceContainerName("db"))
 	a.Reason = reconcile.ReasonSessionCreating
 	a.Labels = f.labels(observed.RoleService, "db")
-	a.Container = &reconcile.ContainerSpec{
+	a.Container = &spec.Container{
 		Role: observed.RoleService, Image: "podspawn-test:busybox", Cmd: []string{"sleep", "infinity"}, Network: f.sess.Spec.NetworkName,
 		Volumes: []desired.VolumeMount{{Name: f.sess.Spec.VolumeName("db", "data"), Target: "/data"}},
 	}

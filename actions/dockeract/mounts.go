@@ -15,6 +15,7 @@ import (
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/actions/hostdir"
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/spec"
 	"github.com/podspawn/podspawn/reconcile"
 )
 
@@ -22,7 +23,7 @@ import (
 // need before Docker is asked for the container (Docker refuses a missing
 // bind source). Only the last element is created, through a handle on
 // its parent, and it must not be a link.
-func (d *Executor) prepareMounts(spec *reconcile.ContainerSpec) error {
+func (d *Executor) prepareMounts(spec *spec.Container) error {
 	for _, m := range spec.Mounts {
 		switch m.Prepare {
 		case "":
@@ -97,7 +98,7 @@ func mkdirAll(path string, mode uint32) error {
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 
 // homeMount returns the spec's persistent home mount, if any.
-func homeMount(spec *reconcile.ContainerSpec) (desired.Mount, bool) {
+func homeMount(spec *spec.Container) (desired.Mount, bool) {
 	for _, m := range spec.Mounts {
 		if m.Prepare == desired.PrepareHome {
 			return m, true
@@ -107,7 +108,7 @@ func homeMount(spec *reconcile.ContainerSpec) (desired.Mount, bool) {
 }
 
 // openHome opens the spec's persistent home (nil without one).
-func (d *Executor) openHome(spec *reconcile.ContainerSpec) (*hostdir.Dir, error) {
+func (d *Executor) openHome(spec *spec.Container) (*hostdir.Dir, error) {
 	m, ok := homeMount(spec)
 	if !ok {
 		return nil, nil

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -88,6 +89,9 @@ func (s State) Dir() string { return filepath.Dir(s.DBPath) }
 type Log struct {
 	File     string `yaml:"file"`
 	AuditLog string `yaml:"audit_log"`
+	// AuditRequired: when the audit log cannot be written, commands that
+	// change state fail and spawn refuses connections (false: warn only).
+	AuditRequired bool `yaml:"audit_required"`
 }
 
 type Security struct {
@@ -136,6 +140,9 @@ type Cleanup struct {
 	CrashLoopResetAfter  Duration `yaml:"crash_loop_reset_after"`
 	CrashLoopBackoff     Duration `yaml:"crash_loop_backoff"`
 	CrashLoopBackoffMax  Duration `yaml:"crash_loop_backoff_max"`
+	// MetricsAddr is where the daemon serves /metrics, /healthz and
+	// /readyz (host:port); empty, the default, serves nothing.
+	MetricsAddr string `yaml:"metrics_addr"`
 }
 
 type SSH struct {
@@ -213,6 +220,7 @@ func Defaults() Config {
 			CrashLoopBackoff: Duration{time.Second}, CrashLoopBackoffMax: Duration{5 * time.Minute}},
 		SSH: SSH{SFTPServer: "/usr/lib/openssh/sftp-server", UseSudo: true, Group: "podspawn",
 			AuthKeysUser: "podspawn-auth", SSHDConfig: "/etc/ssh/sshd_config"},
+		Log:          Log{AuditRequired: true},
 		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
 		ProjectsFile: "/etc/podspawn/projects.yaml",
 	}
@@ -444,6 +452,14 @@ func (c *Config) validate() error {
 		return fmt.Errorf("invalid cleanup.crash_loop_backoff_max %q: must be at least cleanup.crash_loop_backoff (%s)",
 			c.Cleanup.CrashLoopBackoffMax.Duration, c.Cleanup.CrashLoopBackoff.Duration)
 	}
+	if c.Cleanup.MetricsAddr != "" {
+		if err := ValidateListenAddr(c.Cleanup.MetricsAddr); err != nil {
+			return fmt.Errorf("invalid cleanup.metrics_addr: %w", err)
+		}
+	}
+	if c.Log.AuditLog != "" && !filepath.IsAbs(c.Log.AuditLog) {
+		return fmt.Errorf("invalid log.audit_log %q: must be an absolute path, or empty to disable the audit log", c.Log.AuditLog)
+	}
 	// A list, not a map: with two bad paths, the same one is reported every time.
 	for _, f := range []struct{ name, p string }{
 		{"auth.key_dir", c.Auth.KeyDir}, {"state.db_path", c.State.DBPath}, {"state.lock_dir", c.State.LockDir},
@@ -477,4 +493,21 @@ func (c Config) SecuritySpec() desired.Security {
 		Tmpfs:           c.Security.Tmpfs,
 		Runtime:         c.Security.Runtime,
 	}
+}
+
+// ValidateListenAddr checks a host:port listen address: the host is an IP
+// address, localhost or empty (every interface), the port a number from 1
+// to 65535.
+func ValidateListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:9464): %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q must be a number from 1 to 65535", addr, port)
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return fmt.Errorf("%q: host %q must be an IP address, localhost or empty (every interface)", addr, host)
+	}
+	return nil
 }

@@ -39,6 +39,11 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 		"negative backoff":                {"cleanup:\n  crash_loop_backoff: -1s\n", `invalid cleanup.crash_loop_backoff "-1s": must be positive`},
 		"backoff max below":               {"cleanup:\n  crash_loop_backoff: 10s\n  crash_loop_backoff_max: 5s\n", `invalid cleanup.crash_loop_backoff_max "5s": must be at least cleanup.crash_loop_backoff (10s)`},
 		"unknown crash key":               {"cleanup:\n  crash_loop_limit: 3\n", `line 2 (cleanup.crash_loop_limit): field crash_loop_limit not found`},
+		"metrics addr without port":       {"cleanup:\n  metrics_addr: 127.0.0.1\n", `invalid cleanup.metrics_addr: "127.0.0.1" is not host:port`},
+		"metrics addr port zero":          {"cleanup:\n  metrics_addr: 127.0.0.1:0\n", `invalid cleanup.metrics_addr: "127.0.0.1:0": port "0" must be a number from 1 to 65535`},
+		"metrics addr port word":          {"cleanup:\n  metrics_addr: 127.0.0.1:http\n", `port "http" must be a number`},
+		"metrics addr hostname":           {"cleanup:\n  metrics_addr: example.com:9464\n", `host "example.com" must be an IP address, localhost or empty`},
+		"unknown metrics key":             {"cleanup:\n  metrics_address: 127.0.0.1:9464\n", `field metrics_address not found`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -147,5 +152,50 @@ func TestCrashLoopKeys(t *testing.T) {
 	}
 	if c.OrphanMinAge.Duration != 30*time.Second {
 		t.Fatalf("other cleanup keys lost their defaults: %+v", c)
+	}
+}
+
+// The audit log is off by default and required once set; bad values are
+// errors that name the key.
+func TestAuditKeys(t *testing.T) {
+	if d := Defaults().Log; d.AuditLog != "" || !d.AuditRequired {
+		t.Fatalf("log defaults = %+v, want no audit log, audit_required true", d)
+	}
+	cfg, err := Parse([]byte("log:\n  audit_log: /var/log/podspawn/audit.log\n  audit_required: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.Log; l.AuditLog != "/var/log/podspawn/audit.log" || l.AuditRequired {
+		t.Fatalf("log = %+v", l)
+	}
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"relative path":   {"log:\n  audit_log: audit.log\n", `invalid log.audit_log "audit.log": must be an absolute path`},
+		"word required":   {"log:\n  audit_required: maybe\n", `line 2 (log.audit_required): cannot unmarshal !!str`},
+		"unknown log key": {"log:\n  audit: /x\n", `line 2 (log.audit): field audit not found`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Load(p); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestMetricsAddr(t *testing.T) {
+	if d := Defaults().Cleanup.MetricsAddr; d != "" {
+		t.Fatalf("default cleanup.metrics_addr = %q, want empty (off)", d)
+	}
+	for _, addr := range []string{"127.0.0.1:9464", "[::1]:9464", ":9464", "localhost:9464"} {
+		cfg, err := Parse([]byte("cleanup:\n  metrics_addr: \"" + addr + "\"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		if cfg.Cleanup.MetricsAddr != addr {
+			t.Fatalf("cleanup.metrics_addr = %q, want %q", cfg.Cleanup.MetricsAddr, addr)
+		}
 	}
 }

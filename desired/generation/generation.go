@@ -84,6 +84,13 @@ func resolveSpec(cfg config.Config, key desired.SessionKey) (desired.Spec, desir
 	return spec, cfg.Session.Mode, cfg.SSH.AllowAgentForwarding, nil
 }
 
+// NotRegisteredError refuses a project name the server does not know.
+type NotRegisteredError struct{ Name string }
+
+func (e *NotRegisteredError) Error() string {
+	return fmt.Sprintf("project %q is not registered on this server; ask an admin to run podspawn add-project", e.Name)
+}
+
 // Project returns the registered project of key and its Podfile. The
 // project name is client input (PODSPAWN_PROJECT): a name the server does
 // not know is refused rather than turned into a default session (G23).
@@ -94,7 +101,7 @@ func Project(cfg config.Config, name string) (projects.Project, *projects.Podfil
 	}
 	p, ok := reg[name]
 	if !ok {
-		return projects.Project{}, nil, fmt.Errorf("project %q is not registered on this server; ask an admin to run podspawn add-project", name)
+		return projects.Project{}, nil, &NotRegisteredError{Name: name}
 	}
 	pf, err := readPodfile(name, p)
 	if err != nil {

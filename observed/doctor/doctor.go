@@ -132,6 +132,7 @@ func checks() []check {
 		{name: "state database", needsConfig: true, run: checkStateDatabase, timeout: 30 * time.Second},
 		{name: "cleanup daemon", needsConfig: true, run: checkCleanupDaemon},
 		{name: "removal guard", needsConfig: true, run: checkRemovalGuard, hangFix: dockerHang, timeout: 30 * time.Second},
+		{name: "audit log", needsConfig: true, run: checkAuditLog},
 	}
 }
 

@@ -286,6 +286,7 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 2"},
 		{Name: "cleanup daemon", Status: Pass, Detail: fmt.Sprintf("running (pid %d)", os.Getpid())},
 		{Name: "removal guard", Status: Pass, Detail: "nothing held (1 session(s), 1 user(s) with keys)"},
+		{Name: "audit log", Status: Pass, Detail: "disabled (log.audit_log is not set)"},
 	}
 	if diff := cmp.Diff(wantResults, got); diff != "" {
 		t.Errorf("results (-want +got):\n%s", diff)
@@ -672,6 +673,7 @@ func TestBrokenConfigChecksNothingFromDefaults(t *testing.T) {
 		"fail state database: " + notChecked,
 		"fail cleanup daemon: " + notChecked,
 		"fail removal guard: " + notChecked,
+		"fail audit log: " + notChecked,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("results (-want +got):\n%s", diff)

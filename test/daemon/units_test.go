@@ -73,7 +73,7 @@ func TestSystemdUnitsDeclareWhatOperatorsRelyOn(t *testing.T) {
 		"Service/Type":           "simple",
 		"Service/ExecStart":      "/usr/local/bin/podspawn cleanup --daemon --interval 60s",
 		"Service/Restart":        "on-failure",
-		"Service/ReadWritePaths": "/var/lib/podspawn",
+		"Service/ReadWritePaths": "/var/lib/podspawn -/var/log/podspawn",
 		"Install/WantedBy":       "multi-user.target",
 	}
 	hardening := map[string]string{

@@ -135,8 +135,9 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] state database
   [pass] cleanup daemon
   [pass] removal guard
+  [pass] audit log
 
-` + summary(16, 0, 0, disk)
+` + summary(17, 0, 0, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s\nstderr:\n%s", diff, res.Stderr)
 	}
@@ -169,8 +170,9 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] state database
   [pass] cleanup daemon
   [pass] removal guard
+  [pass] audit log
 
-` + summary(14, 1, 1, disk)
+` + summary(15, 1, 1, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s", diff)
 	}

@@ -67,6 +67,8 @@ type serverOptions struct {
 	Users []string
 	// SSH is extra lines of the ssh: config section, indented two spaces.
 	SSH string
+	// Log is extra lines of the log: config section, indented two spaces.
+	Log string
 	// PlainUser adds an account outside podspawn (its own authorized_keys
 	// file, a real shell on the host) to measure sshd's own cost.
 	PlainUser bool
@@ -124,8 +126,8 @@ func newServer(t testing.TB, o serverOptions) *server {
 	s.LogPath = filepath.Join(s.Dir, "spawn.log")
 	s.SSHDConfig = filepath.Join(s.Dir, "sshd_config")
 	sftp := "  sftp_server: /bin/cat\n"
-	o.Extra += fmt.Sprintf("ssh:\n  group: %s\n  auth_keys_user: %s\n  use_sudo: true\n  sshd_config: %s\n%s%slog:\n  file: %s\n",
-		s.Group, s.AuthUser, s.SSHDConfig, sftp, o.SSH, s.LogPath)
+	o.Extra += fmt.Sprintf("ssh:\n  group: %s\n  auth_keys_user: %s\n  use_sudo: true\n  sshd_config: %s\n%s%slog:\n  file: %s\n%s",
+		s.Group, s.AuthUser, s.SSHDConfig, sftp, o.SSH, s.LogPath, o.Log)
 	s.Env = harness.NewEnv(t, o.Options)
 	t.Cleanup(func() {
 		if t.Failed() {

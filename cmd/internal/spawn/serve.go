@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/term"
@@ -23,7 +24,9 @@ type Connection struct {
 	// AuthSock is sshd's socket of the client's forwarded agent
 	// (SSH_AUTH_SOCK; "" without ssh -A).
 	AuthSock string
-	Stdio    Stdio
+	// Client is the client's address (from SSH_CONNECTION), for the audit log.
+	Client string
+	Stdio  Stdio
 }
 
 // Attachment is a connection's hold on its session (the controller's).
@@ -44,6 +47,7 @@ type Server struct {
 	// Agent forwards the client's agent into the container (nil: never).
 	Agent *Agent
 	Log   logr.Logger
+	Audit Auditing
 }
 
 // Serve attaches the connection to its session, runs its process in the
@@ -59,6 +63,10 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 	// and reconcile timeouts; a hangup is honoured once it returns.
 	att, err := s.Attach(context.WithoutCancel(ctx), c.Key)
 	if err != nil {
+		if reason := DeniedReason(err); reason != "" {
+			AuditDenied(sv.Audit.Log, func(werr error) { sv.Log.Error(werr, "Writing audit event failed", "event", "auth.denied") },
+				c.Key.User, c.Key.Project, c.Client, reason, err)
+		}
 		return -1, err
 	}
 	spec := att.Session.Spec
@@ -85,18 +93,15 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 			return sftpMissingExitCode, nil
 		}
 	}
-	env := connectionEnv(c, spec.Shell, att.LeaseID)
-	sock, stopAgent, err := sv.Agent.Start(ctx, att, c)
-	if err != nil {
-		// The session works without the agent; the user learns why not.
-		log.Error(err, "Agent forwarding failed")
-		fmt.Fprintf(c.Stdio.Stderr, "podspawn: agent forwarding is not available in this connection: %v\n", err)
-		stopAgent = func() {}
+	if err := sv.auditConnect(c, att, cmd); err != nil {
+		if derr := s.Detach(att); derr != nil {
+			log.Error(derr, "Detaching connection failed; the next reconcile releases it")
+		}
+		return -1, err
 	}
-	if sock != "" {
-		env = append(env, "SSH_AUTH_SOCK="+sock)
-	}
-	log.V(1).Info("Running connection process", "tty", cmd.TTY, "agent", sock != "")
+	env, stopAgent := sv.startAgent(ctx, att, c, log)
+	started := time.Now()
+	log.V(1).Info("Running connection process", "tty", cmd.TTY)
 	code, err := runProcess(logr.NewContext(ctx, log), ex, actions.ExecSpec{
 		Container: att.ContainerID,
 		User:      c.Key.User,
@@ -107,10 +112,29 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 		TTY:       cmd.TTY,
 	}, c.Stdio)
 	stopAgent()
+	sv.auditDisconnect(c, att, cmd, code, err, started)
 	if derr := s.Detach(att); derr != nil {
 		log.Error(derr, "Detaching connection failed; the next reconcile releases it")
 	}
 	return code, err
+}
+
+// startAgent returns the environment of the connection's process, with
+// SSH_AUTH_SOCK when its agent is forwarded, and what stops the relay.
+// The session works without the agent: a failure is only reported.
+func (sv *Server) startAgent(ctx context.Context, att *Attachment, c Connection, log logr.Logger) ([]string, func()) {
+	env := connectionEnv(c, att.Session.Spec.Shell, att.LeaseID)
+	sock, stop, err := sv.Agent.Start(ctx, att, c)
+	if err != nil {
+		log.Error(err, "Agent forwarding failed")
+		fmt.Fprintf(c.Stdio.Stderr, "podspawn: agent forwarding is not available in this connection: %v\n", err)
+		return env, func() {}
+	}
+	if sock != "" {
+		log.V(1).Info("Forwarding agent", "socket", sock)
+		env = append(env, "SSH_AUTH_SOCK="+sock)
+	}
+	return env, stop
 }
 
 // sftpMissingExitCode is what a shell returns for a command not found.

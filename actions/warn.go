@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
 	"github.com/podspawn/podspawn/desired"
@@ -15,22 +16,18 @@ import (
 
 // warn writes a's warning on the terminal of each of its connections, then
 // records it on the row. A connection without a terminal (a command, sftp)
-// or gone meanwhile is skipped: a warning is best effort, and recorded
-// even if nobody could be told, so it is never repeated.
+// or gone meanwhile is skipped. A warning is best effort: one that cannot
+// be written is logged (through ctx's logger), never an error that would
+// fail the pass or a login's reconcile, and it is recorded all the same so
+// that it is never repeated.
 func warn(ctx context.Context, st Store, a reconcile.Action, now time.Time) (bool, error) {
 	msg := WarningText(a.At, a.At.Sub(now))
-	var errs []error
 	for _, l := range a.Leases {
 		if err := writeLeaseTerminal(l, msg); err != nil {
-			errs = append(errs, fmt.Errorf("connection %d: %w", l.ID, err))
+			logr.FromContextOrDiscard(ctx).Error(err, "Cannot warn a connection of the end of its session", "lease", l.ID, "pid", l.PID)
 		}
 	}
-	changed, err := st.RecordWarning(ctx, a.SessionID, a.Before, now)
-	if err != nil {
-		return false, err
-	}
-	// Terminal errors are not retried: the row says the warning was sent.
-	return changed, errors.Join(errs...)
+	return st.RecordWarning(ctx, a.SessionID, a.Before, now)
 }
 
 // WarningText is the message a connection gets at left before end.

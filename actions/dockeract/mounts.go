@@ -162,14 +162,32 @@ func (d *Executor) verifyHomeMount(ctx context.Context, id, user string, home *h
 	if err != nil {
 		return err
 	}
-	var got unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/root/home/%s", c.State.Pid, user), &got); err != nil {
+	got, err := statInContainer(c.State.Pid, "home/"+user)
+	if err != nil {
 		return fmt.Errorf("checking the home mount: %w", err)
 	}
 	if got.Dev != want.Dev || got.Ino != want.Ino {
 		return fmt.Errorf("the home mounted in the container is not %s (was it replaced by a link?); the container is removed", home.Path())
 	}
 	return nil
+}
+
+// statInContainer describes path inside the root of process pid, links
+// in it resolved inside that root (openat2 RESOLVE_IN_ROOT), never on the host.
+func statInContainer(pid int, path string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return st, err
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return st, err
+	}
+	defer unix.Close(fd)
+	err = unix.Fstat(fd, &st)
+	return st, err
 }
 
 // adoptHome gives a home that is still root's (just made) or another

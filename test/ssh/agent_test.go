@@ -72,6 +72,14 @@ func TestAgentForwarding(t *testing.T) {
 		t.Fatalf("relay socket on the host: %v", err)
 	}
 
+	// A second connection of the same session gets a socket of its own.
+	second := s.ssh(a, []string{"-A"}, `echo "sock=$SSH_AUTH_SOCK"; ssh-add -l >/dev/null; echo "rc=$?"`)
+	second.Env = append(os.Environ(), "SSH_AUTH_SOCK="+agentSock)
+	out2, err := second.CombinedOutput()
+	if err != nil || !strings.Contains(string(out2), "rc=0") || strings.Contains(string(out2), "sock="+sock+"\n") {
+		t.Fatalf("second connection (first uses %s): %v\n%s", sock, err, out2)
+	}
+
 	// The other user's container has no such path and no mount of it;
 	// its own agent directory is a different one.
 	r := s.runSSH(b, nil, "", fmt.Sprintf(`SSH_AUTH_SOCK=%s ssh-add -l; echo "rc=$?"`, sock))

@@ -81,6 +81,7 @@ func (c *ListCmd) Run(a *App) error {
 		return err
 	}
 	now := a.Clock.Now()
+	warnFutureRows(a.Stderr, views, now)
 	if c.Output == "json" {
 		return renderListJSON(a.Stdout, views, now)
 	}
@@ -204,4 +205,20 @@ func renderListJSON(w io.Writer, views []sessionView, now time.Time) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// warnFutureRows says on w when rows were written after now: the clock
+// stepped back since, and the ages shown are wrong until it catches up.
+func warnFutureRows(w io.Writer, views []sessionView, now time.Time) {
+	var d desired.State
+	for _, v := range views {
+		d.Sessions = append(d.Sessions, v.Sess)
+	}
+	rows := reconcile.FutureRows(d, now)
+	if len(rows) == 0 {
+		return
+	}
+	r := rows[0]
+	fmt.Fprintf(w, "Warning: %d timestamp(s) lie in the future (newest: %s of %s, %s ahead): the clock stepped back since they were written; ages and lifetimes are wrong until it catches up\n",
+		len(rows), r.Field, r.Key, r.At.Sub(now).Round(time.Second))
 }

@@ -46,11 +46,15 @@ func TestListGolden(t *testing.T) {
 		{"list_empty_json", false, []string{"list", "-o", "json"}},
 		{"list_sessions", true, []string{"list"}},
 		{"list_sessions_json", true, []string{"list", "--output", "json"}},
+		{"list_clock_stepped_back", true, []string{"list"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newAdminEnv(t)
 			if tc.seed {
 				seedListSessions(e)
+			}
+			if tc.name == "list_clock_stepped_back" {
+				e.clock.SetTime(t0.Add(-10 * time.Minute))
 			}
 			golden(t, tc.name, e.run(tc.args...))
 		})

@@ -115,6 +115,8 @@ type dockerRuntime struct {
 	// agentDir is state.agent_dir (the executor removes a generation's),
 	// homesDir state.homes_dir (the executor makes persistent homes there).
 	agentDir, homesDir string
+	// diskUnsupported is defaults.disk_unsupported.
+	diskUnsupported string
 }
 
 func newDockerRuntime(dc *client.Client, now func() time.Time) *dockerRuntime {
@@ -127,7 +129,8 @@ func (r *dockerRuntime) Ping(ctx context.Context) error {
 }
 
 func (r *dockerRuntime) Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor {
-	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, AgentDir: r.agentDir, HomesDir: r.homesDir}
+	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, DiskUnsupported: r.diskUnsupported,
+		AgentDir: r.agentDir, HomesDir: r.homesDir}
 }
 
 func (r *dockerRuntime) Execer(log logr.Logger) actions.Execer {
@@ -205,11 +208,12 @@ func (a *App) Runtime() (Runtime, error) {
 		if err != nil {
 			return nil, err
 		}
-		r := newDockerRuntime(dc, a.Clock.Now)
+		rt := newDockerRuntime(dc, a.Clock.Now)
 		if cfg, err := a.Config(); err == nil {
-			r.agentDir, r.homesDir = cfg.State.AgentDir, cfg.State.HomesDir
+			rt.diskUnsupported = cfg.Defaults.DiskUnsupported
+			rt.agentDir, rt.homesDir = cfg.State.AgentDir, cfg.State.HomesDir
 		}
-		a.runtime = r
+		a.runtime = rt
 	}
 	return a.runtime, nil
 }
@@ -256,8 +260,22 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration, CrashLoop: crashLoop(cfg.Cleanup),
 			WarnBefore: cfg.WarnBefore()},
 		Clock: a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
-		Guard: reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
+		Guard:     reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
+		Monotonic: monotonic(a.Clock),
 	}, nil
+}
+
+// processStart anchors the monotonic clock of clock-step detection.
+var processStart = time.Now()
+
+// monotonic is the monotonic clock that lets a controller detect steps of
+// the wall clock between passes; only the real clock has one (a fake
+// clock in tests moves on its own).
+func monotonic(c clock.WithTicker) func() time.Duration {
+	if _, ok := c.(clock.RealClock); !ok {
+		return nil
+	}
+	return func() time.Duration { return time.Since(processStart) }
 }
 
 // crashLoop is the crash-loop policy of the cleanup section.

@@ -16,6 +16,7 @@ import (
 	"github.com/podspawn/podspawn/cmd/internal/spawn"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/config"
 )
 
 // spawnFailureCode is spawn's exit code when podspawn itself failed (as
@@ -30,7 +31,9 @@ type SpawnCmd struct {
 }
 
 // Run serves the connection and exits with its process's exit code, or
-// 255 when podspawn could not start it.
+// 255 when podspawn could not start it. Failures the user cannot act on
+// reach them as a short message with an incident id; the details go to
+// spawn's log under that id.
 func (c *SpawnCmd) Run(a *App) error {
 	// A vanished client must turn writes into EPIPE errors we handle, not
 	// a silent death that skips releasing the connection.
@@ -39,7 +42,9 @@ func (c *SpawnCmd) Run(a *App) error {
 
 	cfg, err := a.Config()
 	if err != nil {
-		return fail(err)
+		log, closeLog := defaultSpawnLogger(a)
+		defer closeLog()
+		return fail(spawn.Incident(log, err, "read its configuration"))
 	}
 	log, closeLog := spawnLogger(a, cfg.Log.File)
 	defer closeLog()
@@ -77,13 +82,24 @@ func (c *SpawnCmd) Run(a *App) error {
 	ctx, stopWatch := spawn.WatchHangup(ctx, os.Stdout)
 	defer stopWatch()
 
+	key := desired.SessionKey{User: user, Project: project}
+	code, err := c.serve(ctx, a, cfg, key, client)
+	if err != nil {
+		return fail(spawn.Incident(log, err, "start your session", "user", user, "project", project))
+	}
+	return &ExitError{Code: code}
+}
+
+// serve attaches the connection to key's session and runs its process.
+func (c *SpawnCmd) serve(ctx context.Context, a *App, cfg config.Config, key desired.SessionKey, client string) (int, error) {
+	log := a.Log
 	ctrl, err := a.Controller(ctx, ControllerOptions{Workers: 1})
 	if err != nil {
-		return fail(err)
+		return -1, err
 	}
 	rt, err := a.Runtime()
 	if err != nil {
-		return fail(err)
+		return -1, err
 	}
 	execer := rt.Execer(log)
 	sessions := &controller.Sessions{
@@ -96,18 +112,14 @@ func (c *SpawnCmd) Run(a *App) error {
 	if cfg.SSH.AllowAgentForwarding {
 		server.Agent = &spawn.Agent{Exec: execer, Dialer: newAgentDialer, Log: log}
 	}
-	code, err := server.Serve(ctx, spawn.Connection{
-		Key:             desired.SessionKey{User: user, Project: project},
+	return server.Serve(ctx, spawn.Connection{
+		Key:             key,
 		OriginalCommand: os.Getenv("SSH_ORIGINAL_COMMAND"),
 		Term:            os.Getenv("TERM"),
 		AuthSock:        os.Getenv("SSH_AUTH_SOCK"),
 		Client:          client,
 		Stdio:           spawn.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 	})
-	if err != nil {
-		return fail(err)
-	}
-	return &ExitError{Code: code}
 }
 
 // spawnLogger sends spawn's logs to log.file, else to syslog (where sshd

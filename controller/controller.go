@@ -65,10 +65,15 @@ type Controller struct {
 	LockTimeout time.Duration
 	// Guard bounds what a pass removes because desired state is missing.
 	Guard reconcile.GuardLimits
+	// Monotonic, when set, is a monotonic clock (time since a fixed
+	// instant) that enables the detection of wall-clock steps between
+	// passes (clockstep.go); the daemon sets it.
+	Monotonic func() time.Duration
 	// Metrics, when set (the daemon's /metrics), counts what reconciles do.
 	Metrics *metrics.Metrics
 
 	guard guardCache
+	clock clockWatch
 }
 
 // guardCache shares the whole plan's guard decision between per-key
@@ -156,7 +161,9 @@ func (c *Controller) planAll(ctx context.Context) (reconcile.Plan, *passState, e
 	if err != nil {
 		return reconcile.Plan{}, nil, err
 	}
-	p := c.guarded(reconcile.Compute(d, o, c.Clock.Now(), c.Options), d, o)
+	now := c.planNow()
+	c.reportFutureRows(d, now)
+	p := c.guarded(reconcile.Compute(d, o, now, c.options()), d, o)
 	c.remember(tick, p.Holds)
 	return p, &passState{desired: d, objects: o.ByKey()}, nil
 }
@@ -236,7 +243,7 @@ func (c *Controller) planOrphanKey(ctx context.Context, k desired.SessionKey, no
 		return c.planLoadedKey(ctx, k, sess, now)
 	}
 	d := desired.State{InstanceID: pass.desired.InstanceID, Users: pass.desired.Users, DatabaseCreatedAt: pass.desired.DatabaseCreatedAt}
-	return reconcile.Compute(d, observed.State{Objects: pass.objects[k]}, now, c.Options), nil
+	return reconcile.Compute(d, observed.State{Objects: pass.objects[k]}, now, c.options()), nil
 }
 
 // planLoadedKey computes the plan of key k whose row (nil if none) the
@@ -255,7 +262,7 @@ func (c *Controller) planLoadedKey(ctx context.Context, k desired.SessionKey, se
 		return reconcile.Plan{}, err
 	}
 	o := observed.State{Objects: objs, Exited: proc.Exited(leaseRefs(d))}
-	return reconcile.Compute(d, o, now, c.Options), nil
+	return reconcile.Compute(d, o, now, c.options()), nil
 }
 
 // Result is what happened to one action.
@@ -343,9 +350,9 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 		err  error
 	)
 	if run.pass != nil {
-		plan, err = c.planOrphanKey(ctx, k, c.Clock.Now(), run.pass)
+		plan, err = c.planOrphanKey(ctx, k, c.planNow(), run.pass)
 	} else if sess, err = c.Store.LoadKey(ctx, k); err == nil {
-		plan, err = c.planLoadedKey(ctx, k, sess, c.Clock.Now())
+		plan, err = c.planLoadedKey(ctx, k, sess, c.planNow())
 	}
 	if err != nil {
 		rep.Err = err

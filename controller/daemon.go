@@ -300,8 +300,9 @@ func (d *Daemon) resyncOnce(ctx context.Context, q Queue, all bool) error {
 		return fmt.Errorf("observing Docker: %w", err)
 	}
 	d.Watcher.Seen(obs.Objects, des.InstanceID)
-	now := d.C.Clock.Now()
-	plan := d.C.guarded(reconcile.Compute(des, obs, now, d.C.Options), des, obs)
+	now := d.C.planNow()
+	d.C.reportFutureRows(des, now)
+	plan := d.C.guarded(reconcile.Compute(des, obs, now, d.C.options()), des, obs)
 	d.C.remember(tick, plan.Holds)
 	d.C.LogHolds(plan)
 	d.C.Metrics.SetHeldLastResync(len(plan.Held))

@@ -268,7 +268,8 @@ func (s *Sessions) checkProject(ctx context.Context, key desired.SessionKey) err
 		return fmt.Errorf("checking image %s of project %s: %w", p.ImageTag, key.Project, err)
 	}
 	if !ok {
-		return fmt.Errorf("image %s not built; run: podspawn update-project %s", p.ImageTag, key.Project)
+		// Shown to the user as is: it names what they asked for and what fixes it.
+		return desired.ForUser(fmt.Errorf("image %s not built; run: podspawn update-project %s", p.ImageTag, key.Project))
 	}
 	return nil
 }

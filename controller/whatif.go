@@ -46,7 +46,7 @@ func (c *Controller) PlanKeysWith(ctx context.Context, ks []desired.SessionKey, 
 		objs = append(objs, kobjs...)
 	}
 	o := observed.State{Objects: objs, Exited: proc.Exited(leaseRefs(d))}
-	return reconcile.Compute(d, o, c.Clock.Now(), c.Options), nil
+	return reconcile.Compute(d, o, c.Clock.Now(), c.options()), nil
 }
 
 // observeKey lists the objects of one key (for the unattributed key, every

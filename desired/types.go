@@ -171,6 +171,7 @@ type Spec struct {
 	Shell         string            `json:"shell"`
 	CPUs          float64           `json:"cpus,omitempty"`
 	MemoryBytes   int64             `json:"memory_bytes,omitempty"`
+	DiskBytes     int64             `json:"disk_bytes,omitempty"`
 	Env           []string          `json:"env,omitempty"`
 	Hostname      string            `json:"hostname,omitempty"`
 	ContainerName string            `json:"container_name"`
@@ -206,6 +207,7 @@ type Service struct {
 	Volumes     []VolumeMount `json:"volumes,omitempty"`
 	CPUs        float64       `json:"cpus,omitempty"`
 	MemoryBytes int64         `json:"memory_bytes,omitempty"`
+	DiskBytes   int64         `json:"disk_bytes,omitempty"`
 }
 
 // VolumeMount mounts the named volume Name at Target.

@@ -76,9 +76,15 @@ cleanup() {
     kill -TERM "${dockerd_pid}" 2>/dev/null || true
     # dockerd unmounts its layers on the way out; wait for it before removing them.
     while kill -0 "${dockerd_pid}" 2>/dev/null; do wait "${dockerd_pid}" 2>/dev/null || true; done
-    rm -rf "${DATA_ROOT}"
   fi
-  rm -rf "${work}" "${RUN_DIR}"
+  # A dockerd that died first (killed with the run) leaves its containers'
+  # shims holding their mounts: end them, then unmount what is left.
+  pkill -KILL -f "containerd-shim.* -address ${RUN_DIR}/" 2>/dev/null || true
+  local m
+  for m in $(awk -v a="${DATA_ROOT}" -v b="${RUN_DIR}" 'index($2, a) == 1 || index($2, b) == 1 {print $2}' /proc/self/mounts | sort -r); do
+    umount -l "${m}" 2>/dev/null || true
+  done
+  rm -rf "${DATA_ROOT}" "${work}" "${RUN_DIR}"
 }
 trap cleanup EXIT
 

@@ -67,6 +67,7 @@ const (
 	ReasonDuplicateSession  Reason = "duplicate-session"
 	ReasonInvalidKey        Reason = "invalid-key"
 	ReasonCrashLoopBackOff  Reason = "crash-loop-back-off"
+	ReasonClockStep         Reason = "clock-step"
 )
 
 // Action is one step. Target names the object (container, network or

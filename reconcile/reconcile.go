@@ -26,6 +26,12 @@ type Options struct {
 	// WarnBefore are the lead times before a session's max lifetime at
 	// which its live connections are warned (session.warn_before).
 	WarnBefore []time.Duration
+	// HoldLiveDeadlinesUntil is set by the caller after the wall clock
+	// stepped forward: until then, a session with live connections whose
+	// max lifetime has passed is kept (skipped, reason clock-step) and the
+	// key wakes at this instant, when a pass on a clock that did not step
+	// again confirms the deadline.
+	HoldLiveDeadlinesUntil time.Time
 }
 
 // expired is the one deadline rule: a deadline is reached at its instant.
@@ -270,6 +276,12 @@ func (c *keyCtx) session() {
 	persistent := s.Mode == desired.ModePersistent
 
 	reason, detail, phase := c.teardownReason(live, sessCtr, persistent)
+	if reason == ReasonLifetimeExceeded && live > 0 && c.now.Before(c.opt.HoldLiveDeadlinesUntil) {
+		c.skipped = append(c.skipped, Skip{Key: c.key, ObjectKind: "session", Target: "session " + c.key.String(), Reason: ReasonClockStep,
+			Detail: fmt.Sprintf("%s, but the wall clock just stepped forward; a pass at %s confirms", detail, c.opt.HoldLiveDeadlinesUntil.UTC().Format(time.RFC3339))})
+		c.wakeAt(c.opt.HoldLiveDeadlinesUntil)
+		reason = ""
+	}
 	if reason != "" {
 		// A missing key file is the one teardown that comes from absence.
 		if reason == ReasonUserRemoved && s.Status != desired.StatusTerminating {

@@ -32,6 +32,17 @@ func poolsExhausted(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "non-overlapping") && strings.Contains(err.Error(), "address pool")
 }
 
+// diskLimitUnsupported: the storage driver refused the size option
+// (overlay2 says "--storage-opt is supported only for overlay over xfs
+// with 'pquota' mount option", other drivers that they do not support it).
+func diskLimitUnsupported(err error) bool {
+	if err == nil {
+		return false
+	}
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "storage-opt") || strings.Contains(m, "storage opt")
+}
+
 // notRunning: an exec into a container that is not running.
 func notRunning(err error) bool {
 	return errdefs.IsConflict(err) && strings.Contains(err.Error(), "is not running")

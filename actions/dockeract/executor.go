@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/spec"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/reconcile"
@@ -63,6 +65,10 @@ type Executor struct {
 	// AgentDir is state.agent_dir: a session generation's directory of
 	// forwarded agent sockets is removed with its session container.
 	AgentDir string
+	// DiskUnsupported is defaults.disk_unsupported: with config.DiskWarn a
+	// container whose disk limit the storage driver cannot apply is
+	// created without it; otherwise its creation fails.
+	DiskUnsupported string
 }
 
 // Execute runs one action idempotently.
@@ -287,6 +293,17 @@ func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 		}
 		created, err = d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
 	}
+	if host.StorageOpt != nil && diskLimitUnsupported(err) {
+		if d.DiskUnsupported != config.DiskWarn {
+			return "", fmt.Errorf("the storage driver cannot limit the container's disk to %d bytes (defaults.disk; Docker: %v), and defaults.disk_unsupported is %q: "+
+				"use a driver that supports it (overlay2 on xfs mounted with pquota, btrfs, zfs), unset defaults.disk, or set defaults.disk_unsupported: warn: %w",
+				spec.DiskBytes, err, config.DiskRefuse, actions.ErrTerminal)
+		}
+		d.Log.Info("Creating the container without its disk limit: the storage driver cannot apply it (defaults.disk_unsupported: warn)",
+			"container", a.Target, "diskBytes", spec.DiskBytes, "error", err.Error())
+		host.StorageOpt = nil
+		created, err = d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
+	}
 	switch {
 	case err == nil:
 		id = created.ID
@@ -371,6 +388,10 @@ func containerConfig(a reconcile.Action) (*container.Config, *container.HostConf
 	}
 	if s.MemoryBytes > 0 {
 		host.Memory = s.MemoryBytes
+	}
+	if s.DiskBytes > 0 {
+		// The storage driver's size option bounds the writable layer.
+		host.StorageOpt = map[string]string{"size": strconv.FormatInt(s.DiskBytes, 10)}
 	}
 	for _, v := range s.Volumes {
 		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeVolume, Source: v.Name, Target: v.Target})

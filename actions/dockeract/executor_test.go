@@ -48,6 +48,8 @@ type object struct {
 	Paused  bool `json:",omitempty"`
 	Network string
 	Mounts  []string
+	// StorageOpt is the container's storage driver options.
+	StorageOpt map[string]string `json:",omitempty"`
 }
 
 // world is the whole fake Docker state, compared with cmp.Diff.
@@ -89,6 +91,9 @@ type fakeDocker struct {
 	started    map[string]bool
 	dieOnStart bool
 	logs       map[string]string
+	// noStorageOpt makes a create with storage options fail as overlay2
+	// on ext4 does.
+	noStorageOpt bool
 }
 
 func newFakeDocker() *fakeDocker {
@@ -153,7 +158,10 @@ func (f *fakeDocker) ContainerCreate(_ context.Context, cfg *container.Config, h
 	if !f.images[cfg.Image] {
 		return container.CreateResponse{}, notFound("image", cfg.Image)
 	}
-	o := &object{ID: f.newID("c"), Name: name, Labels: copyLabels(cfg.Labels), Image: cfg.Image, Network: string(host.NetworkMode)}
+	if f.noStorageOpt && host.StorageOpt != nil {
+		return container.CreateResponse{}, fmt.Errorf("Error response from daemon: --storage-opt is supported only for overlay over xfs with 'pquota' mount option: %w", errdefs.ErrInvalidArgument)
+	}
+	o := &object{ID: f.newID("c"), Name: name, Labels: copyLabels(cfg.Labels), Image: cfg.Image, Network: string(host.NetworkMode), StorageOpt: host.StorageOpt}
 	for _, m := range host.Mounts {
 		o.Mounts = append(o.Mounts, fmt.Sprintf("%s:%s:%s", m.Type, m.Source, m.Target))
 	}

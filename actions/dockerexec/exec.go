@@ -15,7 +15,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/go-logr/logr"
-	"golang.org/x/sys/unix"
 
 	"github.com/podspawn/podspawn/actions"
 )
@@ -34,6 +33,9 @@ type Execer struct {
 	API API
 	// Log is used unless the context carries a logger (logr.NewContext).
 	Log logr.Logger
+	// inContainer reports whether the host process pid runs in the
+	// container; nil reads /proc (tests replace it).
+	inContainer func(pid int, containerID string) (bool, error)
 }
 
 func (e Execer) logger(ctx context.Context) logr.Logger {
@@ -105,7 +107,7 @@ func (e Execer) Exec(ctx context.Context, spec actions.ExecSpec, stdio actions.S
 
 	hangup := func(why string) (int, error) {
 		log.Info("Connection ended before its process; sending it SIGHUP", "reason", why)
-		signalExec(bg, api, created.ID, log)
+		e.signalExec(bg, created.ID, log)
 		resp.Close()
 		return actions.HangupExitCode, nil
 	}
@@ -120,7 +122,7 @@ func (e Execer) Exec(ctx context.Context, spec actions.ExecSpec, stdio actions.S
 	case <-ctx.Done():
 		return hangup(context.Cause(ctx).Error())
 	}
-	return waitExit(ctx, api, created.ID, log)
+	return e.waitExit(ctx, created.ID, log)
 }
 
 // forwardResize applies the sizes read from sizes to the exec until sizes
@@ -174,27 +176,10 @@ func forwardResize(ctx context.Context, api API, execID string, sizes <-chan act
 	}
 }
 
-// signalExec sends SIGHUP to the exec'd process through its host pid:
-// Docker has no API to signal an exec, and closing the attach stream does
-// not end the process.
-func signalExec(ctx context.Context, api API, execID string, log logr.Logger) {
-	info, err := api.ContainerExecInspect(ctx, execID)
-	if err != nil {
-		log.Error(err, "Inspecting the connection's process failed; it keeps running")
-		return
-	}
-	if !info.Running || info.Pid <= 0 {
-		return
-	}
-	if err := unix.Kill(info.Pid, unix.SIGHUP); err != nil && !errors.Is(err, unix.ESRCH) {
-		log.Error(err, "Sending SIGHUP to the connection's process failed", "pid", info.Pid)
-	}
-}
-
 // waitExit waits for the exec to be reported finished and returns its exit
 // code. The output stream can end a moment before Docker records the exit.
-func waitExit(ctx context.Context, api API, execID string, log logr.Logger) (int, error) {
-	bg := context.WithoutCancel(ctx)
+func (e Execer) waitExit(ctx context.Context, execID string, log logr.Logger) (int, error) {
+	api, bg := e.API, context.WithoutCancel(ctx)
 	delay := 5 * time.Millisecond
 	for {
 		info, err := api.ContainerExecInspect(bg, execID)
@@ -212,7 +197,7 @@ func waitExit(ctx context.Context, api API, execID string, log logr.Logger) (int
 		case <-ctx.Done():
 			t.Stop()
 			log.Info("Connection ended while its process was still running; sending it SIGHUP")
-			signalExec(bg, api, execID, log)
+			e.signalExec(bg, execID, log)
 			return actions.HangupExitCode, nil
 		}
 		if delay < time.Second {
@@ -280,7 +265,7 @@ func (e Execer) Run(ctx context.Context, spec actions.ExecSpec, out io.Writer) (
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			signalExec(bg, api, created.ID, log)
+			e.signalExec(bg, created.ID, log)
 			stop()
 			return -1, context.Cause(ctx)
 		case <-outputOpen:

@@ -36,12 +36,18 @@ type fakeProc struct {
 	// returns, as output that reached podspawn before a timeout is, so
 	// that the test does not race the copier against the deadline.
 	arrived bool
+	// pid, when set, is the host pid reported while the process runs.
+	pid int
 
 	running, exited bool
 }
 
+// fakeContainerID is the container of every exec in fakeDocker.
+const fakeContainerID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 // fakeDocker runs execs as run decides and records them. Pids are
-// reported as -1 so that signalExec never signals a host process.
+// reported as -1, so that signalExec never signals a host process, unless
+// a fakeProc sets one.
 type fakeDocker struct {
 	createErr error
 	statErr   error
@@ -106,9 +112,12 @@ func (f *fakeDocker) ContainerExecInspect(ctx context.Context, execID string) (c
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.procs[execID]
-	info := container.ExecInspect{ExecID: execID, Running: p.running, ExitCode: p.exit}
+	info := container.ExecInspect{ExecID: execID, ContainerID: fakeContainerID, Running: p.running, ExitCode: p.exit}
 	if p.running || p.exited {
 		info.Pid = -1
+		if p.pid != 0 {
+			info.Pid = p.pid
+		}
 	}
 	return info, nil
 }

@@ -52,8 +52,8 @@ type Auth struct {
 }
 
 // ImageDefaults are the default session's image and shell, and the
-// limits of every container: a project's Podfile may only tighten CPUs and
-// Memory, never lift them.
+// limits of every container: a project's Podfile may only tighten CPUs,
+// Memory and Disk, never lift them.
 type ImageDefaults struct {
 	Image  string  `yaml:"image"`
 	Shell  string  `yaml:"shell"`
@@ -61,7 +61,21 @@ type ImageDefaults struct {
 	Memory string  `yaml:"memory"`
 	// MemoryBytes is Memory parsed; 0 means no limit.
 	MemoryBytes int64 `yaml:"-"`
+	// Disk bounds each container's writable layer through the storage
+	// driver's size option; DiskBytes is it parsed, 0 for no limit.
+	Disk      string `yaml:"disk"`
+	DiskBytes int64  `yaml:"-"`
+	// DiskUnsupported says what happens when Disk is set and the storage
+	// driver cannot limit a container's size: DiskRefuse (the session does
+	// not start) or DiskWarn (it starts without the limit, logged).
+	DiskUnsupported string `yaml:"disk_unsupported"`
 }
+
+// Values of defaults.disk_unsupported.
+const (
+	DiskRefuse = "refuse"
+	DiskWarn   = "warn"
+)
 
 type Session struct {
 	GracePeriod Duration     `yaml:"grace_period"`
@@ -191,7 +205,7 @@ func Defaults() Config {
 	return Config{
 		Path:     DefaultPath,
 		Auth:     Auth{KeyDir: "/etc/podspawn/keys"},
-		Defaults: ImageDefaults{Image: "ubuntu:24.04", Shell: "/bin/bash", CPUs: 2.0, Memory: "2g", MemoryBytes: 2 << 30},
+		Defaults: ImageDefaults{Image: "ubuntu:24.04", Shell: "/bin/bash", CPUs: 2.0, Memory: "2g", MemoryBytes: 2 << 30, DiskUnsupported: DiskRefuse},
 		Session: Session{
 			GracePeriod: Duration{60 * time.Second},
 			MaxLifetime: Duration{8 * time.Hour},
@@ -407,6 +421,13 @@ func (c *Config) validate() error {
 		return fmt.Errorf("invalid defaults.memory %q: %w", c.Defaults.Memory, err)
 	}
 	c.Defaults.MemoryBytes = mem
+	if c.Defaults.DiskBytes, err = ParseMemory(c.Defaults.Disk); err != nil {
+		return fmt.Errorf("invalid defaults.disk %q: %w", c.Defaults.Disk, err)
+	}
+	if c.Defaults.DiskUnsupported != DiskRefuse && c.Defaults.DiskUnsupported != DiskWarn {
+		return fmt.Errorf("invalid defaults.disk_unsupported %q: must be %s (sessions do not start where the storage driver cannot limit their size) or %s (they start without the limit)",
+			c.Defaults.DiskUnsupported, DiskRefuse, DiskWarn)
+	}
 	if c.Defaults.CPUs < 0 || math.IsNaN(c.Defaults.CPUs) || math.IsInf(c.Defaults.CPUs, 0) {
 		return fmt.Errorf("invalid defaults.cpus %v: must be 0 (unlimited) or positive", c.Defaults.CPUs)
 	}

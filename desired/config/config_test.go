@@ -26,6 +26,8 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 		"bad mode":                        {"session:\n  mode: sometimes\n", `invalid session.mode "sometimes"`},
 		"unknown key":                     {"sesion:\n  mode: persistent\n", `line 1 (sesion): field sesion not found`},
 		"bad memory":                      {"defaults:\n  memory: lots\n", `invalid defaults.memory "lots"`},
+		"bad disk":                        {"defaults:\n  disk: lots\n", `invalid defaults.disk "lots"`},
+		"bad disk_unsupported":            {"defaults:\n  disk_unsupported: ignore\n", `invalid defaults.disk_unsupported "ignore": must be refuse (sessions do not start where the storage driver cannot limit their size) or warn (they start without the limit)`},
 		"not yaml":                        {"session: [\n", "did not find expected node content"},
 		"relative db path":                {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
 		"negative max_services":           {"resources:\n  max_services_per_project: -1\n", `invalid resources.max_services_per_project -1: must be 0 (projects may have no services) or positive`},

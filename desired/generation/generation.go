@@ -72,6 +72,7 @@ func resolveSpec(cfg config.Config, key desired.SessionKey) (desired.Spec, desir
 		Shell:         cfg.Defaults.Shell,
 		CPUs:          cfg.Defaults.CPUs,
 		MemoryBytes:   cfg.Defaults.MemoryBytes,
+		DiskBytes:     cfg.Defaults.DiskBytes,
 		Hostname:      hostname,
 		ContainerName: desired.ContainerName(key),
 		NetworkName:   desired.NetworkName(key),
@@ -101,7 +102,7 @@ func Project(cfg config.Config, name string) (projects.Project, *projects.Podfil
 	}
 	p, ok := reg[name]
 	if !ok {
-		return projects.Project{}, nil, &NotRegisteredError{Name: name}
+		return projects.Project{}, nil, desired.ForUser(&NotRegisteredError{Name: name})
 	}
 	pf, err := readPodfile(name, p)
 	if err != nil {

@@ -42,10 +42,12 @@ type Podfile struct {
 }
 
 // Resources asks for tighter limits than the config's ceilings
-// (defaults.cpus and defaults.memory); 0 or unset means the ceiling.
+// (defaults.cpus, defaults.memory and defaults.disk); 0 or unset means the
+// ceiling.
 type Resources struct {
 	CPUs   float64 `yaml:"cpus"`
 	Memory string  `yaml:"memory"`
+	Disk   string  `yaml:"disk"`
 }
 
 // Limits are the administrator's ceilings for a project's containers.
@@ -55,6 +57,9 @@ type Limits struct {
 	CPUs        float64
 	MemoryBytes int64
 	Memory      string
+	// DiskBytes and Disk come from defaults.disk, the same way.
+	DiskBytes int64
+	Disk      string
 	// MaxServices is resources.max_services_per_project.
 	MaxServices int
 	// HostCPUs is how many CPUs the host has: Docker refuses more.
@@ -64,6 +69,7 @@ type Limits struct {
 // LimitsOf reads the ceilings from cfg.
 func LimitsOf(cfg config.Config, hostCPUs int) Limits {
 	return Limits{CPUs: cfg.Defaults.CPUs, MemoryBytes: cfg.Defaults.MemoryBytes, Memory: cfg.Defaults.Memory,
+		DiskBytes: cfg.Defaults.DiskBytes, Disk: cfg.Defaults.Disk,
 		MaxServices: cfg.Resources.MaxServicesPerProject, HostCPUs: hostCPUs}
 }
 
@@ -101,6 +107,14 @@ func checkCeiling(field string, r Resources, l Limits) error {
 	if l.MemoryBytes > 0 && mem > l.MemoryBytes {
 		return fmt.Errorf("field %s.memory: %q is above the ceiling of %s (defaults.memory in the config); ask for %s or less, or leave it out to get the ceiling",
 			field, r.Memory, l.Memory, l.Memory)
+	}
+	disk, err := config.ParseMemory(r.Disk)
+	if err != nil {
+		return fmt.Errorf("field %s.disk: %w", field, err)
+	}
+	if l.DiskBytes > 0 && disk > l.DiskBytes {
+		return fmt.Errorf("field %s.disk: %q is above the ceiling of %s (defaults.disk in the config); ask for %s or less, or leave it out to get the ceiling",
+			field, r.Disk, l.Disk, l.Disk)
 	}
 	return nil
 }
@@ -413,6 +427,11 @@ func (pf *Podfile) Apply(spec *desired.Spec, key desired.SessionKey, image strin
 	}
 	spec.CPUs = tighten(l.CPUs, pf.Resources.CPUs)
 	spec.MemoryBytes = tighten(l.MemoryBytes, mem)
+	disk, err := config.ParseMemory(pf.Resources.Disk)
+	if err != nil {
+		return "", err
+	}
+	spec.DiskBytes = tighten(l.DiskBytes, disk)
 	spec.Env = append(spec.Env, envList(pf.Env, key)...)
 	spec.Env = append(spec.Env, "PODSPAWN_USER="+key.User, "PODSPAWN_PROJECT="+key.Project)
 	spec.OnCreate = expand(pf.OnCreate, key)
@@ -422,8 +441,12 @@ func (pf *Podfile) Apply(spec *desired.Spec, key desired.SessionKey, image strin
 		if err != nil {
 			return "", err
 		}
+		d, err := config.ParseMemory(s.Resources.Disk)
+		if err != nil {
+			return "", err
+		}
 		svc := desired.Service{Name: s.Name, Image: s.Image, Env: envList(s.Env, key), Command: s.Command,
-			CPUs: tighten(l.CPUs, s.Resources.CPUs), MemoryBytes: tighten(l.MemoryBytes, m)}
+			CPUs: tighten(l.CPUs, s.Resources.CPUs), MemoryBytes: tighten(l.MemoryBytes, m), DiskBytes: tighten(l.DiskBytes, d)}
 		for _, v := range s.Volumes {
 			name, target, err := splitVolume(v)
 			if err != nil {

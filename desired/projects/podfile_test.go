@@ -357,6 +357,8 @@ func TestCheckLimits(t *testing.T) {
 	noCeiling.CPUs, noCeiling.MemoryBytes, noCeiling.Memory = 0, 0, "0"
 	none := ceilings
 	none.MaxServices = 0
+	diskCeiling := ceilings
+	diskCeiling.DiskBytes, diskCeiling.Disk = 10<<30, "10g"
 	cases := map[string]struct {
 		podfile string
 		limits  Limits
@@ -374,6 +376,13 @@ func TestCheckLimits(t *testing.T) {
 		"too many services":       {svc(9), ceilings, "field services: 9 service(s), more than the 8 allowed per project (resources.max_services_per_project in the config)"},
 		"no services allowed":     {svc(1), none, "field services: 1 service(s), more than the 0 allowed per project"},
 		"no ceilings":             {"resources: {cpus: 2, memory: 64g}\n", noCeiling, ""},
+		"disk within":             {"resources: {disk: 5g}\n", diskCeiling, ""},
+		"disk above": {"resources: {disk: 20g}\n", diskCeiling,
+			`field resources.disk: "20g" is above the ceiling of 10g (defaults.disk in the config); ask for 10g or less, or leave it out to get the ceiling`},
+		"service disk above": {"services:\n  - {name: db, image: y, resources: {disk: 11g}}\n", diskCeiling,
+			`field services[0].resources.disk: "11g" is above the ceiling of 10g`},
+		"bad disk":         {"resources: {disk: lots}\n", diskCeiling, `field resources.disk: invalid size "lots"`},
+		"disk, no ceiling": {"resources: {disk: 500g}\n", ceilings, ""},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -397,5 +406,27 @@ func TestCheckLimits(t *testing.T) {
 		if _, err := ParsePodfile([]byte("base: x\nresources: {cpus: " + bad + "}\n")); err == nil || !strings.Contains(err.Error(), "field resources.cpus") {
 			t.Errorf("cpus %s: %v", bad, err)
 		}
+	}
+}
+
+// TestApplyDiskCeiling: the disk limit is a ceiling like memory, for the
+// session and every service.
+func TestApplyDiskCeiling(t *testing.T) {
+	l := ceilings
+	l.DiskBytes, l.Disk = 10<<30, "10g"
+	pf, err := ParsePodfile([]byte("base: x\nresources: {disk: 2g}\nservices:\n  - {name: db, image: y}\n  - {name: c, image: y, resources: {disk: 1g}}\n  - {name: d, image: y, resources: {disk: 20g}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec desired.Spec
+	if _, err := pf.Apply(&spec, desired.SessionKey{User: "alice", Project: "p"}, "img", l); err != nil {
+		t.Fatal(err)
+	}
+	got := []int64{spec.DiskBytes}
+	for _, s := range spec.Services {
+		got = append(got, s.DiskBytes)
+	}
+	if diff := cmp.Diff([]int64{2 << 30, 10 << 30, 1 << 30, 10 << 30}, got); diff != "" {
+		t.Fatalf("disk limits of the session and its services (-want +got):\n%s", diff)
 	}
 }

@@ -22,6 +22,7 @@ type Container struct {
 	Aliases     []string              `json:"aliases,omitempty"`
 	CPUs        float64               `json:"cpus,omitempty"`
 	MemoryBytes int64                 `json:"memory_bytes,omitempty"`
+	DiskBytes   int64                 `json:"disk_bytes,omitempty"`
 	Security    desired.Security      `json:"security"`
 	Volumes     []desired.VolumeMount `json:"volumes,omitempty"`
 	Mounts      []desired.Mount       `json:"mounts,omitempty"`
@@ -60,7 +61,7 @@ func Session(s *desired.Session) *Container {
 	return &Container{
 		Role: observed.RoleSession, Image: sp.Image, Cmd: []string{"sleep", "infinity"},
 		Env: append([]string(nil), sp.Env...), Hostname: sp.Hostname, Network: sp.NetworkName, Aliases: []string{sp.ContainerName},
-		CPUs: sp.CPUs, MemoryBytes: sp.MemoryBytes, Security: cloneSecurity(sp.Security), Mounts: append([]desired.Mount(nil), sp.Mounts...),
+		CPUs: sp.CPUs, MemoryBytes: sp.MemoryBytes, DiskBytes: sp.DiskBytes, Security: cloneSecurity(sp.Security), Mounts: append([]desired.Mount(nil), sp.Mounts...),
 		User: s.Key.User, Shell: sp.Shell,
 	}
 }
@@ -73,13 +74,17 @@ func Service(s *desired.Session, svc desired.Service) *Container {
 	if mem == 0 {
 		mem = sp.MemoryBytes
 	}
+	disk := svc.DiskBytes
+	if disk == 0 {
+		disk = sp.DiskBytes
+	}
 	vols := make([]desired.VolumeMount, 0, len(svc.Volumes))
 	for _, v := range svc.Volumes {
 		vols = append(vols, desired.VolumeMount{Name: sp.VolumeName(svc.Name, v.Name), Target: v.Target})
 	}
 	return &Container{
 		Role: observed.RoleService, Image: svc.Image, Cmd: append([]string(nil), svc.Command...), Env: append([]string(nil), svc.Env...),
-		Hostname: svc.Name, Network: sp.NetworkName, Aliases: []string{svc.Name}, CPUs: svc.CPUs, MemoryBytes: mem,
+		Hostname: svc.Name, Network: sp.NetworkName, Aliases: []string{svc.Name}, CPUs: svc.CPUs, MemoryBytes: mem, DiskBytes: disk,
 		Security: cloneSecurity(sp.Security), Volumes: vols,
 	}
 }

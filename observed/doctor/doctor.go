@@ -125,6 +125,7 @@ func checks() []check {
 		{name: "state directory", needsConfig: true, run: checkStateDir},
 		{name: "lock directory", needsConfig: true, run: checkLockDir},
 		{name: "disk space", needsConfig: true, run: checkDiskSpace},
+		{name: "disk limit", needsConfig: true, run: checkDiskLimit, hangFix: dockerHang},
 		{name: "default image", needsConfig: true, run: checkDefaultImage, hangFix: dockerHang},
 		{name: "session networks", run: checkSessionNetworks, hangFix: dockerHang},
 		{name: "host access rules", needsConfig: true, run: checkHostFirewall},

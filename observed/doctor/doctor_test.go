@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	"github.com/google/go-cmp/cmp"
@@ -279,6 +281,7 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 		{Name: "state directory", Status: Pass, Detail: r + "/state"},
 		{Name: "lock directory", Status: Pass, Detail: r + "/state/locks"},
 		{Name: "disk space", Status: Pass, Detail: "20.0 GB free"},
+		{Name: "disk limit", Status: Pass, Detail: "no limit set (defaults.disk); one session can fill Docker's data root"},
 		{Name: "default image", Status: Pass, Detail: "podspawn-test:busybox cached (0123456789ab)"},
 		{Name: "session networks", Status: Pass, Detail: "room for 255 more session networks (1 of 256 address ranges in use)"},
 		{Name: "host access rules", Status: Pass, Detail: "PODSPAWN-INPUT drops what session networks (-i psp+) send to the host (IPv4, IPv6); allowed ports: none"},
@@ -666,6 +669,7 @@ func TestBrokenConfigChecksNothingFromDefaults(t *testing.T) {
 		"fail state directory: " + notChecked,
 		"fail lock directory: " + notChecked,
 		"fail disk space: " + notChecked,
+		"fail disk limit: " + notChecked,
 		"fail default image: " + notChecked,
 		"pass session networks: room for 255 more session networks (1 of 256 address ranges in use)",
 		"fail host access rules: " + notChecked,
@@ -791,4 +795,49 @@ func appendFile(f *fixture, rel, s string) {
 	}
 	defer fd.Close()
 	fd.WriteString(s)
+}
+
+// TestDiskLimit: defaults.disk is checked against the storage driver; an
+// unsupported driver fails with refuse and warns with warn.
+func TestDiskLimit(t *testing.T) {
+	overlay := func(backing string) system.Info {
+		return system.Info{Driver: "overlay2", DriverStatus: [][2]string{{"Backing Filesystem", backing}, {"Supports d_type", "true"}}}
+	}
+	fix := "put Docker's data root on xfs mounted with pquota (overlay2), or use btrfs or zfs; or unset defaults.disk"
+	for name, tc := range map[string]struct {
+		disk, policy string
+		info         system.Info
+		want         Result
+	}{
+		"no limit": {"", config.DiskRefuse, overlay("extfs"), Result{Status: Pass, Detail: "no limit set (defaults.disk); one session can fill Docker's data root"}},
+		"overlay2 on xfs": {"10g", config.DiskRefuse, overlay("xfs"),
+			Result{Status: Pass, Detail: "10g per container through the storage driver overlay2 on xfs (needs the pquota mount option)"}},
+		"btrfs": {"10g", config.DiskRefuse, system.Info{Driver: "btrfs"}, Result{Status: Pass, Detail: "10g per container through the storage driver btrfs"}},
+		"overlay2 on ext4, refuse": {"10g", config.DiskRefuse, overlay("extfs"), Result{Status: Fail,
+			Detail: "storage driver overlay2 on extfs cannot limit a container's size: every session is refused (defaults.disk 10g, defaults.disk_unsupported: refuse)",
+			Fix:    fix + ", or set defaults.disk_unsupported: warn"}},
+		"overlay2 on ext4, warn": {"10g", config.DiskWarn, overlay("extfs"), Result{Status: Warn,
+			Detail: "storage driver overlay2 on extfs cannot limit a container's size: sessions start without the 10g limit (defaults.disk_unsupported: warn)", Fix: fix}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var e Env
+			e.Config.Defaults.Disk, e.Config.Defaults.DiskUnsupported = tc.disk, tc.policy
+			e.Config.Defaults.DiskBytes, _ = config.ParseMemory(tc.disk)
+			e.Docker = infoDocker{tc.info}
+			if diff := cmp.Diff(tc.want, checkDiskLimit(context.Background(), &e)); diff != "" {
+				t.Fatalf("result (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// infoDocker answers Info only.
+type infoDocker struct{ info system.Info }
+
+func (d infoDocker) Info(context.Context) (system.Info, error) { return d.info, nil }
+func (infoDocker) ImageInspect(context.Context, string, ...client.ImageInspectOption) (image.InspectResponse, error) {
+	return image.InspectResponse{}, nil
+}
+func (infoDocker) NetworkList(context.Context, network.ListOptions) ([]network.Summary, error) {
+	return nil, nil
 }

@@ -128,6 +128,7 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] state directory
   [pass] lock directory
   [?] disk space
+  [pass] disk limit
   [pass] default image
   [pass] session networks
   [pass] host access rules
@@ -137,7 +138,7 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] removal guard
   [pass] audit log
 
-` + summary(17, 0, 0, disk)
+` + summary(18, 0, 0, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s\nstderr:\n%s", diff, res.Stderr)
 	}
@@ -163,6 +164,7 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [FAIL] lock directory: ` + locks + ` does not exist; run 'podspawn server-setup'
         fix: sudo mkdir -p -m 700 ` + locks + ` && sudo chown root:root ` + locks + `
   [?] disk space
+  [pass] disk limit
   [pass] default image
   [pass] session networks
   [pass] host access rules
@@ -172,7 +174,7 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] removal guard
   [pass] audit log
 
-` + summary(15, 1, 1, disk)
+` + summary(16, 1, 1, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s", diff)
 	}
@@ -245,10 +247,10 @@ func TestDoctorBrokenConfig(t *testing.T) {
 	if !strings.Contains(res.Stdout, "  [pass] session networks\n") {
 		t.Errorf("session networks does not need the config, but was not checked:\n%s", res.Stdout)
 	}
-	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 12 failed\n") {
+	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 14 failed\n") {
 		t.Errorf("summary:\n%s", res.Stdout)
 	}
-	if res.Code != 1 || res.Stderr != "Error: 12 check(s) failed\n" {
+	if res.Code != 1 || res.Stderr != "Error: 14 check(s) failed\n" {
 		t.Errorf("exit %d, stderr %q", res.Code, res.Stderr)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/docker/docker/client"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/podspawn/podspawn/actions/hostsetup"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/test/harness"
 )
@@ -57,8 +58,9 @@ type server struct {
 	LogPath    string
 	SSHDConfig string
 	// Plain is the account outside podspawn (serverOptions.PlainUser).
-	Plain   *testUser
-	sshdLog *lockedBuffer
+	Plain    *testUser
+	sshdLog  *lockedBuffer
+	spawnEnv []string
 }
 
 type serverOptions struct {
@@ -72,6 +74,9 @@ type serverOptions struct {
 	// PlainUser adds an account outside podspawn (its own authorized_keys
 	// file, a real shell on the host) to measure sshd's own cost.
 	PlainUser bool
+	// SpawnEnv are NAME=value pairs in spawn's environment: sshd sets them
+	// (SetEnv) and this server's sudoers drop-in keeps them.
+	SpawnEnv []string
 }
 
 type lockedBuffer struct {
@@ -122,6 +127,7 @@ func newServer(t testing.TB, o serverOptions) *server {
 	s := &server{t: t, Group: "sst" + suffix, AuthUser: "ssauth" + suffix, Users: map[string]*testUser{},
 		Sudoers: fmt.Sprintf("/etc/sudoers.d/podspawn-sstest-%d-%d", pid, n), Docker: harness.Docker(t), sshdLog: &lockedBuffer{}}
 
+	s.spawnEnv = o.SpawnEnv
 	s.Dir = t.TempDir()
 	s.LogPath = filepath.Join(s.Dir, "spawn.log")
 	s.SSHDConfig = filepath.Join(s.Dir, "sshd_config")
@@ -152,6 +158,7 @@ func newServer(t testing.TB, o serverOptions) *server {
 		exec.Command("groupdel", s.Group).Run()
 	})
 	s.Env.MustRun("server-setup", "--sudoers-file", s.Sudoers, "--no-reload")
+	s.keepSpawnEnv()
 	for _, prefix := range o.Users {
 		s.addUser(prefix + suffix)
 	}
@@ -278,7 +285,35 @@ MaxStartups 100:30:200
 AllowGroups %s
 LogLevel VERBOSE
 Subsystem sftp /usr/lib/openssh/sftp-server
-`, s.Port, s.Dir, s.Dir, s.Group)
+%s`, s.Port, s.Dir, s.Dir, s.Group, s.setEnvLine())
+}
+
+func (s *server) setEnvLine() string {
+	if len(s.spawnEnv) == 0 {
+		return ""
+	}
+	return "SetEnv " + strings.Join(s.spawnEnv, " ") + "\n"
+}
+
+// keepSpawnEnv lets spawn's sudo rule keep the names of serverOptions.SpawnEnv
+// (only this server's rule: the line is in its own drop-in).
+func (s *server) keepSpawnEnv() {
+	if len(s.spawnEnv) == 0 {
+		return
+	}
+	var names []string
+	for _, kv := range s.spawnEnv {
+		names = append(names, strings.SplitN(kv, "=", 2)[0])
+	}
+	f, err := os.OpenFile(s.Sudoers, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "Defaults!%s env_keep += \"%s\"\n", hostsetup.SudoersAlias(s.Group), strings.Join(names, " ")); err != nil {
+		s.t.Fatal(err)
+	}
+	run(s.t, "/usr/sbin/visudo", "-c", "-f", s.Sudoers)
 }
 
 func freePort(t testing.TB) int {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -20,7 +21,8 @@ import (
 // error naming the cause and exit 255, and no session, lease, container
 // or network is left behind to be retried with nobody waiting.
 func TestFailedStartLeavesNothing(t *testing.T) {
-	e := harness.NewEnv(t, harness.Options{})
+	logPath := filepath.Join(t.TempDir(), "spawn.log")
+	e := harness.NewEnv(t, harness.Options{Extra: "log:\n  file: " + logPath + "\n"})
 	docker := harness.Docker(t)
 	const missing = "127.0.0.1:1/podspawn-missing:latest"
 	cfg, err := os.ReadFile(e.ConfigPath)
@@ -40,8 +42,13 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	}
 
 	r := e.RunEnv([]string{"SSH_ORIGINAL_COMMAND=echo ran"}, "", "spawn", "--user", user)
-	if r.Code != 255 || strings.Contains(r.Stdout, "ran") || !strings.Contains(r.Stderr, "Error: starting the session of "+user) || !strings.Contains(r.Stderr, missing) {
+	// The user sees an incident id; the log has the cause under that id.
+	m := incidentRE.FindStringSubmatch(r.Stderr)
+	if r.Code != 255 || strings.Contains(r.Stdout, "ran") || m == nil || strings.Contains(r.Stderr, missing) {
 		t.Fatalf("spawn with a missing image: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if log, err := os.ReadFile(logPath); err != nil || !regexp.MustCompile(m[1]+`.*starting the session of `+user+`.*`+regexp.QuoteMeta(missing)).Match(log) {
+		t.Fatalf("spawn's log (%v) has no line with incident %s and the missing image:\n%s", err, m[1], log)
 	}
 	var rows []json.RawMessage
 	if out := e.MustRun("list", "-o", "json").Stdout; json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 0 {

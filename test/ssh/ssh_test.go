@@ -266,7 +266,7 @@ func TestConcurrentConnections(t *testing.T) {
 // spawn process leaves a connection counted forever; at the latest the
 // next cleanup pass releases it and starts the grace period.
 func TestAbruptDisconnects(t *testing.T) {
-	s := newServer(t, serverOptions{Users: []string{"ssa", "ssb"}})
+	s := newServer(t, serverOptions{Users: []string{"ssa", "ssb", "ssc"}})
 
 	// waitConnected starts ssh running sleep and returns it with the pid
 	// of the spawn process that holds its lease, once the command runs.
@@ -315,11 +315,19 @@ func TestAbruptDisconnects(t *testing.T) {
 		settle(t, u, spawnPID)
 	})
 	t.Run("ssh client with a pty killed", func(t *testing.T) {
-		u := s.user("ssa")
+		// A user of its own: the sleep of the connection without a pty
+		// above outlives its shell's hangup (no terminal to take it).
+		u := s.user("ssc")
 		cmd, spawnPID := waitConnected(t, u, "-tt")
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 		settle(t, u, spawnPID)
+		// spawn sent the shell SIGHUP (through a pidfd); its terminal's
+		// hangup took the sleep with it.
+		name := desired.ContainerName(desired.SessionKey{User: u.Name})
+		harness.Eventually(t, time.Minute, "the hung-up connection's command to end", func() bool {
+			return !containerProcs(t, s.Docker, name)["sleep 1000"]
+		})
 	})
 	t.Run("spawn killed with SIGKILL", func(t *testing.T) {
 		u := s.user("ssb")

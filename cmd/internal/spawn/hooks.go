@@ -163,8 +163,9 @@ func runConnectionHooks(ctx context.Context, ex actions.Execer, att *Attachment,
 	case err != nil && ctx.Err() != nil:
 		log.Info("Connection ended during hook")
 	case err != nil:
-		log.Error(err, "Hook could not run")
-		fmt.Fprint(stderr, warning("on_start could not run: %v", err))
+		id := NewIncidentID()
+		log.Error(err, "Hook could not run", "incident", id)
+		fmt.Fprint(stderr, warning("on_start could not run (incident %s; your administrator finds the details under this id in podspawn's log)", id))
 	case code != 0:
 		log.Info("Hook failed", "exitCode", code)
 		fmt.Fprint(stderr, warning("on_start failed with exit code %d", code))

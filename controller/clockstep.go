@@ -1,0 +1,73 @@
+package controller
+
+import (
+	"sync"
+	"time"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// clockWatch remembers the previous clock sample of a long-running
+// controller, to tell a step of the wall clock (NTP correction, VM
+// resume) from time passing: deadlines are stored as wall-clock times, so
+// a forward step makes them all due at once.
+type clockWatch struct {
+	mu        sync.Mutex
+	sampled   bool
+	wall      time.Time // without a monotonic reading
+	mono      time.Duration
+	holdUntil time.Time
+}
+
+// planNow returns the time to plan at. With Monotonic set it also compares
+// the wall-clock and monotonic time elapsed since the previous plan: after
+// a forward step of more than reconcile.ClockStepThreshold, deadlines of
+// connected sessions are held for reconcile.ClockStepConfirm (see
+// options), so that only a second pass on a clock that did not step again
+// tears them down.
+func (c *Controller) planNow() time.Time {
+	now := c.Clock.Now()
+	if c.Monotonic == nil {
+		return now
+	}
+	mono := c.Monotonic()
+	w := &c.clock
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// Round(0) drops Go's monotonic reading: the wall clock is compared.
+	wall := now.Round(0)
+	if w.sampled {
+		step := wall.Sub(w.wall) - (mono - w.mono)
+		switch {
+		case step > reconcile.ClockStepThreshold:
+			w.holdUntil = now.Add(reconcile.ClockStepConfirm)
+			c.Log.Error(nil, "Wall clock stepped forward; holding max-lifetime teardowns of connected sessions until a pass confirms",
+				"step", step.String(), "holdUntil", w.holdUntil.UTC().Format(time.RFC3339))
+		case step < -reconcile.ClockStepThreshold:
+			c.Log.Error(nil, "Wall clock stepped back; sessions and leases created before the step look younger than they are", "step", step.String())
+		}
+	}
+	w.sampled, w.wall, w.mono = true, wall, mono
+	return now
+}
+
+// options are c.Options with the hold of the last forward clock step.
+func (c *Controller) options() reconcile.Options {
+	opt := c.Options
+	c.clock.mu.Lock()
+	opt.HoldLiveDeadlinesUntil = c.clock.holdUntil
+	c.clock.mu.Unlock()
+	return opt
+}
+
+// reportFutureRows logs rows written after now: the clock stepped back
+// since (or was wrong when they were written).
+func (c *Controller) reportFutureRows(d desired.State, now time.Time) {
+	rows := reconcile.FutureRows(d, now)
+	if len(rows) == 0 {
+		return
+	}
+	c.Log.Error(nil, "Rows from the future: the clock stepped back since they were written; their ages are wrong until the clock catches up",
+		"rows", len(rows), "newest", rows[0].At.UTC().Format(time.RFC3339), "user", rows[0].Key.User, "project", rows[0].Key.Project, "field", rows[0].Field)
+}

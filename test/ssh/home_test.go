@@ -15,7 +15,8 @@ import (
 // survives 'stop' and a new login; the home is the container user's,
 // 0700; a link to /etc planted in it is followed by no podspawn operation
 // (the next generation's ownership fix, list-users -o wide, remove-user
-// --purge-home); a home that is itself a link is refused at login.
+// --purge-home); a home that is itself a link is refused at login, and
+// the log says why.
 func TestPersistentHome(t *testing.T) {
 	s := newServer(t, serverOptions{Users: []string{"ssa", "ssb"},
 		Options: harness.Options{Session: "  grace_period: 60s\n  max_lifetime: 8h\n  mode: persistent\n"}})
@@ -46,8 +47,12 @@ func TestPersistentHome(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(homes, b.Name)); err != nil {
 		t.Fatal(err)
 	}
-	if r := s.runSSH(b, nil, "", "true"); r.Code == 0 || !strings.Contains(r.Stderr, "symbolic link") {
-		t.Fatalf("login with a linked home: exit %d, stderr %q; want a refusal naming the link", r.Code, r.Stderr)
+	// The user sees an incident id; the log names the link.
+	if r := s.runSSH(b, nil, "", "true"); r.Code == 0 || !strings.Contains(r.Stderr, "incident") {
+		t.Fatalf("login with a linked home: exit %d, stderr %q; want a refusal", r.Code, r.Stderr)
+	}
+	if log, _ := os.ReadFile(s.LogPath); !strings.Contains(string(log), filepath.Join(homes, b.Name)+" is a symbolic link") {
+		t.Fatalf("spawn log does not name the linked home:\n%s", log)
 	}
 	if got := statOf(t, outside); got.Uid != outsideBefore.Uid || got.Mode != outsideBefore.Mode {
 		t.Fatalf("the link's target was changed: %+v", got)

@@ -126,8 +126,8 @@ func (sv *Server) startAgent(ctx context.Context, att *Attachment, c Connection,
 	env := connectionEnv(c, att.Session.Spec.Shell, att.LeaseID)
 	sock, stop, err := sv.Agent.Start(ctx, att, c)
 	if err != nil {
-		log.Error(err, "Agent forwarding failed")
-		fmt.Fprintf(c.Stdio.Stderr, "podspawn: agent forwarding is not available in this connection: %v\n", err)
+		// Details (host paths, runtime errors) go to the log under an id.
+		fmt.Fprintf(c.Stdio.Stderr, "podspawn: %v\n", Incident(log, err, "forward your ssh agent into this connection"))
 		return env, func() {}
 	}
 	if sock != "" {

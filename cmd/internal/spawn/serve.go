@@ -127,7 +127,7 @@ func (sv *Server) startAgent(ctx context.Context, att *Attachment, c Connection,
 	sock, stop, err := sv.Agent.Start(ctx, att, c)
 	if err != nil {
 		// Details (host paths, runtime errors) go to the log under an id.
-		fmt.Fprintf(c.Stdio.Stderr, "podspawn: %v\n", Incident(log, err, "forward your ssh agent into this connection"))
+		fmt.Fprintln(c.Stdio.Stderr, Incident(log, err, "forward your ssh agent into this connection"))
 		return env, func() {}
 	}
 	if sock != "" {

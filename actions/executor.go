@@ -40,6 +40,7 @@ type Store interface {
 	ReleaseLease(ctx context.Context, leaseID int64) (bool, error)
 	RecordRestart(ctx context.Context, sessionID string, count int, nextAt, now time.Time) (bool, error)
 	ResetRestarts(ctx context.Context, sessionID string, now time.Time) (bool, error)
+	RecordWarning(ctx context.Context, sessionID string, before time.Duration, now time.Time) (bool, error)
 }
 
 // OutcomeOf is the outcome of a step that reports whether it changed
@@ -76,6 +77,8 @@ func ExecuteStore(ctx context.Context, st Store, a reconcile.Action, now time.Ti
 		changed, err = st.ReleaseLease(ctx, a.LeaseID)
 	case reconcile.KindResetRestarts:
 		changed, err = st.ResetRestarts(ctx, a.SessionID, now)
+	case reconcile.KindWarn:
+		changed, err = warn(ctx, st, a, now)
 	default:
 		return "", false, nil
 	}

@@ -49,6 +49,7 @@ type CLI struct {
 	Doctor        DoctorCmd        `cmd:"" help:"Run preflight checks of Docker, sshd, directories, disk and state; exit 1 if any failed."`
 	Update        UpdateCmd        `cmd:"" help:"Replace this binary with the latest release (checksum-verified, atomic); --check only reports."`
 	AuthKeys      AuthKeysCmd      `cmd:"" name:"auth-keys" help:"sshd AuthorizedKeysCommand: print the user's keys, each forced to 'podspawn spawn'."`
+	AgentDial     AgentDialCmd     `cmd:"" name:"agent-dial" hidden:"" help:"Internal: spawn's helper that connects to the forwarded agent as the SSH user."`
 	Spawn         SpawnCmd         `cmd:"" help:"Forced command of every podspawn key: serve one SSH connection in the user's session container."`
 	ServerSetup   ServerSetupCmd   `cmd:"" name:"server-setup" help:"Prepare this host: accounts, directories, sudoers rule and the sshd_config block (idempotent)."`
 
@@ -111,6 +112,9 @@ type dockerRuntime struct {
 	dockeract.Images
 	api *client.Client
 	now func() time.Time
+	// agentDir is state.agent_dir (the executor removes a generation's),
+	// homesDir state.homes_dir (the executor makes persistent homes there).
+	agentDir, homesDir string
 	// diskUnsupported is defaults.disk_unsupported.
 	diskUnsupported string
 }
@@ -125,7 +129,8 @@ func (r *dockerRuntime) Ping(ctx context.Context) error {
 }
 
 func (r *dockerRuntime) Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor {
-	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, DiskUnsupported: r.diskUnsupported}
+	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, DiskUnsupported: r.diskUnsupported,
+		AgentDir: r.agentDir, HomesDir: r.homesDir}
 }
 
 func (r *dockerRuntime) Execer(log logr.Logger) actions.Execer {
@@ -206,6 +211,7 @@ func (a *App) Runtime() (Runtime, error) {
 		rt := newDockerRuntime(dc, a.Clock.Now)
 		if cfg, err := a.Config(); err == nil {
 			rt.diskUnsupported = cfg.Defaults.DiskUnsupported
+			rt.agentDir, rt.homesDir = cfg.State.AgentDir, cfg.State.HomesDir
 		}
 		a.runtime = rt
 	}
@@ -251,8 +257,9 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 	}
 	return &controller.Controller{
 		Store: st, KeyDir: cfg.Auth.KeyDir, LockDir: cfg.State.LockDir, Observer: rt, Executor: ex,
-		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration, CrashLoop: crashLoop(cfg.Cleanup)},
-		Clock:   a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
+		Options: reconcile.Options{OrphanMinAge: cfg.Cleanup.OrphanMinAge.Duration, PendingTimeout: cfg.Cleanup.PendingTimeout.Duration, CrashLoop: crashLoop(cfg.Cleanup),
+			WarnBefore: cfg.WarnBefore()},
+		Clock: a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
 		Guard:     reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
 		Monotonic: monotonic(a.Clock),
 	}, nil

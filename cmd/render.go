@@ -169,6 +169,8 @@ func verbPast(a reconcile.Action) string {
 		return "cancelled grace period of " + keyLabel(a.Key)
 	case reconcile.KindResetRestarts:
 		return "reset the restart count of " + keyLabel(a.Key)
+	case reconcile.KindWarn:
+		return fmt.Sprintf("warned %d connection(s) of %s, %s before its max lifetime", len(a.Leases), keyLabel(a.Key), a.Before)
 	case reconcile.KindReleaseLease:
 		return fmt.Sprintf("released dead connection %d of %s", a.LeaseID, keyLabel(a.Key))
 	case reconcile.KindKillLeaseProcesses:

@@ -109,10 +109,14 @@ func (c *SpawnCmd) serve(ctx context.Context, a *App, cfg config.Config, key des
 	}
 	server := &spawn.Server{Sessions: sessions, Exec: execer, SFTPServer: cfg.SSH.SFTPServer, Log: log,
 		Audit: spawn.Auditing{Log: a.audit, Required: cfg.Log.AuditRequired}}
+	if cfg.SSH.AllowAgentForwarding {
+		server.Agent = &spawn.Agent{Exec: execer, Dialer: newAgentDialer, Log: log}
+	}
 	return server.Serve(ctx, spawn.Connection{
 		Key:             key,
 		OriginalCommand: os.Getenv("SSH_ORIGINAL_COMMAND"),
 		Term:            os.Getenv("TERM"),
+		AuthSock:        os.Getenv("SSH_AUTH_SOCK"),
 		Client:          client,
 		Stdio:           spawn.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 	})

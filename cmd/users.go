@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/podspawn/podspawn/actions/audit"
+	"github.com/podspawn/podspawn/actions/hostdir"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/keys"
@@ -17,11 +19,15 @@ import (
 )
 
 // ListUsersCmd lists the users of the key directory.
-type ListUsersCmd struct{}
+type ListUsersCmd struct {
+	Output string `help:"Output: text, or wide (adds the size of each persistent home)." enum:"text,wide" default:"text" short:"o"`
+}
 
 // Help is shown by podspawn list-users --help.
 func (ListUsersCmd) Help() string {
-	return `Lists the users that have a key file in auth.key_dir, with the number of valid SSH public keys in each. Lines that are not valid keys are counted separately (they never let anyone log in); files that cannot be read are marked unreadable with the reason. Entries whose names are not valid user names are ignored, with a warning on stderr.`
+	return `Lists the users that have a key file in auth.key_dir, with the number of valid SSH public keys in each. Lines that are not valid keys are counted separately (they never let anyone log in); files that cannot be read are marked unreadable with the reason. Entries whose names are not valid user names are ignored, with a warning on stderr.
+
+With -o wide, each line also gives the size of the user's persistent home in state.homes_dir (project homes included; links in it are not followed), or "no home".`
 }
 
 // Run prints one line per user.
@@ -46,20 +52,67 @@ func (c *ListUsersCmd) Run(a *App) error {
 		return nil
 	}
 	for _, u := range users {
-		uf, err := keys.Read(dir, u)
-		switch {
-		case err != nil:
-			// Gone since the listing, or a dangling symlink.
-			fmt.Fprintf(a.Stdout, "%s  (unreadable: %s)\n", u, fsReason(err))
-		case uf.ReadErr != nil:
-			fmt.Fprintf(a.Stdout, "%s  (unreadable: %s)\n", u, fsReason(uf.ReadErr))
-		case len(uf.Invalid) > 0:
-			fmt.Fprintf(a.Stdout, "%s  (%s, %s)\n", u, countNoun(len(uf.Keys), "key", "keys"), countNoun(len(uf.Invalid), "invalid line", "invalid lines"))
-		default:
-			fmt.Fprintf(a.Stdout, "%s  (%s)\n", u, countNoun(len(uf.Keys), "key", "keys"))
+		line := keysSummary(dir, u)
+		if c.Output == "wide" {
+			line += "  home: " + homeSize(cfg.State.HomesDir, u)
 		}
+		fmt.Fprintln(a.Stdout, line)
 	}
 	return nil
+}
+
+// keysSummary is the list-users line of user u.
+func keysSummary(dir, u string) string {
+	uf, err := keys.Read(dir, u)
+	switch {
+	case err != nil:
+		// Gone since the listing, or a dangling symlink.
+		return fmt.Sprintf("%s  (unreadable: %s)", u, fsReason(err))
+	case uf.ReadErr != nil:
+		return fmt.Sprintf("%s  (unreadable: %s)", u, fsReason(uf.ReadErr))
+	case len(uf.Invalid) > 0:
+		return fmt.Sprintf("%s  (%s, %s)", u, countNoun(len(uf.Keys), "key", "keys"), countNoun(len(uf.Invalid), "invalid line", "invalid lines"))
+	}
+	return fmt.Sprintf("%s  (%s)", u, countNoun(len(uf.Keys), "key", "keys"))
+}
+
+// homeSize is the disk use of u's persistent home, counted through
+// handles: a link the user planted there is not followed.
+func homeSize(homesDir, u string) string {
+	root, err := hostdir.Open(homesDir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "no home"
+		}
+		return "unreadable: " + err.Error()
+	}
+	defer root.Close()
+	if _, err := root.Lstat(u); errors.Is(err, fs.ErrNotExist) {
+		return "no home"
+	}
+	h, _, err := root.Sub(u, 0o700)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	defer h.Close()
+	n, err := h.Usage()
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	return humanBytes(n)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // warnIgnoredKeyFiles names the files that keys.ListUsers skips for not
@@ -96,8 +149,11 @@ func fsReason(err error) string {
 type RemoveUserCmd struct {
 	Username string `arg:"" help:"The user to remove."`
 	Force    bool   `help:"Destroy the user's active sessions (containers, services, networks); without it, a user with active sessions is refused."`
-	DryRun   bool   `help:"Print the plan and change nothing."`
-	Output   string `help:"Format of the --dry-run plan: text or json." enum:"text,json" default:"text" short:"o"`
+	// PurgeHome is explicit: a home holds the user's files, and Force is
+	// about sessions.
+	PurgeHome bool   `name:"purge-home" help:"With --force, also delete the user's persistent home in state.homes_dir (project homes included), once every session is gone."`
+	DryRun    bool   `help:"Print the plan and change nothing."`
+	Output    string `help:"Format of the --dry-run plan: text or json." enum:"text,json" default:"text" short:"o"`
 }
 
 // Help is shown by podspawn remove-user --help.
@@ -106,7 +162,7 @@ func (RemoveUserCmd) Help() string {
 
 If a teardown fails, the command names it and exits 1: the key file is already gone and the failed sessions stay marked for removal, so 'podspawn cleanup' finishes the job once the cause is fixed.
 
-The host Unix account (if any) and the persistent home directory are NOT deleted; remove them by hand if needed.
+The host Unix account (if any) is NOT deleted. The persistent home directory (<homes_dir>/<user>) is deleted only with --force --purge-home, and only when every session of the user was destroyed; links in it are removed, never followed.
 
 Exit status: 0 removed (or, with --dry-run, plan printed), 1 error.`
 }
@@ -128,6 +184,9 @@ func (c *RemoveUserCmd) Run(a *App) error {
 		return err
 	}
 	user := c.Username
+	if c.PurgeHome && !c.Force {
+		return errors.New("--purge-home needs --force: the home is deleted only once the user's sessions are destroyed")
+	}
 	// keys.Path validates the name before any path is built.
 	path, err := keys.Path(cfg.Auth.KeyDir, user)
 	if err != nil {
@@ -188,8 +247,8 @@ func (c *RemoveUserCmd) Run(a *App) error {
 	}
 	destroyed := len(res.Sessions) - len(failures)
 	fmt.Fprintf(a.Stdout, "removed user %s (%d session(s) destroyed)\n", user, destroyed)
-	if home := filepath.Join(cfg.State.HomesDir, user); dirExists(home) {
-		fmt.Fprintf(a.Stderr, "Note: the persistent home directory %s was kept; delete it by hand if its data is no longer needed.\n", home)
+	if err := c.finishHome(a, cfg.State.HomesDir, len(failures) == 0); err != nil {
+		return err
 	}
 	if len(failures) > 0 {
 		return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d session(s) of %s could not be destroyed; the key file is gone, so %s can no longer log in, and 'podspawn cleanup' finishes these teardowns:\n  %s",
@@ -250,7 +309,45 @@ func (c *RemoveUserCmd) whatIf(ctx context.Context, a *App, st *sqlstore.Store, 
 	return nil
 }
 
-func dirExists(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
+// finishHome deletes the user's persistent home with --purge-home once
+// every session is gone (allGone), and otherwise says it was kept.
+func (c *RemoveUserCmd) finishHome(a *App, homesDir string, allGone bool) error {
+	user := c.Username
+	home := filepath.Join(homesDir, user)
+	fi, err := os.Lstat(home)
+	if err != nil {
+		return nil // no home
+	}
+	if !c.PurgeHome || !allGone {
+		if fi.IsDir() {
+			fmt.Fprintf(a.Stderr, "Note: the persistent home directory %s was kept; 'podspawn remove-user %s --force --purge-home' deletes it.\n", home, user)
+		}
+		return nil
+	}
+	err = purgeHome(homesDir, user)
+	e := audit.Event{Event: audit.HomePurge, User: audit.Text(user), Actor: a.auditActor, Outcome: audit.OutcomeSuccess}
+	if err != nil {
+		e.Outcome, e.Error = audit.OutcomeFailure, audit.Text(err.Error())
+	}
+	if w, aerr := a.Audit(); aerr == nil {
+		if werr := w.Write(e); werr != nil {
+			a.Log.Error(werr, "Writing audit event failed", "event", audit.HomePurge)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Stdout, "deleted persistent home %s\n", home)
+	return nil
+}
+
+// purgeHome deletes <homesDir>/<user> through a handle on homesDir,
+// removing links in it rather than following them.
+func purgeHome(homesDir, user string) error {
+	root, err := hostdir.Open(homesDir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return root.RemoveAll(user)
 }

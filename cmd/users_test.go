@@ -180,6 +180,40 @@ func TestRemoveUserGolden(t *testing.T) {
 			t.Errorf("persistent home must be kept: %v", err)
 		}
 	})
+	t.Run("remove_user_purge_home", func(t *testing.T) {
+		e := newAdminEnv(t)
+		e.keyFile("alice", pubKey(t, 1, "a")+"\n")
+		e.keyFile("bob", pubKey(t, 2, "b")+"\n")
+		e.seedUserSessions("alice")
+		// The home holds a file, a project home, and a link the user
+		// planted to a directory outside it: sizes count the files only,
+		// the purge removes the link and keeps what it points to.
+		home := filepath.Join(e.homesDir, "alice")
+		outside := t.TempDir()
+		for _, f := range []struct {
+			path string
+			size int
+		}{{filepath.Join(home, "notes.txt"), 4096}, {filepath.Join(home, "web", "data"), 8192}, {filepath.Join(outside, "big"), 1 << 20}} {
+			if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f.path, make([]byte, f.size), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink(outside, filepath.Join(home, "etc-link")); err != nil {
+			t.Fatal(err)
+		}
+		out := e.run("list-users", "-o", "wide") + e.run("remove-user", "alice", "--purge-home") +
+			e.run("remove-user", "alice", "--force", "--purge-home") + e.run("list-users", "-o", "wide")
+		golden(t, "remove_user_purge_home", out)
+		if _, err := os.Lstat(home); !os.IsNotExist(err) {
+			t.Errorf("home still there: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(outside, "big")); err != nil {
+			t.Errorf("the purge followed the link: %v", err)
+		}
+	})
 	t.Run("remove_user_force_partial_failure", func(t *testing.T) {
 		e := newAdminEnv(t)
 		e.keyFile("alice", pubKey(t, 1, "a")+"\n")

@@ -144,6 +144,10 @@ type Session struct {
 	RestartCount  int
 	LastRestartAt time.Time
 	NextRestartAt time.Time
+	// WarnedBefore is the shortest lead time before MaxLifetimeAt at which
+	// the connections were warned (session.warn_before), 0 before the first
+	// warning; desired state, so a one-shot pass never warns twice.
+	WarnedBefore time.Duration
 }
 
 // ContainerName is the session container's name.
@@ -212,10 +216,39 @@ type VolumeMount struct {
 	Target string `json:"target"`
 }
 
-// Mount is a host bind mount into the session container (persistent homes).
+// Mount is a host bind mount into the session container (persistent homes,
+// forwarded agent sockets).
 type Mount struct {
 	Source string `json:"source"`
 	Target string `json:"target"`
+	// Prepare says what the executor creates at Source before the
+	// container: nothing ("") or a directory of MountPrep's kind.
+	Prepare MountPrep `json:"prepare,omitempty"`
+}
+
+// MountPrep is the kind of host directory a mount needs.
+type MountPrep string
+
+const (
+	// PrepareAgentDir: a root-owned 0711 directory, one per generation, in
+	// which each connection forwarding an agent gets a subdirectory.
+	PrepareAgentDir MountPrep = "agent-dir"
+	// PrepareHome: a persistent home, owned by the container user, 0700.
+	PrepareHome MountPrep = "home"
+)
+
+// AgentMountTarget is where a generation's agent directory appears in
+// its session container.
+const AgentMountTarget = "/run/podspawn/agent"
+
+// AgentMount returns the generation's agent mount, if it has one.
+func (s Spec) AgentMount() (Mount, bool) {
+	for _, m := range s.Mounts {
+		if m.Prepare == PrepareAgentDir {
+			return m, true
+		}
+	}
+	return Mount{}, false
 }
 
 // ServiceContainerName is the Docker name of a companion service container.

@@ -83,8 +83,11 @@ type Action struct {
 	Reason    Reason             `json:"reason"`
 	Detail    string             `json:"detail"`
 	LeaseID   int64              `json:"lease_id,omitempty"`
-	// At is the grace expiry for start-grace.
+	// At is the grace expiry for start-grace, the max lifetime for warn.
 	At time.Time `json:"at,omitzero"`
+	// Before is warn's lead time, Leases the connections it warns.
+	Before time.Duration   `json:"before,omitempty"`
+	Leases []desired.Lease `json:"leases,omitempty"`
 	// Labels are the labels of an object to create.
 	Labels map[string]string `json:"labels,omitempty"`
 	// Container is the spec of a container to create.

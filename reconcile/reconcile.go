@@ -23,6 +23,9 @@ type Options struct {
 	// CrashLoop backs off from restarting a session container that keeps
 	// stopping; its zero value restarts at once, without limit.
 	CrashLoop CrashLoop
+	// WarnBefore are the lead times before a session's max lifetime at
+	// which its live connections are warned (session.warn_before).
+	WarnBefore []time.Duration
 	// HoldLiveDeadlinesUntil is set by the caller after the wall clock
 	// stepped forward: until then, a session with live connections whose
 	// max lifetime has passed is kept (skipped, reason clock-step) and the
@@ -259,13 +262,15 @@ func (c *keyCtx) findCurrent(k observed.Kind, name string) *item {
 
 func (c *keyCtx) session() {
 	s := c.sess
-	var dead []desired.Lease
+	var dead, alive []desired.Lease
 	for _, l := range s.Leases {
 		if _, gone := c.exited[observed.ProcessRef{PID: l.PID, Start: l.PIDStart}]; gone {
 			dead = append(dead, l)
+		} else {
+			alive = append(alive, l)
 		}
 	}
-	live := len(s.Leases) - len(dead)
+	live := len(alive)
 
 	sessCtr := c.findCurrent(observed.KindContainer, s.Spec.ContainerName)
 	persistent := s.Mode == desired.ModePersistent
@@ -324,6 +329,7 @@ func (c *keyCtx) session() {
 
 	c.ensure(sessCtr, live)
 	c.resetRestarts(sessCtr)
+	c.warn(alive)
 
 	if !persistent {
 		c.wakeAt(s.MaxLifetimeAt)

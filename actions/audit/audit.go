@@ -26,6 +26,8 @@ const (
 	SessionCreate     = "session.create"
 	SessionDestroy    = "session.destroy"
 	AuthDenied        = "auth.denied"
+	// HomePurge: remove-user --purge-home deleted a persistent home.
+	HomePurge = "home.purge"
 	// AdminPrefix is followed by the command's name (admin.stop).
 	AdminPrefix = "admin."
 )

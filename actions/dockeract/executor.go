@@ -22,6 +22,7 @@ import (
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/desired/spec"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/reconcile"
 )
@@ -58,6 +59,12 @@ type Executor struct {
 	// HostFirewall, when set, is ensured before anything of a session is
 	// created (hostfirewall.go).
 	HostFirewall actions.HostFirewall
+	// HomesDir is state.homes_dir, below which persistent homes are
+	// made (the part of a home's path that is the admin's, not the user's).
+	HomesDir string
+	// AgentDir is state.agent_dir: a session generation's directory of
+	// forwarded agent sockets is removed with its session container.
+	AgentDir string
 	// DiskUnsupported is defaults.disk_unsupported: with config.DiskWarn a
 	// container whose disk limit the storage driver cannot apply is
 	// created without it; otherwise its creation fails.
@@ -129,14 +136,17 @@ func (d *Executor) removeContainer(ctx context.Context, a reconcile.Action) (act
 		d.logTail(ctx, ref, a)
 	}
 	err := d.API.ContainerRemove(ctx, ref, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if errdefs.IsNotFound(err) {
-		return actions.Unchanged, nil
+	o, err := actions.OutcomeOf(true, err)
+	// Gone already, or a removal in progress (another pass) finishes on its own.
+	if errdefs.IsNotFound(err) || removalInProgress(err) {
+		o, err = actions.Unchanged, nil
 	}
-	// A removal already in progress (another pass) finishes on its own.
-	if removalInProgress(err) {
-		return actions.Unchanged, nil
+	if err == nil {
+		if rerr := removeAgentDir(d.AgentDir, a); rerr != nil {
+			return "", rerr
+		}
 	}
-	return actions.OutcomeOf(true, err)
+	return o, err
 }
 
 // logTailMax bounds the output logged for one container.
@@ -266,6 +276,9 @@ func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 	if spec == nil {
 		return "", fmt.Errorf("create-container without a container spec: %w", actions.ErrTerminal)
 	}
+	if err := d.prepareMounts(spec); err != nil {
+		return "", err
+	}
 	cfg, host, netCfg := containerConfig(a)
 	res := actions.Changed
 	id := ""
@@ -314,26 +327,8 @@ func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 		return "", fmt.Errorf("starting: %w", err)
 	}
 	if spec.Role == observed.RoleSession && spec.User != "" {
-		if err := d.setupUser(ctx, id, spec.User, spec.Shell); err != nil {
-			if ranBefore {
-				// A container started again (it stopped, or is crash
-				// looping) already has its account, and its files are the
-				// user's: never removed here. One that stopped again at
-				// once is the crash-loop back-off's to handle.
-				if c, ierr := d.API.ContainerInspect(ctx, id); ierr == nil && c.State != nil && !c.State.Running {
-					return actions.Changed, nil
-				}
-				return "", err
-			}
-			// The planner never re-creates a running container, so one left
-			// running without its account would be marked running as is.
-			// Remove it (even if ctx ran out) so the retry starts over.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			if rerr := d.API.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); rerr != nil && !errdefs.IsNotFound(rerr) {
-				return "", fmt.Errorf("%w (and removing the container failed, remove it by hand: %v)", err, rerr)
-			}
-			return "", err
+		if err := d.setupSession(ctx, id, spec); err != nil {
+			return d.failedSetup(ctx, id, ranBefore, err)
 		}
 	}
 	if res == actions.Unchanged {
@@ -428,17 +423,70 @@ fi
 uid=$(grep "^$u:" /etc/passwd | cut -d: -f3)
 gid=$(grep "^$u:" /etc/passwd | cut -d: -f4)
 if [ ! -d "$home" ]; then mkdir -p "$home"; chown "$uid:$gid" "$home"; chmod 0750 "$home"; fi
+echo "$uid $gid"
 `
 
-func (d *Executor) setupUser(ctx context.Context, id, user, shell string) error {
+// setupSession checks the container's home mount, makes the user's
+// account, and hands a new persistent home to the account.
+func (d *Executor) setupSession(ctx context.Context, id string, spec *spec.Container) error {
+	home, err := d.openHome(spec)
+	if err != nil {
+		return err
+	}
+	if home != nil {
+		defer home.Close()
+		if err := d.verifyHomeMount(ctx, id, spec.User, home); err != nil {
+			return err
+		}
+	}
+	uid, gid, err := d.setupUser(ctx, id, spec.User, spec.Shell)
+	if err != nil || home == nil {
+		return err
+	}
+	if uid <= 0 || gid < 0 {
+		return fmt.Errorf("setting up user %s in the container: no uid and gid reported for the persistent home", spec.User)
+	}
+	return adoptHome(home, uid, gid)
+}
+
+// failedSetup handles a session container whose setup failed.
+func (d *Executor) failedSetup(ctx context.Context, id string, ranBefore bool, err error) (actions.Outcome, error) {
+	if ranBefore {
+		// A container started again (it stopped, or is crash
+		// looping) already has its account, and its files are the
+		// user's: never removed here. One that stopped again at
+		// once is the crash-loop back-off's to handle.
+		if c, ierr := d.API.ContainerInspect(ctx, id); ierr == nil && c.State != nil && !c.State.Running {
+			return actions.Changed, nil
+		}
+		return "", err
+	}
+	// The planner never re-creates a running container, so one left
+	// running without its account would be marked running as is.
+	// Remove it (even if ctx ran out) so the retry starts over.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if rerr := d.API.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); rerr != nil && !errdefs.IsNotFound(rerr) {
+		return "", fmt.Errorf("%w (and removing the container failed, remove it by hand: %v)", err, rerr)
+	}
+	return "", err
+}
+
+func (d *Executor) setupUser(ctx context.Context, id, user, shell string) (int, int, error) {
 	code, out, err := Exec(ctx, d.API, id, []string{"sh", "-c", userSetupScript, "podspawn-setup", user, shell}, "root")
 	if err != nil {
-		return fmt.Errorf("setting up user %s in the container: %w", user, err)
+		return 0, 0, fmt.Errorf("setting up user %s in the container: %w", user, err)
 	}
 	if code != 0 {
-		return fmt.Errorf("setting up user %s in the container: script exited %d: %s", user, code, strings.TrimSpace(out))
+		return 0, 0, fmt.Errorf("setting up user %s in the container: script exited %d: %s", user, code, strings.TrimSpace(out))
 	}
-	return nil
+	// The last line is "uid gid"; -1 when missing (only a home needs them).
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	uid, gid := -1, -1
+	if _, err := fmt.Sscanf(lines[len(lines)-1], "%d %d", &uid, &gid); err != nil {
+		return -1, -1, nil
+	}
+	return uid, gid, nil
 }
 
 // Exec runs cmd in a container without a TTY and returns its exit code and

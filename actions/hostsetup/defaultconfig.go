@@ -56,12 +56,16 @@ func DefaultConfig(cfg config.Config) []byte {
 	p("  grace_period: %s", duration(cfg.Session.GracePeriod.Duration))
 	p("  # No session lives longer than this, connected or not.")
 	p("  max_lifetime: %s", duration(cfg.Session.MaxLifetime.Duration))
+	p("  # Warn every connection with a terminal this long before max_lifetime ends it.")
+	p("  warn_before: %s", durations(cfg.Session.WarnBefore))
 	p("")
 	p("state:")
 	p("  # Root-only (0700) state: the session database, per-user locks, persistent homes.")
 	p("  db_path: %s", cfg.State.DBPath)
 	p("  lock_dir: %s", cfg.State.LockDir)
 	p("  homes_dir: %s", cfg.State.HomesDir)
+	p("  # Forwarded ssh-agent sockets, one directory per session (root-only; see ssh below).")
+	p("  agent_dir: %s", cfg.State.AgentDir)
 	p("  projects_dir: %s", cfg.State.ProjectsDir)
 	p("")
 	p("resources:")
@@ -119,8 +123,9 @@ func DefaultConfig(cfg config.Config) []byte {
 	p("  # loopback (databases, admin UIs, a Docker API on tcp://127.0.0.1) and the ports other")
 	p("  # users' containers publish. Unix-socket forwarding (the Docker socket) stays off anyway.")
 	p("  allow_tcp_forwarding: %t", cfg.SSH.AllowTCPForwarding)
-	p("  # Let sshd accept the client's ssh-agent. podspawn does not pass the agent into")
-	p("  # session containers yet, so nothing there can use it: leave this false.")
+	p("  # Forward the client's ssh-agent (ssh -A) into the session container: each such")
+	p("  # connection gets its own socket there (SSH_AUTH_SOCK), usable only by the user, gone at")
+	p("  # disconnect. Whoever runs as the user in the container can then sign with the keys.")
 	p("  allow_agent_forwarding: %t", cfg.SSH.AllowAgentForwarding)
 	p("  # Run spawn as root through sudo (users need no Docker or database access).")
 	p("  use_sudo: %t", cfg.SSH.UseSudo)
@@ -150,4 +155,13 @@ func duration(d time.Duration) string {
 		return fmt.Sprintf("%ds", d/time.Second)
 	}
 	return d.String()
+}
+
+// durations renders a list of durations as a YAML flow sequence.
+func durations(ds []config.Duration) string {
+	parts := make([]string, 0, len(ds))
+	for _, d := range ds {
+		parts = append(parts, duration(d.Duration))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }

@@ -81,12 +81,18 @@ type Session struct {
 	GracePeriod Duration     `yaml:"grace_period"`
 	MaxLifetime Duration     `yaml:"max_lifetime"`
 	Mode        desired.Mode `yaml:"mode"`
+	// WarnBefore are the lead times before max_lifetime at which every
+	// live connection with a terminal is warned; empty: no warnings.
+	WarnBefore []Duration `yaml:"warn_before"`
 }
 
 type State struct {
 	DBPath   string `yaml:"db_path"`
 	LockDir  string `yaml:"lock_dir"`
 	HomesDir string `yaml:"homes_dir"`
+	// AgentDir holds, per session generation, the directory bind-mounted
+	// into the session container for forwarded ssh-agent sockets.
+	AgentDir string `yaml:"agent_dir"`
 	// ProjectsDir holds the clones of registered projects.
 	ProjectsDir string `yaml:"projects_dir"`
 }
@@ -159,8 +165,9 @@ type SSH struct {
 	// loopback services and other users' containers from the host side.
 	AllowTCPForwarding bool `yaml:"allow_tcp_forwarding"`
 	// AllowAgentForwarding lets sshd accept the client's ssh-agent (the
-	// key line's agent-forwarding option and the sshd block). podspawn
-	// does not pass the agent into session containers yet.
+	// key line's agent-forwarding option and the sshd block), and gives
+	// each connection that forwards one a relay socket in its session
+	// container (SSH_AUTH_SOCK).
 	AllowAgentForwarding bool `yaml:"allow_agent_forwarding"`
 	// SFTPServer is the sftp-server binary inside session containers.
 	SFTPServer string `yaml:"sftp_server"`
@@ -203,11 +210,13 @@ func Defaults() Config {
 			GracePeriod: Duration{60 * time.Second},
 			MaxLifetime: Duration{8 * time.Hour},
 			Mode:        desired.ModeGracePeriod,
+			WarnBefore:  []Duration{{15 * time.Minute}, {time.Minute}},
 		},
 		State: State{
 			DBPath:      "/var/lib/podspawn/state.db",
 			LockDir:     "/var/lib/podspawn/locks",
 			HomesDir:    "/var/lib/podspawn/homes",
+			AgentDir:    "/run/podspawn/agent",
 			ProjectsDir: "/var/lib/podspawn/projects",
 		},
 		Security: Security{
@@ -397,6 +406,13 @@ func (c *Config) validate() error {
 	if c.Session.MaxLifetime.Duration <= 0 {
 		return fmt.Errorf("invalid session.max_lifetime %q: must be positive (e.g. 8h)", c.Session.MaxLifetime.Duration)
 	}
+	seen := map[time.Duration]bool{}
+	for _, w := range c.Session.WarnBefore {
+		if w.Duration <= 0 || seen[w.Duration] {
+			return fmt.Errorf("invalid session.warn_before entry %q: each must be positive and listed once (e.g. [15m, 1m])", w.Duration)
+		}
+		seen[w.Duration] = true
+	}
 	if _, err := desired.ParseMode(string(c.Session.Mode)); err != nil {
 		return fmt.Errorf("invalid session.mode %q: must be grace-period, destroy-on-disconnect, or persistent", c.Session.Mode)
 	}
@@ -468,7 +484,7 @@ func (c *Config) validate() error {
 	// A list, not a map: with two bad paths, the same one is reported every time.
 	for _, f := range []struct{ name, p string }{
 		{"auth.key_dir", c.Auth.KeyDir}, {"state.db_path", c.State.DBPath}, {"state.lock_dir", c.State.LockDir},
-		{"state.homes_dir", c.State.HomesDir}, {"state.projects_dir", c.State.ProjectsDir}, {"projects_file", c.ProjectsFile},
+		{"state.homes_dir", c.State.HomesDir}, {"state.agent_dir", c.State.AgentDir}, {"state.projects_dir", c.State.ProjectsDir}, {"projects_file", c.ProjectsFile},
 	} {
 		name, p := f.name, f.p
 		if !filepath.IsAbs(p) {
@@ -476,6 +492,15 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// WarnBefore returns session.warn_before as durations.
+func (c Config) WarnBefore() []time.Duration {
+	out := make([]time.Duration, 0, len(c.Session.WarnBefore))
+	for _, w := range c.Session.WarnBefore {
+		out = append(out, w.Duration)
+	}
+	return out
 }
 
 // SecuritySpec converts the security section for a session spec.

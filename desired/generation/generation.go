@@ -6,6 +6,7 @@ package generation
 
 import (
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -19,13 +20,27 @@ import (
 // max lifetime are stored on the row so that teardown follows the row,
 // never whichever process disconnects last (G9).
 func New(cfg config.Config, key desired.SessionKey, now time.Time) (*desired.Session, error) {
-	spec, mode, err := resolveSpec(cfg, key)
+	spec, mode, agent, err := resolveSpec(cfg, key)
 	if err != nil {
 		return nil, fmt.Errorf("resolving the session of %s: %w", key, err)
 	}
+	id := sqlstore.NewSessionID()
+	if mode == desired.ModePersistent {
+		// The home outlives the generation; the executor makes it.
+		spec.Mounts = append(spec.Mounts, desired.Mount{
+			Source: HomePath(cfg.State.HomesDir, key), Target: "/home/" + key.User, Prepare: desired.PrepareHome,
+		})
+	}
+	if agent {
+		// The mount must exist when the container is created, so every
+		// generation gets it; a connection without an agent leaves it empty.
+		spec.Mounts = append(spec.Mounts, desired.Mount{
+			Source: filepath.Join(cfg.State.AgentDir, id), Target: desired.AgentMountTarget, Prepare: desired.PrepareAgentDir,
+		})
+	}
 	return &desired.Session{
 		Key:           key,
-		ID:            sqlstore.NewSessionID(),
+		ID:            id,
 		Mode:          mode,
 		Status:        desired.StatusCreating,
 		CreatedAt:     now,
@@ -35,10 +50,19 @@ func New(cfg config.Config, key desired.SessionKey, now time.Time) (*desired.Ses
 	}, nil
 }
 
+// HomePath is the persistent home of key: <homes_dir>/<user>, or
+// <homes_dir>/<user>/<project> for a project session.
+func HomePath(homesDir string, key desired.SessionKey) string {
+	if key.Project == "" {
+		return filepath.Join(homesDir, key.User)
+	}
+	return filepath.Join(homesDir, key.User, key.Project)
+}
+
 // resolveSpec decides what a new generation of key runs and its teardown
 // mode: the server defaults, or a registered project's image, services
 // and mode.
-func resolveSpec(cfg config.Config, key desired.SessionKey) (desired.Spec, desired.Mode, error) {
+func resolveSpec(cfg config.Config, key desired.SessionKey) (desired.Spec, desired.Mode, bool, error) {
 	hostname := key.Project
 	if hostname == "" {
 		hostname = key.User
@@ -55,10 +79,10 @@ func resolveSpec(cfg config.Config, key desired.SessionKey) (desired.Spec, desir
 		Security:      cfg.SecuritySpec(),
 	}
 	if key.Project != "" {
-		mode, err := resolveProject(cfg, key, &spec)
-		return spec, mode, err
+		mode, agent, err := resolveProject(cfg, key, &spec)
+		return spec, mode, agent && cfg.SSH.AllowAgentForwarding, err
 	}
-	return spec, cfg.Session.Mode, nil
+	return spec, cfg.Session.Mode, cfg.SSH.AllowAgentForwarding, nil
 }
 
 // NotRegisteredError refuses a project name the server does not know.
@@ -112,16 +136,17 @@ func readPodfile(name string, p projects.Project) (*projects.Podfile, error) {
 // resolveProject turns spec (the server defaults) into the session spec of
 // a registered project and returns the session mode. Precedence of the
 // mode: the registry's entry (the admin's word), then the Podfile, then
-// session.mode from the config.
-func resolveProject(cfg config.Config, key desired.SessionKey, spec *desired.Spec) (desired.Mode, error) {
+// session.mode from the config. It also says whether the registry lets
+// the project's sessions have forwarded agents.
+func resolveProject(cfg config.Config, key desired.SessionKey, spec *desired.Spec) (desired.Mode, bool, error) {
 	p, pf, err := Project(cfg, key.Project)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	// The config's limits are ceilings here too, whatever the clone says now.
 	pfMode, err := pf.Apply(spec, key, p.ImageTag, projects.LimitsOf(cfg, runtime.NumCPU()))
 	if err != nil {
-		return "", fmt.Errorf("project %s: podfile: %w", key.Project, err)
+		return "", false, fmt.Errorf("project %s: podfile: %w", key.Project, err)
 	}
 	mode := cfg.Session.Mode
 	if pfMode != "" {
@@ -130,5 +155,5 @@ func resolveProject(cfg config.Config, key desired.SessionKey, spec *desired.Spe
 	if p.Mode != "" {
 		mode = p.Mode
 	}
-	return mode, nil
+	return mode, p.AgentForwarding == nil || *p.AgentForwarding, nil
 }

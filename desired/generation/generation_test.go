@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/config"
@@ -103,7 +104,7 @@ func TestProjectModePrecedence(t *testing.T) {
 			}
 			cfg := projectConfig(t, pf, projects.Project{Mode: tc.registry})
 			cfg.Session.Mode = tc.config
-			_, got, err := resolveSpec(cfg, desired.SessionKey{User: "alice", Project: "backend"})
+			_, got, _, err := resolveSpec(cfg, desired.SessionKey{User: "alice", Project: "backend"})
 			if err != nil || got != tc.want {
 				t.Fatalf("mode = %q, %v; want %q", got, err, tc.want)
 			}
@@ -162,7 +163,7 @@ func TestResolveProjectErrors(t *testing.T) {
 			if strings.HasPrefix(name, "unregistered") || strings.HasPrefix(name, "no registry") || strings.HasPrefix(name, "broken") {
 				k.Project = "web"
 			}
-			_, _, err := resolveSpec(tc.cfg(t), k)
+			_, _, _, err := resolveSpec(tc.cfg(t), k)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("resolveSpec(%s) error = %v, want it to contain %q", k, err, tc.want)
 			}
@@ -198,5 +199,42 @@ func TestNewGeneration(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("New(%s) mismatch (-want +got):\n%s", key, diff)
 		}
+	}
+}
+
+// TestGenerationMounts: the agent mount comes with ssh.allow_agent_forwarding
+// unless the project opts out; persistent mode brings the home mount, per
+// project below the user's home.
+func TestGenerationMounts(t *testing.T) {
+	off := false
+	tests := map[string]struct {
+		project projects.Project
+		agent   bool
+		want    []desired.Mount
+	}{
+		"forwarding on, persistent project": {projects.Project{Mode: desired.ModePersistent}, true, []desired.Mount{
+			{Source: "/h/alice/backend", Target: "/home/alice", Prepare: desired.PrepareHome},
+			{Source: "/a/SESSION", Target: desired.AgentMountTarget, Prepare: desired.PrepareAgentDir},
+		}},
+		"project opts out of forwarding": {projects.Project{AgentForwarding: &off}, true, nil},
+		"forwarding off":                 {projects.Project{}, false, nil},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg := projectConfig(t, "base: img:1\n", tc.project)
+			cfg.SSH.AllowAgentForwarding = tc.agent
+			cfg.State.HomesDir, cfg.State.AgentDir = "/h", "/a"
+			s, err := New(cfg, desired.SessionKey{User: "alice", Project: "backend"}, time.Unix(0, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := s.Spec.Mounts
+			for i := range got {
+				got[i].Source = strings.Replace(got[i].Source, s.ID, "SESSION", 1)
+			}
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Fatalf("mounts (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

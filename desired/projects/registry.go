@@ -29,6 +29,10 @@ type Project struct {
 	PodfilePath string `yaml:"podfile_path,omitempty"`
 	// Mode overrides the session mode for this project's sessions.
 	Mode desired.Mode `yaml:"mode,omitempty"`
+	// AgentForwarding false keeps forwarded agents out of this project's
+	// sessions although ssh.allow_agent_forwarding is on (sshd accepts
+	// agents for every user or none, so true cannot turn it on).
+	AgentForwarding *bool `yaml:"agent_forwarding,omitempty"`
 }
 
 // Registry maps project names to projects.

@@ -53,6 +53,11 @@ ALTER TABLE sessions ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN last_restart_at INTEGER;
 ALTER TABLE sessions ADD COLUMN next_restart_at INTEGER;
 `,
+	// Warnings before the max lifetime (desired.Session's WarnedBefore):
+	// the smallest lead time already warned at, 0 for none.
+	3: `
+ALTER TABLE sessions ADD COLUMN warned_before_ns INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -123,3 +123,34 @@ func TestMigrationAddsRestartColumnsToAnExistingDatabase(t *testing.T) {
 	}
 	storeTestCreate(t, st, storeTestSession(desired.SessionKey{User: "bob"}, desired.StatusCreating))
 }
+
+// RecordWarning keeps the shortest lead time warned at: a longer or
+// equal one changes nothing, so a pass never warns twice.
+func TestRecordWarning(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Unix(1000, 0).UTC()
+	sess := &desired.Session{Key: desired.SessionKey{User: "alice"}, ID: NewSessionID(), Mode: desired.ModeGracePeriod, Status: desired.StatusRunning,
+		CreatedAt: now, MaxLifetimeAt: now.Add(time.Hour), Spec: desired.Spec{ContainerName: "podspawn-alice", NetworkName: "podspawn-alice-net"}}
+	if err := st.Tx(ctx, func(tx *sqlx.Tx) error { return insertSession(ctx, tx, sess, now) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		before  time.Duration
+		changed bool
+		want    time.Duration
+	}{{15 * time.Minute, true, 15 * time.Minute}, {15 * time.Minute, false, 15 * time.Minute}, {time.Hour, false, 15 * time.Minute}, {time.Minute, true, time.Minute}} {
+		changed, err := st.RecordWarning(ctx, sess.ID, step.before, now)
+		if err != nil || changed != step.changed {
+			t.Fatalf("RecordWarning(%s) = %v, %v; want %v", step.before, changed, err, step.changed)
+		}
+		got, err := st.LoadKey(ctx, sess.Key)
+		if err != nil || got.WarnedBefore != step.want {
+			t.Fatalf("after RecordWarning(%s): WarnedBefore = %v (%v), want %s", step.before, got, err, step.want)
+		}
+	}
+}

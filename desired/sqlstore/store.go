@@ -164,6 +164,7 @@ type sessionRow struct {
 	RestartCount    int           `db:"restart_count"`
 	LastRestartAt   sql.NullInt64 `db:"last_restart_at"`
 	NextRestartAt   sql.NullInt64 `db:"next_restart_at"`
+	WarnedBeforeNS  int64         `db:"warned_before_ns"`
 }
 
 type leaseRow struct {
@@ -176,7 +177,7 @@ type leaseRow struct {
 
 const sessionCols = `user, project, id, mode, status, created_at, max_lifetime_at, grace_period_ns,
 	grace_expiry, terminate_reason, image, container_name, network_name, service_names, spec, updated_at,
-	restart_count, last_restart_at, next_restart_at`
+	restart_count, last_restart_at, next_restart_at, warned_before_ns`
 
 func ts(t time.Time) int64 { return t.UnixNano() }
 
@@ -205,6 +206,7 @@ func (r sessionRow) toSession() (*desired.Session, error) {
 		s.GraceExpiry = fromTS(r.GraceExpiry.Int64)
 	}
 	s.RestartCount = r.RestartCount
+	s.WarnedBefore = time.Duration(r.WarnedBeforeNS)
 	if r.LastRestartAt.Valid {
 		s.LastRestartAt = fromTS(r.LastRestartAt.Int64)
 	}
@@ -320,10 +322,10 @@ func insertSession(ctx context.Context, tx *sqlx.Tx, sess *desired.Session, now 
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		sess.Key.User, sess.Key.Project, sess.ID, string(sess.Mode), string(sess.Status), ts(sess.CreatedAt), ts(sess.MaxLifetimeAt),
 		int64(sess.GracePeriod), nullTS(sess.GraceExpiry), sess.TerminateReason, sess.Spec.Image, sess.Spec.ContainerName, sess.Spec.NetworkName,
-		string(svcNames), string(spec), ts(now), sess.RestartCount, nullTS(sess.LastRestartAt), nullTS(sess.NextRestartAt))
+		string(svcNames), string(spec), ts(now), sess.RestartCount, nullTS(sess.LastRestartAt), nullTS(sess.NextRestartAt), int64(sess.WarnedBefore))
 	if err != nil {
 		return fmt.Errorf("recording session %s: %w", sess.Key, err)
 	}
@@ -392,6 +394,14 @@ func (s *Store) RecordRestart(ctx context.Context, sessionID string, count int, 
 func (s *Store) ResetRestarts(ctx context.Context, sessionID string, now time.Time) (bool, error) {
 	return exec1(ctx, s.db, `UPDATE sessions SET restart_count = 0, next_restart_at = NULL, updated_at = ?
 		WHERE id = ? AND (restart_count != 0 OR next_restart_at IS NOT NULL)`, ts(now), sessionID)
+}
+
+// RecordWarning notes that the generation's connections were warned
+// before before its max lifetime, so no pass warns at that lead time (or
+// a longer one) again.
+func (s *Store) RecordWarning(ctx context.Context, sessionID string, before time.Duration, now time.Time) (bool, error) {
+	return exec1(ctx, s.db, `UPDATE sessions SET warned_before_ns = ?, updated_at = ?
+		WHERE id = ? AND (warned_before_ns = 0 OR warned_before_ns > ?)`, int64(before), ts(now), sessionID, int64(before))
 }
 
 // DeleteSession removes a terminating generation and its leases. Called

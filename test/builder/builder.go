@@ -137,6 +137,9 @@ func (b *SessionBuilder) Restarts(count int, last, next time.Time) *SessionBuild
 	return b
 }
 
+// Warned sets the shortest lead time already warned at.
+func (b *SessionBuilder) Warned(d time.Duration) *SessionBuilder { b.s.WarnedBefore = d; return b }
+
 // Leases sets the live-connection leases; a lease without a session id
 // gets this session's id at Build.
 func (b *SessionBuilder) Leases(ls ...desired.Lease) *SessionBuilder {

@@ -185,11 +185,12 @@ session:
   db_path: %s
   lock_dir: %s
   homes_dir: %s
+  agent_dir: %s
   projects_dir: %s
 cleanup:
 %sprojects_file: %s
 %s`, e.KeyDir, Image, session, e.DBPath, filepath.Join(e.StateDir, "locks"), filepath.Join(e.StateDir, "homes"),
-		filepath.Join(e.StateDir, "projects"), cleanup, filepath.Join(root, "etc", "projects.yaml"), o.Extra)
+		filepath.Join(e.StateDir, "agent"), filepath.Join(e.StateDir, "projects"), cleanup, filepath.Join(root, "etc", "projects.yaml"), o.Extra)
 	if err := os.WriteFile(e.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,9 @@ type Connection struct {
 	OriginalCommand string
 	// Term is the client's TERM.
 	Term string
+	// AuthSock is sshd's socket of the client's forwarded agent
+	// (SSH_AUTH_SOCK; "" without ssh -A).
+	AuthSock string
 	// Client is the client's address (from SSH_CONNECTION), for the audit log.
 	Client string
 	Stdio  Stdio
@@ -41,8 +44,10 @@ type Server struct {
 	Exec     actions.Execer
 	// SFTPServer is the sftp server's path inside session images.
 	SFTPServer string
-	Log        logr.Logger
-	Audit      Auditing
+	// Agent forwards the client's agent into the container (nil: never).
+	Agent *Agent
+	Log   logr.Logger
+	Audit Auditing
 }
 
 // Serve attaches the connection to its session, runs its process in the
@@ -94,22 +99,42 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 		}
 		return -1, err
 	}
+	env, stopAgent := sv.startAgent(ctx, att, c, log)
 	started := time.Now()
 	log.V(1).Info("Running connection process", "tty", cmd.TTY)
 	code, err := runProcess(logr.NewContext(ctx, log), ex, actions.ExecSpec{
 		Container: att.ContainerID,
 		User:      c.Key.User,
 		WorkDir:   "/home/" + c.Key.User,
-		Env:       connectionEnv(c, spec.Shell, att.LeaseID),
+		Env:       env,
 		Kind:      cmd.Kind,
 		Argv:      cmd.Argv,
 		TTY:       cmd.TTY,
 	}, c.Stdio)
+	stopAgent()
 	sv.auditDisconnect(c, att, cmd, code, err, started)
 	if derr := s.Detach(att); derr != nil {
 		log.Error(derr, "Detaching connection failed; the next reconcile releases it")
 	}
 	return code, err
+}
+
+// startAgent returns the environment of the connection's process, with
+// SSH_AUTH_SOCK when its agent is forwarded, and what stops the relay.
+// The session works without the agent: a failure is only reported.
+func (sv *Server) startAgent(ctx context.Context, att *Attachment, c Connection, log logr.Logger) ([]string, func()) {
+	env := connectionEnv(c, att.Session.Spec.Shell, att.LeaseID)
+	sock, stop, err := sv.Agent.Start(ctx, att, c)
+	if err != nil {
+		// Details (host paths, runtime errors) go to the log under an id.
+		fmt.Fprintln(c.Stdio.Stderr, Incident(log, err, "forward your ssh agent into this connection"))
+		return env, func() {}
+	}
+	if sock != "" {
+		log.V(1).Info("Forwarding agent", "socket", sock)
+		env = append(env, "SSH_AUTH_SOCK="+sock)
+	}
+	return env, stop
 }
 
 // sftpMissingExitCode is what a shell returns for a command not found.

@@ -214,7 +214,7 @@ func warnFutureRows(w io.Writer, views []sessionView, now time.Time) {
 	for _, v := range views {
 		d.Sessions = append(d.Sessions, v.Sess)
 	}
-	rows := reconcile.FutureRows(d, now)
+	rows := desired.FutureRows(d, now)
 	if len(rows) == 0 {
 		return
 	}

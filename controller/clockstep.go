@@ -22,8 +22,8 @@ type clockWatch struct {
 
 // planNow returns the time to plan at. With Monotonic set it also compares
 // the wall-clock and monotonic time elapsed since the previous plan: after
-// a forward step of more than reconcile.ClockStepThreshold, deadlines of
-// connected sessions are held for reconcile.ClockStepConfirm (see
+// a forward step of more than desired.ClockStepThreshold, deadlines of
+// connected sessions are held for desired.ClockStepConfirm (see
 // options), so that only a second pass on a clock that did not step again
 // tears them down.
 func (c *Controller) planNow() time.Time {
@@ -40,11 +40,11 @@ func (c *Controller) planNow() time.Time {
 	if w.sampled {
 		step := wall.Sub(w.wall) - (mono - w.mono)
 		switch {
-		case step > reconcile.ClockStepThreshold:
-			w.holdUntil = now.Add(reconcile.ClockStepConfirm)
+		case step > desired.ClockStepThreshold:
+			w.holdUntil = now.Add(desired.ClockStepConfirm)
 			c.Log.Error(nil, "Wall clock stepped forward; holding max-lifetime teardowns of connected sessions until a pass confirms",
 				"step", step.String(), "holdUntil", w.holdUntil.UTC().Format(time.RFC3339))
-		case step < -reconcile.ClockStepThreshold:
+		case step < -desired.ClockStepThreshold:
 			c.Log.Error(nil, "Wall clock stepped back; sessions and leases created before the step look younger than they are", "step", step.String())
 		}
 	}
@@ -64,7 +64,7 @@ func (c *Controller) options() reconcile.Options {
 // reportFutureRows logs rows written after now: the clock stepped back
 // since (or was wrong when they were written).
 func (c *Controller) reportFutureRows(d desired.State, now time.Time) {
-	rows := reconcile.FutureRows(d, now)
+	rows := desired.FutureRows(d, now)
 	if len(rows) == 0 {
 		return
 	}

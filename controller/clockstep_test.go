@@ -43,12 +43,12 @@ func TestForwardClockStepIsConfirmedBeforeTeardown(t *testing.T) {
 	if n := len(e.logs.matching("Wall clock stepped forward", `"step"="8h59m55s"`)); n != 1 {
 		t.Fatalf("%d log lines about the forward step, want 1", n)
 	}
-	if d := e.clk.nextTimer(t); d != reconcile.ClockStepConfirm {
-		t.Fatalf("queue timer after the step = %s, want %s", d, reconcile.ClockStepConfirm)
+	if d := e.clk.nextTimer(t); d != desired.ClockStepConfirm {
+		t.Fatalf("queue timer after the step = %s, want %s", d, desired.ClockStepConfirm)
 	}
 
-	mono += reconcile.ClockStepConfirm
-	e.clk.Step(reconcile.ClockStepConfirm)
+	mono += desired.ClockStepConfirm
+	e.clk.Step(desired.ClockStepConfirm)
 	e.process(t, q)
 	want := []step{
 		{Kind: reconcile.KindMarkTerminating, Key: "alice", Target: "session alice", Reason: reconcile.ReasonLifetimeExceeded},

@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/reconcile"
 	"github.com/podspawn/podspawn/test/builder"
 )
@@ -20,7 +21,7 @@ func TestComputeHoldsLiveDeadlinesAfterAClockStep(t *testing.T) {
 	kAW := key("alice", "web")
 	lease := builder.Lease(1, 4242)
 	lifeAt := now.Add(-2 * time.Hour) // the step jumped past it
-	holdUntil := now.Add(reconcile.ClockStepConfirm)
+	holdUntil := now.Add(desired.ClockStepConfirm)
 	connected := builder.Session("alice", "web").MaxLifetimeAt(lifeAt).Leases(lease).Build()
 	idle := builder.Session("bob", "").MaxLifetimeAt(lifeAt).Build()
 	objs := builder.ObjectsFor(connected, builder.Instance)
@@ -45,27 +46,5 @@ func TestComputeHoldsLiveDeadlinesAfterAClockStep(t *testing.T) {
 	want = reconcile.Plan{Now: at, Actions: append(aliceGoes, bobGoes...)}
 	if diff := cmp.Diff(want, reconcile.Compute(d, o, at, opt), cmpopts.EquateEmpty()); diff != "" {
 		t.Fatalf("plan of the confirming pass (-want +got):\n%s", diff)
-	}
-}
-
-func TestFutureRows(t *testing.T) {
-	future := now.Add(3 * time.Hour)
-	l := builder.Lease(1, 4242)
-	l.StartedAt = future.Add(time.Minute)
-	d := builder.Desired(
-		builder.Session("alice", "").CreatedAt(future).Leases(l).Build(),
-		builder.Session("bob", "").CreatedAt(now.Add(reconcile.ClockStepThreshold)).Build(), // within the slack
-		builder.Session("carol", "").CreatedAt(now.Add(-time.Hour)).Restarts(1, future, future.Add(time.Hour)).Build(),
-	).Build()
-	want := []reconcile.FutureRow{
-		{Key: key("alice", ""), Field: "lease.started_at", At: future.Add(time.Minute)},
-		{Key: key("alice", ""), Field: "created_at", At: future},
-		{Key: key("carol", ""), Field: "last_restart_at", At: future},
-	}
-	if diff := cmp.Diff(want, reconcile.FutureRows(d, now)); diff != "" {
-		t.Fatalf("FutureRows (-want +got):\n%s", diff)
-	}
-	if got := reconcile.FutureRows(builder.Desired(builder.Session("dan", "").Build()).Build(), now); len(got) != 0 {
-		t.Fatalf("FutureRows of a present row = %v, want none", got)
 	}
 }

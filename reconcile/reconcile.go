@@ -276,29 +276,11 @@ func (c *keyCtx) session() {
 	persistent := s.Mode == desired.ModePersistent
 
 	reason, detail, phase := c.teardownReason(live, sessCtr, persistent)
-	if reason == ReasonLifetimeExceeded && live > 0 && c.now.Before(c.opt.HoldLiveDeadlinesUntil) {
-		c.skipped = append(c.skipped, Skip{Key: c.key, ObjectKind: "session", Target: "session " + c.key.String(), Reason: ReasonClockStep,
-			Detail: fmt.Sprintf("%s, but the wall clock just stepped forward; a pass at %s confirms", detail, c.opt.HoldLiveDeadlinesUntil.UTC().Format(time.RFC3339))})
-		c.wakeAt(c.opt.HoldLiveDeadlinesUntil)
+	if reason == ReasonLifetimeExceeded && live > 0 && c.heldByClockStep(detail) {
 		reason = ""
 	}
 	if reason != "" {
-		// A missing key file is the one teardown that comes from absence.
-		if reason == ReasonUserRemoved && s.Status != desired.StatusTerminating {
-			defer c.markUnplanned(len(c.actions))
-		}
-		if s.Status != desired.StatusTerminating {
-			c.add(Action{Kind: KindMarkTerminating, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
-		}
-		// Every generation's objects and unowned leftovers of the key go;
-		// protected ones stay (the plan lists them as skipped).
-		for i := range c.removable {
-			c.remove(c.removable[i], reason, detail, phase)
-			if reason == ReasonCrashLoop && c.removable[i] == sessCtr {
-				c.actions[len(c.actions)-1].LogTail = CrashLoopLogLines
-			}
-		}
-		c.add(Action{Kind: KindDeleteSession, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
+		c.teardown(reason, detail, phase, sessCtr)
 		return
 	}
 
@@ -340,6 +322,40 @@ func (c *keyCtx) session() {
 	if s.Status == desired.StatusCreating && live == 0 {
 		c.wakeAt(s.CreatedAt.Add(c.opt.PendingTimeout))
 	}
+}
+
+// heldByClockStep keeps a connected session past its max lifetime
+// while the wall clock just stepped forward (Options.HoldLiveDeadlinesUntil):
+// a pass after the hold confirms the deadline.
+func (c *keyCtx) heldByClockStep(detail string) bool {
+	if !c.now.Before(c.opt.HoldLiveDeadlinesUntil) {
+		return false
+	}
+	c.skipped = append(c.skipped, Skip{Key: c.key, ObjectKind: "session", Target: "session " + c.key.String(), Reason: ReasonClockStep,
+		Detail: fmt.Sprintf("%s, but the wall clock just stepped forward; a pass at %s confirms", detail, c.opt.HoldLiveDeadlinesUntil.UTC().Format(time.RFC3339))})
+	c.wakeAt(c.opt.HoldLiveDeadlinesUntil)
+	return true
+}
+
+// teardown removes the session for reason: its row is marked, every
+// generation's objects and unowned leftovers of the key go (protected ones
+// stay; the plan lists them as skipped), then the row.
+func (c *keyCtx) teardown(reason Reason, detail string, phase int, sessCtr *item) {
+	s := c.sess
+	// A missing key file is the one teardown that comes from absence.
+	if reason == ReasonUserRemoved && s.Status != desired.StatusTerminating {
+		defer c.markUnplanned(len(c.actions))
+	}
+	if s.Status != desired.StatusTerminating {
+		c.add(Action{Kind: KindMarkTerminating, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
+	}
+	for i := range c.removable {
+		c.remove(c.removable[i], reason, detail, phase)
+		if reason == ReasonCrashLoop && c.removable[i] == sessCtr {
+			c.actions[len(c.actions)-1].LogTail = CrashLoopLogLines
+		}
+	}
+	c.add(Action{Kind: KindDeleteSession, Target: "session " + c.key.String(), SessionID: s.ID, Reason: reason, Detail: detail}, phase)
 }
 
 // duplicates removes all but the oldest of same-named objects of the

@@ -400,6 +400,15 @@ func ParseMemory(in string) (int64, error) {
 }
 
 func (c *Config) validate() error {
+	for _, check := range []func() error{c.validateSession, c.validateDefaults, c.validateLimits, c.validateCleanup, c.validatePaths} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateSession() error {
 	if c.Session.GracePeriod.Duration < 0 {
 		return fmt.Errorf("invalid session.grace_period %q: must not be negative", c.Session.GracePeriod.Duration)
 	}
@@ -416,6 +425,10 @@ func (c *Config) validate() error {
 	if _, err := desired.ParseMode(string(c.Session.Mode)); err != nil {
 		return fmt.Errorf("invalid session.mode %q: must be grace-period, destroy-on-disconnect, or persistent", c.Session.Mode)
 	}
+	return nil
+}
+
+func (c *Config) validateDefaults() error {
 	mem, err := ParseMemory(c.Defaults.Memory)
 	if err != nil {
 		return fmt.Errorf("invalid defaults.memory %q: %w", c.Defaults.Memory, err)
@@ -437,6 +450,10 @@ func (c *Config) validate() error {
 	if c.Defaults.Shell == "" || !strings.HasPrefix(c.Defaults.Shell, "/") {
 		return fmt.Errorf("invalid defaults.shell %q: must be an absolute path", c.Defaults.Shell)
 	}
+	return nil
+}
+
+func (c *Config) validateLimits() error {
 	if c.Resources.MaxPerUser < 0 {
 		return fmt.Errorf("invalid resources.max_per_user %d: must be 0 (unlimited) or positive", c.Resources.MaxPerUser)
 	}
@@ -451,6 +468,10 @@ func (c *Config) validate() error {
 		return err
 	}
 	c.Security.HostPorts = ports
+	return nil
+}
+
+func (c *Config) validateCleanup() error {
 	if c.Cleanup.OrphanMinAge.Duration < 0 {
 		return fmt.Errorf("invalid cleanup.orphan_min_age %q: must not be negative", c.Cleanup.OrphanMinAge.Duration)
 	}
@@ -478,6 +499,10 @@ func (c *Config) validate() error {
 			return fmt.Errorf("invalid cleanup.metrics_addr: %w", err)
 		}
 	}
+	return nil
+}
+
+func (c *Config) validatePaths() error {
 	if c.Log.AuditLog != "" && !filepath.IsAbs(c.Log.AuditLog) {
 		return fmt.Errorf("invalid log.audit_log %q: must be an absolute path, or empty to disable the audit log", c.Log.AuditLog)
 	}

@@ -286,7 +286,7 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 		{Name: "session networks", Status: Pass, Detail: "room for 255 more session networks (1 of 256 address ranges in use)"},
 		{Name: "host access rules", Status: Pass, Detail: "PODSPAWN-INPUT drops what session networks (-i psp+) send to the host (IPv4, IPv6); allowed ports: none"},
 		{Name: "config file", Status: Pass, Detail: r + "/etc/config.yaml"},
-		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 2"},
+		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 3"},
 		{Name: "cleanup daemon", Status: Pass, Detail: fmt.Sprintf("running (pid %d)", os.Getpid())},
 		{Name: "removal guard", Status: Pass, Detail: "nothing held (1 session(s), 1 user(s) with keys)"},
 		{Name: "audit log", Status: Pass, Detail: "disabled (log.audit_log is not set)"},
@@ -556,7 +556,7 @@ func TestChecks(t *testing.T) {
 			}
 			st.DB().Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)`)
 			st.Close()
-		}, want{Fail, `^schema version 99 is newer than this podspawn supports \(2\)$`, "install the podspawn release that wrote it: sudo podspawn update"}},
+		}, want{Fail, `^schema version 99 is newer than this podspawn supports \(3\)$`, "install the podspawn release that wrote it: sudo podspawn update"}},
 
 		// cleanup daemon
 		{"cleanup daemon", "stopped daemon", func(f *fixture) { f.daemon.Release() },

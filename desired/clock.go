@@ -1,10 +1,8 @@
-package reconcile
+package desired
 
 import (
 	"sort"
 	"time"
-
-	"github.com/podspawn/podspawn/desired"
 )
 
 // ClockStepThreshold is the difference between wall-clock and monotonic
@@ -18,19 +16,19 @@ const (
 // FutureRow is a timestamp written at "now" that lies after now: the clock
 // stepped back since it was written (or it was wrong then).
 type FutureRow struct {
-	Key   desired.SessionKey `json:"key"`
-	Field string             `json:"field"`
-	At    time.Time          `json:"at"`
+	Key   SessionKey `json:"key"`
+	Field string     `json:"field"`
+	At    time.Time  `json:"at"`
 }
 
 // FutureRows returns the rows of d with a timestamp written at the time
 // (creation, a lease's start, a restart) later than now by more than
 // ClockStepThreshold, newest first. Deadlines are in the future by design
 // and are not looked at.
-func FutureRows(d desired.State, now time.Time) []FutureRow {
+func FutureRows(d State, now time.Time) []FutureRow {
 	limit := now.Add(ClockStepThreshold)
 	var out []FutureRow
-	add := func(k desired.SessionKey, field string, at time.Time) {
+	add := func(k SessionKey, field string, at time.Time) {
 		if at.After(limit) {
 			out = append(out, FutureRow{Key: k, Field: field, At: at})
 		}

@@ -21,6 +21,10 @@ type AdmissionError struct {
 	Others []desired.SessionKey
 }
 
+// ForUser: the refusal names only the user's own sessions and how to free
+// a slot, so spawn shows it as it is (desired.UserFacing).
+func (e *AdmissionError) ForUser() bool { return true }
+
 func (e *AdmissionError) Error() string {
 	names := make([]string, len(e.Others))
 	for i, k := range e.Others {

@@ -6,7 +6,6 @@ package desired
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -38,10 +37,19 @@ func (k SessionKey) Compare(o SessionKey) int {
 // but no parsable user label are reconciled.
 var Unattributed = SessionKey{}
 
-var (
-	userNameRE    = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
-	projectNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
-)
+// validName matches ^[a-z][a-z0-9_-]{0,maxLen-1}$ without a regexp: a
+// pass checks the names of every session and labelled object.
+func validName(s string, maxLen int) bool {
+	if len(s) == 0 || len(s) > maxLen || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if b := s[i]; (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '_' && b != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // Valid reports whether both names of k are valid.
 func (k SessionKey) Valid() bool {
@@ -50,7 +58,7 @@ func (k SessionKey) Valid() bool {
 
 // ValidateUserName checks a user name; the error says what a valid one is.
 func ValidateUserName(name string) error {
-	if !userNameRE.MatchString(name) {
+	if !validName(name, 32) {
 		return fmt.Errorf("invalid username %q: must be 1-32 chars, start with a lowercase letter, and contain only [a-z0-9_-]", name)
 	}
 	return nil
@@ -58,7 +66,7 @@ func ValidateUserName(name string) error {
 
 // ValidateProjectName checks a project name; the error says what a valid one is.
 func ValidateProjectName(name string) error {
-	if !projectNameRE.MatchString(name) {
+	if !validName(name, 64) {
 		return fmt.Errorf("invalid project name %q: must be 1-64 chars, start with a lowercase letter, and contain only [a-z0-9_-]", name)
 	}
 	return nil

@@ -1,9 +1,11 @@
 package desired_test
 
 import (
+	"regexp"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"pgregory.net/rapid"
 
 	"github.com/podspawn/podspawn/desired"
 )
@@ -50,4 +52,29 @@ func TestStateKeepsSessionsAndUsersSorted(t *testing.T) {
 	if diff := cmp.Diff([]desired.SessionKey{{User: "alice"}, {User: "alice", Project: "api"}, {User: "alice", Project: "web"}}, st.Keys()); diff != "" {
 		t.Fatalf("Keys (-want +got):\n%s", diff)
 	}
+}
+
+// TestNameRulesMatchTheirRegexps holds the hand-written name check equal
+// to the documented rules, ^[a-z][a-z0-9_-]{0,31}$ for users and
+// ^[a-z][a-z0-9_-]{0,63}$ for projects.
+func TestNameRulesMatchTheirRegexps(t *testing.T) {
+	userRE := regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+	projectRE := regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
+	alphabet := []rune("az09_-AZ.@ \n/é")
+	name := rapid.OneOf(
+		rapid.StringMatching(`[a-z][a-z0-9_-]{0,70}`),
+		rapid.StringMatching(`[a-z][a-z0-9_-]{0,70}[^a-z0-9_-][a-z]?`),
+		rapid.Custom(func(t *rapid.T) string {
+			return string(rapid.SliceOfN(rapid.SampledFrom(alphabet), 0, 70).Draw(t, "runes"))
+		}),
+	)
+	rapid.Check(t, func(t *rapid.T) {
+		n := name.Draw(t, "name")
+		if got, want := desired.ValidateUserName(n) == nil, userRE.MatchString(n); got != want {
+			t.Fatalf("ValidateUserName(%q) ok = %v, regexp says %v", n, got, want)
+		}
+		if got, want := desired.ValidateProjectName(n) == nil, projectRE.MatchString(n); got != want {
+			t.Fatalf("ValidateProjectName(%q) ok = %v, regexp says %v", n, got, want)
+		}
+	})
 }

@@ -350,7 +350,7 @@ EOF
       --authentication-kubeconfig="${K8S_ETC}/scheduler.kubeconfig" --authorization-kubeconfig="${K8S_ETC}/scheduler.kubeconfig" \
       --bind-address=127.0.0.1 --secure-port="${K8S_SCHED_PORT}" --leader-elect=false --v=1
   fi
-  waitfor "node ${K8S_NODE} Ready" 120 nodeready
+  waitfor "node ${K8S_NODE}" 120 nodeready
 fi
 
 # ---------- podspawn's namespace, Role, RoleBinding, ServiceAccount ----------

@@ -29,7 +29,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/remotecommand"
-	"k8s.io/utils/exec"
+	"k8s.io/client-go/util/exec"
 )
 
 func main() {
@@ -175,10 +175,12 @@ func execIn(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, ns, 
 	if err != nil {
 		return "", -1, err
 	}
-	var out bytes.Buffer
+	// Separate buffers: the executor writes stdout and stderr from two
+	// goroutines, and a bytes.Buffer is not safe for that.
+	var out, errb bytes.Buffer
 	opts := remotecommand.StreamOptions{Stdout: &out, Tty: tty}
 	if !tty {
-		opts.Stderr = &out
+		opts.Stderr = &errb
 	}
 	if stdin != "" {
 		// A pipe, not a reader that hits EOF: closing stdin would end the
@@ -189,14 +191,15 @@ func execIn(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, ns, 
 		opts.Stdin = pr
 	}
 	err = ex.StreamWithContext(ctx, opts)
+	output := out.String() + errb.String()
 	var exitErr exec.CodeExitError
 	if errors.As(err, &exitErr) {
-		return out.String(), exitErr.Code, nil
+		return output, exitErr.Code, nil
 	}
 	if err != nil {
-		return out.String(), -1, err
+		return output, -1, err
 	}
-	return out.String(), 0, nil
+	return output, 0, nil
 }
 
 // waiting says why a Pod's containers are not running yet.

@@ -23,7 +23,7 @@ esac
 
 mkdir -p "$(dirname "${K8S_LOCK}")"
 exec 9>"${K8S_LOCK}"
-flock 9
+if ! flock -w 300 9; then echo "k8s-down: waited 5 minutes for ${K8S_LOCK}; another k8s-up.sh or k8s-down.sh holds it (fuser -v ${K8S_LOCK})" >&2; exit 1; fi
 
 t0=${SECONDS}
 PRE="${K8S_RUN}/preexisting"
@@ -69,7 +69,8 @@ for d in kube-scheduler kube-controller-manager kubelet kube-apiserver registry 
 #    briefly: it reconnects to the shims still running.
 if ! k8s_alive containerd && [[ -f "${K8S_ETC}/containerd.toml" && -d "${K8S_RUN}/containerd" ]]; then
   mkdir -p "${K8S_LOG}"
-  setsid containerd --config "${K8S_ETC}/containerd.toml" >>"${K8S_LOG}/containerd.log" 2>&1 </dev/null &
+  # 9>&-: containerd must not hold our lock (see k8s-up.sh's start)
+  setsid containerd --config "${K8S_ETC}/containerd.toml" >>"${K8S_LOG}/containerd.log" 2>&1 </dev/null 9>&- &
   echo "$! $(k8s_starttime $!)" >"${K8S_RUN}/containerd.pid"
   for ((i = 0; i < 50; i++)); do
     ctr --address "${K8S_CONTAINERD_SOCK}" version >/dev/null 2>&1 && break
@@ -134,7 +135,8 @@ for ipt in iptables ip6tables; do
     # first every jump to them and their rules, then the chains
     for c in "${ours[@]}"; do
       # -S prints a rule quoted as the shell reads it (comments hold spaces)
-      grep -E -- "-j ${c}( |$)" <<<"${rules}" | sed 's/^-A /-D /' | while read -r r; do
+      # (no jump to a chain is fine: grep's status must not end the script)
+      { grep -E -- "-j ${c}( |$)" <<<"${rules}" || true; } | sed 's/^-A /-D /' | while read -r r; do
         eval "\"\${ipt}\" -w -t \"\${t}\" ${r}" 2>/dev/null || true
       done
       "${ipt}" -w -t "${t}" -F "${c}" 2>/dev/null || true

@@ -36,10 +36,12 @@ die() {
 
 # start NAME CMD...: run in a session of its own (it outlives this script),
 # log to ${K8S_LOG}/NAME.log, "pid starttime" in ${K8S_RUN}/NAME.pid.
+# 9>&-: the daemon must not inherit the lock's descriptor, or it holds the
+# lock as long as it runs and the next k8s-up.sh or k8s-down.sh waits forever.
 start() {
   local n=$1
   shift
-  setsid "$@" >>"${K8S_LOG}/${n}.log" 2>&1 </dev/null &
+  setsid "$@" >>"${K8S_LOG}/${n}.log" 2>&1 </dev/null 9>&- &
   echo "$! $(k8s_starttime $!)" >"${K8S_RUN}/${n}.pid"
 }
 # waitfor WHAT SECONDS CMD...: poll CMD until it succeeds.
@@ -69,7 +71,7 @@ export KUBECONFIG="${K8S_ADMIN_KUBECONFIG}"
 # One up or down at a time.
 mkdir -p "$(dirname "${K8S_LOCK}")"
 exec 9>"${K8S_LOCK}"
-flock 9
+flock -w 300 9 || die "waited 5 minutes for ${K8S_LOCK}; another k8s-up.sh or k8s-down.sh holds it (fuser -v ${K8S_LOCK})"
 
 # ---------- already up? ----------
 alive=()

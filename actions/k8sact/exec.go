@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -29,25 +30,35 @@ type Execer struct {
 
 var _ actions.Execer = Execer{}
 
-// asUserScript runs the command as the session's user with its working
-// directory and environment. Kubernetes' exec has no user, directory or
-// environment of its own, so the container (root) switches with su, which
-// every image with a shell has, and env sets the variables. $1 user, $2
-// directory, then VAR=value words and the argv.
-const asUserScript = `u=$1; d=$2; shift 2
-if [ -z "$u" ] || [ "$u" = root ]; then
-	cd "$d" 2>/dev/null || cd / ; exec env "$@"
-fi
-exec su -s /bin/sh "$u" -c 'cd "$0" 2>/dev/null || cd ; exec env "$@"' "$d" "$@"`
+// Kubernetes' exec has no user, working directory or environment of its
+// own, so the container (root) sets them up itself with what every image
+// with a shell has: su switches to the session's user, and the inner
+// script exports the variables and changes directory. "--" ends su's
+// options, so argv words that look like options reach the command.
+//
+// asUserScript: $1 the inner script, $2 the user, then the inner
+// script's arguments.
+const asUserScript = `i=$1; u=$2; shift 2
+if [ -z "$u" ] || [ "$u" = root ]; then exec /bin/sh -c "$i" podspawn "$@"; fi
+exec su -s /bin/sh -c "$i" -- "$u" podspawn "$@"`
+
+// innerScript: $1 the directory, $2 how many VAR=value words follow,
+// then those words and the argv.
+const innerScript = `d=$1; n=$2; shift 2
+while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done
+cd "$d" 2>/dev/null || cd 2>/dev/null || cd /
+exec "$@"`
 
 // command is the exec's argv for spec.
 func command(spec actions.ExecSpec) []string {
-	argv := []string{"/bin/sh", "-c", asUserScript, spec.User, spec.WorkDir}
+	var env []string
 	for _, e := range spec.Env {
-		if strings.Contains(e, "=") {
-			argv = append(argv, e)
+		if k, _, ok := strings.Cut(e, "="); ok && k != "" {
+			env = append(env, e)
 		}
 	}
+	argv := []string{"/bin/sh", "-c", asUserScript, "podspawn", innerScript, spec.User, spec.WorkDir, strconv.Itoa(len(env))}
+	argv = append(argv, env...)
 	return append(argv, spec.Argv...)
 }
 

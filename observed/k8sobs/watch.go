@@ -104,4 +104,3 @@ func keyOf(a map[string]string) (desired.SessionKey, bool) {
 	}
 	return k, true
 }
-

@@ -1,0 +1,241 @@
+package ssh
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/observed/k8sobs"
+	"github.com/podspawn/podspawn/test/harness"
+)
+
+// The test cluster of hack/k8s-up.sh (paths from hack/k8s/lib.sh).
+const (
+	k8sAdminKubeconfig    = "/var/lib/podspawn-k8s/kubeconfig"
+	k8sPodspawnKubeconfig = "/var/lib/podspawn-k8s/podspawn.kubeconfig"
+	k8sNamespace          = "podspawn"
+)
+
+// k8sCluster starts the test cluster through hack/k8s-up.sh (idempotent;
+// it builds or takes the cached binaries) and, if it was not up before,
+// brings it down again when the test ends: the machine is left as found.
+// It returns an admin client to check what podspawn did.
+func k8sCluster(t testing.TB) kubernetes.Interface {
+	t.Helper()
+	hack := filepath.Join(harness.RepoRoot(), "hack")
+	wasUp := false
+	if _, err := os.Stat(k8sAdminKubeconfig); err == nil {
+		wasUp = exec.Command("bash", "-c", "KUBECONFIG="+k8sAdminKubeconfig+" PATH=$PATH:/var/cache/podspawn-k8s/*/bin timeout 5 kubectl get --raw /readyz").Run() == nil
+	}
+	start := time.Now()
+	if out, err := exec.Command("bash", filepath.Join(hack, "k8s-up.sh")).CombinedOutput(); err != nil {
+		exec.Command("bash", filepath.Join(hack, "k8s-down.sh")).Run()
+		t.Fatalf("hack/k8s-up.sh: %v\n%s", err, out)
+	}
+	t.Logf("test cluster up in %s (was up: %v)", time.Since(start).Round(time.Millisecond), wasUp)
+	if !wasUp {
+		t.Cleanup(func() {
+			if out, err := exec.Command("bash", filepath.Join(hack, "k8s-down.sh")).CombinedOutput(); err != nil {
+				t.Errorf("hack/k8s-down.sh: %v\n%s", err, out)
+			}
+		})
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", k8sAdminKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// k8sServer is a podspawn installation behind a real sshd with
+// runtime: kubernetes, on the test cluster's podspawn ServiceAccount.
+func k8sServer(t *testing.T, o serverOptions) (*server, kubernetes.Interface) {
+	cs := k8sCluster(t)
+	o.Extra += "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace + "\n"
+	s := newServer(t, o)
+	inst := s.Env.InstanceID()
+	t.Cleanup(func() {
+		zero := int64(0)
+		cs.CoreV1().Pods(k8sNamespace).DeleteCollection(context.Background(), metav1.DeleteOptions{GracePeriodSeconds: &zero},
+			metav1.ListOptions{LabelSelector: k8sobs.LabelInstance + "=" + inst})
+		cs.NetworkingV1().NetworkPolicies(k8sNamespace).DeleteCollection(context.Background(), metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: k8sobs.LabelInstance + "=" + inst})
+	})
+	return s, cs
+}
+
+func sessionPods(t *testing.T, cs kubernetes.Interface, instance string) []corev1.Pod {
+	t.Helper()
+	l, err := cs.CoreV1().Pods(k8sNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: k8sobs.LabelInstance + "=" + instance})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []corev1.Pod
+	for _, p := range l.Items {
+		if p.DeletionTimestamp == nil {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
+// TestKubernetesLogin: an SSH login lands in the user's Pod as the user,
+// the exit code comes back exactly, a TTY works, the Pod carries no
+// service account token and the security profile, and stop removes it.
+func TestKubernetesLogin(t *testing.T) {
+	s, cs := k8sServer(t, serverOptions{Users: []string{"ska"}})
+	u := s.user("ska")
+	key := desired.SessionKey{User: u.Name}
+
+	r := s.runSSH(u, nil, "", `echo "$(id -un) $(hostname) $(pwd)"; echo oops >&2; exit 42`)
+	if r.Code != 42 {
+		t.Fatalf("exit code = %d, want 42\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if want := u.Name + " " + u.Name + " /home/" + u.Name + "\n"; r.Stdout != want {
+		t.Fatalf("stdout = %q, want %q", r.Stdout, want)
+	}
+	if !strings.Contains(r.Stderr, "oops") {
+		t.Fatalf("stderr %q lacks the command's stderr", r.Stderr)
+	}
+	pods := sessionPods(t, cs, s.Env.InstanceID())
+	if len(pods) != 1 || pods[0].Name != k8sobs.ObjectName(key) {
+		t.Fatalf("pods %v, want one named %s", pods, k8sobs.ObjectName(key))
+	}
+	p := pods[0]
+	if p.Annotations[k8sobs.AnnotationUser] != u.Name || p.Labels[k8sobs.LabelManagedBy] != "podspawn" {
+		t.Fatalf("pod labels %v annotations %v", p.Labels, p.Annotations)
+	}
+	sc := p.Spec.Containers[0].SecurityContext
+	if p.Spec.AutomountServiceAccountToken == nil || *p.Spec.AutomountServiceAccountToken ||
+		sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil ||
+		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+		p.Spec.TerminationGracePeriodSeconds == nil || *p.Spec.TerminationGracePeriodSeconds != 0 {
+		t.Fatalf("session pod security: automount %v, container %+v, grace %v", p.Spec.AutomountServiceAccountToken, sc, p.Spec.TerminationGracePeriodSeconds)
+	}
+	lim := p.Spec.Containers[0].Resources
+	if lim.Limits.Memory().Value() != 256<<20 || lim.Requests.Memory().Value() != 256<<20 || lim.Limits.Cpu().MilliValue() != 1000 {
+		t.Fatalf("resources %+v, want 1 cpu and 256Mi as requests and limits", lim)
+	}
+	// No token in the Pod: nothing to reach the API server with.
+	if out := s.mustSSH(u, "ls /var/run/secrets/kubernetes.io/serviceaccount 2>/dev/null | wc -l; echo $((1+1))"); out != "0\n2\n" {
+		t.Fatalf("service account directory check: %q", out)
+	}
+	// A TTY session: a terminal, and its exit code.
+	r = s.runSSH(u, []string{"-tt"}, "", "tty; stty size; exit 7")
+	if r.Code != 7 || !strings.Contains(r.Stdout, "/dev/pts/") {
+		t.Fatalf("tty session: code %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	// The same Pod served every connection.
+	if again := sessionPods(t, cs, s.Env.InstanceID()); len(again) != 1 || again[0].UID != p.UID {
+		t.Fatalf("pods after reconnecting: %d (uid changed: %v)", len(again), len(again) == 1 && again[0].UID != p.UID)
+	}
+
+	s.Env.MustRun("stop", u.Name)
+	harness.Eventually(t, 10*time.Second, "session pod removed by stop", func() bool {
+		return len(sessionPods(t, cs, s.Env.InstanceID())) == 0
+	})
+	if r := s.Env.Run("list"); strings.Contains(r.Stdout, u.Name) {
+		t.Fatalf("list after stop still shows %s:\n%s", u.Name, r.Stdout)
+	}
+}
+
+// TestKubernetesOrphansAndForeign: cleanup removes a Pod of this instance
+// without a session and leaves another instance's Pod and an unlabelled
+// Pod alone.
+func TestKubernetesOrphansAndForeign(t *testing.T) {
+	s, cs := k8sServer(t, serverOptions{Users: []string{"skb"}, Options: harness.Options{Cleanup: "  orphan_min_age: 1s\n"}})
+	inst := s.Env.InstanceID()
+	mk := func(user, instance string, labelled bool) *corev1.Pod {
+		key := desired.SessionKey{User: user}
+		l := map[string]string{"managed-by": "podspawn", "podspawn.user": user, "podspawn.project": "", "podspawn.session": "s-orphan",
+			"podspawn.instance": instance, "podspawn.role": "session"}
+		an, err := k8sobs.Annotations(key, desired.ContainerName(key), l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		an[k8sobs.AnnotationContainers] = `[{"container":"session","name":"` + desired.ContainerName(key) + `","labels":{"podspawn.user":"` + user +
+			`","podspawn.session":"s-orphan","podspawn.role":"session","podspawn.project":""}}]`
+		labels := k8sobs.Labels(key, desired.ContainerName(key), l)
+		if !labelled {
+			labels, an = map[string]string{"podspawn-test": inst}, nil
+		}
+		zero, no := int64(0), false
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: k8sobs.ObjectName(key), Labels: labels, Annotations: an},
+			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, AutomountServiceAccountToken: &no,
+				Containers: []corev1.Container{{Name: "session", Image: harness.Image, ImagePullPolicy: corev1.PullNever}}}}
+		created, err := cs.CoreV1().Pods(k8sNamespace).Create(context.Background(), p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cs.CoreV1().Pods(k8sNamespace).Delete(context.Background(), created.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		})
+		return created
+	}
+	orphan := mk("skorphan"+harness.Uniq(""), inst, true)
+	foreign := mk("skforeign"+harness.Uniq(""), "other-instance-"+inst, true)
+	unlabelled := mk("skplain"+harness.Uniq(""), inst, false)
+	time.Sleep(1500 * time.Millisecond) // past orphan_min_age
+
+	dry := s.Env.MustRun("cleanup", "--dry-run")
+	if !strings.Contains(dry.Stdout, "remove-container") || !strings.Contains(dry.Stdout, desired.ContainerName(desired.SessionKey{User: orphan.Annotations[k8sobs.AnnotationUser]})) {
+		t.Fatalf("dry run does not plan the orphan's removal:\n%s", dry.Stdout)
+	}
+	s.Env.MustRun("cleanup")
+	get := func(name string) bool {
+		p, err := cs.CoreV1().Pods(k8sNamespace).Get(context.Background(), name, metav1.GetOptions{})
+		return err == nil && p.DeletionTimestamp == nil
+	}
+	harness.Eventually(t, 10*time.Second, "orphan pod removed", func() bool { return !get(orphan.Name) })
+	if !get(foreign.Name) || !get(unlabelled.Name) {
+		t.Fatalf("cleanup touched a pod that is not this instance's: foreign present %v, unlabelled present %v", get(foreign.Name), get(unlabelled.Name))
+	}
+}
+
+// TestKubernetesGraceExpiry: the cleanup daemon removes the session's Pod
+// when the grace period after the last connection ends.
+func TestKubernetesGraceExpiry(t *testing.T) {
+	s, cs := k8sServer(t, serverOptions{Users: []string{"skc"}, Options: harness.Options{Session: "  grace_period: 2s\n  max_lifetime: 8h\n  mode: grace-period\n"}})
+	u := s.user("skc")
+	ctx, cancel := context.WithCancel(context.Background())
+	daemon := exec.CommandContext(ctx, s.Env.Bin, "--config", s.Env.ConfigPath, "cleanup", "--daemon", "--interval", "60s")
+	var dlog lockedBuffer
+	daemon.Stdout, daemon.Stderr = &dlog, &dlog
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		daemon.Wait()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", dlog.String())
+		}
+	})
+	s.mustSSH(u, "true")
+	end := time.Now()
+	if len(sessionPods(t, cs, s.Env.InstanceID())) != 1 {
+		t.Fatal("no session pod after the login")
+	}
+	harness.Eventually(t, 15*time.Second, "session pod removed after the grace period", func() bool {
+		return len(sessionPods(t, cs, s.Env.InstanceID())) == 0
+	})
+	took := time.Since(end)
+	t.Logf("pod removed %s after the connection ended (grace 2s)", took.Round(10*time.Millisecond))
+	if took < 2*time.Second || took > 4*time.Second {
+		t.Fatalf("pod removed %s after the connection ended, want within 2s of the 2s grace deadline", took)
+	}
+}

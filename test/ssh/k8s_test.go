@@ -2,10 +2,12 @@ package ssh
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,29 +28,48 @@ const (
 	k8sNamespace          = "podspawn"
 )
 
-// k8sCluster starts the test cluster through hack/k8s-up.sh (idempotent;
-// it builds or takes the cached binaries) and, if it was not up before,
-// brings it down again when the test ends: the machine is left as found.
-// It returns an admin client to check what podspawn did.
+var (
+	k8sOnce sync.Once
+	k8sErr  error
+	// k8sStarted: this test process brought the cluster up, and TestMain
+	// brings it down again when the package's tests are done.
+	k8sStarted bool
+)
+
+// TestMain leaves the machine as found: a test cluster this process
+// started is torn down after the last test.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if k8sStarted {
+		if out, err := exec.Command("bash", filepath.Join(harness.RepoRoot(), "hack", "k8s-down.sh")).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "hack/k8s-down.sh: %v\n%s", err, out)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// k8sCluster starts the test cluster through hack/k8s-up.sh once per test
+// process (idempotent; it builds the binaries or takes the cached ones)
+// and returns an admin client to check what podspawn did.
 func k8sCluster(t testing.TB) kubernetes.Interface {
 	t.Helper()
-	hack := filepath.Join(harness.RepoRoot(), "hack")
-	wasUp := false
-	if _, err := os.Stat(k8sAdminKubeconfig); err == nil {
-		wasUp = exec.Command("bash", "-c", "KUBECONFIG="+k8sAdminKubeconfig+" PATH=$PATH:/var/cache/podspawn-k8s/*/bin timeout 5 kubectl get --raw /readyz").Run() == nil
-	}
-	start := time.Now()
-	if out, err := exec.Command("bash", filepath.Join(hack, "k8s-up.sh")).CombinedOutput(); err != nil {
-		exec.Command("bash", filepath.Join(hack, "k8s-down.sh")).Run()
-		t.Fatalf("hack/k8s-up.sh: %v\n%s", err, out)
-	}
-	t.Logf("test cluster up in %s (was up: %v)", time.Since(start).Round(time.Millisecond), wasUp)
-	if !wasUp {
-		t.Cleanup(func() {
-			if out, err := exec.Command("bash", filepath.Join(hack, "k8s-down.sh")).CombinedOutput(); err != nil {
-				t.Errorf("hack/k8s-down.sh: %v\n%s", err, out)
-			}
-		})
+	k8sOnce.Do(func() {
+		hack := filepath.Join(harness.RepoRoot(), "hack")
+		wasUp := false
+		if _, err := os.Stat(k8sAdminKubeconfig); err == nil {
+			wasUp = exec.Command("bash", "-c", "KUBECONFIG="+k8sAdminKubeconfig+" PATH=$PATH:/var/cache/podspawn-k8s/*/bin timeout 5 kubectl get --raw /readyz").Run() == nil
+		}
+		start := time.Now()
+		k8sStarted = !wasUp
+		if out, err := exec.Command("bash", filepath.Join(hack, "k8s-up.sh")).CombinedOutput(); err != nil {
+			k8sErr = fmt.Errorf("hack/k8s-up.sh: %v\n%s", err, out)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "test cluster up in %s (was up: %v)\n", time.Since(start).Round(time.Millisecond), wasUp)
+	})
+	if k8sErr != nil {
+		t.Fatal(k8sErr)
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", k8sAdminKubeconfig)
 	if err != nil {

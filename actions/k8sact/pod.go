@@ -269,7 +269,9 @@ func podFailing(p *corev1.Pod) string {
 	for _, s := range p.Status.ContainerStatuses {
 		if w := s.State.Waiting; w != nil {
 			switch w.Reason {
-			case "ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+			case "ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+				// the kubelet restarts it and backs off; podspawn reports it
+				"CrashLoopBackOff":
 				return fmt.Sprintf("container %s: %s: %s", s.Name, w.Reason, w.Message)
 			}
 		}

@@ -203,13 +203,16 @@ func (l Lister) InspectContainer(ctx context.Context, ref string) (observed.Obje
 		}
 		return observed.Object{}, false, nil
 	}
-	objs, err := l.list(ctx, Selector+","+LabelContainer+"="+NameHash(ref))
+	// Pods only: this is on every connection's path.
+	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector + "," + LabelContainer + "=" + NameHash(ref)})
 	if err != nil {
-		return observed.Object{}, false, err
+		return observed.Object{}, false, fmt.Errorf("inspecting container %s: %w", ref, err)
 	}
-	for _, o := range objs {
-		if o.Kind == observed.KindContainer && o.Name == ref {
-			return o, true, nil
+	for i := range pods.Items {
+		for _, o := range PodObjects(&pods.Items[i]) {
+			if o.Name == ref {
+				return o, true, nil
+			}
 		}
 	}
 	return observed.Object{}, false, nil

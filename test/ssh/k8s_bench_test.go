@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,21 +128,30 @@ func barePodTrue(cs kubernetes.Interface, cfg *rest.Config, name string) ([2]tim
 }
 
 func execTrue(cs kubernetes.Interface, cfg *rest.Config, pod string) error {
+	_, err := execOut(cs, cfg, pod, "c", "true")
+	return err
+}
+
+// execOut runs argv in a Pod's container through the API server and
+// returns its stdout; a non-zero exit is an error.
+func execOut(cs kubernetes.Interface, cfg *rest.Config, pod, container string, argv ...string) (string, error) {
 	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(k8sNamespace).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: "c", Command: []string{"true"}, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+		VersionedParams(&corev1.PodExecOptions{Container: container, Command: argv, Stdout: true, Stderr: true}, scheme.ParameterCodec)
 	ws, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
 	if err != nil {
-		return err
+		return "", err
 	}
 	spdy, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
 	if err != nil {
-		return err
+		return "", err
 	}
 	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, httpstream.IsUpgradeFailure)
 	if err != nil {
-		return err
+		return "", err
 	}
-	return ex.StreamWithContext(context.Background(), remotecommand.StreamOptions{Stdout: discard{}, Stderr: discard{}})
+	var out strings.Builder
+	err = ex.StreamWithContext(context.Background(), remotecommand.StreamOptions{Stdout: &out, Stderr: discard{}})
+	return out.String(), err
 }
 
 type discard struct{}

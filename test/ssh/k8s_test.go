@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -336,4 +337,57 @@ func TestKubernetesInteractivePTY(t *testing.T) {
 	harness.Eventually(t, 10*time.Second, "session pod removed by remove-user --force", func() bool {
 		return len(sessionPods(t, cs, s.Env.InstanceID())) == 0
 	})
+}
+
+// TestKubernetesDeadConnection: spawn killed with SIGKILL leaves no lease:
+// the next cleanup pass kills what that connection started in the Pod
+// (through the API server's exec, as the user) and releases its lease,
+// while another live connection's command keeps running.
+func TestKubernetesDeadConnection(t *testing.T) {
+	cs := k8sCluster(t)
+	e := harness.NewEnv(t, harness.Options{Session: "  grace_period: 60s\n  max_lifetime: 8h\n  mode: persistent\n",
+		Extra: "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace + "\n"})
+	user := harness.Uniq("skdc")
+	e.AddUser(user)
+	key := desired.SessionKey{User: user}
+	t.Cleanup(func() { e.Run("stop", user) })
+	cfg, err := clientcmd.BuildConfigFromFlags("", k8sAdminKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs := func() string {
+		out, err := execOut(cs, cfg, k8sobs.ObjectName(key), "session", "ps", "-o", "args")
+		if err != nil {
+			return ""
+		}
+		return out
+	}
+	live := startSpawn(t, e, user, "sleep 130")
+	harness.Eventually(t, 2*time.Minute, "the live connection's command to run", func() bool {
+		return strings.Contains(procs(), "sleep 130")
+	})
+	dead := startSpawn(t, e, user, "sleep 121 & sleep 120")
+	harness.Eventually(t, time.Minute, "the doomed connection's command and its child to run", func() bool {
+		p := procs()
+		return strings.Contains(p, "sleep 120") && strings.Contains(p, "sleep 121")
+	})
+	if n := len(e.Row(key).Leases); n != 2 {
+		t.Fatalf("%d leases with two connections, want 2", n)
+	}
+	if err := dead.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	dead.Wait()
+	r := e.Run("cleanup")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "killed the processes of dead connection") || !strings.Contains(r.Stdout, "released dead connection") {
+		t.Fatalf("cleanup: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	p := procs()
+	if strings.Contains(p, "sleep 120") || strings.Contains(p, "sleep 121") || !strings.Contains(p, "sleep 130") {
+		t.Fatalf("processes in the pod after the pass (want only the live connection's sleep 130):\n%s", p)
+	}
+	s := e.Row(key)
+	if s == nil || len(s.Leases) != 1 || s.Leases[0].PID != live.Process.Pid {
+		t.Fatalf("session after the pass: %+v; want only the live connection's lease (pid %d)", s, live.Process.Pid)
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/spec"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/k8sobs"
 	"github.com/podspawn/podspawn/reconcile"
@@ -77,10 +78,10 @@ func TestPodSpecSecurity(t *testing.T) {
 	k := desired.SessionKey{User: "al_ice", Project: "web"}
 	x := &Executor{C: &k8sobs.Client{Namespace: "podspawn"}, Settings: Settings{NodeSelector: map[string]string{"pool": "s"}, RuntimeClass: "gvisor"}}
 	svc := action(reconcile.KindCreateContainer, k, "podspawn-al_ice-web-db", observed.RoleService, "i1")
-	svc.Container = &reconcile.ContainerSpec{Role: observed.RoleService, Image: "db", Aliases: []string{"db"}}
+	svc.Container = &spec.Container{Role: observed.RoleService, Image: "db", Aliases: []string{"db"}}
 	x.holdService(svc)
 	a := action(reconcile.KindCreateContainer, k, "podspawn-al_ice-web", observed.RoleSession, "i1")
-	a.Container = &reconcile.ContainerSpec{Role: observed.RoleSession, Image: "img", Cmd: []string{"sleep", "infinity"}, Hostname: "al_ice",
+	a.Container = &spec.Container{Role: observed.RoleSession, Image: "img", Cmd: []string{"sleep", "infinity"}, Hostname: "al_ice",
 		CPUs: 1.5, MemoryBytes: 256 << 20, Security: desired.Security{CapDrop: []string{"ALL"}, CapAdd: []string{"CHOWN", "CAP_SETUID"}}}
 	p, err := x.podFor(a)
 	if err != nil {

@@ -345,7 +345,7 @@ func TestKubernetesInteractivePTY(t *testing.T) {
 // while another live connection's command keeps running.
 func TestKubernetesDeadConnection(t *testing.T) {
 	cs := k8sCluster(t)
-	e := harness.NewEnv(t, harness.Options{Session: "  grace_period: 60s\n  max_lifetime: 8h\n  mode: persistent\n",
+	e := harness.NewEnv(t, harness.Options{Session: "  grace_period: 60s\n  max_lifetime: 8h\n  mode: grace-period\n",
 		Extra: "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace + "\n"})
 	user := harness.Uniq("skdc")
 	e.AddUser(user)

@@ -153,13 +153,31 @@ type kubeRuntime struct {
 	now      func() time.Time
 }
 
-func newKubeRuntime(k config.Kubernetes, now func() time.Time) (*kubeRuntime, error) {
+func newKubeRuntime(k config.Kubernetes, now func() time.Time, docker func() (*client.Client, error)) (*kubeRuntime, error) {
 	c, err := k8sobs.NewClient(k.Kubeconfig, k.Namespace)
 	if err != nil {
 		return nil, err
 	}
-	return &kubeRuntime{Lister: k8sobs.Lister{C: c}, Images: k8sact.Images{Registry: k.ImageRegistry}, c: c, now: now,
-		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass}}, nil
+	// Project images are built on this host with Docker, as with the
+	// Docker runtime, and pushed to the registry; Docker is reached only
+	// when an image is built.
+	images := k8sact.Images{Registry: k.ImageRegistry,
+		Build: func(ctx context.Context, tag, dockerfile string) (string, error) {
+			dc, err := docker()
+			if err != nil {
+				return "", err
+			}
+			return dockeract.BuildImage(ctx, dc, tag, dockerfile)
+		},
+		Push: func(ctx context.Context, local, remote string) error {
+			dc, err := docker()
+			if err != nil {
+				return err
+			}
+			return dockeract.PushImage(ctx, dc, local, remote)
+		}}
+	return &kubeRuntime{Lister: k8sobs.Lister{C: c}, Images: images, c: c, now: now,
+		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry}}, nil
 }
 
 // Ping reads the namespace: the API server answers and podspawn's
@@ -170,7 +188,9 @@ func (r *kubeRuntime) Ping(ctx context.Context) error {
 }
 
 func (r *kubeRuntime) Executor(st actions.Store, _ actions.HostFirewall, log logr.Logger) actions.Executor {
-	return &k8sact.Executor{C: r.c, Store: st, Now: r.now, Log: log, Settings: r.settings}
+	// The state database's store also reads a session's services.
+	sl, _ := st.(k8sact.SessionLoader)
+	return &k8sact.Executor{C: r.c, Store: st, Now: r.now, Log: log, Settings: r.settings, Sessions: sl}
 }
 
 func (r *kubeRuntime) Execer(log logr.Logger) actions.Execer { return k8sact.Execer{C: r.c, Log: log} }
@@ -247,7 +267,7 @@ func (a *App) Runtime() (Runtime, error) {
 			return nil, err
 		}
 		if cfg.Runtime == config.RuntimeKubernetes {
-			kr, err := newKubeRuntime(cfg.Kubernetes, a.Clock.Now)
+			kr, err := newKubeRuntime(cfg.Kubernetes, a.Clock.Now, a.Docker)
 			if err != nil {
 				return nil, err
 			}

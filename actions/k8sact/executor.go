@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -30,6 +29,9 @@ import (
 type Settings struct {
 	NodeSelector map[string]string
 	RuntimeClass string
+	// Registry is kubernetes.image_registry: project images are pulled
+	// from there (RemoteImage).
+	Registry string
 }
 
 // Executor executes actions against the API server and the store.
@@ -41,12 +43,9 @@ type Executor struct {
 	Settings Settings
 	// StartTimeout bounds the wait for a new Pod to run.
 	StartTimeout time.Duration
-
-	mu sync.Mutex
-	// services holds the service containers of a generation planned before
-	// its session container: a Pod's containers are fixed at creation, so
-	// they are created together with the session container.
-	services map[string][]reconcile.Action
+	// Sessions reads a generation's services when its Pod is created;
+	// without it, Pods have only the session container.
+	Sessions SessionLoader
 }
 
 // Execute runs one action idempotently.

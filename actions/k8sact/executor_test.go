@@ -79,11 +79,10 @@ func TestPodSpecSecurity(t *testing.T) {
 	x := &Executor{C: &k8sobs.Client{Namespace: "podspawn"}, Settings: Settings{NodeSelector: map[string]string{"pool": "s"}, RuntimeClass: "gvisor"}}
 	svc := action(reconcile.KindCreateContainer, k, "podspawn-al_ice-web-db", observed.RoleService, "i1")
 	svc.Container = &spec.Container{Role: observed.RoleService, Image: "db", Aliases: []string{"db"}}
-	x.holdService(svc)
 	a := action(reconcile.KindCreateContainer, k, "podspawn-al_ice-web", observed.RoleSession, "i1")
 	a.Container = &spec.Container{Role: observed.RoleSession, Image: "img", Cmd: []string{"sleep", "infinity"}, Hostname: "al_ice",
 		CPUs: 1.5, MemoryBytes: 256 << 20, Security: desired.Security{CapDrop: []string{"ALL"}, CapAdd: []string{"CHOWN", "CAP_SETUID"}}}
-	p, err := x.podFor(a)
+	p, err := x.podFor(a, []reconcile.Action{svc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +106,7 @@ func TestPodSpecSecurity(t *testing.T) {
 	mounts := *a.Container
 	mounts.Mounts = []desired.Mount{{Source: "/h", Target: "/home"}}
 	a.Container = &mounts
-	if _, err := x.podFor(a); !errors.Is(err, actions.ErrTerminal) {
+	if _, err := x.podFor(a, nil); !errors.Is(err, actions.ErrTerminal) {
 		t.Fatalf("host mounts: %v, want ErrTerminal", err)
 	}
 }

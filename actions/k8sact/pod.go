@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/spec"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/k8sobs"
@@ -24,42 +25,35 @@ import (
 // DefaultStartTimeout bounds the wait for a new session Pod to run.
 const DefaultStartTimeout = 2 * time.Minute
 
-// createContainer is create-container. A service container is held until
-// its session container's action, which creates the one Pod with all of
-// them; an existing Pod of the generation is adopted.
+// createContainer is create-container. The session container's action
+// creates the one Pod of the generation with every service of the
+// session's row (a Pod's containers are fixed at creation, and the plan
+// runs a session's container creations side by side); a service's action
+// waits for that Pod and checks its container is in it. An existing Pod of
+// the generation is adopted.
 func (x *Executor) createContainer(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
 	if a.Container == nil {
 		return "", fmt.Errorf("create-container without a container spec: %w", actions.ErrTerminal)
 	}
-	pods := x.C.API.CoreV1().Pods(x.C.Namespace)
-	name := k8sobs.ObjectName(a.Key)
 	if a.Container.Role != observed.RoleSession {
-		existing, err := pods.Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			x.holdService(a)
-			return actions.Changed, nil
-		case err != nil:
-			return "", err
-		case !owned(existing, a):
-			return "", notOwned("pod", existing, a)
-		}
-		// A Pod's containers cannot be added to; the kubelet restarts a
-		// stopped one itself.
-		return "", fmt.Errorf("service %s is missing from the running pod %s, and a pod's containers are fixed; stop the session to recreate it: %w",
-			a.Target, name, actions.ErrTerminal)
+		return x.awaitService(ctx, a)
 	}
-	pod, err := x.podFor(a)
+	services, err := x.services(ctx, a)
 	if err != nil {
 		return "", err
 	}
+	pod, err := x.podFor(a, services)
+	if err != nil {
+		return "", err
+	}
+	pods := x.C.API.CoreV1().Pods(x.C.Namespace)
 	res := actions.Changed
 	created, err := pods.Create(ctx, pod, metav1.CreateOptions{})
 	switch {
 	case err == nil:
 		pod = created
 	case apierrors.IsAlreadyExists(err):
-		existing, gerr := pods.Get(ctx, name, metav1.GetOptions{})
+		existing, gerr := pods.Get(ctx, pod.Name, metav1.GetOptions{})
 		if gerr != nil {
 			return "", fmt.Errorf("%w (and reading the existing pod failed: %v)", err, gerr)
 		}
@@ -67,13 +61,12 @@ func (x *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 			return "", notOwned("pod", existing, a)
 		}
 		if existing.DeletionTimestamp != nil {
-			return "", fmt.Errorf("pod %s is being deleted; retrying once it is gone", name)
+			return "", fmt.Errorf("pod %s is being deleted; retrying once it is gone", pod.Name)
 		}
 		pod, res = existing, actions.Unchanged
 	default:
 		return "", err
 	}
-	x.dropServices(a.SessionID)
 	running, err := x.waitRunning(ctx, pod)
 	if err != nil {
 		return "", err
@@ -86,32 +79,72 @@ func (x *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 	return res, nil
 }
 
-func (x *Executor) holdService(a reconcile.Action) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.services == nil {
-		x.services = map[string][]reconcile.Action{}
+// SessionLoader reads a session's row (sqlstore.Store): its services.
+type SessionLoader interface {
+	LoadKey(ctx context.Context, k desired.SessionKey) (*desired.Session, error)
+}
+
+// services are the service containers of a's generation, from its row.
+func (x *Executor) services(ctx context.Context, a reconcile.Action) ([]reconcile.Action, error) {
+	if x.Sessions == nil {
+		return nil, nil
 	}
-	for i, s := range x.services[a.SessionID] {
-		if s.Target == a.Target {
-			x.services[a.SessionID][i] = a
-			return
+	sess, err := x.Sessions.LoadKey(ctx, a.Key)
+	if err != nil {
+		return nil, fmt.Errorf("reading the services of session %s: %w", a.Key, err)
+	}
+	if sess == nil || sess.ID != a.SessionID {
+		return nil, fmt.Errorf("session %s generation %s is no longer in the database", a.Key, a.SessionID)
+	}
+	var out []reconcile.Action
+	for _, svc := range sess.Spec.Services {
+		out = append(out, reconcile.Action{Target: sess.Spec.ServiceContainerName(svc.Name),
+			Labels: spec.Labels(sess, a.Labels[observed.LabelInstance], observed.RoleService, svc.Name), Container: spec.Service(sess, svc)})
+	}
+	return out, nil
+}
+
+// serviceWait bounds how long a service's action waits for its session
+// container's action to create the Pod.
+const serviceWait = 30 * time.Second
+
+// awaitService is a service's create-container: done once the session's
+// Pod exists with the service in it.
+func (x *Executor) awaitService(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
+	name := k8sobs.ObjectName(a.Key)
+	deadline := time.Now().Add(serviceWait)
+	for {
+		p, err := x.C.API.CoreV1().Pods(x.C.Namespace).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return "", err
+		case !owned(p, a):
+			return "", notOwned("pod", p, a)
+		default:
+			for _, o := range k8sobs.PodObjects(p) {
+				if o.Name == a.Target {
+					return actions.Unchanged, nil
+				}
+			}
+			// A stopped service is restarted by the kubelet; a missing one
+			// cannot be added.
+			return "", fmt.Errorf("service %s is missing from the pod %s, and a pod's containers are fixed; stop the session to recreate it: %w",
+				a.Target, name, actions.ErrTerminal)
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("the session's pod %s was not created within %s", name, serviceWait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	x.services[a.SessionID] = append(x.services[a.SessionID], a)
 }
 
-func (x *Executor) dropServices(sessionID string) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	delete(x.services, sessionID)
-}
-
-// podFor is the session Pod of a's generation with its held services.
-func (x *Executor) podFor(a reconcile.Action) (*corev1.Pod, error) {
-	x.mu.Lock()
-	services := append([]reconcile.Action(nil), x.services[a.SessionID]...)
-	x.mu.Unlock()
+// podFor is the session Pod of a's generation with its services.
+func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*corev1.Pod, error) {
 	m, err := x.meta(a)
 	if err != nil {
 		return nil, err
@@ -138,13 +171,13 @@ func (x *Executor) podFor(a reconcile.Action) (*corev1.Pod, error) {
 		}
 	}
 	var aliases []string
-	c, vols, err := container("session", a.Container)
+	c, vols, err := container("session", x.Settings.Registry, a.Container)
 	if err != nil {
 		return nil, err
 	}
 	ps.Containers, ps.Volumes = append(ps.Containers, c), append(ps.Volumes, vols...)
 	for i, s := range services {
-		c, vols, err := container(serviceContainer(i), s.Container)
+		c, vols, err := container(serviceContainer(i), x.Settings.Registry, s.Container)
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", s.Target, err)
 		}
@@ -160,12 +193,12 @@ func (x *Executor) podFor(a reconcile.Action) (*corev1.Pod, error) {
 
 // container is one container of a session Pod with the config's security
 // profile, its limits as both requests and limits, and its tmpfs mounts.
-func container(name string, s *spec.Container) (corev1.Container, []corev1.Volume, error) {
+func container(name, registry string, s *spec.Container) (corev1.Container, []corev1.Volume, error) {
 	if len(s.Mounts) > 0 || len(s.Volumes) > 0 {
 		return corev1.Container{}, nil, fmt.Errorf("host mounts and named volumes are not supported on the kubernetes runtime yet: %w", actions.ErrTerminal)
 	}
 	no, rt := false, corev1.SeccompProfileTypeRuntimeDefault
-	c := corev1.Container{Name: name, Image: s.Image, Command: s.Cmd, ImagePullPolicy: corev1.PullIfNotPresent,
+	c := corev1.Container{Name: name, Image: RemoteImage(registry, s.Image), Command: s.Cmd, ImagePullPolicy: corev1.PullIfNotPresent,
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: &no, ReadOnlyRootFilesystem: &s.Security.ReadonlyRootfs,
 			SeccompProfile: &corev1.SeccompProfile{Type: rt},

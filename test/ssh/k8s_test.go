@@ -29,6 +29,7 @@ const (
 	k8sAdminKubeconfig    = "/var/lib/podspawn-k8s/kubeconfig"
 	k8sPodspawnKubeconfig = "/var/lib/podspawn-k8s/podspawn.kubeconfig"
 	k8sNamespace          = "podspawn"
+	k8sRegistry           = "127.0.0.1:15000"
 )
 
 var (
@@ -87,9 +88,10 @@ func k8sCluster(t testing.TB) kubernetes.Interface {
 
 // k8sServer is a podspawn installation behind a real sshd with
 // runtime: kubernetes, on the test cluster's podspawn ServiceAccount.
-func k8sServer(t *testing.T, o serverOptions) (*server, kubernetes.Interface) {
+func k8sServer(t testing.TB, o serverOptions) (*server, kubernetes.Interface) {
 	cs := k8sCluster(t)
-	o.Extra += "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace + "\n"
+	o.Extra += "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace +
+		"\n  image_registry: " + k8sRegistry + "\n"
 	s := newServer(t, o)
 	inst := s.Env.InstanceID()
 	t.Cleanup(func() {
@@ -389,5 +391,50 @@ func TestKubernetesDeadConnection(t *testing.T) {
 	s := e.Row(key)
 	if s == nil || len(s.Leases) != 1 || s.Leases[0].PID != live.Process.Pid {
 		t.Fatalf("session after the pass: %+v; want only the live connection's lease (pid %d)", s, live.Process.Pid)
+	}
+}
+
+// TestKubernetesProjectService: a project's image is built on the host and
+// pushed to kubernetes.image_registry, its session Pod pulls it, and the
+// companion service runs as a second container of the Pod, reachable from
+// the session by its name.
+func TestKubernetesProjectService(t *testing.T) {
+	s, cs := k8sServer(t, serverOptions{Users: []string{"ske"}})
+	u := s.user("ske")
+	project := fmt.Sprintf("skweb%d", os.Getpid())
+	repo := t.TempDir()
+	podfile := "base: " + harness.Image + "\nshell: /bin/sh\nservices:\n" +
+		"  - {name: db, image: " + harness.Image + ", command: [sh, -c, 'while true; do echo hello-from-db | nc -l -p 7000; done']}\n"
+	if err := os.WriteFile(repo+"/podfile.yaml", []byte(podfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "-q"}, {"add", "podfile.yaml"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "podfile"}} {
+		run(t, "git", append([]string{"-C", repo}, args...)...)
+	}
+	s.Env.MustRun("add-project", project, "--repo", repo)
+	t.Cleanup(func() {
+		s.Env.Run("stop", u.Name+"@"+project)
+		out, _ := exec.Command("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "podspawn/"+project).Output()
+		for _, ref := range strings.Fields(string(out)) {
+			exec.Command("docker", "image", "rm", ref).Run()
+		}
+	})
+	r := s.runSSH(u, []string{"-o", "SetEnv=PODSPAWN_PROJECT=" + project + ".pod"}, "",
+		"echo $(hostname); for i in 1 2 3 4 5 6 7 8 9 10; do nc db 7000 </dev/null && exit 0; sleep 0.2; done; exit 3")
+	if r.Code != 0 || r.Stdout != project+"\nhello-from-db\n" {
+		if p := sessionPods(t, cs, s.Env.InstanceID()); len(p) == 1 {
+			t.Logf("pod containers %d, host aliases %+v, annotations %v", len(p[0].Spec.Containers), p[0].Spec.HostAliases, p[0].Annotations)
+		}
+		t.Fatalf("project %s: exit %d stdout %q stderr %q", project, r.Code, r.Stdout, r.Stderr)
+	}
+	pods := sessionPods(t, cs, s.Env.InstanceID())
+	if len(pods) != 1 || len(pods[0].Spec.Containers) != 2 || !strings.HasPrefix(pods[0].Spec.Containers[0].Image, k8sRegistry+"/podspawn/"+project+":") {
+		t.Fatalf("project pod: %+v", pods)
+	}
+	if h := pods[0].Spec.HostAliases; len(h) != 1 || h[0].IP != "127.0.0.1" || h[0].Hostnames[0] != "db" {
+		t.Fatalf("host aliases %+v", h)
+	}
+	if r := s.Env.Run("list"); !strings.Contains(r.Stdout, project) {
+		t.Fatalf("list does not show the project session:\n%s", r.Stdout)
 	}
 }

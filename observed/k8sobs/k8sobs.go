@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -94,7 +95,7 @@ func PodObjects(p *corev1.Pod) []observed.Object {
 			}
 		}
 		o := observed.Object{Kind: observed.KindContainer, ID: ObjectID(p.Name, m.Container, string(p.UID)), Name: m.Name,
-			Created: p.CreationTimestamp.UTC(), Labels: l}
+			Created: created(p.CreationTimestamp), Labels: l}
 		containerState(&o, p, statuses[m.Container])
 		out = append(out, o)
 	}
@@ -126,7 +127,15 @@ func containerState(o *observed.Object, p *corev1.Pod, s corev1.ContainerStatus)
 // PolicyObject is the network object of a session's NetworkPolicy.
 func PolicyObject(np *networkingv1.NetworkPolicy) observed.Object {
 	return observed.Object{Kind: observed.KindNetwork, ID: ObjectID(np.Name, "", string(np.UID)), Name: np.Annotations[AnnotationName],
-		Created: np.CreationTimestamp.UTC(), State: "", Labels: podspawnLabels(np.Labels, np.Annotations)}
+		Created: created(np.CreationTimestamp), State: "", Labels: podspawnLabels(np.Labels, np.Annotations)}
+}
+
+// created is the latest instant an object may have been created: the API
+// server keeps whole seconds (truncated), and an object must never look
+// older than it is (cleanup.orphan_min_age keeps podspawn off objects
+// still being set up).
+func created(t metav1.Time) time.Time {
+	return t.UTC().Truncate(time.Second).Add(time.Second)
 }
 
 // Lister is controller.Lister and controller.ContainerInspector on one

@@ -185,36 +185,9 @@ func TestKubernetesLogin(t *testing.T) {
 func TestKubernetesOrphansAndForeign(t *testing.T) {
 	s, cs := k8sServer(t, serverOptions{Users: []string{"skb"}, Options: harness.Options{Cleanup: "  orphan_min_age: 1s\n"}})
 	inst := s.Env.InstanceID()
-	mk := func(user, instance string, labelled bool) *corev1.Pod {
-		key := desired.SessionKey{User: user}
-		l := map[string]string{"managed-by": "podspawn", "podspawn.user": user, "podspawn.project": "", "podspawn.session": "s-orphan",
-			"podspawn.instance": instance, "podspawn.role": "session"}
-		an, err := k8sobs.Annotations(key, desired.ContainerName(key), l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		an[k8sobs.AnnotationContainers] = `[{"container":"session","name":"` + desired.ContainerName(key) + `","labels":{"podspawn.user":"` + user +
-			`","podspawn.session":"s-orphan","podspawn.role":"session","podspawn.project":""}}]`
-		labels := k8sobs.Labels(key, desired.ContainerName(key), l)
-		if !labelled {
-			labels, an = map[string]string{"podspawn-test": inst}, nil
-		}
-		zero, no := int64(0), false
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: k8sobs.ObjectName(key), Labels: labels, Annotations: an},
-			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, AutomountServiceAccountToken: &no,
-				Containers: []corev1.Container{{Name: "session", Image: harness.Image, ImagePullPolicy: corev1.PullNever}}}}
-		created, err := cs.CoreV1().Pods(k8sNamespace).Create(context.Background(), p, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cs.CoreV1().Pods(k8sNamespace).Delete(context.Background(), created.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-		})
-		return created
-	}
-	orphan := mk("skorphan"+harness.Uniq(""), inst, true)
-	foreign := mk("skforeign"+harness.Uniq(""), "other-instance-"+inst, true)
-	unlabelled := mk("skplain"+harness.Uniq(""), inst, false)
+	orphan := labelledPod(t, cs, "skorphan"+harness.Uniq(""), inst, true)
+	foreign := labelledPod(t, cs, "skforeign"+harness.Uniq(""), "other-instance-"+inst, true)
+	unlabelled := labelledPod(t, cs, "skplain"+harness.Uniq(""), inst, false)
 	time.Sleep(1500 * time.Millisecond) // past orphan_min_age
 
 	dry := s.Env.MustRun("cleanup", "--dry-run")
@@ -235,7 +208,8 @@ func TestKubernetesOrphansAndForeign(t *testing.T) {
 // TestKubernetesGraceExpiry: the cleanup daemon removes the session's Pod
 // when the grace period after the last connection ends.
 func TestKubernetesGraceExpiry(t *testing.T) {
-	s, cs := k8sServer(t, serverOptions{Users: []string{"skc"}, Options: harness.Options{Session: "  grace_period: 2s\n  max_lifetime: 8h\n  mode: grace-period\n"}})
+	s, cs := k8sServer(t, serverOptions{Users: []string{"skc"}, Options: harness.Options{Session: "  grace_period: 2s\n  max_lifetime: 8h\n  mode: grace-period\n",
+		Cleanup: "  orphan_min_age: 1s\n"}})
 	u := s.user("skc")
 	ctx, cancel := context.WithCancel(context.Background())
 	daemon := exec.CommandContext(ctx, s.Env.Bin, "--config", s.Env.ConfigPath, "cleanup", "--daemon", "--interval", "60s")
@@ -263,6 +237,20 @@ func TestKubernetesGraceExpiry(t *testing.T) {
 	t.Logf("pod removed %s after the connection ended (grace 2s)", took.Round(10*time.Millisecond))
 	if took < 2*time.Second || took > 4*time.Second {
 		t.Fatalf("pod removed %s after the connection ended, want within 2s of the 2s grace deadline", took)
+	}
+
+	// The informers bring a new orphan Pod to the daemon at once, long
+	// before its 60 s resync; it goes once past orphan_min_age (1 s).
+	orphan := labelledPod(t, cs, "skorph"+harness.Uniq(""), s.Env.InstanceID(), true)
+	created := time.Now()
+	harness.Eventually(t, 20*time.Second, "orphan pod removed by the daemon", func() bool {
+		p, err := cs.CoreV1().Pods(k8sNamespace).Get(context.Background(), orphan.Name, metav1.GetOptions{})
+		return err != nil || p.DeletionTimestamp != nil
+	})
+	took = time.Since(created)
+	t.Logf("orphan pod removed %s after its creation (orphan_min_age 1s, resync 60s)", took.Round(10*time.Millisecond))
+	if took > 10*time.Second {
+		t.Fatalf("orphan pod removed %s after its creation: the watch did not bring it to the daemon", took)
 	}
 }
 
@@ -437,4 +425,36 @@ func TestKubernetesProjectService(t *testing.T) {
 	if r := s.Env.Run("list"); !strings.Contains(r.Stdout, project) {
 		t.Fatalf("list does not show the project session:\n%s", r.Stdout)
 	}
+}
+
+// labelledPod creates a busybox Pod that looks like a session Pod of user
+// with podspawn's labels for instance, or with none (labelled false), and
+// deletes it at the end of the test.
+func labelledPod(t *testing.T, cs kubernetes.Interface, user, instance string, labelled bool) *corev1.Pod {
+	t.Helper()
+	key := desired.SessionKey{User: user}
+	l := map[string]string{"managed-by": "podspawn", "podspawn.user": user, "podspawn.project": "", "podspawn.session": "s-orphan",
+		"podspawn.instance": instance, "podspawn.role": "session"}
+	an, err := k8sobs.Annotations(key, desired.ContainerName(key), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	an[k8sobs.AnnotationContainers] = `[{"container":"session","name":"` + desired.ContainerName(key) + `","labels":{"podspawn.user":"` + user +
+		`","podspawn.session":"s-orphan","podspawn.role":"session","podspawn.project":""}}]`
+	labels := k8sobs.Labels(key, desired.ContainerName(key), l)
+	if !labelled {
+		labels, an = map[string]string{"podspawn-test": instance}, nil
+	}
+	zero, no := int64(0), false
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: k8sobs.ObjectName(key), Labels: labels, Annotations: an},
+		Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, AutomountServiceAccountToken: &no,
+			Containers: []corev1.Container{{Name: "session", Image: harness.Image, ImagePullPolicy: corev1.PullNever}}}}
+	created, err := cs.CoreV1().Pods(k8sNamespace).Create(context.Background(), p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.CoreV1().Pods(k8sNamespace).Delete(context.Background(), created.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	})
+	return created
 }

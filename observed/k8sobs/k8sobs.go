@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -144,17 +145,29 @@ type Lister struct{ C *Client }
 
 func (l Lister) list(ctx context.Context, selector string) ([]observed.Object, error) {
 	opts := metav1.ListOptions{LabelSelector: selector}
+	// The two lists go side by side: a connection waits for them on attach
+	// and on detach.
+	var (
+		nps  *networkingv1.NetworkPolicyList
+		nerr error
+		wg   sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		nps, nerr = l.C.API.NetworkingV1().NetworkPolicies(l.C.Namespace).List(ctx, opts)
+	}()
 	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, opts)
+	wg.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("listing pods in namespace %s: %w", l.C.Namespace, err)
+	}
+	if nerr != nil {
+		return nil, fmt.Errorf("listing network policies in namespace %s: %w", l.C.Namespace, nerr)
 	}
 	var objs []observed.Object
 	for i := range pods.Items {
 		objs = append(objs, PodObjects(&pods.Items[i])...)
-	}
-	nps, err := l.C.API.NetworkingV1().NetworkPolicies(l.C.Namespace).List(ctx, opts)
-	if err != nil {
-		return nil, fmt.Errorf("listing network policies in namespace %s: %w", l.C.Namespace, err)
 	}
 	for i := range nps.Items {
 		objs = append(objs, PolicyObject(&nps.Items[i]))

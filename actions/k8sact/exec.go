@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/observed/k8sobs"
 )
 
@@ -140,12 +142,49 @@ func (e Execer) Exec(ctx context.Context, spec actions.ExecSpec, stdio actions.S
 	}
 	code, err := exitCode(ex.StreamWithContext(ctx, opts))
 	if ctx.Err() != nil {
+		e.hangup(ctx, spec)
 		return actions.HangupExitCode, nil
 	}
 	if err != nil {
 		return -1, fmt.Errorf("%s in the session pod: %w", spec.Kind, err)
 	}
 	return code, nil
+}
+
+// hangupScript sends SIGHUP to every process whose environment holds $1,
+// the connection's lease marker (see actions.LeaseKillScript for how the
+// environment is read with sh alone).
+const hangupScript = `m=$1
+for d in /proc/[0-9]*; do
+	e=
+	{ while IFS= read -r l || [ -n "$l" ]; do e="$e$l
+"; done; } 2>/dev/null <"$d/environ" || continue
+	case $e in *"$m"[!0-9]*) kill -HUP "${d#/proc/}" 2>/dev/null ;; esac
+done`
+
+// hangup sends SIGHUP to the processes of a connection that went away, as
+// Docker's exec does: closing an exec stream does not signal its process,
+// and Kubernetes' exec has no signal call. The connection's processes
+// carry its lease marker; without one there is nothing to find them by.
+func (e Execer) hangup(ctx context.Context, spec actions.ExecSpec) {
+	log := e.logger(ctx)
+	var marker string
+	for _, v := range spec.Env {
+		if strings.HasPrefix(v, desired.LeaseEnv+"=") {
+			marker = v
+		}
+	}
+	if marker == "" {
+		return
+	}
+	log.Info("Connection ended before its process; sending it SIGHUP", "kind", spec.Kind)
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var out strings.Builder
+	hup := actions.ExecSpec{Container: spec.Container, User: spec.User, Kind: "hangup", Argv: []string{"sh", "-c", hangupScript, "podspawn-hangup", marker}}
+	if code, err := e.Run(bg, hup, &out); err != nil || code != 0 {
+		log.Error(err, "Sending SIGHUP to the connection's processes failed", "exitCode", code, "output", strings.TrimSpace(out.String()))
+	}
 }
 
 // lockedWriter serializes the executor's stdout and stderr copies.
@@ -194,4 +233,12 @@ func (e Execer) PathExists(ctx context.Context, container, path string) (bool, e
 		return false, nil
 	}
 	return false, fmt.Errorf("checking %s in the session pod: exit %d: %s", path, code, strings.TrimSpace(out.String()))
+}
+
+// logger is the context's logger, else e.Log.
+func (e Execer) logger(ctx context.Context) logr.Logger {
+	if log, err := logr.FromContext(ctx); err == nil {
+		return log
+	}
+	return e.Log
 }

@@ -458,3 +458,40 @@ func labelledPod(t *testing.T, cs kubernetes.Interface, user, instance string, l
 	})
 	return created
 }
+
+// TestKubernetesHangup: when the SSH client goes away, the connection's
+// command in the Pod gets SIGHUP (as with Docker), and its lease goes.
+func TestKubernetesHangup(t *testing.T) {
+	s, cs := k8sServer(t, serverOptions{Users: []string{"skf"}})
+	u := s.user("skf")
+	key := desired.SessionKey{User: u.Name}
+	cfg, err := clientcmd.BuildConfigFromFlags("", k8sAdminKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs := func() string {
+		out, _ := execOut(cs, cfg, k8sobs.ObjectName(key), "session", "ps", "-o", "args")
+		return out
+	}
+	client := s.ssh(u, nil, "sleep 301")
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		client.Process.Kill()
+		client.Wait()
+	})
+	harness.Eventually(t, time.Minute, "the command to run in the pod", func() bool { return strings.Contains(procs(), "sleep 301") })
+	if err := client.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	client.Wait()
+	harness.Eventually(t, 20*time.Second, "the command to get SIGHUP", func() bool {
+		p := procs()
+		return p != "" && !strings.Contains(p, "sleep 301")
+	})
+	harness.Eventually(t, 20*time.Second, "the connection's lease to go", func() bool {
+		r := s.Env.Row(key)
+		return r != nil && len(r.Leases) == 0
+	})
+}

@@ -188,10 +188,16 @@ func TestKubernetesOrphansAndForeign(t *testing.T) {
 	orphan := labelledPod(t, cs, "skorphan"+harness.Uniq(""), inst, true)
 	foreign := labelledPod(t, cs, "skforeign"+harness.Uniq(""), "other-instance-"+inst, true)
 	unlabelled := labelledPod(t, cs, "skplain"+harness.Uniq(""), inst, false)
-	time.Sleep(1500 * time.Millisecond) // past orphan_min_age
-
-	dry := s.Env.MustRun("cleanup", "--dry-run")
-	if !strings.Contains(dry.Stdout, "remove-container") || !strings.Contains(dry.Stdout, desired.ContainerName(desired.SessionKey{User: orphan.Annotations[k8sobs.AnnotationUser]})) {
+	// Past orphan_min_age (the creation time counts from the end of its
+	// second, as the API server keeps whole seconds), the dry run plans
+	// the orphan's removal in the same words as on Docker.
+	var dry harness.Result
+	planned := func() bool {
+		dry = s.Env.MustRun("cleanup", "--dry-run")
+		return strings.Contains(dry.Stdout, "remove-container") &&
+			strings.Contains(dry.Stdout, desired.ContainerName(desired.SessionKey{User: orphan.Annotations[k8sobs.AnnotationUser]}))
+	}
+	if !waitUntil(10*time.Second, planned) {
 		t.Fatalf("dry run does not plan the orphan's removal:\n%s", dry.Stdout)
 	}
 	s.Env.MustRun("cleanup")

@@ -141,7 +141,10 @@ func (x *Executor) createPolicy(ctx context.Context, a reconcile.Action) (action
 }
 
 // remove deletes the Pod or NetworkPolicy the plan saw, pinned by its UID
-// so a same-named successor is never deleted; already gone is done.
+// so a same-named successor is never deleted; already gone is done. A
+// service container's removal deletes its whole Pod: a Pod's containers go
+// together, and the plan removes a service alone only with its generation
+// (teardown, a stale generation, an orphan).
 func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) (actions.Outcome, error) {
 	name, _, uid, ok := k8sobs.ParseObjectID(a.TargetID)
 	if !ok {

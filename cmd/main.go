@@ -18,16 +18,19 @@ import (
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/actions/audit"
 	"github.com/podspawn/podspawn/actions/dockeract"
 	"github.com/podspawn/podspawn/actions/dockerexec"
+	"github.com/podspawn/podspawn/actions/k8sact"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/sqlstore"
 	"github.com/podspawn/podspawn/observed/dockerobs"
+	"github.com/podspawn/podspawn/observed/k8sobs"
 	"github.com/podspawn/podspawn/reconcile"
 )
 
@@ -141,6 +144,61 @@ func (r *dockerRuntime) Watcher(instance string, log logr.Logger) controller.Wat
 	return dockerobs.NewWatcher(r.api, instance, log)
 }
 
+// kubeRuntime is Runtime for a Kubernetes namespace (runtime: kubernetes).
+type kubeRuntime struct {
+	k8sobs.Lister
+	k8sact.Images
+	c        *k8sobs.Client
+	settings k8sact.Settings
+	now      func() time.Time
+}
+
+func newKubeRuntime(k config.Kubernetes, now func() time.Time, docker func() (*client.Client, error)) (*kubeRuntime, error) {
+	c, err := k8sobs.NewClient(k.Kubeconfig, k.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	// Project images are built on this host with Docker, as with the
+	// Docker runtime, and pushed to the registry; Docker is reached only
+	// when an image is built.
+	images := k8sact.Images{Registry: k.ImageRegistry,
+		Build: func(ctx context.Context, tag, dockerfile string) (string, error) {
+			dc, err := docker()
+			if err != nil {
+				return "", err
+			}
+			return dockeract.BuildImage(ctx, dc, tag, dockerfile)
+		},
+		Push: func(ctx context.Context, local, remote string) error {
+			dc, err := docker()
+			if err != nil {
+				return err
+			}
+			return dockeract.PushImage(ctx, dc, local, remote)
+		}}
+	return &kubeRuntime{Lister: k8sobs.Lister{C: c}, Images: images, c: c, now: now,
+		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry}}, nil
+}
+
+// Ping reads the namespace: the API server answers and podspawn's
+// namespace is there.
+func (r *kubeRuntime) Ping(ctx context.Context) error {
+	_, err := r.c.API.CoreV1().Pods(r.c.Namespace).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: k8sobs.Selector})
+	return err
+}
+
+func (r *kubeRuntime) Executor(st actions.Store, _ actions.HostFirewall, log logr.Logger) actions.Executor {
+	// The state database's store also reads a session's services.
+	sl, _ := st.(k8sact.SessionLoader)
+	return &k8sact.Executor{C: r.c, Store: st, Now: r.now, Log: log, Settings: r.settings, Sessions: sl}
+}
+
+func (r *kubeRuntime) Execer(log logr.Logger) actions.Execer { return k8sact.Execer{C: r.c, Log: log} }
+
+func (r *kubeRuntime) Watcher(instance string, log logr.Logger) controller.Watcher {
+	return k8sobs.NewWatcher(r.c, instance, log)
+}
+
 // ExitError ends the process with Code after printing Err (if any).
 type ExitError struct {
 	Code int
@@ -204,6 +262,18 @@ func (a *App) Docker() (*client.Client, error) {
 // Runtime connects to the container runtime once.
 func (a *App) Runtime() (Runtime, error) {
 	if a.runtime == nil {
+		cfg, err := a.Config()
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Runtime == config.RuntimeKubernetes {
+			kr, err := newKubeRuntime(cfg.Kubernetes, a.Clock.Now, a.Docker)
+			if err != nil {
+				return nil, err
+			}
+			a.runtime = kr
+			return kr, nil
+		}
 		dc, err := a.Docker()
 		if err != nil {
 			return nil, err

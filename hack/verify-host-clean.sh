@@ -10,7 +10,11 @@
 #     directories; see test/daemon/dockerd_test.go);
 #   - podspawn's host access rules (the PODSPAWN-INPUT chain and INPUT's
 #     rules, IPv4 and IPv6) are as they were: podspawn installs them on
-#     every session creation, and test/harness puts them back.
+#     every session creation, and test/harness puts them back;
+#   - the Kubernetes test cluster (hack/k8s-up.sh) is down unless it was up
+#     before: no state or run directory, no bridge podspawn-k8s0, no
+#     kubepods cgroups, and the KUBE-* iptables chains the kubelet adds
+#     (filter, nat, mangle; IPv4 and IPv6) exactly as before.
 #
 #   verify-host-clean.sh --record FILE   note what exists before the tests
 #   verify-host-clean.sh [FILE]          check; with FILE, what it recorded
@@ -70,11 +74,39 @@ firewall() {
   done
 }
 
+# kube_chains prints, one per line prefixed "kubechain", the KUBE-* chains
+# of the tables the kubelet writes to.
+kube_chains() {
+  local ipt t
+  for ipt in iptables ip6tables; do
+    command -v "${ipt}" >/dev/null || continue
+    for t in filter nat mangle; do
+      "${ipt}" -w -t "${t}" -S 2>/dev/null | awk -v i="${ipt}" -v t="${t}" '$1 == "-N" && $2 ~ /^KUBE-/ { print "kubechain", i, t, $2 }' || true
+    done
+  done
+}
+
+# k8s_left prints what of the test cluster exists (hack/k8s/lib.sh's paths).
+k8s_left() {
+  local d
+  for d in /run/podspawn-k8s /var/lib/podspawn-k8s /sys/fs/cgroup/*/kubepods; do
+    if [[ -e "${d}" ]]; then echo "${d}"; fi
+  done
+  if ip link show podspawn-k8s0 >/dev/null 2>&1; then echo "bridge podspawn-k8s0"; fi
+}
+
 if [[ "${1:-}" == "--record" ]]; then
   file="${2:?usage: verify-host-clean.sh --record FILE}"
   objects="$(labelled)"
   rules="$(firewall)"
-  { echo "bridge $(bridge_status)"; [[ -z "${objects}" ]] || echo "${objects}"; [[ -z "${rules}" ]] || echo "${rules}"; } >"${file}"
+  chains="$(kube_chains)"
+  {
+    echo "bridge $(bridge_status)"
+    [[ -z "${objects}" ]] || echo "${objects}"
+    [[ -z "${rules}" ]] || echo "${rules}"
+    [[ -z "${chains}" ]] || echo "${chains}"
+    if [[ -n "$(k8s_left)" ]]; then echo "k8s up"; fi
+  } >"${file}"
   exit 0
 fi
 baseline="${1:-}"
@@ -123,6 +155,20 @@ fi
 # processes holding them; the last one removes it.
 if [[ -e /run/podspawn-test-hostfw.json ]]; then
   fail "/run/podspawn-test-hostfw.json is left: a test process still holds the host access rules, or died holding them (the next test run restores them)"
+fi
+
+# The Kubernetes test cluster: down again unless it was up before, and the
+# kubelet's chains as they were.
+if [[ -z "${baseline}" ]] || ! grep -qx 'k8s up' "${baseline}"; then
+  if left="$(k8s_left)" && [[ -n "${left}" ]]; then
+    fail "the Kubernetes test cluster is left (hack/k8s-down.sh removes it): $(tr '\n' ' ' <<<"${left}")"
+  fi
+fi
+chains_before=""
+[[ -z "${baseline}" ]] || chains_before="$(grep '^kubechain ' "${baseline}" || true)"
+if [[ -z "$(k8s_left)" && "$(kube_chains)" != "${chains_before}" ]]; then
+  fail "KUBE-* iptables chains differ from before the tests (hack/k8s-down.sh removes the ones the kubelet added):"
+  diff <(echo "${chains_before}") <(kube_chains) | sed 's/^/  /' >&2 || true
 fi
 
 # The private dockerd: a process serving its socket, its mounts, its files.

@@ -48,13 +48,16 @@ fi
 # The runtime seam: cmd/ and controller/ reach the container runtime only
 # through podspawn's own interfaces (controller.Lister, actions.Executor,
 # ...). The runtime's implementations live in sub-packages
-# (observed/dockerobs, actions/dockeract, actions/dockerexec); only the
-# wiring in cmd/main.go imports them or the Docker client.
+# (observed/dockerobs, actions/dockeract, actions/dockerexec for Docker;
+# observed/k8sobs, actions/k8sact for Kubernetes); only the wiring in
+# cmd/main.go imports them, the Docker client or the Kubernetes API
+# clients. controller/ may use client-go's workqueue: it is a queue, not
+# a client.
 mapfile -d '' seam < <(find cmd controller -name testdata -prune -o -name '*.go' ! -name '*_test.go' ! -path cmd/main.go -type f -print0)
 if ((${#seam[@]} > 0)); then
-  runtime_pkgs='"(github\.com/docker/[^"]*|github\.com/podspawn/podspawn/(observed/dockerobs|actions/dockeract|actions/dockerexec))"'
+  runtime_pkgs='"(github\.com/docker/[^"]*|k8s\.io/api/[^"]*|k8s\.io/client-go/(kubernetes|rest|informers|tools|transport|dynamic)[^"]*|github\.com/podspawn/podspawn/(observed/dockerobs|observed/k8sobs|actions/dockeract|actions/dockerexec|actions/k8sact))"'
   if bad="$(grep -nE "${runtime_pkgs}" "${seam[@]}")"; then
-    echo "verify-imports: only cmd/main.go may import the Docker client or the runtime's Docker packages in cmd/ and controller/; use the interfaces in controller/ and actions/:" >&2
+    echo "verify-imports: only cmd/main.go may import the Docker or Kubernetes clients or the runtime packages in cmd/ and controller/; use the interfaces in controller/ and actions/:" >&2
     sed 's/^/  /' <<<"${bad}" >&2
     failed=1
   fi
@@ -63,8 +66,8 @@ if ! deps="$(go list -deps ./controller/...)"; then
   echo "verify-imports: 'go list -deps ./controller/...' failed (see above)" >&2
   exit 1
 fi
-if bad="$(grep -E '^github\.com/docker(/|$)' <<<"${deps}")"; then
-  echo "verify-imports: controller/ depends on the Docker client (through an import of a runtime package):" >&2
+if bad="$(grep -E '^(github\.com/docker|k8s\.io/api|k8s\.io/client-go/(kubernetes|rest|informers|tools|transport))(/|$)' <<<"${deps}")"; then
+  echo "verify-imports: controller/ depends on the Docker or Kubernetes clients (through an import of a runtime package):" >&2
   sed 's/^/  /' <<<"${bad}" | head -5 >&2
   failed=1
 fi

@@ -407,25 +407,6 @@ func containerConfig(a reconcile.Action) (*container.Config, *container.HostConf
 
 func boolPtr(b bool) *bool { return &b }
 
-// userSetupScript creates the user in /etc/passwd and /etc/group with the
-// first free uid from 1000, and its home. It needs only a POSIX sh with
-// grep, cut and mkdir, so images without useradd work. Idempotent.
-const userSetupScript = `set -e
-u="$1"; sh_="$2"; home="/home/$u"
-if ! grep -q "^$u:" /etc/passwd; then
-  uid=1000
-  while cut -d: -f3 /etc/passwd | grep -qx "$uid"; do uid=$((uid+1)); done
-  gid=$uid
-  while cut -d: -f3 /etc/group 2>/dev/null | grep -qx "$gid"; do gid=$((gid+1)); done
-  echo "$u:x:$gid:" >> /etc/group
-  echo "$u:x:$uid:$gid:$u:$home:$sh_" >> /etc/passwd
-fi
-uid=$(grep "^$u:" /etc/passwd | cut -d: -f3)
-gid=$(grep "^$u:" /etc/passwd | cut -d: -f4)
-if [ ! -d "$home" ]; then mkdir -p "$home"; chown "$uid:$gid" "$home"; chmod 0750 "$home"; fi
-echo "$uid $gid"
-`
-
 // setupSession checks the container's home mount, makes the user's
 // account, and hands a new persistent home to the account.
 func (d *Executor) setupSession(ctx context.Context, id string, spec *spec.Container) error {
@@ -473,7 +454,7 @@ func (d *Executor) failedSetup(ctx context.Context, id string, ranBefore bool, e
 }
 
 func (d *Executor) setupUser(ctx context.Context, id, user, shell string) (int, int, error) {
-	code, out, err := Exec(ctx, d.API, id, []string{"sh", "-c", userSetupScript, "podspawn-setup", user, shell}, "root")
+	code, out, err := Exec(ctx, d.API, id, []string{"sh", "-c", actions.UserSetupScript, "podspawn-setup", user, shell}, "root")
 	if err != nil {
 		return 0, 0, fmt.Errorf("setting up user %s in the container: %w", user, err)
 	}

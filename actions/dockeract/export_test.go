@@ -1,4 +1,6 @@
 package dockeract
 
+import "github.com/podspawn/podspawn/actions"
+
 // LeaseKillScript is exported to the tests, which run it with real shells.
-const LeaseKillScript = leaseKillScript
+const LeaseKillScript = actions.LeaseKillScript

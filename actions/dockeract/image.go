@@ -91,3 +91,41 @@ func BuildImage(ctx context.Context, api ImageAPI, tag, dockerfile string) (stri
 	}
 	return out.String(), nil
 }
+
+// PushAPI is the part of the Docker client PushImage uses.
+type PushAPI interface {
+	ImageTag(ctx context.Context, source, target string) error
+	ImagePush(ctx context.Context, ref string, options image.PushOptions) (io.ReadCloser, error)
+	ImageRemove(ctx context.Context, ref string, options image.RemoveOptions) ([]image.DeleteResponse, error)
+}
+
+// PushImage pushes the local image local as remote (a reference in a
+// registry): tagged, pushed, and the remote tag dropped again so only the
+// local name stays on the host.
+func PushImage(ctx context.Context, api PushAPI, local, remote string) error {
+	if err := api.ImageTag(ctx, local, remote); err != nil {
+		return fmt.Errorf("tagging %s as %s: %w", local, remote, err)
+	}
+	defer api.ImageRemove(context.WithoutCancel(ctx), remote, image.RemoveOptions{}) //nolint:errcheck // only an extra tag
+	// No credentials: an empty auth object (the daemon wants the header).
+	rc, err := api.ImagePush(ctx, remote, image.PushOptions{RegistryAuth: "e30="})
+	if err != nil {
+		return fmt.Errorf("pushing %s: %w", remote, err)
+	}
+	defer rc.Close()
+	dec := json.NewDecoder(rc)
+	for {
+		var msg struct {
+			Error string `json:"error"`
+		}
+		if err := dec.Decode(&msg); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("pushing %s: reading the output: %w", remote, err)
+		}
+		if msg.Error != "" {
+			return fmt.Errorf("pushing %s: %s", remote, strings.TrimSpace(msg.Error))
+		}
+	}
+}

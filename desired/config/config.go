@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podspawn/podspawn/desired"
 )
@@ -43,8 +44,33 @@ type Config struct {
 	Cleanup   Cleanup       `yaml:"cleanup"`
 	SSH       SSH           `yaml:"ssh"`
 	Update    Update        `yaml:"update"`
+	// Runtime is where sessions run: docker (the default) or kubernetes.
+	// It is not security.runtime, which names Docker's OCI runtime (runc,
+	// runsc) inside a Docker host; both keys stay, each in its own section.
+	Runtime    string     `yaml:"runtime"`
+	Kubernetes Kubernetes `yaml:"kubernetes"`
 	// ProjectsFile is the registry of projects.
 	ProjectsFile string `yaml:"projects_file"`
+}
+
+// Runtimes podspawn can run sessions on.
+const (
+	RuntimeDocker     = "docker"
+	RuntimeKubernetes = "kubernetes"
+)
+
+// Kubernetes is the kubernetes section, used with runtime: kubernetes.
+type Kubernetes struct {
+	// Kubeconfig is the client's kubeconfig; empty means the in-cluster
+	// configuration (podspawn running in a Pod).
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Namespace holds every object podspawn creates.
+	Namespace    string            `yaml:"namespace"`
+	NodeSelector map[string]string `yaml:"node_selector"`
+	RuntimeClass string            `yaml:"runtime_class"`
+	StorageClass string            `yaml:"storage_class"`
+	// ImageRegistry is where project images are pushed for the cluster to pull.
+	ImageRegistry string `yaml:"image_registry"`
 }
 
 type Auth struct {
@@ -237,6 +263,8 @@ func Defaults() Config {
 		Log:          Log{AuditRequired: true},
 		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
 		ProjectsFile: "/etc/podspawn/projects.yaml",
+		Runtime:      RuntimeDocker,
+		Kubernetes:   Kubernetes{Namespace: "podspawn", NodeSelector: map[string]string{}},
 	}
 }
 
@@ -400,7 +428,7 @@ func ParseMemory(in string) (int64, error) {
 }
 
 func (c *Config) validate() error {
-	for _, check := range []func() error{c.validateSession, c.validateDefaults, c.validateLimits, c.validateCleanup, c.validatePaths} {
+	for _, check := range []func() error{c.validateSession, c.validateDefaults, c.validateLimits, c.validateCleanup, c.validatePaths, c.validateRuntime} {
 		if err := check(); err != nil {
 			return err
 		}
@@ -554,6 +582,57 @@ func ValidateListenAddr(addr string) error {
 	}
 	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
 		return fmt.Errorf("%q: host %q must be an IP address, localhost or empty (every interface)", addr, host)
+	}
+	return nil
+}
+
+// validateRuntime checks runtime and, for kubernetes, its section. The
+// names must be valid Kubernetes names: a bad one fails here, at load,
+// not at a user's first login.
+func (c *Config) validateRuntime() error {
+	switch c.Runtime {
+	case RuntimeDocker:
+		return nil
+	case RuntimeKubernetes:
+	default:
+		return fmt.Errorf("invalid runtime %q: must be docker or kubernetes", c.Runtime)
+	}
+	k := c.Kubernetes
+	if k.Kubeconfig != "" && !filepath.IsAbs(k.Kubeconfig) {
+		return fmt.Errorf("invalid kubernetes.kubeconfig %q: must be an absolute path, or empty for the in-cluster configuration", k.Kubeconfig)
+	}
+	if errs := validation.IsDNS1123Label(k.Namespace); len(errs) > 0 {
+		return fmt.Errorf("invalid kubernetes.namespace %q: %s", k.Namespace, strings.Join(errs, "; "))
+	}
+	for _, f := range []struct{ name, v string }{{"runtime_class", k.RuntimeClass}, {"storage_class", k.StorageClass}} {
+		if f.v == "" {
+			continue
+		}
+		if errs := validation.IsDNS1123Subdomain(f.v); len(errs) > 0 {
+			return fmt.Errorf("invalid kubernetes.%s %q: %s", f.name, f.v, strings.Join(errs, "; "))
+		}
+	}
+	for key, v := range k.NodeSelector {
+		if errs := validation.IsQualifiedName(key); len(errs) > 0 {
+			return fmt.Errorf("invalid kubernetes.node_selector key %q: %s", key, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return fmt.Errorf("invalid kubernetes.node_selector value %q of %s: %s", v, key, strings.Join(errs, "; "))
+		}
+	}
+	if strings.Contains(k.ImageRegistry, "://") || strings.ContainsAny(k.ImageRegistry, " \t") || strings.HasSuffix(k.ImageRegistry, "/") {
+		return fmt.Errorf("invalid kubernetes.image_registry %q: must be host[:port][/path] without a scheme or trailing slash (e.g. registry.example.com:5000/podspawn)", k.ImageRegistry)
+	}
+	if c.Security.Runtime != "" {
+		return fmt.Errorf("invalid security.runtime %q with runtime: kubernetes: it names Docker's OCI runtime; set kubernetes.runtime_class instead", c.Security.Runtime)
+	}
+	// Both need a host directory mounted into the session, which a Pod on
+	// another node cannot have (persistent homes want a PVC per user).
+	if c.Session.Mode == desired.ModePersistent {
+		return errors.New("invalid session.mode persistent with runtime: kubernetes: persistent homes are not supported on Kubernetes yet; use grace-period or destroy-on-disconnect")
+	}
+	if c.SSH.AllowAgentForwarding {
+		return errors.New("invalid ssh.allow_agent_forwarding with runtime: kubernetes: agent forwarding is not supported on Kubernetes yet; set it to false")
 	}
 	return nil
 }

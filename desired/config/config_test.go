@@ -201,3 +201,34 @@ func TestMetricsAddr(t *testing.T) {
 		}
 	}
 }
+
+func TestRuntimeKeys(t *testing.T) {
+	cfg, err := Parse([]byte("runtime: kubernetes\nkubernetes:\n  kubeconfig: /etc/podspawn/kubeconfig\n  node_selector: {pool: sessions}\n  runtime_class: gvisor\n  image_registry: 127.0.0.1:15000/podspawn\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Runtime != RuntimeKubernetes || cfg.Kubernetes.Namespace != "podspawn" || cfg.Kubernetes.NodeSelector["pool"] != "sessions" || cfg.Kubernetes.RuntimeClass != "gvisor" {
+		t.Fatalf("unexpected kubernetes section: %q %+v", cfg.Runtime, cfg.Kubernetes)
+	}
+	if d := Defaults(); d.Runtime != RuntimeDocker {
+		t.Fatalf("default runtime %q, want docker", d.Runtime)
+	}
+	bad := map[string]struct{ yaml, want string }{
+		"unknown runtime":     {"runtime: podman\n", `invalid runtime "podman"`},
+		"unknown key":         {"runtime: kubernetes\nkubernetes:\n  namspace: x\n", `field namspace not found`},
+		"bad namespace":       {"runtime: kubernetes\nkubernetes:\n  namespace: Pod_Spawn\n", `invalid kubernetes.namespace "Pod_Spawn"`},
+		"relative kubeconfig": {"runtime: kubernetes\nkubernetes:\n  kubeconfig: kube.yaml\n", `invalid kubernetes.kubeconfig "kube.yaml"`},
+		"bad selector key":    {"runtime: kubernetes\nkubernetes:\n  node_selector: {\"a b\": x}\n", `invalid kubernetes.node_selector key "a b"`},
+		"bad selector value":  {"runtime: kubernetes\nkubernetes:\n  node_selector: {pool: \"-x\"}\n", `invalid kubernetes.node_selector value "-x"`},
+		"bad runtime class":   {"runtime: kubernetes\nkubernetes:\n  runtime_class: Run_Sc\n", `invalid kubernetes.runtime_class "Run_Sc"`},
+		"registry scheme":     {"runtime: kubernetes\nkubernetes:\n  image_registry: http://r:5000\n", `invalid kubernetes.image_registry "http://r:5000"`},
+		"oci runtime on k8s":  {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},
+		"persistent on k8s":   {"runtime: kubernetes\nsession:\n  mode: persistent\n", `invalid session.mode persistent with runtime: kubernetes`},
+		"agent on k8s":        {"runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\n", `invalid ssh.allow_agent_forwarding with runtime: kubernetes`},
+	}
+	for name, c := range bad {
+		if _, err := Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to contain %q", name, err, c.want)
+		}
+	}
+}

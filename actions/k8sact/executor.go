@@ -1,0 +1,197 @@
+// Package k8sact executes plan actions on Kubernetes: a session is one
+// Pod (the session container plus its companion services as further
+// containers), its network a NetworkPolicy that admits ingress only from
+// the session's own Pod. Every object carries podspawn's labels, and an
+// object without them, or of another instance, is never touched.
+package k8sact
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/observed/k8sobs"
+	"github.com/podspawn/podspawn/reconcile"
+)
+
+// Settings are the kubernetes section's scheduling settings.
+type Settings struct {
+	NodeSelector map[string]string
+	RuntimeClass string
+	// Registry is kubernetes.image_registry: project images are pulled
+	// from there (RemoteImage).
+	Registry string
+}
+
+// Executor executes actions against the API server and the store.
+type Executor struct {
+	C        *k8sobs.Client
+	Store    actions.Store
+	Now      func() time.Time
+	Log      logr.Logger
+	Settings Settings
+	// StartTimeout bounds the wait for a new Pod to run.
+	StartTimeout time.Duration
+	// Sessions reads a generation's services when its Pod is created;
+	// without it, Pods have only the session container.
+	Sessions SessionLoader
+}
+
+// Execute runs one action idempotently.
+func (x *Executor) Execute(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
+	if o, ok, err := actions.ExecuteStore(ctx, x.Store, a, x.Now()); ok {
+		return o, err
+	}
+	var (
+		o   actions.Outcome
+		err error
+	)
+	switch a.Kind {
+	case reconcile.KindCreateNetwork:
+		o, err = x.createPolicy(ctx, a)
+	case reconcile.KindRemoveNetwork:
+		o, err = x.remove(ctx, a, "networkpolicy")
+	case reconcile.KindCreateContainer:
+		o, err = x.createContainer(ctx, a)
+	case reconcile.KindRemoveContainer:
+		o, err = x.remove(ctx, a, "pod")
+	case reconcile.KindCreateVolume:
+		err = fmt.Errorf("named service volumes (PersistentVolumeClaims) are not supported on the kubernetes runtime yet: %w", actions.ErrTerminal)
+	case reconcile.KindRemoveVolume:
+		// No volume objects are created on Kubernetes, so none is listed.
+		o = actions.Unchanged
+	case reconcile.KindKillLeaseProcesses:
+		o, err = x.killLeaseProcesses(ctx, a)
+	default:
+		return "", fmt.Errorf("unknown action kind %q", a.Kind)
+	}
+	if err != nil {
+		return o, fmt.Errorf("%s %s: %w", a.Kind, a.Target, err)
+	}
+	return o, nil
+}
+
+// owned reports whether an object's labels and annotations say it
+// belongs to the action's session generation.
+func owned(m metav1.Object, a reconcile.Action) bool {
+	l, an := m.GetLabels(), m.GetAnnotations()
+	return l[k8sobs.LabelManagedBy] == observed.ManagedByValue && l[k8sobs.LabelSession] == a.SessionID &&
+		l[k8sobs.LabelInstance] == a.Labels[observed.LabelInstance] &&
+		an[k8sobs.AnnotationUser] == a.Key.User && an[k8sobs.AnnotationProject] == a.Key.Project
+}
+
+func notOwned(kind string, m metav1.Object, a reconcile.Action) error {
+	l, an := m.GetLabels(), m.GetAnnotations()
+	who := "is not managed by podspawn"
+	switch {
+	case l[k8sobs.LabelManagedBy] != observed.ManagedByValue:
+	case l[k8sobs.LabelInstance] != a.Labels[observed.LabelInstance]:
+		who = fmt.Sprintf("belongs to another podspawn state database (instance %q)", l[k8sobs.LabelInstance])
+	default:
+		who = fmt.Sprintf("belongs to another session (user %q, project %q, session %q)", an[k8sobs.AnnotationUser], an[k8sobs.AnnotationProject], l[k8sobs.LabelSession])
+	}
+	return fmt.Errorf("%s %s already exists and %s; remove it with kubectl delete: %w", kind, m.GetName(), who, actions.ErrTerminal)
+}
+
+func (x *Executor) meta(a reconcile.Action) (metav1.ObjectMeta, error) {
+	an, err := k8sobs.Annotations(a.Key, a.Target, a.Labels)
+	if err != nil {
+		return metav1.ObjectMeta{}, err
+	}
+	return metav1.ObjectMeta{Name: k8sobs.ObjectName(a.Key), Namespace: x.C.Namespace,
+		Labels: k8sobs.Labels(a.Key, a.Target, a.Labels), Annotations: an}, nil
+}
+
+// createPolicy is create-network: ingress to the session's Pod only from
+// itself (its containers share the Pod's network anyway).
+func (x *Executor) createPolicy(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
+	m, err := x.meta(a)
+	if err != nil {
+		return "", err
+	}
+	self := metav1.LabelSelector{MatchLabels: map[string]string{k8sobs.LabelKey: k8sobs.KeyHash(a.Key), k8sobs.LabelSession: a.SessionID}}
+	np := &networkingv1.NetworkPolicy{ObjectMeta: m, Spec: networkingv1.NetworkPolicySpec{
+		PodSelector: self, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &self}}}},
+	}}
+	api := x.C.API.NetworkingV1().NetworkPolicies(x.C.Namespace)
+	_, err = api.Create(ctx, np, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return actions.OutcomeOf(true, err)
+	}
+	existing, gerr := api.Get(ctx, m.Name, metav1.GetOptions{})
+	if gerr != nil {
+		return "", fmt.Errorf("%w (and reading the existing one failed: %v)", err, gerr)
+	}
+	if !owned(existing, a) {
+		return "", notOwned("networkpolicy", existing, a)
+	}
+	return actions.Unchanged, nil
+}
+
+// remove deletes the Pod or NetworkPolicy the plan saw, pinned by its UID
+// so a same-named successor is never deleted; already gone is done. A
+// service container's removal deletes its whole Pod: a Pod's containers go
+// together, and the plan removes a service alone only with its generation
+// (teardown, a stale generation, an orphan).
+func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) (actions.Outcome, error) {
+	name, _, uid, ok := k8sobs.ParseObjectID(a.TargetID)
+	if !ok {
+		return "", fmt.Errorf("%q does not name a %s podspawn observed: %w", a.TargetID, kind, actions.ErrTerminal)
+	}
+	zero := int64(0)
+	u := types.UID(uid)
+	opts := metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &u}}
+	var err error
+	if kind == "pod" {
+		err = x.C.API.CoreV1().Pods(x.C.Namespace).Delete(ctx, name, opts)
+	} else {
+		err = x.C.API.NetworkingV1().NetworkPolicies(x.C.Namespace).Delete(ctx, name, opts)
+	}
+	// NotFound, or a Conflict on the UID: the object seen is gone.
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return actions.Unchanged, nil
+	}
+	return actions.OutcomeOf(true, err)
+}
+
+func (x *Executor) killLeaseProcesses(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
+	if a.LeaseID <= 0 || a.Key.User == "" {
+		return "", fmt.Errorf("%s without a lease id or user: %w", a.Kind, actions.ErrTerminal)
+	}
+	var out strings.Builder
+	code, err := Execer{C: x.C, Log: x.Log}.Run(ctx, actions.ExecSpec{Container: a.TargetID, User: a.Key.User, Kind: "lease kill",
+		Argv: []string{"sh", "-c", actions.LeaseKillScript, "podspawn-kill", desired.LeaseMarker(a.LeaseID)}}, &out)
+	switch {
+	case apierrors.IsNotFound(err):
+		return actions.Unchanged, nil
+	case err != nil:
+		return "", err
+	case code != 0:
+		return "", fmt.Errorf("killing the processes of connection %d: exit %d: %s", a.LeaseID, code, strings.TrimSpace(out.String()))
+	}
+	return actions.OutcomeOf(strings.Contains(out.String(), "killed "), nil)
+}
+
+// containerMetas is the Pod's annotation of the plan's containers.
+func containerMetas(session reconcile.Action, services []reconcile.Action) (string, error) {
+	metas := []k8sobs.ContainerMeta{{Container: "session", Name: session.Target, Labels: session.Labels}}
+	for i, s := range services {
+		metas = append(metas, k8sobs.ContainerMeta{Container: serviceContainer(i), Name: s.Target, Labels: s.Labels})
+	}
+	js, err := json.Marshal(metas)
+	return string(js), err
+}
+
+func serviceContainer(i int) string { return fmt.Sprintf("service-%d", i) }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Time "ssh user@host true" through a real sshd, sudo and podspawn spawn
+# with runtime: kubernetes: a new session (a Pod created) and a re-attach,
+# 10 runs each, next to the floors measured in the same run: ssh to a plain
+# account, a bare Pod created until Running plus an exec of true, and a
+# bare exec of true through the API server. The benchmark starts the test
+# cluster (hack/k8s-up.sh) and tears it down if it was not up. Needs root,
+# Docker (for the busybox test image) and openssh-server.
+set -o errexit -o nounset -o pipefail
+SCRIPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${SCRIPT_ROOT}"
+
+bash hack/ci-setup.sh >/dev/null
+out="$(mktemp)"
+trap 'rm -f "${out}"' EXIT
+if ! go test -count=1 -run '^$' -bench '^BenchmarkKubernetesSSHConnect$' -benchtime 1x -v ./test/ssh/ >"${out}" 2>&1; then
+  cat "${out}" >&2
+  echo "bench-k8s: benchmark failed" >&2
+  exit 1
+fi
+grep -E 'median|^BenchmarkKubernetesSSHConnect|test cluster up' "${out}"

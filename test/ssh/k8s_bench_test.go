@@ -1,0 +1,159 @@
+package ssh
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/podspawn/podspawn/test/harness"
+)
+
+// BenchmarkKubernetesSSHConnect measures "ssh user@host true" with
+// runtime: kubernetes, for a new session (a Pod is created) and a
+// re-attach, next to the floors measured in the same run: ssh to a plain
+// account, a bare Pod created until Running plus an exec of true, and a
+// bare exec of true through the API server. hack/bench-k8s.sh runs it.
+func BenchmarkKubernetesSSHConnect(b *testing.B) {
+	const runs = 10
+	k8sCluster(b)
+	o := serverOptions{Users: []string{"skz"}, PlainUser: true}
+	o.Extra += "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace + "\n"
+	s := newServer(b, o)
+	u := s.user("skz")
+	// The bare Pods are made as podspawn's ServiceAccount, like the sessions.
+	cfg, err := clientcmd.BuildConfigFromFlags("", k8sPodspawnKubeconfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	timeIt := func(what string, cmd *exec.Cmd) time.Duration {
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		d := time.Since(start)
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", what, err, out)
+		}
+		return d
+	}
+	var fresh, reattach, plain, barePod, bareExec []time.Duration
+	for i := 0; i < runs; i++ {
+		if s.session(u, "") != nil {
+			s.Env.MustRun("stop", u.Name)
+		}
+		fresh = append(fresh, timeIt("new session", s.ssh(u, nil, "true")))
+	}
+	for i := 0; i < runs; i++ {
+		reattach = append(reattach, timeIt("re-attach", s.ssh(u, nil, "true")))
+	}
+	for i := 0; i < runs; i++ {
+		plain = append(plain, timeIt("ssh without podspawn", s.ssh(s.Plain, nil, "true")))
+	}
+	for i := 0; i < runs; i++ {
+		d, e := barePodTrue(cs, cfg, fmt.Sprintf("bench-bare-%d-%d", os.Getpid(), i))
+		if e != nil {
+			b.Fatal(e)
+		}
+		barePod, bareExec = append(barePod, d[0]), append(bareExec, d[1])
+	}
+	s.Env.MustRun("stop", u.Name)
+	report := func(label, unit string, ds []time.Duration) {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		med := ds[len(ds)/2-1]/2 + ds[len(ds)/2]/2
+		b.ReportMetric(ms(med), unit)
+		b.Logf("%-44s median %7.1f ms  min %7.1f ms  max %7.1f ms  (n=%d)", label, ms(med), ms(ds[0]), ms(ds[len(ds)-1]), len(ds))
+	}
+	report("ssh true, new session (kubernetes)", "new-ms", fresh)
+	report("ssh true, re-attach (kubernetes)", "reattach-ms", reattach)
+	report("ssh true, plain account (sshd floor)", "plain-ssh-ms", plain)
+	report("bare pod create..Running + exec true", "bare-pod-ms", barePod)
+	report("bare exec true through the API server", "bare-exec-ms", bareExec)
+	fmt.Fprintln(os.Stderr)
+}
+
+// barePodTrue creates a bare Pod as podspawn's ServiceAccount, waits
+// until it runs, execs true in it, and deletes it: the durations of
+// create..Running+exec and of a second exec alone.
+func barePodTrue(cs kubernetes.Interface, cfg *rest.Config, name string) ([2]time.Duration, error) {
+	ctx := context.Background()
+	zero, no := int64(0), false
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"podspawn-bench": "bare"}},
+		Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &zero, AutomountServiceAccountToken: &no,
+			Containers: []corev1.Container{{Name: "c", Image: harness.Image, Command: []string{"sleep", "infinity"}, ImagePullPolicy: corev1.PullIfNotPresent}}}}
+	pods := cs.CoreV1().Pods(k8sNamespace)
+	defer pods.Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	start := time.Now()
+	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return [2]time.Duration{}, err
+	}
+	for {
+		p, err := pods.Get(ctx, name, metav1.GetOptions{})
+		if err != nil && !errors.IsNotFound(err) {
+			return [2]time.Duration{}, err
+		}
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			return [2]time.Duration{}, fmt.Errorf("bare pod %s not running after a minute", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := execTrue(cs, cfg, name); err != nil {
+		return [2]time.Duration{}, err
+	}
+	first := time.Since(start)
+	start = time.Now()
+	if err := execTrue(cs, cfg, name); err != nil {
+		return [2]time.Duration{}, err
+	}
+	return [2]time.Duration{first, time.Since(start)}, nil
+}
+
+func execTrue(cs kubernetes.Interface, cfg *rest.Config, pod string) error {
+	_, err := execOut(cs, cfg, pod, "c", "true")
+	return err
+}
+
+// execOut runs argv in a Pod's container through the API server and
+// returns its stdout; a non-zero exit is an error.
+func execOut(cs kubernetes.Interface, cfg *rest.Config, pod, container string, argv ...string) (string, error) {
+	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(k8sNamespace).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: container, Command: argv, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	ws, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
+	if err != nil {
+		return "", err
+	}
+	spdy, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
+	if err != nil {
+		return "", err
+	}
+	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, httpstream.IsUpgradeFailure)
+	if err != nil {
+		return "", err
+	}
+	var out strings.Builder
+	err = ex.StreamWithContext(context.Background(), remotecommand.StreamOptions{Stdout: &out, Stderr: discard{}})
+	return out.String(), err
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

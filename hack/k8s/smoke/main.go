@@ -51,27 +51,7 @@ func main() {
 	}
 
 	zero := int64(0)
-	no := false
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:   *name,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "podspawn-k8s-smoke"},
-		},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken:  &no,
-			TerminationGracePeriodSeconds: &zero,
-			RestartPolicy:                 corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{
-				Name: "c", Image: *image, ImagePullPolicy: corev1.PullPolicy(*pull),
-				Command: []string{"sleep", "3600"},
-				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: &no,
-					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-				},
-			}},
-		},
-	}
+	pod := smokePod(*name, *image, *pull)
 	t0 := time.Now()
 	_, err = cs.CoreV1().Pods(*ns).Create(ctx, pod, metav1.CreateOptions{})
 	check("create pod", err)
@@ -106,37 +86,7 @@ func main() {
 		return out, code, time.Since(s), err
 	}
 
-	// A TTY session as a person has it: stdin stays open until the shell exits.
-	out, code, d, err := run([]string{"sh"}, true, "echo hello-$((6*7)); tty; exit\n")
-	if err != nil || code != 0 || !strings.Contains(out, "hello-42") || !strings.Contains(out, "/dev/pts/") {
-		fail("tty exec: code %d, err %v, output %q", code, err, out)
-	}
-	fmt.Printf("exec with tty: %v\n", d.Round(time.Millisecond))
-
-	var tot, worst time.Duration
-	for i := 0; i < *execs; i++ {
-		out, code, d, err = run([]string{"cat", "/etc/hostname"}, false, "")
-		if err != nil || code != 0 || strings.TrimSpace(out) != *name {
-			fail("exec cat /etc/hostname: code %d, err %v, output %q", code, err, out)
-		}
-		tot += d
-		worst = max(worst, d)
-	}
-	if *execs > 0 {
-		fmt.Printf("exec without tty: avg %v, max %v over %d\n", (tot / time.Duration(*execs)).Round(time.Millisecond), worst.Round(time.Millisecond), *execs)
-	}
-
-	_, code, d, err = run([]string{"sh", "-c", "exit 42"}, false, "")
-	if err != nil || code != 42 {
-		fail("exec exit 42: code %d, err %v", code, err)
-	}
-	fmt.Printf("exec exit code 42 passed back: %v\n", d.Round(time.Millisecond))
-
-	out, code, _, err = run([]string{"sh", "-c", "ls /var/run/secrets/kubernetes.io/serviceaccount 2>&1; grep CapEff /proc/self/status"}, false, "")
-	if err != nil || !strings.Contains(out, "No such file") || !strings.Contains(out, "CapEff:\t0000000000000000") {
-		fail("pod has a service account token or capabilities: code %d, err %v, output %q", code, err, out)
-	}
-	fmt.Println("no service account token, no capabilities")
+	execChecks(run, *name, *execs, fail)
 
 	s := time.Now()
 	if err := cs.CoreV1().Pods(*ns).Delete(ctx, *name, metav1.DeleteOptions{}); err != nil {
@@ -154,6 +104,69 @@ func main() {
 	}
 	fmt.Printf("pod deleted and gone after %v\n", time.Since(s).Round(time.Millisecond))
 	fmt.Println("1 passed, 0 failed")
+}
+
+// smokePod is a Pod with the security settings podspawn gives a session.
+func smokePod(name, image, pull string) *corev1.Pod {
+	zero := int64(0)
+	no := false
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   name,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "podspawn-k8s-smoke"},
+		},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken:  &no,
+			TerminationGracePeriodSeconds: &zero,
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name: "c", Image: image, ImagePullPolicy: corev1.PullPolicy(pull),
+				Command: []string{"sleep", "3600"},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: &no,
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				},
+			}},
+		},
+	}
+}
+
+// execChecks runs the exec round trips through the API server: a TTY
+// session, timed execs without one, an exit code, and the Pod's security.
+func execChecks(run func([]string, bool, string) (string, int, time.Duration, error), name string, execs int, fail func(string, ...any)) {
+	// A TTY session as a person has it: stdin stays open until the shell exits.
+	out, code, d, err := run([]string{"sh"}, true, "echo hello-$((6*7)); tty; exit\n")
+	if err != nil || code != 0 || !strings.Contains(out, "hello-42") || !strings.Contains(out, "/dev/pts/") {
+		fail("tty exec: code %d, err %v, output %q", code, err, out)
+	}
+	fmt.Printf("exec with tty: %v\n", d.Round(time.Millisecond))
+
+	var tot, worst time.Duration
+	for i := 0; i < execs; i++ {
+		out, code, d, err = run([]string{"cat", "/etc/hostname"}, false, "")
+		if err != nil || code != 0 || strings.TrimSpace(out) != name {
+			fail("exec cat /etc/hostname: code %d, err %v, output %q", code, err, out)
+		}
+		tot += d
+		worst = max(worst, d)
+	}
+	if execs > 0 {
+		fmt.Printf("exec without tty: avg %v, max %v over %d\n", (tot / time.Duration(execs)).Round(time.Millisecond), worst.Round(time.Millisecond), execs)
+	}
+
+	_, code, d, err = run([]string{"sh", "-c", "exit 42"}, false, "")
+	if err != nil || code != 42 {
+		fail("exec exit 42: code %d, err %v", code, err)
+	}
+	fmt.Printf("exec exit code 42 passed back: %v\n", d.Round(time.Millisecond))
+
+	out, code, _, err = run([]string{"sh", "-c", "ls /var/run/secrets/kubernetes.io/serviceaccount 2>&1; grep CapEff /proc/self/status"}, false, "")
+	if err != nil || !strings.Contains(out, "No such file") || !strings.Contains(out, "CapEff:\t0000000000000000") {
+		fail("pod has a service account token or capabilities: code %d, err %v, output %q", code, err, out)
+	}
+	fmt.Println("no service account token, no capabilities")
+
 }
 
 // execIn runs cmd in the Pod's container "c" through the API server and

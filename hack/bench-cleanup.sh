@@ -49,7 +49,7 @@ if [[ "$(id -u)" != 0 ]]; then
   echo "bench-cleanup: must run as root (it starts its own dockerd)" >&2
   exit 1
 fi
-for bin in dockerd unshare docker; do
+for bin in dockerd unshare nsenter docker; do
   if ! command -v "${bin}" >/dev/null; then
     echo "bench-cleanup: ${bin} is not installed; run hack/ci-setup.sh" >&2
     exit 1
@@ -145,7 +145,10 @@ cleanup:
   orphan_min_age: 0s
 projects_file: ${work}/etc/projects.yaml
 EOF
-podspawn() { "${work}/podspawn" --config "${work}/etc/config.yaml" "$@"; }
+# In dockerd's network namespace: a cleanup pass keeps podspawn's host
+# access rules in line with the config, and they must land in the private
+# namespace, never in the host's firewall.
+podspawn() { nsenter --net="/proc/${dockerd_pid}/ns/net" "${work}/podspawn" --config "${work}/etc/config.yaml" "$@"; }
 # The first pass creates the database, so the timed passes do not.
 podspawn cleanup >/dev/null
 instance="$(sqlite3 "${work}/state/state.db" "SELECT value FROM meta WHERE key = 'instance_id'")"

@@ -236,28 +236,27 @@ func TestKubernetesGraceExpiry(t *testing.T) {
 	if len(sessionPods(t, cs, s.Env.InstanceID())) != 1 {
 		t.Fatal("no session pod after the login")
 	}
-	harness.Eventually(t, 15*time.Second, "session pod removed after the grace period", func() bool {
+	// The disconnect started the grace period rather than a teardown.
+	if r := s.session(u, ""); r == nil || r.Status != string(desired.StatusGrace) {
+		t.Fatalf("session after the disconnect: %+v, want it in its grace period", r)
+	}
+	// The wait is shorter than the 60 s resync: only the daemon's wake at
+	// the grace deadline can remove the Pod in time.
+	harness.Eventually(t, 30*time.Second, "session pod removed after the grace period", func() bool {
 		return len(sessionPods(t, cs, s.Env.InstanceID())) == 0
 	})
-	took := time.Since(end)
-	t.Logf("pod removed %s after the connection ended (grace 2s)", took.Round(10*time.Millisecond))
-	if took < 2*time.Second || took > 4*time.Second {
-		t.Fatalf("pod removed %s after the connection ended, want within 2s of the 2s grace deadline", took)
-	}
+	t.Logf("pod removed %s after the connection ended (grace 2s)", time.Since(end).Round(10*time.Millisecond))
 
 	// The informers bring a new orphan Pod to the daemon at once, long
 	// before its 60 s resync; it goes once past orphan_min_age (1 s).
 	orphan := labelledPod(t, cs, "skorph"+harness.Uniq(""), s.Env.InstanceID(), true)
 	created := time.Now()
-	harness.Eventually(t, 20*time.Second, "orphan pod removed by the daemon", func() bool {
+	// Again shorter than the resync: only the watch brings the Pod in time.
+	harness.Eventually(t, 30*time.Second, "orphan pod removed by the daemon (through the watch, before the 60 s resync)", func() bool {
 		p, err := cs.CoreV1().Pods(k8sNamespace).Get(context.Background(), orphan.Name, metav1.GetOptions{})
 		return err != nil || p.DeletionTimestamp != nil
 	})
-	took = time.Since(created)
-	t.Logf("orphan pod removed %s after its creation (orphan_min_age 1s, resync 60s)", took.Round(10*time.Millisecond))
-	if took > 10*time.Second {
-		t.Fatalf("orphan pod removed %s after its creation: the watch did not bring it to the daemon", took)
-	}
+	t.Logf("orphan pod removed %s after its creation (orphan_min_age 1s, resync 60s)", time.Since(created).Round(10*time.Millisecond))
 }
 
 // TestKubernetesInteractivePTY: a shell with a terminal in the Pod gets a

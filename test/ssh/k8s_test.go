@@ -1,7 +1,6 @@
 package ssh
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	gossh "golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -266,58 +264,8 @@ func TestKubernetesGraceExpiry(t *testing.T) {
 func TestKubernetesInteractivePTY(t *testing.T) {
 	s, cs := k8sServer(t, serverOptions{Users: []string{"skd"}})
 	u := s.user("skd")
-	c := s.dial(u)
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	if err := sess.RequestPty("xterm", 40, 80, gossh.TerminalModes{gossh.ECHO: 1}); err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdoutPipe, err := sess.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := bufio.NewReader(stdoutPipe)
-	if err := sess.Shell(); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readUntil(out, "$ ", 60*time.Second); err != nil {
-		t.Fatalf("no prompt: %v (got %q)", err, got)
-	}
-	fmt.Fprintf(stdin, "echo marker-$((6*7)) $TERM; stty size\n")
-	if got, err := readUntil(out, "marker-42 xterm", 20*time.Second); err != nil {
-		t.Fatalf("command output: %v (got %q)", err, got)
-	}
-	if got, err := readUntil(out, "40 80", 20*time.Second); err != nil {
-		t.Fatalf("initial window size: %v (got %q)", err, got)
-	}
-	if err := sess.WindowChange(50, 132); err != nil {
-		t.Fatal(err)
-	}
-	resized := waitUntil(20*time.Second, func() bool {
-		fmt.Fprintf(stdin, "stty size\n")
-		got, err := readUntil(out, "\n", 5*time.Second)
-		for err == nil && !strings.Contains(got, "$ ") {
-			var more string
-			more, err = readUntil(out, "$ ", 5*time.Second)
-			got += more
-		}
-		return strings.Contains(got, "50 132")
-	})
-	if !resized {
-		t.Fatal("window change to 50x132 never reached the pod's terminal")
-	}
-	fmt.Fprintf(stdin, "exit 7\n")
-	err = sess.Wait()
-	if ee, ok := err.(*gossh.ExitError); !ok || ee.ExitStatus() != 7 {
-		t.Fatalf("shell exit = %v, want status 7", err)
-	}
+	sess, stdin, out := openShell(t, s, u, 40, 80, 1)
+	checkTerminal(t, sess, stdin, out, "the pod's terminal")
 
 	// stdin reaches the process and its EOF ends it: 1 MB through cat.
 	data := strings.Repeat("0123456789abcdef", 1<<16)

@@ -18,7 +18,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/test/harness"
@@ -79,59 +78,9 @@ func TestRemoteCommand(t *testing.T) {
 func TestInteractivePTY(t *testing.T) {
 	s := newServer(t, serverOptions{Users: []string{"ssa"}})
 	u := s.user("ssa")
-	c := s.dial(u)
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	if err := sess.RequestPty("xterm", 40, 80, gossh.TerminalModes{gossh.ECHO: 1}); err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdoutPipe, err := sess.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := bufio.NewReader(stdoutPipe)
-	if err := sess.Shell(); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readUntil(out, "$ ", 60*time.Second); err != nil {
-		t.Fatalf("no prompt: %v (got %q)", err, got)
-	}
-	fmt.Fprintf(stdin, "echo marker-$((6*7)) $TERM; stty size\n")
-	if got, err := readUntil(out, "marker-42 xterm", 20*time.Second); err != nil {
-		t.Fatalf("command output: %v (got %q)", err, got)
-	}
-	if got, err := readUntil(out, "40 80", 20*time.Second); err != nil {
-		t.Fatalf("initial window size: %v (got %q)", err, got)
-	}
+	sess, stdin, out := openShell(t, s, u, 40, 80, 1)
 	// SIGWINCH travels sshd -> sudo -> spawn -> docker exec resize.
-	if err := sess.WindowChange(50, 132); err != nil {
-		t.Fatal(err)
-	}
-	resized := waitUntil(20*time.Second, func() bool {
-		fmt.Fprintf(stdin, "stty size\n")
-		got, err := readUntil(out, "\n", 5*time.Second)
-		for err == nil && !strings.Contains(got, "$ ") {
-			var more string
-			more, err = readUntil(out, "$ ", 5*time.Second)
-			got += more
-		}
-		return strings.Contains(got, "50 132")
-	})
-	if !resized {
-		t.Fatal("window change to 50x132 never reached the container's terminal")
-	}
-	fmt.Fprintf(stdin, "exit 7\n")
-	err = sess.Wait()
-	if ee, ok := err.(*gossh.ExitError); !ok || ee.ExitStatus() != 7 {
-		t.Fatalf("shell exit = %v, want status 7", err)
-	}
+	checkTerminal(t, sess, stdin, out, "the container's terminal")
 	s.waitFor("the connection to be released", 20*time.Second, func() bool {
 		r := s.session(u, "")
 		return r != nil && r.Connections == 0 && r.Status == string(desired.StatusGrace)

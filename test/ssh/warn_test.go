@@ -1,14 +1,11 @@
 package ssh
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/sqlstore"
@@ -21,30 +18,7 @@ import (
 func TestLifetimeWarnings(t *testing.T) {
 	s := newServer(t, serverOptions{Users: []string{"ssa"}})
 	u := s.user("ssa")
-	c := s.dial(u)
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	if err := sess.RequestPty("xterm", 40, 200, gossh.TerminalModes{gossh.ECHO: 0}); err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdoutPipe, err := sess.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := bufio.NewReader(stdoutPipe)
-	if err := sess.Shell(); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readUntil(out, "$ ", 60*time.Second); err != nil {
-		t.Fatalf("no prompt: %v (got %q)", err, got)
-	}
+	sess, stdin, out := openShell(t, s, u, 40, 200, 0)
 	lifetimeIn := func(d time.Duration) {
 		s.exec(`UPDATE sessions SET max_lifetime_at = ? WHERE user = ?`, time.Now().Add(d).UnixNano(), u.Name)
 	}

@@ -21,6 +21,27 @@ const (
 	Unchanged Outcome = "unchanged"
 )
 
+// Effect is what an action does to the world, for counts, messages and
+// which actions may run side by side.
+type Effect string
+
+const (
+	EffectCreate Effect = "create"
+	EffectChange Effect = "change"
+	EffectRemove Effect = "remove"
+)
+
+// EffectOf groups a kind into create, change or remove.
+func EffectOf(k reconcile.Kind) Effect {
+	switch k {
+	case reconcile.KindCreateNetwork, reconcile.KindCreateVolume, reconcile.KindCreateContainer:
+		return EffectCreate
+	case reconcile.KindRemoveContainer, reconcile.KindRemoveNetwork, reconcile.KindRemoveVolume, reconcile.KindDeleteSession:
+		return EffectRemove
+	}
+	return EffectChange
+}
+
 // Executor runs one action.
 type Executor interface {
 	Execute(ctx context.Context, a reconcile.Action) (Outcome, error)

@@ -422,7 +422,7 @@ func (c *Controller) executePlan(ctx context.Context, k desired.SessionKey, acts
 		switch {
 		case n == 1:
 			results = append(results, c.execute(ctx, k, acts[0]))
-		case acts[0].Kind.Effect() == reconcile.EffectRemove:
+		case actions.EffectOf(acts[0].Kind) == actions.EffectRemove:
 			if removals == nil {
 				removals = make(chan struct{}, c.removeWorkers())
 			}
@@ -484,7 +484,7 @@ func sideBySide(k desired.SessionKey, first, a reconcile.Action) bool {
 	case reconcile.KindCreateVolume, reconcile.KindCreateContainer:
 		return true
 	}
-	return k == desired.Unattributed && a.Kind.Effect() == reconcile.EffectRemove
+	return k == desired.Unattributed && actions.EffectOf(a.Kind) == actions.EffectRemove
 }
 
 // execute executes one action of key k, logging it first.
@@ -529,10 +529,10 @@ func (c *Controller) confirmGone(ctx context.Context, k desired.SessionKey, sess
 }
 
 func actionMessage(k reconcile.Kind) string {
-	switch k.Effect() {
-	case reconcile.EffectCreate:
+	switch actions.EffectOf(k) {
+	case actions.EffectCreate:
 		return "Creating object"
-	case reconcile.EffectRemove:
+	case actions.EffectRemove:
 		return "Removing object"
 	}
 	return "Updating session"
@@ -617,7 +617,7 @@ func (c *Controller) ReconcileOnce(ctx context.Context) (Report, error) {
 		return Report{}, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
 	// Held keys too, so their reports say what was held.
-	ks := plan.Keys()
+	ks := planKeys(plan)
 	for _, a := range plan.Held {
 		if !slices.Contains(ks, a.Key) {
 			ks = append(ks, a.Key)

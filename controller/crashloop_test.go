@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/reconcile"
 )
@@ -109,7 +110,7 @@ func TestCrashLoopCountStartsOverAfterUptime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w, _ := plan.WakeFor(alice); !plan.Empty() || !w.Equal(epoch.Add(10*time.Minute)) {
+	if w, _ := controller.WakeForTest(plan, alice); !plan.Empty() || !w.Equal(epoch.Add(10*time.Minute)) {
 		t.Fatalf("plan while up for less than the reset time: %v, wake %s; want nothing and a wake at +10m", plan.Actions, w)
 	}
 	e.clk.SetTime(epoch.Add(10 * time.Minute))

@@ -324,7 +324,7 @@ func (d *Daemon) resyncOnce(ctx context.Context, q Queue, all bool) error {
 		}
 		n = len(keys)
 	} else {
-		for _, k := range plan.Keys() {
+		for _, k := range planKeys(plan) {
 			q.Add(k)
 			n++
 		}

@@ -81,7 +81,7 @@ func (c *Controller) processItem(ctx context.Context, q Queue, k desired.Session
 		q.AddRateLimited(k)
 	case rep.Err == nil:
 		q.Forget(k)
-		if w, ok := rep.Plan.WakeFor(k); ok {
+		if w, ok := wakeFor(rep.Plan, k); ok {
 			d := w.Sub(c.Clock.Now())
 			log.V(1).Info("Requeue at deadline", "requeueAfter", d)
 			q.AddAfter(k, d)

@@ -155,7 +155,7 @@ func TestReconcileOnceRemovesOrphansConcurrently(t *testing.T) {
 			var fullOnce sync.Once
 			var orphansInFlight atomic.Int32
 			e.exec.setIntercept(func(ctx context.Context, a reconcile.Action, next actions.Executor) (actions.Outcome, error) {
-				if a.Kind.Effect() != "remove" {
+				if actions.EffectOf(a.Kind) != "remove" {
 					return next.Execute(ctx, a)
 				}
 				rl.begin(a)

@@ -1,6 +1,13 @@
 package controller
 
-import "github.com/podspawn/podspawn/reconcile"
+import (
+	"slices"
+	"time"
+
+	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/reconcile"
+)
 
 // Summary counts a plan's actions by effect, for "Plan: ..." lines,
 // the JSON plan and logs.
@@ -17,10 +24,10 @@ type Summary struct {
 func Summarize(p reconcile.Plan) Summary {
 	s := Summary{Unchanged: p.Unchanged, Skipped: len(p.Skipped), Held: len(p.Held)}
 	for _, a := range p.Actions {
-		switch a.Kind.Effect() {
-		case reconcile.EffectCreate:
+		switch actions.EffectOf(a.Kind) {
+		case actions.EffectCreate:
 			s.Create++
-		case reconcile.EffectRemove:
+		case actions.EffectRemove:
 			s.Remove++
 		default:
 			s.Change++
@@ -37,4 +44,26 @@ func PlanLogValues(p reconcile.Plan) []any {
 		kv = append(kv, "held", s.Held)
 	}
 	return kv
+}
+
+// planKeys returns the keys that have actions in p, in plan order.
+func planKeys(p reconcile.Plan) []desired.SessionKey {
+	var keys []desired.SessionKey
+	seen := map[desired.SessionKey]bool{}
+	for _, a := range p.Actions {
+		if !seen[a.Key] {
+			seen[a.Key] = true
+			keys = append(keys, a.Key)
+		}
+	}
+	return keys
+}
+
+// wakeFor returns the earliest future deadline of key k in p.
+func wakeFor(p reconcile.Plan, k desired.SessionKey) (time.Time, bool) {
+	i, found := slices.BinarySearchFunc(p.Wakes, k, func(w reconcile.KeyWake, k desired.SessionKey) int { return w.Key.Compare(k) })
+	if !found {
+		return time.Time{}, false
+	}
+	return p.Wakes[i].At, true
 }

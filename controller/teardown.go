@@ -170,7 +170,7 @@ func (c *Controller) teardownSession(ctx context.Context, s *desired.Session) Se
 	if rep.Err != nil {
 		f := &TeardownError{Key: s.Key, Err: rep.Err}
 		for _, res := range rep.Results {
-			if res.Err == nil && res.Outcome == actions.Changed && res.Action.Kind.Effect() == reconcile.EffectRemove {
+			if res.Err == nil && res.Outcome == actions.Changed && actions.EffectOf(res.Action.Kind) == actions.EffectRemove {
 				f.Done = append(f.Done, res.Action)
 			}
 		}

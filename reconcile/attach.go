@@ -6,16 +6,15 @@ import (
 	"github.com/podspawn/podspawn/desired"
 )
 
-// AttachVerdict is what a new connection does with the session it finds.
+// AttachVerdict is what a new connection does with the session it finds:
+// attach, or Replace it with a new generation (or fill the empty key).
 type AttachVerdict struct {
-	// Replace: a new generation takes the key's place (or fills it).
 	Replace bool
 	Reason  string
 }
 
 // DecideAttach chooses between attaching to the existing generation and
-// starting a new one, by the same deadline rule as teardown. ctr is the
-// generation's session container (nil if it does not exist). A creating
+// starting a new one, by the same deadline rule as teardown. A creating
 // generation is attached to: the reconcile that follows finishes (or
 // adopts) whatever its creator left.
 func DecideAttach(existing *desired.Session, ctrExists bool, now time.Time) AttachVerdict {

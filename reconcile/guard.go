@@ -17,11 +17,10 @@ const HoldFix = "check the plan with 'podspawn cleanup --dry-run'; if the remova
 // far more often a mistake than a wish.
 type GuardLimits struct {
 	// MaxUnplannedRemovals is how many running session containers a pass
-	// may remove for missing desired state. Above it, and above half of
-	// the running session containers, those removals are held.
+	// may remove for missing desired state; above it, and above half of the
+	// running session containers, those removals are held.
 	MaxUnplannedRemovals int
-	// Allow is the operator's confirmation for one pass: nothing is held.
-	Allow bool
+	Allow                bool // the operator's confirmation for one pass
 }
 
 // HoldReason names a rule of the guard.
@@ -32,16 +31,16 @@ const (
 	HoldYoungDatabase HoldReason = "young-database"
 )
 
-// Hold is one rule that held actions, with the keys it held and a
-// sentence for the operator.
+// Hold is a rule that held actions: the keys it held, and a sentence for
+// the operator.
 type Hold struct {
 	Reason HoldReason           `json:"reason"`
 	Keys   []desired.SessionKey `json:"keys"`
 	Detail string               `json:"detail"`
 }
 
-// Guard holds back the unplanned actions of the keys that a rule flags,
-// and keeps everything else: deadlines and admin commands go ahead.
+// Guard holds back the unplanned actions of the keys a rule flags; the
+// rest (deadlines, admin commands) goes ahead. The rules:
 //   - mass-removal: more running session containers would go for missing
 //     state than lim.MaxUnplannedRemovals and than half of all running ones
 //     (the node lifecycle controller stops evicting when too many nodes
@@ -50,45 +49,39 @@ type Hold struct {
 //     without an instance label, so orphans without that label are more
 //     likely another database's sessions than leftovers.
 //
-// It is applied to a full plan; a plan of a few keys cannot weigh them
-// against the whole (the controller applies a full plan's decision to its
-// per-key plans with HoldKeys).
+// It weighs a full plan; the controller applies that decision to its
+// per-key plans with HoldKeys.
 func Guard(p Plan, d desired.State, o observed.State, lim GuardLimits) Plan {
 	if lim.Allow {
 		return p
 	}
 	running, youngDB := sessionCensus(d, o)
-	var holds []Hold
 	stopping := map[string]bool{}
-	var massKeys []desired.SessionKey
+	var stopKeys, noInstanceKeys []desired.SessionKey
 	for _, a := range p.Actions {
 		if a.Unplanned && a.StopsSession {
 			stopping[a.TargetID] = true
-			massKeys = appendKey(massKeys, a.Key)
+			stopKeys = appendKey(stopKeys, a.Key)
+		}
+		if a.Unplanned && a.NoInstance {
+			noInstanceKeys = appendKey(noInstanceKeys, a.Key)
 		}
 	}
+	var holds []Hold
 	if n := len(stopping); n > lim.MaxUnplannedRemovals && 2*n > running {
-		holds = append(holds, Hold{Reason: HoldMassRemoval, Keys: massKeys,
+		holds = append(holds, Hold{Reason: HoldMassRemoval, Keys: stopKeys,
 			Detail: fmt.Sprintf("%d of %d running session containers would be removed because their key file or session record is missing (more than cleanup.max_unplanned_removals = %d and more than half); check auth.key_dir and state.db_path",
 				n, running, lim.MaxUnplannedRemovals)})
 	}
-	if youngDB {
-		var keys []desired.SessionKey
-		for _, a := range p.Actions {
-			if a.Unplanned && a.NoInstance {
-				keys = appendKey(keys, a.Key)
-			}
-		}
-		if len(keys) > 0 {
-			holds = append(holds, Hold{Reason: HoldYoungDatabase, Keys: keys,
-				Detail: "the state database was created after running podspawn containers that carry no podspawn.instance label; they may belong to another database, so they are not removed as orphans; check state.db_path"})
-		}
+	if youngDB && len(noInstanceKeys) > 0 {
+		holds = append(holds, Hold{Reason: HoldYoungDatabase, Keys: noInstanceKeys,
+			Detail: "the state database was created after running podspawn containers that carry no podspawn.instance label; they may belong to another database, so they are not removed as orphans; check state.db_path"})
 	}
 	return HoldKeys(p, holds)
 }
 
-// appendKey appends k unless it is already the last key: a plan's
-// actions come grouped by key within a phase, and Guard's callers dedupe.
+// appendKey appends k unless it is already the last key: a plan's actions
+// come grouped by key within a phase.
 func appendKey(keys []desired.SessionKey, k desired.SessionKey) []desired.SessionKey {
 	if len(keys) > 0 && keys[len(keys)-1] == k {
 		return keys
@@ -100,9 +93,6 @@ func appendKey(keys []desired.SessionKey, k desired.SessionKey) []desired.Sessio
 // to Held. A key's other actions stay: its deadlines, leases and creations
 // are not in doubt.
 func HoldKeys(p Plan, holds []Hold) Plan {
-	if len(holds) == 0 {
-		return p
-	}
 	held := map[desired.SessionKey]bool{}
 	for _, h := range holds {
 		for _, k := range h.Keys {
@@ -122,8 +112,7 @@ func HoldKeys(p Plan, holds []Hold) Plan {
 	if len(moved) == 0 {
 		return p
 	}
-	p.Actions = keep
-	p.Held = append(slices.Clip(p.Held), moved...)
+	p.Actions, p.Held = keep, append(slices.Clip(p.Held), moved...)
 	// Each rule once, naming only the keys this plan held.
 	for _, h := range holds {
 		var ks []desired.SessionKey
@@ -140,24 +129,19 @@ func HoldKeys(p Plan, holds []Hold) Plan {
 	return p
 }
 
-// NeedsGuard reports whether the plan has an action that Guard could hold,
-// so a per-key plan needs the whole plan's decision before it runs.
+// NeedsGuard reports whether the plan has an action Guard could hold, so
+// a per-key plan needs the whole plan's decision before it runs.
 func (p Plan) NeedsGuard() bool {
-	for _, a := range p.Actions {
-		if a.Unplanned && (a.StopsSession || a.NoInstance) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(p.Actions, func(a Action) bool { return a.Unplanned && (a.StopsSession || a.NoInstance) })
 }
 
 // sessionCensus counts the running session containers podspawn may act on,
-// and reports whether one of them without an instance label predates the
-// database (a wrong db_path, or a database lost and recreated).
+// and reports whether one without an instance label predates the database
+// (a wrong db_path, or a database lost and recreated).
 func sessionCensus(d desired.State, o observed.State) (running int, youngDB bool) {
 	for i := range o.Objects {
 		it := newItem(&o.Objects[i], d.InstanceID)
-		if !it.sessionContainer || !it.Running || it.class == classUnmanaged || it.class == classForeign {
+		if !it.sessionContainer || !it.Running || !it.visible() {
 			continue
 		}
 		running++

@@ -7,21 +7,18 @@ import (
 	"github.com/podspawn/podspawn/observed"
 )
 
-// keyGroup is everything Compute knows about one session key: its
-// session (nil if none), whether its user has a key file, and its objects.
+// keyGroup is everything Compute knows about one session key.
 type keyGroup struct {
-	key     desired.SessionKey
-	sess    *desired.Session
-	hasUser bool
-	// sessions counts the key's sessions; more than one is a broken
-	// desired state, and the key is left alone.
-	sessions int
+	key      desired.SessionKey
+	sess     *desired.Session
+	sessions int // more than one is a broken desired state: left alone
+	hasUser  bool
 	objects  []*item
 }
 
 // pair groups sessions and objects by key, in key order, and sets aside
-// sessions whose names are not valid (a row edited by hand): no object
-// can carry those names, and deciding them would guess.
+// sessions whose names are not valid (a row edited by hand): no object can
+// carry those names, and deciding them would guess.
 func pair(d desired.State, o observed.State) (groups []*keyGroup, invalid []*desired.Session) {
 	users := make(map[string]bool, len(d.Users))
 	for _, u := range d.Users {
@@ -29,13 +26,11 @@ func pair(d desired.State, o observed.State) (groups []*keyGroup, invalid []*des
 	}
 	byKey := map[desired.SessionKey]*keyGroup{}
 	group := func(k desired.SessionKey) *keyGroup {
-		g, ok := byKey[k]
-		if !ok {
-			g = &keyGroup{key: k, hasUser: users[k.User]}
-			byKey[k] = g
-			groups = append(groups, g)
+		if byKey[k] == nil {
+			byKey[k] = &keyGroup{key: k, hasUser: users[k.User]}
+			groups = append(groups, byKey[k])
 		}
-		return g
+		return byKey[k]
 	}
 	for _, s := range d.Sessions {
 		switch {
@@ -62,49 +57,43 @@ func pair(d desired.State, o observed.State) (groups []*keyGroup, invalid []*des
 // item is an observed object with what its labels say, read once.
 type item struct {
 	*observed.Object
-	key     desired.SessionKey
-	session string // generation label
-	ours    bool   // the instance label is this database's
-	rank    int8   // teardown order, see sortForRemoval
-	class   int8
-	// noInstance: no podspawn.instance label (an older podspawn made it).
-	noInstance bool
-	// sessionContainer: a container that is not a companion service.
-	sessionContainer bool
+	key              desired.SessionKey
+	session          string // generation label
+	ours             bool   // the instance label is this database's
+	noInstance       bool   // no instance label: an older podspawn made it
+	sessionContainer bool   // a container that is not a companion service
+	rank             int    // teardown order, see removalRank
+	// untouchable says why podspawn must leave the object alone, if so:
+	// not podspawn's, another state database's, or protected (which, unlike
+	// the others, still counts for every decision).
+	untouchable Reason
+	why         string
 }
 
-// Classes of items: what podspawn may do with the object.
-const (
-	classRemovable int8 = iota
-	classProtected      // present, never removed
-	classUnmanaged      // not podspawn's: invisible
-	classForeign        // another state database's: invisible
-)
+// removalRank orders a key's objects for teardown: session containers,
+// service containers, networks (Docker refuses to remove one with
+// endpoints), then volumes (refused while a container uses them).
+var removalRank = map[observed.Kind]int{observed.KindContainer: 0, observed.KindNetwork: 2, observed.KindVolume: 3}
 
 func newItem(o *observed.Object, instanceID string) item {
 	key, _ := o.Key() // desired.Unattributed when the labels name no valid key
-	it := item{Object: o, key: key, session: o.SessionID()}
 	instance := o.Instance()
-	it.ours, it.noInstance = instance == instanceID, instance == ""
-	switch o.Kind {
-	case observed.KindContainer:
-		if o.Labels[observed.LabelRole] == observed.RoleService {
-			it.rank = 1
-		} else {
-			it.sessionContainer = true
-		}
-	case observed.KindNetwork:
-		it.rank = 2
-	default:
-		it.rank = 3
+	it := item{Object: o, key: key, session: o.SessionID(), ours: instance == instanceID, noInstance: instance == "", rank: removalRank[o.Kind]}
+	if o.Kind == observed.KindContainer && o.Role() == observed.RoleService {
+		it.rank = 1
+	} else if o.Kind == observed.KindContainer {
+		it.sessionContainer = true
 	}
 	switch {
 	case o.Labels[observed.LabelManagedBy] != observed.ManagedByValue:
-		it.class = classUnmanaged
+		it.untouchable, it.why = ReasonUnmanaged, "not labelled "+observed.ManagedSelector
 	case instance != "" && instance != instanceID:
-		it.class = classForeign
+		it.untouchable, it.why = ReasonForeignInstance, "created by another podspawn state database (instance "+instance+")"
 	case o.Kept():
-		it.class = classProtected
+		it.untouchable, it.why = ReasonProtected, "labelled "+observed.LabelKeep+"=true"
 	}
 	return it
 }
+
+// visible: podspawn may act on it, or it is protected.
+func (it *item) visible() bool { return it.untouchable == "" || it.untouchable == ReasonProtected }

@@ -1,12 +1,11 @@
 // Package reconcile is the pure diff between desired and observed state.
-// Compute takes both snapshots and the current time and returns a Plan: an
-// ordered list of actions, each with a reason for humans. It does no I/O,
-// reads no clock and logs nothing, so it can be tested at exact instants
-// and a dry run shows exactly what a real pass would do.
+// Compute takes both snapshots and the current time and returns a Plan:
+// ordered actions, each with a reason for humans. It does no I/O, reads no
+// clock and logs nothing, so it is tested at exact instants and a dry run
+// shows exactly what a real pass would do.
 package reconcile
 
 import (
-	"slices"
 	"time"
 
 	"github.com/podspawn/podspawn/desired"
@@ -18,21 +17,25 @@ import (
 type Kind string
 
 const (
-	KindReleaseLease    Kind = "release-lease"
-	KindCancelGrace     Kind = "cancel-grace"
-	KindStartGrace      Kind = "start-grace"
+	KindReleaseLease Kind = "release-lease"
+	// KindKillLeaseProcesses kills what a dead connection left running in
+	// the session container: the processes carrying its desired.LeaseEnv.
+	KindKillLeaseProcesses Kind = "kill-lease-processes"
+	KindCancelGrace        Kind = "cancel-grace"
+	KindStartGrace         Kind = "start-grace"
+	// KindWarn tells each live connection's terminal that the max lifetime
+	// is near; the lead time is recorded on the row, so it is sent once.
+	KindWarn            Kind = "warn"
 	KindMarkTerminating Kind = "mark-terminating"
 	KindCreateNetwork   Kind = "create-network"
 	KindCreateVolume    Kind = "create-volume"
 	KindCreateContainer Kind = "create-container"
 	KindMarkRunning     Kind = "mark-running"
+	KindResetRestarts   Kind = "reset-restarts" // see CrashLoop
 	KindRemoveContainer Kind = "remove-container"
 	KindRemoveNetwork   Kind = "remove-network"
 	KindRemoveVolume    Kind = "remove-volume"
 	KindDeleteSession   Kind = "delete-session"
-	// KindResetRestarts sets a session's crash-loop restart count back to
-	// zero (see CrashLoop).
-	KindResetRestarts Kind = "reset-restarts"
 )
 
 // Reason says why an action is planned. It is for humans and logs only:
@@ -44,6 +47,7 @@ const (
 	ReasonReconnected       Reason = "reconnected"
 	ReasonDisconnected      Reason = "disconnected"
 	ReasonGraceExpired      Reason = "grace-expired"
+	ReasonLifetimeEnding    Reason = "lifetime-ending"
 	ReasonLifetimeExceeded  Reason = "lifetime-exceeded"
 	ReasonUserRemoved       Reason = "user-removed"
 	ReasonUserRequested     Reason = "user-requested"
@@ -70,10 +74,9 @@ const (
 	ReasonClockStep         Reason = "clock-step"
 )
 
-// Action is one step. Target names the object (container, network or
-// volume name, or the session for database steps); TargetID pins the exact
-// Docker object seen when planning, so a same-named replacement is never
-// removed by mistake.
+// Action is one step. Target names the object, or the session for database
+// steps; TargetID pins the Docker object seen when planning, so a
+// same-named replacement is never removed by mistake.
 type Action struct {
 	Kind      Kind               `json:"kind"`
 	Key       desired.SessionKey `json:"key"`
@@ -83,30 +86,26 @@ type Action struct {
 	Reason    Reason             `json:"reason"`
 	Detail    string             `json:"detail"`
 	LeaseID   int64              `json:"lease_id,omitempty"`
-	// At is the grace expiry for start-grace, the max lifetime for warn.
-	At time.Time `json:"at,omitzero"`
-	// Before is warn's lead time, Leases the connections it warns.
+	// At is start-grace's grace expiry or warn's max lifetime; Before is
+	// warn's lead time and Leases the connections it warns.
+	At     time.Time       `json:"at,omitzero"`
 	Before time.Duration   `json:"before,omitempty"`
 	Leases []desired.Lease `json:"leases,omitempty"`
-	// Labels are the labels of an object to create.
-	Labels map[string]string `json:"labels,omitempty"`
-	// Container is the spec of a container to create.
-	Container *spec.Container `json:"container,omitempty"`
-	// Unplanned: decided from something missing in desired state (a key
-	// file, a session row) rather than from a deadline or an admin's
-	// command. Guard may hold such actions.
-	Unplanned bool `json:"unplanned,omitempty"`
-	// StopsSession: the action removes a running session container.
+	// Labels and Container describe an object to create.
+	Labels    map[string]string `json:"labels,omitempty"`
+	Container *spec.Container   `json:"container,omitempty"`
+	// Unplanned: decided from missing desired state (a key file, a session
+	// row), not from a deadline or an admin's command; Guard may hold it.
+	// StopsSession (removes a running session container) and NoInstance
+	// (the target has no podspawn.instance label) are what Guard weighs.
+	Unplanned    bool `json:"unplanned,omitempty"`
 	StopsSession bool `json:"stops_session,omitempty"`
-	// NoInstance: the target carries no podspawn.instance label.
-	NoInstance bool `json:"no_instance,omitempty"`
-	// Restart, on a create-container that starts a stopped session
-	// container again, is what to record on the session row (nil when
-	// crash-loop handling is off).
+	NoInstance   bool `json:"no_instance,omitempty"`
+	// Restart is what starting a stopped session container again records
+	// on the row (nil with crash-loop handling off); LogTail is how many
+	// last log lines of a crash-looping container to log as it is removed.
 	Restart *Restart `json:"restart,omitempty"`
-	// LogTail, on a remove-container, is how many of the container's last
-	// log lines to log before removing it (a crash-looping container).
-	LogTail int `json:"log_tail,omitempty"`
+	LogTail int      `json:"log_tail,omitempty"`
 }
 
 // Skip is an object the plan deliberately leaves alone, with why.
@@ -123,15 +122,13 @@ type Plan struct {
 	Now     time.Time `json:"now"`
 	Actions []Action  `json:"actions"`
 	Skipped []Skip    `json:"skipped"`
-	// Wake is the earliest future deadline (zero if none): the daemon sleeps
-	// until then instead of polling.
-	Wake time.Time `json:"wake,omitempty"`
-	// Wakes are each key's earliest future deadline, in key order.
+	// Wake is the earliest future deadline (zero if none), so the daemon
+	// sleeps instead of polling; Wakes holds each key's, in key order.
+	Wake  time.Time `json:"wake,omitempty"`
 	Wakes []KeyWake `json:"-"`
 	// Unchanged counts desired sessions that need nothing.
 	Unchanged int `json:"unchanged"`
-	// Held are actions the blast-radius guard kept back (see Guard), in
-	// plan order, and Holds says why.
+	// Held are the actions Guard kept back, in plan order; Holds say why.
 	Held  []Action `json:"held,omitempty"`
 	Holds []Hold   `json:"holds,omitempty"`
 }
@@ -142,47 +139,5 @@ type KeyWake struct {
 	At  time.Time
 }
 
-// WakeFor returns the earliest future deadline of key k.
-func (p Plan) WakeFor(k desired.SessionKey) (time.Time, bool) {
-	i, found := slices.BinarySearchFunc(p.Wakes, k, func(w KeyWake, k desired.SessionKey) int { return w.Key.Compare(k) })
-	if !found {
-		return time.Time{}, false
-	}
-	return p.Wakes[i].At, true
-}
-
 // Empty reports whether the plan has nothing to do.
 func (p Plan) Empty() bool { return len(p.Actions) == 0 }
-
-// Keys returns the keys that have actions, in plan order.
-func (p Plan) Keys() []desired.SessionKey {
-	var keys []desired.SessionKey
-	seen := map[desired.SessionKey]bool{}
-	for _, a := range p.Actions {
-		if !seen[a.Key] {
-			seen[a.Key] = true
-			keys = append(keys, a.Key)
-		}
-	}
-	return keys
-}
-
-// Effect is what an action does to the world, for counts and messages.
-type Effect string
-
-const (
-	EffectCreate Effect = "create"
-	EffectChange Effect = "change"
-	EffectRemove Effect = "remove"
-)
-
-// Effect groups a kind into create, change or remove.
-func (k Kind) Effect() Effect {
-	switch k {
-	case KindCreateNetwork, KindCreateVolume, KindCreateContainer:
-		return EffectCreate
-	case KindRemoveContainer, KindRemoveNetwork, KindRemoveVolume, KindDeleteSession:
-		return EffectRemove
-	}
-	return EffectChange
-}

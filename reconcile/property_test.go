@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"pgregory.net/rapid"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/reconcile"
@@ -370,7 +371,7 @@ func (m *model) apply(a reconcile.Action) error {
 // first failure as the controller does.
 func (m *model) execute(p reconcile.Plan) []error {
 	var errs []error
-	for _, k := range p.Keys() {
+	for _, k := range planKeys(p) {
 		for _, a := range forKey(p, k) {
 			if err := m.apply(a); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", k, err))
@@ -411,7 +412,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 	// an orphan only once it is old enough.
 	for _, a := range p.Actions {
 		if a.TargetID == "" {
-			if a.Kind.Effect() == reconcile.EffectRemove && a.Kind != reconcile.KindDeleteSession {
+			if actions.EffectOf(a.Kind) == actions.EffectRemove && a.Kind != reconcile.KindDeleteSession {
 				t.Fatalf("%s %s without a target id", a.Kind, a.Target)
 			}
 			continue
@@ -460,7 +461,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 			obj, ok := byID[a.TargetID]
 			// kill-lease-processes names the container it runs in, and
 			// removes nothing.
-			if !ok || obj.SessionID() != s.ID || obj.Instance() != d.InstanceID || a.Kind.Effect() != "remove" {
+			if !ok || obj.SessionID() != s.ID || obj.Instance() != d.InstanceID || actions.EffectOf(a.Kind) != "remove" {
 				continue
 			}
 			// The one exception: a second object of the generation's
@@ -497,7 +498,7 @@ func checkPlan(t *rapid.T, d desired.State, o observed.State, p reconcile.Plan) 
 					t.Fatalf("%s: delete-session is step %d of %d, before a Docker step:\n%s", k, i, len(chain), planJSON(p))
 				}
 			}
-			if a.Kind.Effect() != reconcile.EffectCreate && a.TargetID == "" {
+			if actions.EffectOf(a.Kind) != actions.EffectCreate && a.TargetID == "" {
 				s := d.Session(k)
 				if s == nil || a.SessionID != s.ID {
 					t.Fatalf("%s: %s for generation %q, the row holds %v", k, a.Kind, a.SessionID, s)
@@ -564,7 +565,7 @@ func TestPropertyConvergenceAfterCrashes(t *testing.T) {
 			history = append(history, fmt.Sprintf("pass %d:\n%s", pass, planJSON(p)))
 			if crashes < maxCrashes && rapid.Bool().Draw(t, "crash") {
 				crashes++
-				for _, k := range p.Keys() {
+				for _, k := range planKeys(p) {
 					chain := forKey(p, k)
 					cut := rapid.IntRange(0, len(chain)).Draw(t, "steps before the crash")
 					history = append(history, fmt.Sprintf("crash: %s ran %d of %d steps", k, cut, len(chain)))
@@ -611,4 +612,15 @@ func forKey(p reconcile.Plan, k desired.SessionKey) []reconcile.Action {
 		}
 	}
 	return out
+}
+
+// planKeys returns the keys that have actions in p, in plan order.
+func planKeys(p reconcile.Plan) []desired.SessionKey {
+	var keys []desired.SessionKey
+	for _, a := range p.Actions {
+		if !slices.Contains(keys, a.Key) {
+			keys = append(keys, a.Key)
+		}
+	}
+	return keys
 }

@@ -8,19 +8,10 @@ import (
 	"github.com/podspawn/podspawn/desired"
 )
 
-// KindWarn writes a warning on every live connection's terminal that the
-// session reaches its max lifetime at Action.At; Action.Before is the lead
-// time (from session.warn_before) being warned at, recorded on the row so
-// it is sent once.
-const KindWarn Kind = "warn"
-
-// ReasonLifetimeEnding: the max lifetime is near.
-const ReasonLifetimeEnding Reason = "lifetime-ending"
-
-// warn plans the warning due at now, if any, and wakes the key at the
-// next lead time. Of several lead times passed since the last warning
-// (a daemon that was down), only the shortest is sent: the user needs
-// the latest news, not the backlog. Nobody is warned without a live
+// warn plans the lifetime warning due at now, if any, and wakes the key
+// at the next lead time. Of several lead times passed since the last
+// warning (a daemon that was down), only the shortest is sent: the user
+// needs the latest news, not the backlog. Nobody is warned without a live
 // connection, and a lead time is never warned twice.
 func (c *keyCtx) warn(live []desired.Lease) {
 	s := c.sess
@@ -38,19 +29,17 @@ func (c *keyCtx) warn(live []desired.Lease) {
 		if lead <= 0 || (s.WarnedBefore != 0 && lead >= s.WarnedBefore) {
 			continue
 		}
-		at := s.MaxLifetimeAt.Add(-lead)
-		if !expired(at, c.now) {
+		if at := s.MaxLifetimeAt.Add(-lead); !expired(at, c.now) {
 			c.wakeAt(at)
-			continue
+		} else {
+			due = lead
 		}
-		due = lead
 	}
 	if due == 0 || len(live) == 0 {
 		return
 	}
-	left := s.MaxLifetimeAt.Sub(c.now)
-	c.add(Action{Kind: KindWarn, Target: "session " + c.key.String(), SessionID: s.ID, At: s.MaxLifetimeAt, Before: due,
-		Leases: slices.Clone(live), Reason: ReasonLifetimeEnding,
-		Detail: fmt.Sprintf("max lifetime ends in %s, at %s; warning %d connection(s)", human(left), s.MaxLifetimeAt.UTC().Format(time.RFC3339), len(live))},
-		phaseMaintain)
+	a := c.onSession(KindWarn, ReasonLifetimeEnding, fmt.Sprintf("max lifetime ends in %s, at %s; warning %d connection(s)",
+		human(s.MaxLifetimeAt.Sub(c.now)), stamp(s.MaxLifetimeAt), len(live)))
+	a.At, a.Before, a.Leases = s.MaxLifetimeAt, due, slices.Clone(live)
+	c.add(a, phaseMaintain)
 }

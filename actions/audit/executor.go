@@ -35,7 +35,7 @@ func (e *Executor) Execute(ctx context.Context, a reconcile.Action) (actions.Out
 	if err != nil || o != actions.Changed {
 		return o, err
 	}
-	if a.Kind.Effect() == reconcile.EffectRemove {
+	if actions.EffectOf(a.Kind) == actions.EffectRemove {
 		e.removed.Add(1)
 	}
 	ev := Event{User: a.Key.User, Project: a.Key.Project, Session: a.SessionID, Reason: string(a.Reason), Container: desired.ContainerName(a.Key)}

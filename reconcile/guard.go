@@ -57,36 +57,28 @@ func Guard(p Plan, d desired.State, o observed.State, lim GuardLimits) Plan {
 	}
 	running, youngDB := sessionCensus(d, o)
 	stopping := map[string]bool{}
+	// A plan lists a key's actions together: Compact dedupes the keys.
 	var stopKeys, noInstanceKeys []desired.SessionKey
 	for _, a := range p.Actions {
 		if a.Unplanned && a.StopsSession {
 			stopping[a.TargetID] = true
-			stopKeys = appendKey(stopKeys, a.Key)
+			stopKeys = append(stopKeys, a.Key)
 		}
 		if a.Unplanned && a.NoInstance {
-			noInstanceKeys = appendKey(noInstanceKeys, a.Key)
+			noInstanceKeys = append(noInstanceKeys, a.Key)
 		}
 	}
 	var holds []Hold
 	if n := len(stopping); n > lim.MaxUnplannedRemovals && 2*n > running {
-		holds = append(holds, Hold{Reason: HoldMassRemoval, Keys: stopKeys,
+		holds = append(holds, Hold{Reason: HoldMassRemoval, Keys: slices.Compact(stopKeys),
 			Detail: fmt.Sprintf("%d of %d running session containers would be removed because their key file or session record is missing (more than cleanup.max_unplanned_removals = %d and more than half); check auth.key_dir and state.db_path",
 				n, running, lim.MaxUnplannedRemovals)})
 	}
 	if youngDB && len(noInstanceKeys) > 0 {
-		holds = append(holds, Hold{Reason: HoldYoungDatabase, Keys: noInstanceKeys,
+		holds = append(holds, Hold{Reason: HoldYoungDatabase, Keys: slices.Compact(noInstanceKeys),
 			Detail: "the state database was created after running podspawn containers that carry no podspawn.instance label; they may belong to another database, so they are not removed as orphans; check state.db_path"})
 	}
 	return HoldKeys(p, holds)
-}
-
-// appendKey appends k unless it is already the last key: a plan's actions
-// come grouped by key within a phase.
-func appendKey(keys []desired.SessionKey, k desired.SessionKey) []desired.SessionKey {
-	if len(keys) > 0 && keys[len(keys)-1] == k {
-		return keys
-	}
-	return append(keys, k)
 }
 
 // HoldKeys moves the unplanned actions of the keys in holds from Actions

@@ -147,7 +147,10 @@ func (c *keyCtx) onSession(k Kind, r Reason, detail string) Action {
 // and keeps the protected ones in present only.
 func (c *keyCtx) partition(items []*item) (removable, present []*item) {
 	slices.SortStableFunc(items, func(a, b *item) int {
-		return cmp.Or(cmp.Compare(a.rank, b.rank), strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+		if a.rank != b.rank {
+			return cmp.Compare(a.rank, b.rank)
+		}
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
 	})
 	var kept []*item
 	n := 0

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
@@ -331,7 +333,7 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 			WarnBefore: cfg.WarnBefore()},
 		Clock: a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
 		Guard:     reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
-		Monotonic: monotonic(a.Clock),
+		Monotonic: monotonic(a.Clock), BootClock: bootClock(a.Clock),
 	}, nil
 }
 
@@ -346,6 +348,26 @@ func monotonic(c clock.WithTicker) func() time.Duration {
 		return nil
 	}
 	return func() time.Duration { return time.Since(processStart) }
+}
+
+// bootClock lets one-shot passes detect steps of the wall clock between
+// processes (CLOCK_BOOTTIME counts from boot, across processes and
+// suspends); only the real clock has one, like monotonic.
+func bootClock(c clock.WithTicker) func() (time.Duration, string, error) {
+	if _, ok := c.(clock.RealClock); !ok {
+		return nil
+	}
+	return readBootClock
+}
+
+func readBootClock() (time.Duration, string, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, "", fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	}
+	// Without a boot id, boot time going backwards still tells a reboot.
+	id, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return time.Duration(ts.Nano()), strings.TrimSpace(string(id)), nil
 }
 
 // crashLoop is the crash-loop policy of the cleanup section.

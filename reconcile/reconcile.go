@@ -28,7 +28,7 @@ type Options struct {
 	WarnBefore []time.Duration
 	// HoldLiveDeadlinesUntil is set by the caller after the wall clock
 	// stepped forward: until then, a session with live connections whose
-	// max lifetime has passed is kept (skipped, reason clock-step) and the
+	// max lifetime or grace period has passed is kept (skipped, reason clock-step) and the
 	// key wakes at this instant, when a pass on a clock that did not step
 	// again confirms the deadline.
 	HoldLiveDeadlinesUntil time.Time
@@ -276,7 +276,7 @@ func (c *keyCtx) session() {
 	persistent := s.Mode == desired.ModePersistent
 
 	reason, detail, phase := c.teardownReason(live, sessCtr, persistent)
-	if reason == ReasonLifetimeExceeded && live > 0 && c.heldByClockStep(detail) {
+	if (reason == ReasonLifetimeExceeded || reason == ReasonGraceExpired) && live > 0 && c.heldByClockStep(detail) {
 		reason = ""
 	}
 	if reason != "" {
@@ -324,9 +324,10 @@ func (c *keyCtx) session() {
 	}
 }
 
-// heldByClockStep keeps a connected session past its max lifetime
-// while the wall clock just stepped forward (Options.HoldLiveDeadlinesUntil):
-// a pass after the hold confirms the deadline.
+// heldByClockStep keeps a connected session past its max lifetime (or
+// grace period: a reconnect not yet seen by a pass) while the wall clock
+// just stepped forward (Options.HoldLiveDeadlinesUntil): a pass after the
+// hold confirms the deadline.
 func (c *keyCtx) heldByClockStep(detail string) bool {
 	if !c.now.Before(c.opt.HoldLiveDeadlinesUntil) {
 		return false

@@ -120,6 +120,8 @@ type dockerRuntime struct {
 	// agentDir is state.agent_dir (the executor removes a generation's),
 	// homesDir state.homes_dir (the executor makes persistent homes there).
 	agentDir, homesDir string
+	// homeSize is state.home_size in bytes.
+	homeSize int64
 	// diskUnsupported is defaults.disk_unsupported.
 	diskUnsupported string
 }
@@ -135,7 +137,7 @@ func (r *dockerRuntime) Ping(ctx context.Context) error {
 
 func (r *dockerRuntime) Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor {
 	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, DiskUnsupported: r.diskUnsupported,
-		AgentDir: r.agentDir, HomesDir: r.homesDir}
+		AgentDir: r.agentDir, HomesDir: r.homesDir, HomeSize: r.homeSize}
 }
 
 func (r *dockerRuntime) Execer(log logr.Logger) actions.Execer {
@@ -283,7 +285,7 @@ func (a *App) Runtime() (Runtime, error) {
 		rt := newDockerRuntime(dc, a.Clock.Now)
 		if cfg, err := a.Config(); err == nil {
 			rt.diskUnsupported = cfg.Defaults.DiskUnsupported
-			rt.agentDir, rt.homesDir = cfg.State.AgentDir, cfg.State.HomesDir
+			rt.agentDir, rt.homesDir, rt.homeSize = cfg.State.AgentDir, cfg.State.HomesDir, cfg.State.HomeSizeBytes
 		}
 		a.runtime = rt
 	}

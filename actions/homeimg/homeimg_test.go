@@ -139,3 +139,29 @@ func TestMountRefusesAPlainHomeWithFiles(t *testing.T) {
 		t.Fatalf("an image was made for a refused home: %v", err)
 	}
 }
+
+// TestMountRefusesAnotherFilesystemOnTheHome: something else mounted on
+// a home that has an image is reported, not used.
+func TestMountRefusesAnotherFilesystemOnTheHome(t *testing.T) {
+	needLoop(t)
+	homes, dir := openHomes(t)
+	home := filepath.Join(dir, "carol")
+	if err := homeimg.Mount(homes, "carol", homeimg.MinSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Unmount(home, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", home, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if mounted(t, home) {
+			unix.Unmount(home, 0)
+		}
+	})
+	err := homeimg.Mount(homes, "carol", homeimg.MinSize)
+	if err == nil || !strings.Contains(err.Error(), home+" has a filesystem mounted on it that is not its image") {
+		t.Fatalf("Mount over a tmpfs = %v, want it reported", err)
+	}
+}

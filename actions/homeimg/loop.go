@@ -36,7 +36,9 @@ func mountImage(img *os.File, mp *hostdir.Dir) error {
 func attachLoop(img *os.File) (*os.File, error) {
 	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("opening /dev/loop-control (is the loop module loaded? modprobe loop): %w", err)
+		// The sandboxed cleanup daemon has no devices: it reuses mounted
+		// homes, and leaves unmounted ones to the next login.
+		return nil, fmt.Errorf("the home image %s is not mounted and cannot be: opening /dev/loop-control: %w (load the loop module: modprobe loop; the next login mounts it)", img.Name(), err)
 	}
 	defer unix.Close(ctl)
 	for attempt := 0; ; attempt++ {
@@ -79,50 +81,41 @@ func configureLoop(loop, img int) error {
 }
 
 // checkMountedImage checks that what is mounted on mp is img on a loop
-// device, by device and inode, not by name.
+// device. It reads the device's backing file from sysfs, so it needs no
+// device node (the sandboxed cleanup daemon has none), and compares it
+// with the path the kernel gives img's open descriptor: the same file, as
+// named by the same kernel function.
 func checkMountedImage(mp *hostdir.Dir, img *os.File) error {
-	info, err := mountedLoop(mp)
+	backing, err := mountedBackingFile(mp)
 	if err == nil {
-		var st unix.Stat_t
-		if err = unix.Fstat(int(img.Fd()), &st); err == nil && (info.Inode != st.Ino || info.Device != st.Dev) {
-			err = fmt.Errorf("the loop device holds another file than %s", img.Name())
+		var want string
+		want, err = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", img.Fd()))
+		if err == nil && backing != want {
+			err = fmt.Errorf("its loop device holds %s", backing)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%s has a filesystem mounted on it that is not its image: %w; unmount it", mp.Path(), err)
+		return fmt.Errorf("%s has a filesystem mounted on it that is not its image %s: %w; unmount it", mp.Path(), img.Name(), err)
 	}
 	return nil
 }
 
-// mountedLoop describes the loop device of the filesystem whose root is d.
-func mountedLoop(d *hostdir.Dir) (*unix.LoopInfo64, error) {
+// mountedBackingFile is the backing file of the loop device whose
+// filesystem has its root at d.
+func mountedBackingFile(d *hostdir.Dir) (string, error) {
 	st, err := d.Stat()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
 	if major != loopMajor {
-		return nil, fmt.Errorf("device %d:%d is no loop device", major, minor)
+		return "", fmt.Errorf("device %d:%d is no loop device", major, minor)
 	}
-	uevent, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/uevent", major, minor))
+	b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/loop/backing_file", major, minor))
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	var name string
-	for _, line := range strings.Split(string(uevent), "\n") {
-		if v, ok := strings.CutPrefix(line, "DEVNAME="); ok {
-			name = "/dev/" + v
-		}
-	}
-	if name == "" || strings.Contains(name, "..") {
-		return nil, fmt.Errorf("device %d:%d has no name", major, minor)
-	}
-	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	return unix.IoctlLoopGetStatus64(fd)
+	return strings.TrimSuffix(string(b), "\n"), nil
 }
 
 // Purge unmounts user's home if it is the mount of its image and removes

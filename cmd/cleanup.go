@@ -78,7 +78,7 @@ func (c *CleanupCmd) Run(a *App) error {
 		return err
 	}
 	if c.DryRun {
-		plan, err := ctrl.Plan(ctx)
+		plan, err := ctrl.PlanOnce(ctx)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
@@ -118,6 +120,8 @@ type dockerRuntime struct {
 	// agentDir is state.agent_dir (the executor removes a generation's),
 	// homesDir state.homes_dir (the executor makes persistent homes there).
 	agentDir, homesDir string
+	// homeSize is state.home_size in bytes.
+	homeSize int64
 	// diskUnsupported is defaults.disk_unsupported.
 	diskUnsupported string
 }
@@ -133,7 +137,7 @@ func (r *dockerRuntime) Ping(ctx context.Context) error {
 
 func (r *dockerRuntime) Executor(st actions.Store, fw actions.HostFirewall, log logr.Logger) actions.Executor {
 	return &dockeract.Executor{API: r.api, Store: st, Now: r.now, Log: log, HostFirewall: fw, DiskUnsupported: r.diskUnsupported,
-		AgentDir: r.agentDir, HomesDir: r.homesDir}
+		AgentDir: r.agentDir, HomesDir: r.homesDir, HomeSize: r.homeSize}
 }
 
 func (r *dockerRuntime) Execer(log logr.Logger) actions.Execer {
@@ -281,7 +285,7 @@ func (a *App) Runtime() (Runtime, error) {
 		rt := newDockerRuntime(dc, a.Clock.Now)
 		if cfg, err := a.Config(); err == nil {
 			rt.diskUnsupported = cfg.Defaults.DiskUnsupported
-			rt.agentDir, rt.homesDir = cfg.State.AgentDir, cfg.State.HomesDir
+			rt.agentDir, rt.homesDir, rt.homeSize = cfg.State.AgentDir, cfg.State.HomesDir, cfg.State.HomeSizeBytes
 		}
 		a.runtime = rt
 	}
@@ -331,7 +335,7 @@ func (a *App) Controller(ctx context.Context, o ControllerOptions) (*controller.
 			WarnBefore: cfg.WarnBefore()},
 		Clock: a.Clock, Log: a.Log, Workers: workers, ReconcileTimeout: 2 * time.Minute, LockTimeout: userLockTimeout,
 		Guard:     reconcile.GuardLimits{MaxUnplannedRemovals: cfg.Cleanup.MaxUnplannedRemovals, Allow: o.AllowMassRemoval},
-		Monotonic: monotonic(a.Clock),
+		Monotonic: monotonic(a.Clock), BootClock: bootClock(a.Clock),
 	}, nil
 }
 
@@ -346,6 +350,26 @@ func monotonic(c clock.WithTicker) func() time.Duration {
 		return nil
 	}
 	return func() time.Duration { return time.Since(processStart) }
+}
+
+// bootClock lets one-shot passes detect steps of the wall clock between
+// processes (CLOCK_BOOTTIME counts from boot, across processes and
+// suspends); only the real clock has one, like monotonic.
+func bootClock(c clock.WithTicker) func() (time.Duration, string, error) {
+	if _, ok := c.(clock.RealClock); !ok {
+		return nil
+	}
+	return readBootClock
+}
+
+func readBootClock() (time.Duration, string, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, "", fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	}
+	// Without a boot id, boot time going backwards still tells a reboot.
+	id, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return time.Duration(ts.Nano()), strings.TrimSpace(string(id)), nil
 }
 
 // crashLoop is the crash-loop policy of the cleanup section.

@@ -79,6 +79,34 @@ func renderHeld(w io.Writer, held []reconcile.Action, holds []reconcile.Hold) {
 	fmt.Fprintf(w, "  To proceed: %s.\n", reconcile.HoldFix)
 }
 
+// clockHeld lists the sessions whose teardown the plan held because the
+// wall clock just stepped forward.
+func clockHeld(p reconcile.Plan) []reconcile.Skip {
+	var out []reconcile.Skip
+	for _, s := range p.Skipped {
+		if s.Reason == reconcile.ReasonClockStep {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// renderClockHeld lists the teardowns held after a forward step of the
+// wall clock, and when they go ahead.
+func renderClockHeld(w io.Writer, held []reconcile.Skip) {
+	if len(held) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nHeld after a forward step of the wall clock (not done):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range held {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s: %s\n", "teardown", keyLabel(s.Key), s.Target, s.Reason, s.Detail)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "  Why (%s): deadlines are wall-clock times, and the wall clock moved further than the time the system was up; sessions with live connections are kept until a pass on a clock that did not step again confirms.\n", reconcile.ReasonClockStep)
+	fmt.Fprintln(w, "  To proceed: nothing to do; the next pass after that time tears them down if their deadline still holds.")
+}
+
 // maxSkipLines keeps a plan readable on a host shared with another
 // installation, whose every object is listed as foreign.
 const maxSkipLines = 20
@@ -196,6 +224,7 @@ func renderReportText(w io.Writer, rep controller.Report, hostRules []string) {
 	}
 	held, holds := rep.Held()
 	renderHeld(w, held, holds)
+	renderClockHeld(w, clockHeld(rep.Plan))
 	fmt.Fprintln(w, "Cleanup pass complete.")
 	fmt.Fprintln(w, summarize(rep, hostRules))
 }
@@ -210,7 +239,8 @@ type passSummary struct {
 	// released, marked for removal), other than those whose record it
 	// deleted: those count in Removed.
 	Changed int `json:"changed"`
-	// Held counts the actions the blast-radius guard held.
+	// Held counts the actions the blast-radius guard held and the
+	// sessions whose teardown a forward clock step held.
 	Held int `json:"held"`
 	// Failed counts the sessions whose reconcile failed.
 	Failed int `json:"failed"`
@@ -266,7 +296,7 @@ func summarize(rep controller.Report, hostRules []string) passSummary {
 		}
 	}
 	held, _ := rep.Held()
-	s.Held, s.Failed = len(held), len(rep.Failed())
+	s.Held, s.Failed = len(held)+len(clockHeld(rep.Plan)), len(rep.Failed())
 	return s
 }
 
@@ -325,6 +355,8 @@ type jsonReport struct {
 	Failed        []jsonFailed       `json:"failed"`
 	Held          []reconcile.Action `json:"held,omitempty"`
 	Holds         []reconcile.Hold   `json:"holds,omitempty"`
+	// HeldByClockStep are the sessions kept after a forward clock step.
+	HeldByClockStep []reconcile.Skip `json:"held_by_clock_step,omitempty"`
 	// HostAccessRules lists the changes made to the host access rules.
 	HostAccessRules []string `json:"host_access_rules_changed,omitempty"`
 	// Summary is what the text report's last line says.
@@ -349,6 +381,7 @@ func renderReportJSON(w io.Writer, rep controller.Report, hostRules []string) er
 		jr.Failed = append(jr.Failed, jsonFailed{Key: k.Key, Error: k.Err.Error()})
 	}
 	jr.Held, jr.Holds = rep.Held()
+	jr.HeldByClockStep = clockHeld(rep.Plan)
 	jr.HostAccessRules = hostRules
 	jr.Summary = summarize(rep, hostRules)
 	enc := json.NewEncoder(w)
@@ -360,7 +393,8 @@ func renderReportJSON(w io.Writer, rep controller.Report, hostRules []string) er
 func failureError(rep controller.Report) error {
 	failed := rep.Failed()
 	held, holds := rep.Held()
-	if len(failed) == 0 && len(held) == 0 {
+	clock := clockHeld(rep.Plan)
+	if len(failed) == 0 && len(held) == 0 && len(clock) == 0 {
 		return nil
 	}
 	var b strings.Builder
@@ -379,6 +413,12 @@ func failureError(rep controller.Report) error {
 			fmt.Fprintf(&b, "\n  %s: %s", h.Reason, h.Detail)
 		}
 		fmt.Fprintf(&b, "\n  %s", reconcile.HoldFix)
+	}
+	if len(clock) > 0 {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "%d %s held after a forward step of the wall clock; the next pass a minute later confirms", len(clock), plural(len(clock), "teardown", "teardowns"))
 	}
 	return &ExitError{Code: 1, Err: fmt.Errorf("%s", b.String())}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/podspawn/podspawn/actions/audit"
+	"github.com/podspawn/podspawn/actions/homeimg"
 	"github.com/podspawn/podspawn/actions/hostdir"
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
@@ -27,7 +28,7 @@ type ListUsersCmd struct {
 func (ListUsersCmd) Help() string {
 	return `Lists the users that have a key file in auth.key_dir, with the number of valid SSH public keys in each. Lines that are not valid keys are counted separately (they never let anyone log in); files that cannot be read are marked unreadable with the reason. Entries whose names are not valid user names are ignored, with a warning on stderr.
 
-With -o wide, each line also gives the size of the user's persistent home in state.homes_dir (project homes included; links in it are not followed), or "no home".`
+With -o wide, each line also gives the size of the user's persistent home in state.homes_dir (project homes included; links in it are not followed), or "no home". With state.home_size, a capped home reads "<used> of <cap>", or says that its image is not mounted (after a reboot, until the next login).`
 }
 
 // Run prints one line per user.
@@ -98,6 +99,15 @@ func homeSize(homesDir, u string) string {
 	n, err := h.Usage()
 	if err != nil {
 		return "unreadable: " + err.Error()
+	}
+	img, err := homeimg.Describe(root, u)
+	switch {
+	case err != nil:
+		return humanBytes(n) + " (image unreadable: " + err.Error() + ")"
+	case img.Image && !img.Mounted:
+		return "image of " + humanBytes(img.Size) + ", not mounted (the next login mounts it)"
+	case img.Image:
+		return humanBytes(n) + " of " + humanBytes(img.Size)
 	}
 	return humanBytes(n)
 }
@@ -342,12 +352,16 @@ func (c *RemoveUserCmd) finishHome(a *App, homesDir string, allGone bool) error 
 }
 
 // purgeHome deletes <homesDir>/<user> through a handle on homesDir,
-// removing links in it rather than following them.
+// removing links in it rather than following them; a capped home is
+// unmounted and its image removed first.
 func purgeHome(homesDir, user string) error {
 	root, err := hostdir.Open(homesDir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
+	if err := homeimg.Purge(root, user); err != nil {
+		return err
+	}
 	return root.RemoveAll(user)
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -50,6 +51,61 @@ func (c *Controller) planNow() time.Time {
 	}
 	w.sampled, w.wall, w.mono = true, wall, mono
 	return now
+}
+
+// checkStoredClock compares the clocks with those the previous one-shot
+// pass recorded in the state database (a one-shot process has no earlier
+// reading of its own). After a forward step it holds max-lifetime and
+// grace teardowns of connected sessions like the daemon does, until a pass
+// ClockStepConfirm later by boot time confirms. It returns this pass's
+// sample for recordClock (nil without BootClock).
+func (c *Controller) checkStoredClock(ctx context.Context) (*desired.ClockSample, error) {
+	if c.BootClock == nil {
+		return nil, nil
+	}
+	boot, bootID, err := c.BootClock()
+	if err != nil {
+		return nil, err
+	}
+	now := desired.ClockSample{Wall: c.Clock.Now(), Boot: boot, BootID: bootID}
+	prev, err := c.Store.ClockSample(ctx)
+	if err != nil {
+		return nil, err
+	}
+	check := desired.CheckClock(prev, now)
+	c.logStoredClock(check)
+	if hold := check.HoldLiveDeadlinesUntil; !hold.IsZero() {
+		c.clock.mu.Lock()
+		if hold.After(c.clock.holdUntil) {
+			c.clock.holdUntil = hold
+		}
+		c.clock.mu.Unlock()
+	}
+	return &now, nil
+}
+
+// recordClock records a pass's sample for the next one-shot pass.
+func (c *Controller) recordClock(ctx context.Context, now *desired.ClockSample) error {
+	if now == nil {
+		return nil
+	}
+	_, err := c.Store.CheckClock(ctx, *now)
+	return err
+}
+
+func (c *Controller) logStoredClock(check desired.ClockCheck) {
+	last := check.Previous.UTC().Format(time.RFC3339)
+	switch {
+	case check.Step > desired.ClockStepThreshold:
+		c.Log.Error(nil, "Wall clock stepped forward since the last pass; holding max-lifetime teardowns of connected sessions until a pass confirms",
+			"step", check.Step.String(), "lastPass", last, "holdUntil", check.HoldLiveDeadlinesUntil.UTC().Format(time.RFC3339))
+	case !check.HoldLiveDeadlinesUntil.IsZero():
+		c.Log.Error(nil, "Wall clock stepped forward before the last pass; still holding max-lifetime teardowns of connected sessions until a pass confirms",
+			"lastPass", last, "holdUntil", check.HoldLiveDeadlinesUntil.UTC().Format(time.RFC3339))
+	case check.Step < -desired.ClockStepThreshold:
+		c.Log.Error(nil, "Wall clock stepped back since the last pass; sessions and leases created before the step look younger than they are",
+			"step", check.Step.String(), "lastPass", last)
+	}
 }
 
 // options are c.Options with the hold of the last forward clock step.

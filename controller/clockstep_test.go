@@ -2,11 +2,13 @@ package controller_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/reconcile"
 )
@@ -75,5 +77,108 @@ func TestOneShotPassReportsRowsFromTheFuture(t *testing.T) {
 	want := `"rows"=2 "newest"="2026-11-29T06:00:00Z" "user"="alice" "project"="" "field"="created_at"`
 	if n := len(e.logs.matching("Rows from the future", want)); n != 1 {
 		t.Fatalf("%d log lines reporting rows from the future with %s, want 1", n, want)
+	}
+}
+
+// fakeBoot is CLOCK_BOOTTIME and the boot id for one-shot passes.
+type fakeBoot struct {
+	since time.Duration
+	id    string
+}
+
+func (b *fakeBoot) read() (time.Duration, string, error) { return b.since, b.id, nil }
+
+// oneShot is the controller of a new one-shot process on e's database and
+// world: no clock reading of its own, boot's clocks.
+func (e *env) oneShot(boot *fakeBoot) *controller.Controller {
+	o := e.ctrl
+	return &controller.Controller{Store: o.Store, KeyDir: o.KeyDir, LockDir: o.LockDir, Observer: o.Observer, Executor: o.Executor,
+		Options: o.Options, Clock: o.Clock, Log: o.Log, Workers: o.Workers, ReconcileTimeout: o.ReconcileTimeout, LockTimeout: o.LockTimeout,
+		Guard: o.Guard, BootClock: boot.read}
+}
+
+// TestOneShotPassHoldsAfterAForwardClockStep: one-shot passes are
+// separate processes (a fresh controller each, on one database). The
+// wall clock jumps past a connected session's max lifetime while boot time
+// moves 5 s: that pass keeps the session, so does one 1 ns short of a
+// minute of boot time later, and the pass a minute later tears it down.
+func TestOneShotPassHoldsAfterAForwardClockStep(t *testing.T) {
+	e := newEnv(t)
+	boot := &fakeBoot{since: time.Hour, id: "boot-1"}
+	alice := desired.SessionKey{User: "alice"}
+	e.addUser(t, "alice")
+	e.addSession(t, alice, sessOpts{status: desired.StatusRunning, live: true, running: true})
+	pass := func() controller.Report {
+		t.Helper()
+		rep, err := e.oneShot(boot).ReconcileOnce(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := pass(); len(e.exec.executed()) != 0 || len(rep.Plan.Skipped) != 0 {
+		t.Fatalf("first pass: executed %v, skipped %v; want nothing", steps(e.exec.executed()), rep.Plan.Skipped)
+	}
+
+	boot.since += 5 * time.Second
+	e.clk.Step(maxLifetime + time.Hour)
+	holdUntil := e.clk.Now().Add(desired.ClockStepConfirm).UTC().Format(time.RFC3339)
+	rep := pass()
+	if got := e.exec.executed(); len(got) != 0 {
+		t.Fatalf("executed %v right after the clock step, want nothing", steps(got))
+	}
+	if len(rep.Plan.Skipped) != 1 || rep.Plan.Skipped[0].Reason != reconcile.ReasonClockStep || !strings.Contains(rep.Plan.Skipped[0].Detail, "a pass at "+holdUntil+" confirms") {
+		t.Fatalf("skipped after the step = %+v, want alice held by the clock step until %s", rep.Plan.Skipped, holdUntil)
+	}
+	if n := len(e.logs.matching("Wall clock stepped forward since the last pass", `"step"="8h59m55s"`, `"holdUntil"="`+holdUntil+`"`)); n != 1 {
+		t.Fatalf("%d log lines about the forward step, want 1", n)
+	}
+
+	boot.since += desired.ClockStepConfirm - time.Nanosecond
+	e.clk.Step(desired.ClockStepConfirm - time.Nanosecond)
+	pass()
+	if got := e.exec.executed(); len(got) != 0 {
+		t.Fatalf("executed %v before the confirmation, want nothing", steps(got))
+	}
+	if n := len(e.logs.matching("still holding max-lifetime teardowns", `"holdUntil"="`+holdUntil+`"`)); n != 1 {
+		t.Fatalf("%d log lines about the continuing hold, want 1", n)
+	}
+
+	boot.since += time.Nanosecond
+	e.clk.Step(time.Nanosecond)
+	pass()
+	want := []step{
+		{Kind: reconcile.KindMarkTerminating, Key: "alice", Target: "session alice", Reason: reconcile.ReasonLifetimeExceeded},
+		{Kind: reconcile.KindRemoveContainer, Key: "alice", Target: "podspawn-alice", Reason: reconcile.ReasonLifetimeExceeded},
+		{Kind: reconcile.KindRemoveNetwork, Key: "alice", Target: "podspawn-alice-net", Reason: reconcile.ReasonLifetimeExceeded},
+		{Kind: reconcile.KindDeleteSession, Key: "alice", Target: "session alice", Reason: reconcile.ReasonLifetimeExceeded},
+	}
+	if diff := cmp.Diff(want, steps(e.exec.executed())); diff != "" {
+		t.Fatalf("actions of the confirming pass (-want +got):\n%s", diff)
+	}
+}
+
+// TestOneShotPassAfterARebootIsNoClockStep: after a reboot (another boot
+// id, boot time small again) the wall clock is hours ahead of boot time;
+// that is no step, and a connected session past its max lifetime goes.
+func TestOneShotPassAfterARebootIsNoClockStep(t *testing.T) {
+	e := newEnv(t)
+	boot := &fakeBoot{since: 10 * time.Hour, id: "boot-1"}
+	alice := desired.SessionKey{User: "alice"}
+	e.addUser(t, "alice")
+	e.addSession(t, alice, sessOpts{status: desired.StatusRunning, live: true, running: true})
+	if _, err := e.oneShot(boot).ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	*boot = fakeBoot{since: 11 * time.Hour, id: "boot-2"} // rebooted, and up longer than before
+	e.clk.Step(maxLifetime + time.Hour)
+	if _, err := e.oneShot(boot).ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := steps(e.exec.executed()); len(got) != 4 || got[0].Kind != reconcile.KindMarkTerminating {
+		t.Fatalf("executed %v after the reboot, want the lifetime teardown", got)
+	}
+	if n := len(e.logs.matching("Wall clock stepped")); n != 0 {
+		t.Fatalf("%d log lines about a clock step after a reboot, want none", n)
 	}
 }

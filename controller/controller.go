@@ -69,6 +69,10 @@ type Controller struct {
 	// instant) that enables the detection of wall-clock steps between
 	// passes (clockstep.go); the daemon sets it.
 	Monotonic func() time.Duration
+	// BootClock, when set, reads CLOCK_BOOTTIME and the kernel's boot id:
+	// one-shot passes record them with the wall clock in the state
+	// database and compare with the previous pass's (clockstep.go).
+	BootClock func() (boot time.Duration, bootID string, err error)
 	// Metrics, when set (the daemon's /metrics), counts what reconciles do.
 	Metrics *metrics.Metrics
 
@@ -148,6 +152,16 @@ func leaseRefs(d desired.State) []observed.ProcessRef {
 func (c *Controller) Plan(ctx context.Context) (reconcile.Plan, error) {
 	p, _, err := c.planAll(ctx)
 	return p, err
+}
+
+// PlanOnce is the plan of a one-shot pass (a dry run): Plan, holding
+// teardowns after a step of the wall clock since the last one-shot pass
+// as ReconcileOnce would, without recording this pass's clocks.
+func (c *Controller) PlanOnce(ctx context.Context) (reconcile.Plan, error) {
+	if _, err := c.checkStoredClock(ctx); err != nil {
+		return reconcile.Plan{}, err
+	}
+	return c.Plan(ctx)
 }
 
 // planAll is Plan, and returns the state the plan came from.
@@ -612,9 +626,18 @@ func (c *Controller) reconcileUserKeys(ctx context.Context, name string, ks []de
 // in a full pass, those with only orphans at most RemoveWorkers at a time
 // and planned from the pass's own list (see planOrphanKey).
 func (c *Controller) ReconcileOnce(ctx context.Context) (Report, error) {
+	sample, err := c.checkStoredClock(ctx)
+	if err != nil {
+		return Report{}, fmt.Errorf("%w: %w", ErrLoad, err)
+	}
 	plan, pass, err := c.planAll(ctx)
 	if err != nil {
 		return Report{}, fmt.Errorf("%w: %w", ErrLoad, err)
+	}
+	// Recorded once the pass could load its state: a pass that failed to
+	// plan leaves the database as it was.
+	if err := c.recordClock(ctx, sample); err != nil {
+		return Report{}, err
 	}
 	// Held keys too, so their reports say what was held.
 	ks := planKeys(plan)

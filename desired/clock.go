@@ -51,3 +51,60 @@ func FutureRows(d State, now time.Time) []FutureRow {
 	})
 	return out
 }
+
+// ClockSample is what a one-shot pass records of the clocks, so that the
+// next pass, in another process, can tell a step of the wall clock from
+// time passing: the wall clock, CLOCK_BOOTTIME (monotonic across
+// processes, counting suspend) and the kernel's boot id, and the boot time
+// until which teardowns of connected sessions are held after a forward step
+// (zero: no hold).
+type ClockSample struct {
+	Wall      time.Time
+	Boot      time.Duration
+	BootID    string
+	HoldUntil time.Duration
+}
+
+// ClockCheck is what a pass learns by comparing its clocks with the
+// previous pass's sample.
+type ClockCheck struct {
+	// Next is the sample to record.
+	Next ClockSample
+	// Step is the wall-clock time elapsed since the previous sample minus
+	// the boot time elapsed: positive when the wall clock stepped forward.
+	// Zero without a comparable sample.
+	Step time.Duration
+	// Previous is the previous sample's wall-clock time (zero: none, or
+	// taken before a reboot).
+	Previous time.Time
+	// HoldLiveDeadlinesUntil is the wall-clock instant until which
+	// max-lifetime teardowns of connected sessions are held (zero: none).
+	HoldLiveDeadlinesUntil time.Time
+}
+
+// CheckClock compares the clocks of a pass (now, without HoldUntil) with
+// the previous pass's sample. A forward step of more than
+// ClockStepThreshold holds teardowns of connected sessions until a pass at
+// least ClockStepConfirm later by boot time, on a clock that did not step
+// again, confirms them. A reboot (another boot id, or boot time going
+// backwards) is no step: the sample is taken afresh and any hold dropped,
+// since the connections it protected ended with the boot.
+func CheckClock(prev *ClockSample, now ClockSample) ClockCheck {
+	now.Wall = now.Wall.Round(0)
+	now.HoldUntil = 0
+	if prev == nil || now.Boot < prev.Boot || (prev.BootID != "" && now.BootID != "" && prev.BootID != now.BootID) {
+		return ClockCheck{Next: now}
+	}
+	c := ClockCheck{Previous: prev.Wall, Step: now.Wall.Sub(prev.Wall) - (now.Boot - prev.Boot)}
+	now.HoldUntil = prev.HoldUntil
+	if c.Step > ClockStepThreshold {
+		now.HoldUntil = now.Boot + ClockStepConfirm
+	}
+	if now.Boot >= now.HoldUntil {
+		now.HoldUntil = 0 // confirmed (or never held)
+	} else {
+		c.HoldLiveDeadlinesUntil = now.Wall.Add(now.HoldUntil - now.Boot)
+	}
+	c.Next = now
+	return c
+}

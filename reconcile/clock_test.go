@@ -48,3 +48,26 @@ func TestComputeHoldsLiveDeadlinesAfterAClockStep(t *testing.T) {
 		t.Fatalf("plan of the confirming pass (-want +got):\n%s", diff)
 	}
 }
+
+// TestComputeHoldsAGraceExpiryOfAConnectedSessionAfterAClockStep: a
+// session still in its grace period with a live connection (a reconnect
+// no pass has seen yet) is not torn down for a grace period that a clock
+// step ended; its grace period is cancelled instead, as without the step.
+func TestComputeHoldsAGraceExpiryOfAConnectedSessionAfterAClockStep(t *testing.T) {
+	kC := key("carol", "")
+	lease := builder.Lease(1, 4242)
+	holdUntil := now.Add(desired.ClockStepConfirm)
+	s := builder.Session("carol", "").Grace(now.Add(-time.Hour)).Leases(lease).Build()
+	d := builder.Desired(s).Build()
+	o := builder.Observed(builder.ObjectsFor(s, builder.Instance)...).Alive(lease).Build()
+	opt := testOpt
+	opt.HoldLiveDeadlinesUntil = holdUntil
+	got := reconcile.Compute(d, o, now, opt)
+	want := reconcile.Plan{Now: now, Wake: holdUntil, Wakes: wakes(kC, holdUntil),
+		Actions: []reconcile.Action{{Kind: reconcile.KindCancelGrace, Key: kC, Target: "session carol", SessionID: s.ID, Reason: reconcile.ReasonReconnected, Detail: "1 live connection(s)"}},
+		Skipped: []reconcile.Skip{{Key: kC, ObjectKind: "session", Target: "session carol", Reason: reconcile.ReasonClockStep,
+			Detail: "grace period ended 1h0m0s ago, but the wall clock just stepped forward; a pass at " + holdUntil.UTC().Format(time.RFC3339) + " confirms"}}}
+	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Fatalf("plan during the hold (-want +got):\n%s", diff)
+	}
+}

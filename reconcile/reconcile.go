@@ -24,8 +24,8 @@ type Options struct {
 	// connections are warned (session.warn_before).
 	WarnBefore []time.Duration
 	// HoldLiveDeadlinesUntil is set after the wall clock stepped forward:
-	// until then a connected session past its max lifetime is kept (skip
-	// clock-step), and a pass at this instant confirms the deadline.
+	// until then a connected session past its max lifetime or grace period
+	// is kept (skip clock-step), and a pass at this instant confirms it.
 	HoldLiveDeadlinesUntil time.Time
 }
 

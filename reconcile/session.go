@@ -25,7 +25,7 @@ func (c *keyCtx) session() {
 	persistent := s.Mode == desired.ModePersistent
 
 	reason, detail, phase := c.teardownReason(live, sessCtr, persistent)
-	if reason == ReasonLifetimeExceeded && live > 0 && c.heldByClockStep(detail) {
+	if (reason == ReasonLifetimeExceeded || reason == ReasonGraceExpired) && live > 0 && c.heldByClockStep(detail) {
 		reason = ""
 	}
 	if reason != "" {
@@ -97,7 +97,8 @@ func EndsAtDisconnect(s *desired.Session) bool {
 	return s.Mode == desired.ModeDestroyOnDisconnect || (s.Mode == desired.ModeGracePeriod && s.GracePeriod <= 0)
 }
 
-// heldByClockStep keeps a connected session past its max lifetime while
+// heldByClockStep keeps a connected session past its max lifetime (or its
+// grace period: a reconnect no pass has seen yet) while
 // the wall clock just stepped forward; a pass after the hold confirms.
 func (c *keyCtx) heldByClockStep(detail string) bool {
 	until := c.opt.HoldLiveDeadlinesUntil

@@ -62,6 +62,9 @@ type Executor struct {
 	// HomesDir is state.homes_dir, below which persistent homes are
 	// made (the part of a home's path that is the admin's, not the user's).
 	HomesDir string
+	// HomeSize is state.home_size in bytes: each user's homes are the
+	// mount of an image of that size (0: plain directories).
+	HomeSize int64
 	// AgentDir is state.agent_dir: a session generation's directory of
 	// forwarded agent sockets is removed with its session container.
 	AgentDir string

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/actions/homeimg"
 	"github.com/podspawn/podspawn/actions/hostdir"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/spec"
@@ -136,7 +137,14 @@ func (d *Executor) homeDir(path string) (*hostdir.Dir, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range parts {
+	for i, p := range parts {
+		if i == 0 {
+			// <user> is the mount of the user's image when homes are capped.
+			if err := homeimg.Mount(cur, p, d.HomeSize); err != nil {
+				cur.Close()
+				return nil, fmt.Errorf("persistent home: %w", err)
+			}
+		}
 		next, _, err := cur.Sub(p, 0o700)
 		cur.Close()
 		if err != nil {

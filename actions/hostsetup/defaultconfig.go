@@ -64,6 +64,8 @@ func DefaultConfig(cfg config.Config) []byte {
 	p("  db_path: %s", cfg.State.DBPath)
 	p("  lock_dir: %s", cfg.State.LockDir)
 	p("  homes_dir: %s", cfg.State.HomesDir)
+	p("  # Cap per user on persistent homes (a loop-mounted ext4 image each, e.g. 2g); empty: no cap.")
+	p("  home_size: %q", cfg.State.HomeSize)
 	p("  # Forwarded ssh-agent sockets, one directory per session (root-only; see ssh below).")
 	p("  agent_dir: %s", cfg.State.AgentDir)
 	p("  projects_dir: %s", cfg.State.ProjectsDir)

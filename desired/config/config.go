@@ -116,6 +116,12 @@ type State struct {
 	DBPath   string `yaml:"db_path"`
 	LockDir  string `yaml:"lock_dir"`
 	HomesDir string `yaml:"homes_dir"`
+	// HomeSize caps each user's persistent homes (their default and
+	// project homes together): the home is an ext4 image of this size,
+	// loop-mounted. Empty or 0: plain directories, no cap. HomeSizeBytes
+	// is it parsed.
+	HomeSize      string `yaml:"home_size"`
+	HomeSizeBytes int64  `yaml:"-"`
 	// AgentDir holds, per session generation, the directory bind-mounted
 	// into the session container for forwarded ssh-agent sockets.
 	AgentDir string `yaml:"agent_dir"`
@@ -530,7 +536,19 @@ func (c *Config) validateCleanup() error {
 	return nil
 }
 
+// MinHomeSize is the smallest state.home_size: an ext4 filesystem needs
+// room for its metadata and journal.
+const MinHomeSize = 16 << 20
+
 func (c *Config) validatePaths() error {
+	n, err := ParseMemory(c.State.HomeSize)
+	if err == nil && n > 0 && n < MinHomeSize {
+		err = fmt.Errorf("below the smallest home image, %dm", MinHomeSize>>20)
+	}
+	if err != nil {
+		return fmt.Errorf("invalid state.home_size %q: %w", c.State.HomeSize, err)
+	}
+	c.State.HomeSizeBytes = n
 	if c.Log.AuditLog != "" && !filepath.IsAbs(c.Log.AuditLog) {
 		return fmt.Errorf("invalid log.audit_log %q: must be an absolute path, or empty to disable the audit log", c.Log.AuditLog)
 	}

@@ -19,6 +19,20 @@ func TestLoadMissingFileGivesDefaults(t *testing.T) {
 	}
 }
 
+func TestLoadHomeSize(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte("state:\n  home_size: 2g\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(p)
+	if err != nil || cfg.State.HomeSizeBytes != 2<<30 {
+		t.Fatalf("home_size 2g = %d, %v; want %d", cfg.State.HomeSizeBytes, err, 2<<30)
+	}
+	if d := Defaults(); d.State.HomeSize != "" || d.State.HomeSizeBytes != 0 {
+		t.Fatalf("default home_size = %q (%d), want no cap", d.State.HomeSize, d.State.HomeSizeBytes)
+	}
+}
+
 func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 	cases := map[string]struct{ yaml, want string }{
 		"unitless duration":               {"session:\n  grace_period: 60\n", `line 2 (session.grace_period): invalid duration "60"`},
@@ -29,6 +43,8 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 		"bad disk":                        {"defaults:\n  disk: lots\n", `invalid defaults.disk "lots"`},
 		"bad disk_unsupported":            {"defaults:\n  disk_unsupported: ignore\n", `invalid defaults.disk_unsupported "ignore": must be refuse (sessions do not start where the storage driver cannot limit their size) or warn (they start without the limit)`},
 		"not yaml":                        {"session: [\n", "did not find expected node content"},
+		"bad home_size":                   {"state:\n  home_size: big\n", `invalid state.home_size "big": invalid size "big": use a number with an optional k, m or g suffix (e.g. 512m, 2g)`},
+		"tiny home_size":                  {"state:\n  home_size: 1m\n", `invalid state.home_size "1m": below the smallest home image, 16m`},
 		"relative db path":                {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
 		"negative max_services":           {"resources:\n  max_services_per_project: -1\n", `invalid resources.max_services_per_project -1: must be 0 (projects may have no services) or positive`},
 		"infinite cpus":                   {"defaults:\n  cpus: .inf\n", `invalid defaults.cpus +Inf`},

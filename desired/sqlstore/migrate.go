@@ -58,6 +58,18 @@ ALTER TABLE sessions ADD COLUMN next_restart_at INTEGER;
 	3: `
 ALTER TABLE sessions ADD COLUMN warned_before_ns INTEGER NOT NULL DEFAULT 0;
 `,
+	// The clocks at the last one-shot pass (desired.ClockSample), one row:
+	// the next pass, in another process, compares with them to detect a
+	// step of the wall clock.
+	4: `
+CREATE TABLE clock_sample (
+	id            INTEGER PRIMARY KEY CHECK (id = 1),
+	wall          INTEGER NOT NULL,
+	boot_ns       INTEGER NOT NULL,
+	boot_id       TEXT NOT NULL,
+	hold_until_ns INTEGER NOT NULL
+);
+`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

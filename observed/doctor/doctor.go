@@ -77,6 +77,10 @@ type Env struct {
 	// LookupAccount resolves a host account name to its uid and gid.
 	LookupAccount func(name string) (uid, gid int, err error)
 
+	// LoopControl is the loop devices' control file; empty means
+	// DefaultLoopControl.
+	LoopControl string
+
 	// Timeout overrides DefaultTimeout (tests).
 	Timeout time.Duration
 
@@ -126,6 +130,7 @@ func checks() []check {
 		{name: "lock directory", needsConfig: true, run: checkLockDir},
 		{name: "disk space", needsConfig: true, run: checkDiskSpace},
 		{name: "disk limit", needsConfig: true, run: checkDiskLimit, hangFix: dockerHang},
+		{name: "home size", needsConfig: true, run: checkHomeSize},
 		{name: "default image", needsConfig: true, run: checkDefaultImage, hangFix: dockerHang},
 		{name: "session networks", run: checkSessionNetworks, hangFix: dockerHang},
 		{name: "host access rules", needsConfig: true, run: checkHostFirewall},

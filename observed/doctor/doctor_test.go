@@ -282,11 +282,12 @@ func TestHealthyRootPassesEverything(t *testing.T) {
 		{Name: "lock directory", Status: Pass, Detail: r + "/state/locks"},
 		{Name: "disk space", Status: Pass, Detail: "20.0 GB free"},
 		{Name: "disk limit", Status: Pass, Detail: "no limit set (defaults.disk); one session can fill Docker's data root"},
+		{Name: "home size", Status: Pass, Detail: "no cap set (state.home_size); one user's persistent home can fill the filesystem of " + r + "/state/homes"},
 		{Name: "default image", Status: Pass, Detail: "podspawn-test:busybox cached (0123456789ab)"},
 		{Name: "session networks", Status: Pass, Detail: "room for 255 more session networks (1 of 256 address ranges in use)"},
 		{Name: "host access rules", Status: Pass, Detail: "PODSPAWN-INPUT drops what session networks (-i psp+) send to the host (IPv4, IPv6); allowed ports: none"},
 		{Name: "config file", Status: Pass, Detail: r + "/etc/config.yaml"},
-		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 3"},
+		{Name: "state database", Status: Pass, Detail: r + "/state/state.db: quick_check ok, schema version 4"},
 		{Name: "cleanup daemon", Status: Pass, Detail: fmt.Sprintf("running (pid %d)", os.Getpid())},
 		{Name: "removal guard", Status: Pass, Detail: "nothing held (1 session(s), 1 user(s) with keys)"},
 		{Name: "audit log", Status: Pass, Detail: "disabled (log.audit_log is not set)"},
@@ -556,7 +557,7 @@ func TestChecks(t *testing.T) {
 			}
 			st.DB().Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)`)
 			st.Close()
-		}, want{Fail, `^schema version 99 is newer than this podspawn supports \(3\)$`, "install the podspawn release that wrote it: sudo podspawn update"}},
+		}, want{Fail, `^schema version 99 is newer than this podspawn supports \(4\)$`, "install the podspawn release that wrote it: sudo podspawn update"}},
 
 		// cleanup daemon
 		{"cleanup daemon", "stopped daemon", func(f *fixture) { f.daemon.Release() },
@@ -670,6 +671,7 @@ func TestBrokenConfigChecksNothingFromDefaults(t *testing.T) {
 		"fail lock directory: " + notChecked,
 		"fail disk space: " + notChecked,
 		"fail disk limit: " + notChecked,
+		"fail home size: " + notChecked,
 		"fail default image: " + notChecked,
 		"pass session networks: room for 255 more session networks (1 of 256 address ranges in use)",
 		"fail host access rules: " + notChecked,
@@ -840,4 +842,28 @@ func (infoDocker) ImageInspect(context.Context, string, ...client.ImageInspectOp
 }
 func (infoDocker) NetworkList(context.Context, network.ListOptions) ([]network.Summary, error) {
 	return nil, nil
+}
+
+// TestCheckHomeSize: with state.home_size set, the check needs mkfs.ext4
+// in PATH and the loop control device.
+func TestCheckHomeSize(t *testing.T) {
+	bin := t.TempDir()
+	cfg := config.Defaults()
+	cfg.State.HomeSize, cfg.State.HomeSizeBytes = "2g", 2<<30
+	e := &Env{Config: cfg, Path: bin, LoopControl: "/dev/null", Euid: 1000}
+	fixLoop := "sudo modprobe loop (and list loop in /etc/modules); in a container, give it the loop devices"
+	if got := checkHomeSize(context.Background(), e); got != fail("state.home_size is 2g but mkfs.ext4 is not in PATH: new persistent homes cannot be made", "sudo apt-get install e2fsprogs") {
+		t.Errorf("without mkfs.ext4: %+v", got)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "mkfs.ext4"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := pass("2g per user: ext4 images (" + bin + "/mkfs.ext4) on loop devices (/dev/null), below /var/lib/podspawn/homes")
+	if got := checkHomeSize(context.Background(), e); got != want {
+		t.Errorf("with both: %+v, want %+v", got, want)
+	}
+	e.LoopControl = filepath.Join(bin, "mkfs.ext4") // not a device
+	if got := checkHomeSize(context.Background(), e); got != fail("state.home_size is 2g but "+e.LoopControl+" is missing or no device: persistent homes cannot be mounted", fixLoop) {
+		t.Errorf("without loop devices: %+v", got)
+	}
 }

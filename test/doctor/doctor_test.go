@@ -129,6 +129,7 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] lock directory
   [?] disk space
   [pass] disk limit
+  [pass] home size
   [pass] default image
   [pass] session networks
   [pass] host access rules
@@ -138,7 +139,7 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] removal guard
   [pass] audit log
 
-` + summary(18, 0, 0, disk)
+` + summary(19, 0, 0, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s\nstderr:\n%s", diff, res.Stderr)
 	}
@@ -165,6 +166,7 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
         fix: sudo mkdir -p -m 700 ` + locks + ` && sudo chown root:root ` + locks + `
   [?] disk space
   [pass] disk limit
+  [pass] home size
   [pass] default image
   [pass] session networks
   [pass] host access rules
@@ -174,7 +176,7 @@ func TestDoctorHealthyThenBroken(t *testing.T) {
   [pass] removal guard
   [pass] audit log
 
-` + summary(16, 1, 1, disk)
+` + summary(17, 1, 1, disk)
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s", diff)
 	}
@@ -247,10 +249,10 @@ func TestDoctorBrokenConfig(t *testing.T) {
 	if !strings.Contains(res.Stdout, "  [pass] session networks\n") {
 		t.Errorf("session networks does not need the config, but was not checked:\n%s", res.Stdout)
 	}
-	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 14 failed\n") {
+	if !strings.Contains(res.Stdout, "\n5 passed, 0 warned, 15 failed\n") {
 		t.Errorf("summary:\n%s", res.Stdout)
 	}
-	if res.Code != 1 || res.Stderr != "Error: 14 check(s) failed\n" {
+	if res.Code != 1 || res.Stderr != "Error: 15 check(s) failed\n" {
 		t.Errorf("exit %d, stderr %q", res.Code, res.Stderr)
 	}
 }

@@ -139,6 +139,7 @@ type Options struct {
 	// sections it names must not be repeated: use Session, Cleanup, ...).
 	Session string // body of the session: section, indented two spaces
 	Cleanup string // body of the cleanup: section
+	State   string // more lines of the state: section, indented two spaces
 	Extra   string // more top-level YAML
 }
 
@@ -187,10 +188,10 @@ session:
   homes_dir: %s
   agent_dir: %s
   projects_dir: %s
-cleanup:
+%scleanup:
 %sprojects_file: %s
 %s`, e.KeyDir, Image, session, e.DBPath, filepath.Join(e.StateDir, "locks"), filepath.Join(e.StateDir, "homes"),
-		filepath.Join(e.StateDir, "agent"), filepath.Join(e.StateDir, "projects"), cleanup, filepath.Join(root, "etc", "projects.yaml"), o.Extra)
+		filepath.Join(e.StateDir, "agent"), filepath.Join(e.StateDir, "projects"), o.State, cleanup, filepath.Join(root, "etc", "projects.yaml"), o.Extra)
 	if err := os.WriteFile(e.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package ssh
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -80,4 +81,89 @@ func statOf(t *testing.T, path string) syscall.Stat_t {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// TestPersistentHomeSizeCap: with state.home_size the home is a
+// loop-mounted image of that size (nodev, nosuid). Writing past it fails
+// in the session with "No space left on device" and the session goes on;
+// the home survives 'stop' and a reboot (its mount gone) and is mounted
+// again by the next login; remove-user --purge-home unmounts it and
+// removes the image, leaving no mount or loop device.
+func TestPersistentHomeSizeCap(t *testing.T) {
+	s := newServer(t, serverOptions{Users: []string{"ssh"},
+		Options: harness.Options{Session: "  grace_period: 60s\n  max_lifetime: 8h\n  mode: persistent\n", State: "  home_size: 32m\n"}})
+	u := s.user("ssh")
+	homes := filepath.Join(s.Env.StateDir, "homes")
+	home := filepath.Join(homes, u.Name)
+	t.Cleanup(func() {
+		if mountOptions(t, home) != "" {
+			t.Errorf("%s still mounted at the end; unmounting it", home)
+			syscall.Unmount(home, 0)
+		}
+	})
+
+	container := s.mustSSH(u, "hostname")
+	r := s.runSSH(u, nil, "", `dd if=/dev/zero of=$HOME/big bs=1M count=64; echo "exit $?"`)
+	if !strings.Contains(r.Stderr+r.Stdout, "No space left on device") || strings.Contains(r.Stdout, "exit 0") {
+		t.Fatalf("writing 64 MiB into a 32 MiB home: stdout %q, stderr %q; want No space left on device", r.Stdout, r.Stderr)
+	}
+	uid := strings.TrimSpace(s.mustSSH(u, "rm ~/big && echo kept > ~/keep.txt && id -u"))
+	if got := s.mustSSH(u, "hostname"); got != container {
+		t.Fatalf("session container %q after the full disk, want the same %q", got, container)
+	}
+	opts := mountOptions(t, home)
+	if !strings.Contains(opts, "nodev") || !strings.Contains(opts, "nosuid") {
+		t.Fatalf("mount options of %s: %q, want nodev and nosuid", home, opts)
+	}
+	if st := statOf(t, home); strconv.Itoa(int(st.Uid)) != uid || st.Mode&0o7777 != 0o700 {
+		t.Fatalf("home %s: uid %d mode %o, want uid %s mode 0700", home, st.Uid, st.Mode&0o7777, uid)
+	}
+	if r := s.Env.MustRun("list-users", "-o", "wide"); !strings.Contains(r.Stdout, " of 32.0 MiB") {
+		t.Fatalf("list-users -o wide does not give the cap:\n%s", r.Stdout)
+	}
+
+	// A new container, then a reboot's loss of the mount: the next login
+	// mounts the same image again.
+	s.Env.MustRun("stop", u.Name)
+	if err := syscall.Unmount(home, 0); err != nil {
+		t.Fatalf("unmounting %s as a reboot would: %v", home, err)
+	}
+	if r := s.Env.MustRun("list-users", "-o", "wide"); !strings.Contains(r.Stdout, "image of 32.0 MiB, not mounted") {
+		t.Fatalf("list-users -o wide of an unmounted home:\n%s", r.Stdout)
+	}
+	if out := s.mustSSH(u, "cat ~/keep.txt"); out != "kept\n" {
+		t.Fatalf("after stop, unmount and a new login: %q, want kept", out)
+	}
+
+	r2 := s.Env.MustRun("remove-user", u.Name, "--force", "--purge-home")
+	if !strings.Contains(r2.Stdout, "deleted persistent home "+home) {
+		t.Fatalf("remove-user --purge-home: %s", r2.Stdout)
+	}
+	if opts := mountOptions(t, home); opts != "" {
+		t.Fatalf("%s still mounted after --purge-home (%s)", home, opts)
+	}
+	for _, p := range []string{home, filepath.Join(homes, ".images", u.Name+".ext4")} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s still there after --purge-home: %v", p, err)
+		}
+	}
+	out, err := exec.Command("losetup", "-a").CombinedOutput()
+	if err != nil || strings.Contains(string(out), homes) {
+		t.Fatalf("losetup -a after --purge-home (%v):\n%s", err, out)
+	}
+}
+
+// mountOptions returns the options of the mount at path, "" when none.
+func mountOptions(t *testing.T, path string) string {
+	t.Helper()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[4] == path {
+			return f[5]
+		}
+	}
+	return ""
 }

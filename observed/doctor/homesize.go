@@ -1,0 +1,44 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultLoopControl is the loop devices' control file.
+const DefaultLoopControl = "/dev/loop-control"
+
+// checkHomeSize says whether state.home_size can be applied: each user's
+// persistent homes are an ext4 image made with mkfs.ext4 and mounted on a
+// loop device, so both must be there, or persistent sessions fail to start.
+func checkHomeSize(_ context.Context, e *Env) Result {
+	st := e.Config.State
+	if st.HomeSizeBytes == 0 {
+		return pass("no cap set (state.home_size); one user's persistent home can fill the filesystem of " + st.HomesDir)
+	}
+	mkfs, err := lookPath("mkfs.ext4", e.Path)
+	if err != nil {
+		return fail(fmt.Sprintf("state.home_size is %s but mkfs.ext4 is not in PATH: new persistent homes cannot be made", st.HomeSize),
+			"sudo apt-get install e2fsprogs")
+	}
+	ctl := e.LoopControl
+	if ctl == "" {
+		ctl = DefaultLoopControl
+	}
+	loopFix := "sudo modprobe loop (and list loop in /etc/modules); in a container, give it the loop devices"
+	fi, err := os.Stat(ctl)
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return fail(fmt.Sprintf("state.home_size is %s but %s is missing or no device: persistent homes cannot be mounted", st.HomeSize, ctl), loopFix)
+	}
+	if e.Euid == 0 {
+		fd, err := unix.Open(ctl, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(fmt.Sprintf("state.home_size is %s but %s cannot be opened: %v", st.HomeSize, ctl, err), loopFix)
+		}
+		unix.Close(fd)
+	}
+	return pass(fmt.Sprintf("%s per user: ext4 images (%s) on loop devices (%s), below %s", st.HomeSize, mkfs, ctl, st.HomesDir))
+}

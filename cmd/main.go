@@ -29,6 +29,7 @@ import (
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/dockerobs"
 	"github.com/podspawn/podspawn/observed/k8sobs"
 	"github.com/podspawn/podspawn/reconcile"
@@ -106,6 +107,10 @@ type Runtime interface {
 	Execer(log logr.Logger) actions.Execer
 	// Watcher streams the runtime's changes of instance's objects.
 	Watcher(instance string, log logr.Logger) controller.Watcher
+	// Placements maps instance's session containers (by name) to where
+	// they run and the runtime's own restarts of them; nil when the
+	// runtime places and restarts nothing itself (Docker).
+	Placements(ctx context.Context, instance string) (map[string]observed.Placement, error)
 }
 
 // dockerRuntime is Runtime for the local Docker daemon.
@@ -144,6 +149,12 @@ func (r *dockerRuntime) Watcher(instance string, log logr.Logger) controller.Wat
 	return dockerobs.NewWatcher(r.api, instance, log)
 }
 
+// Placements is nil: sessions run on this host, and only podspawn restarts
+// them (counted on the session row).
+func (r *dockerRuntime) Placements(context.Context, string) (map[string]observed.Placement, error) {
+	return nil, nil
+}
+
 // kubeRuntime is Runtime for a Kubernetes namespace (runtime: kubernetes).
 type kubeRuntime struct {
 	k8sobs.Lister
@@ -153,8 +164,11 @@ type kubeRuntime struct {
 	now      func() time.Time
 }
 
+// newKubeClient connects to the cluster (tests replace it with a fake).
+var newKubeClient = k8sobs.NewClient
+
 func newKubeRuntime(k config.Kubernetes, now func() time.Time, docker func() (*client.Client, error)) (*kubeRuntime, error) {
-	c, err := k8sobs.NewClient(k.Kubeconfig, k.Namespace)
+	c, err := newKubeClient(k.Kubeconfig, k.Namespace)
 	if err != nil {
 		return nil, err
 	}

@@ -194,17 +194,15 @@ func (l Lister) ListKey(ctx context.Context, k desired.SessionKey) ([]observed.O
 	return out, nil
 }
 
-// CountContainers counts the containers of podspawn's Pods.
+// CountContainers counts podspawn's Pods in the namespace, in every
+// phase: on Kubernetes a session's containers are one Pod, and status
+// reports Pods.
 func (l Lister) CountContainers(ctx context.Context) (int, error) {
 	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector})
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for i := range pods.Items {
-		n += len(PodObjects(&pods.Items[i]))
-	}
-	return n, nil
+	return len(pods.Items), nil
 }
 
 // InspectContainer finds the container the plan calls ref (a Docker-style
@@ -238,4 +236,46 @@ func (l Lister) InspectContainer(ctx context.Context, ref string) (observed.Obje
 		}
 	}
 	return observed.Object{}, false, nil
+}
+
+// Placements maps the Docker-style name of every session container of
+// instance's Pods to where it runs and the kubelet's restarts of it: one
+// list call, for list and list -o wide.
+func (l Lister) Placements(ctx context.Context, instance string) (map[string]observed.Placement, error) {
+	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector + "," + LabelInstance + "=" + instance})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods in namespace %s: %w", l.C.Namespace, err)
+	}
+	out := map[string]observed.Placement{}
+	for i := range pods.Items {
+		if name, p, ok := SessionPlacement(&pods.Items[i]); ok {
+			out[name] = p
+		}
+	}
+	return out, nil
+}
+
+// SessionPlacement is the placement of a Pod's session container, with the
+// container's Docker-style name; ok is false for a Pod without one.
+func SessionPlacement(p *corev1.Pod) (name string, pl observed.Placement, ok bool) {
+	var metas []ContainerMeta
+	if json.Unmarshal([]byte(p.Annotations[AnnotationContainers]), &metas) != nil {
+		return "", observed.Placement{}, false
+	}
+	for _, m := range metas {
+		if m.Labels[observed.LabelRole] != observed.RoleSession {
+			continue
+		}
+		pl.Node = p.Spec.NodeName
+		for _, s := range p.Status.ContainerStatuses {
+			if s.Name == m.Container {
+				pl.Restarts = int(s.RestartCount)
+				if r := s.State.Running; r != nil && p.DeletionTimestamp == nil {
+					pl.Up, pl.StartedAt = true, r.StartedAt.UTC()
+				}
+			}
+		}
+		return m.Name, pl, true
+	}
+	return "", observed.Placement{}, false
 }

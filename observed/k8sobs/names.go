@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/podspawn/podspawn/desired"
@@ -147,4 +148,18 @@ func podspawnLabels(labels, annotations map[string]string) map[string]string {
 		delete(l, observed.LabelInstance)
 	}
 	return l
+}
+
+// RegistryURL is the base URL of the registry at host[:port]: http for a
+// loopback registry (as Docker and containerd treat them), https for any
+// other.
+func RegistryURL(host string) string {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return "http://" + host
+	}
+	return "https://" + host
 }

@@ -3,8 +3,10 @@ package ssh
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -103,5 +105,36 @@ func killSessionInit(t *testing.T, cs kubernetes.Interface, podName string) {
 	}
 	if killed != 1 {
 		t.Fatalf("killed %d processes of container %s, want its sleep infinity", killed, id)
+	}
+}
+
+// TestKubernetesDoctor: doctor's Kubernetes checks against the test
+// cluster with podspawn's own ServiceAccount: the API server and its
+// version, the namespace (the Role cannot read namespaces: the dry run
+// tells), every right of the RBAC manifest, the registry, and a warning
+// that no plugin here enforces NetworkPolicy.
+func TestKubernetesDoctor(t *testing.T) {
+	s, _ := k8sServer(t, serverOptions{Users: []string{"skd"}})
+	r := s.Env.Run("doctor", "-o", "json")
+	var rep struct {
+		Checks []struct{ Name, Status, Detail string } `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); err != nil {
+		t.Fatalf("doctor -o json: %v\n%s", err, r.Stdout)
+	}
+	got := map[string]string{}
+	for _, c := range rep.Checks {
+		got[c.Name] = c.Status + ": " + c.Detail
+	}
+	for name, want := range map[string]*regexp.Regexp{
+		"Kubernetes API server":      regexp.MustCompile(`^pass: v1\.\d+\.\d+ at https://127\.0\.0\.1:16443$`),
+		"Kubernetes namespace":       regexp.MustCompile(`^pass: namespace podspawn \(seen through a dry-run create\)$`),
+		"Kubernetes permissions":     regexp.MustCompile(`^pass: all \d+ permissions in namespace podspawn$`),
+		"image registry":             regexp.MustCompile(`^pass: GET http://127\.0\.0\.1:15000/v2/: 200 OK$`),
+		"network policy enforcement": regexp.MustCompile(`^warn: no network plugin known to enforce NetworkPolicy found .*forbidden\)$`),
+	} {
+		if !want.MatchString(got[name]) {
+			t.Errorf("%s: %q, want %s", name, got[name], want)
+		}
 	}
 }

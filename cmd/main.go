@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
@@ -190,8 +191,11 @@ func newKubeRuntime(k config.Kubernetes, now func() time.Time, docker func() (*c
 			}
 			return dockeract.PushImage(ctx, dc, local, remote)
 		}}
+	// Validated at config load.
+	size, _ := resource.ParseQuantity(k.VolumeSize)
 	return &kubeRuntime{Lister: k8sobs.Lister{C: c}, Images: images, c: c, now: now,
-		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry}}, nil
+		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry,
+			StorageClass: k.StorageClass, VolumeSize: size}}, nil
 }
 
 // Ping reads the namespace: the API server answers and podspawn's

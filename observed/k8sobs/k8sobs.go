@@ -125,6 +125,18 @@ func containerState(o *observed.Object, p *corev1.Pod, s corev1.ContainerStatus)
 	}
 }
 
+// ClaimObject is the volume object of a session's PersistentVolumeClaim
+// (a named service volume); a claim being deleted (it waits for its Pod
+// to go) is removing.
+func ClaimObject(c *corev1.PersistentVolumeClaim) observed.Object {
+	o := observed.Object{Kind: observed.KindVolume, ID: ObjectID(c.Name, "", string(c.UID)), Name: c.Annotations[AnnotationName],
+		Created: created(c.CreationTimestamp), Labels: podspawnLabels(c.Labels, c.Annotations)}
+	if c.DeletionTimestamp != nil {
+		o.State = observed.StateRemoving
+	}
+	return o
+}
+
 // PolicyObject is the network object of a session's NetworkPolicy.
 func PolicyObject(np *networkingv1.NetworkPolicy) observed.Object {
 	return observed.Object{Kind: observed.KindNetwork, ID: ObjectID(np.Name, "", string(np.UID)), Name: np.Annotations[AnnotationName],
@@ -145,17 +157,22 @@ type Lister struct{ C *Client }
 
 func (l Lister) list(ctx context.Context, selector string) ([]observed.Object, error) {
 	opts := metav1.ListOptions{LabelSelector: selector}
-	// The two lists go side by side: a connection waits for them on attach
-	// and on detach.
+	// The three lists go side by side: a connection waits for them on
+	// attach and on detach.
 	var (
-		nps  *networkingv1.NetworkPolicyList
-		nerr error
-		wg   sync.WaitGroup
+		nps        *networkingv1.NetworkPolicyList
+		pvcs       *corev1.PersistentVolumeClaimList
+		nerr, verr error
+		wg         sync.WaitGroup
 	)
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		nps, nerr = l.C.API.NetworkingV1().NetworkPolicies(l.C.Namespace).List(ctx, opts)
+	}()
+	go func() {
+		defer wg.Done()
+		pvcs, verr = l.C.API.CoreV1().PersistentVolumeClaims(l.C.Namespace).List(ctx, opts)
 	}()
 	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, opts)
 	wg.Wait()
@@ -165,12 +182,18 @@ func (l Lister) list(ctx context.Context, selector string) ([]observed.Object, e
 	if nerr != nil {
 		return nil, fmt.Errorf("listing network policies in namespace %s: %w", l.C.Namespace, nerr)
 	}
+	if verr != nil {
+		return nil, fmt.Errorf("listing persistent volume claims in namespace %s: %w", l.C.Namespace, verr)
+	}
 	var objs []observed.Object
 	for i := range pods.Items {
 		objs = append(objs, PodObjects(&pods.Items[i])...)
 	}
 	for i := range nps.Items {
 		objs = append(objs, PolicyObject(&nps.Items[i]))
+	}
+	for i := range pvcs.Items {
+		objs = append(objs, ClaimObject(&pvcs.Items[i]))
 	}
 	return objs, nil
 }

@@ -1,8 +1,9 @@
-// Package k8sobs reads observed state from Kubernetes: the Pods and
-// NetworkPolicies labelled app.kubernetes.io/managed-by=podspawn in one
-// namespace, turned into the same observed.Objects Docker gives (one
-// container object per container of a session's Pod, one network object
-// per NetworkPolicy), so reconcile plans alike on both runtimes.
+// Package k8sobs reads observed state from Kubernetes: the Pods,
+// NetworkPolicies and PersistentVolumeClaims labelled
+// app.kubernetes.io/managed-by=podspawn in one namespace, turned into the
+// same observed.Objects Docker gives (one container object per container
+// of a session's Pod, one network object per NetworkPolicy, one volume
+// object per claim), so reconcile plans alike on both runtimes.
 package k8sobs
 
 import (
@@ -92,6 +93,13 @@ func ObjectName(k desired.SessionKey) string {
 		readable = strings.TrimRight(readable[:40], "-")
 	}
 	return "ps-" + readable + "-" + KeyHash(k)
+}
+
+// ClaimName is the DNS-1123 name of the PersistentVolumeClaim of a
+// session's named volume, whose Docker-style name is volume: the session's
+// object name and a hash of the volume's name.
+func ClaimName(k desired.SessionKey, volume string) string {
+	return ObjectName(k) + "-" + NameHash(volume)[:10]
 }
 
 // Labels are the Kubernetes labels of an object with podspawn's labels l

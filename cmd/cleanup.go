@@ -205,7 +205,7 @@ func (c *CleanupCmd) startMetrics(a *App, cfg config.Config) (*metricsServer, er
 		return nil, err
 	}
 	s := &metricsServer{ln: ln, done: make(chan struct{})}
-	s.metrics = metrics.New(func() metrics.Status { return s.status() })
+	s.metrics = metrics.New(func() metrics.Status { return s.status() }, statusOptions(cfg)...)
 	// Set before the Docker client is made: every request the daemon
 	// sends is timed by operation.
 	a.dockerObserver = s.metrics.ObserveDockerRequest

@@ -29,8 +29,19 @@ func (DoctorCmd) Help() string {
 	return `Checks, in order: Docker daemon, Docker socket, OpenSSH version, sshd config
 valid, AuthorizedKeysCommand, podspawn config dir, key directory, state
 directory, lock directory, disk space, default image, session networks, host
-access rules, config file, state database, cleanup daemon, removal guard. Every path comes from --config (and DOCKER_HOST,
-PATH). Each check has its own timeout, so a hung Docker daemon cannot hang
+access rules, config file, state database, cleanup daemon, removal guard, audit log. Every path comes from --config (and DOCKER_HOST,
+PATH).
+
+With runtime: kubernetes, then: Kubernetes API server (reachable, its
+version), Kubernetes namespace (exists; with a namespaced Role a
+server-side dry run tells), Kubernetes permissions (each right of
+hack/k8s/podspawn-rbac.yaml asked with a SelfSubjectAccessReview; a
+failure names every missing verb and resource), image registry
+(GET /v2/ of kubernetes.image_registry answers 200 or 401), network policy
+enforcement (a plugin known to enforce NetworkPolicy: calico, cilium,
+antrea by their API groups, or kube-router and weave-net by their Pods in
+kube-system when podspawn may read them; otherwise a warning that
+isolation depends on the cluster's plugin). Each check has its own timeout, so a hung Docker daemon cannot hang
 doctor. Warnings and failures are followed by a "fix:" line.
 
 Docker socket: with ssh.use_sudo (the default) podspawn users never use the
@@ -81,6 +92,16 @@ func (c *DoctorCmd) Run(a *App) error {
 		env.DockerErr = err
 	} else {
 		env.Docker = dc
+	}
+	if env.ConfigErr == nil && env.Config.Runtime == config.RuntimeKubernetes {
+		if c, err := newKubeClient(env.Config.Kubernetes.Kubeconfig, env.Config.Kubernetes.Namespace); err != nil {
+			env.Kube.Err = err
+		} else {
+			env.Kube.API = c.API
+			if c.Config != nil {
+				env.Kube.Host = c.Config.Host
+			}
+		}
 	}
 	env.GuardPlan = func(ctx context.Context) (doctor.GuardView, error) { return guardView(ctx, a, env) }
 	results := doctor.Run(ctx, env)

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/proc"
 	"github.com/podspawn/podspawn/reconcile"
@@ -22,7 +24,7 @@ var newClock = func() clock.WithTicker { return clock.RealClock{} }
 
 // ListCmd prints the sessions of the state database.
 type ListCmd struct {
-	Output string `help:"Output format: text, or json for scripts: an array of objects with user, project (\"\" for the default session), container, status, mode, connections (live SSH connections), created_at, max_lifetime_at and grace_expiry (RFC 3339 UTC, null when not applicable), lifetime_left_seconds (0 once expired; max_lifetime_at and lifetime_left_seconds are null for persistent sessions, which never expire), restarts (restarts of the container since it last stayed up for cleanup.crash_loop_reset_after) and next_restart_at (when the next restart is allowed while it backs off, else null)." enum:"text,json" default:"text" short:"o"`
+	Output string `help:"Output format: text; wide, text with a NODE column (Kubernetes: the node of the session's Pod, - while it is not scheduled; Docker: this host's name); or json for scripts: an array of objects with user, project (\"\" for the default session), container, status, mode, connections (live SSH connections), created_at, max_lifetime_at and grace_expiry (RFC 3339 UTC, null when not applicable), lifetime_left_seconds (0 once expired; max_lifetime_at and lifetime_left_seconds are null for persistent sessions, which never expire), restarts (restarts of the container since it last stayed up for cleanup.crash_loop_reset_after) and next_restart_at (when the next restart is allowed while it backs off, else null)." enum:"text,wide,json" default:"text" short:"o"`
 }
 
 // Help is shown by podspawn list --help.
@@ -31,7 +33,9 @@ func (ListCmd) Help() string {
 
 CONNS counts live connections: a connection whose spawn process has died does not count. LIFETIME LEFT is "expired" once the maximum lifetime is reached (cleanup then destroys the session) and "never" for persistent sessions.
 
-STATUS is creating, running, grace_period or terminating, except "restarting (N)" for a session whose container stopped and was started again N times without staying up for cleanup.crash_loop_reset_after since (restarts back off, see cleanup.crash_loop_*), and "failed (crash-loop)" for one being torn down because it kept stopping.`
+STATUS is creating, running, grace_period or terminating, except "restarting (N)" for a session whose container stopped and was started again N times without staying up for cleanup.crash_loop_reset_after since (restarts back off, see cleanup.crash_loop_*), and "failed (crash-loop)" for one being torn down because it kept stopping.
+
+With runtime: kubernetes, the kubelet restarts a crashing session container in its Pod itself (CrashLoopBackOff), so list also reads the instance's Pods (one list call): "restarting (N)" then shows the kubelet's restart count N of the session container while it is down or has not stayed up for cleanup.crash_loop_reset_after since its last start. When the API server cannot be read, list says so on stderr and shows the database's view.`
 }
 
 // sessionView is one session with what list and status derive from it.
@@ -39,6 +43,9 @@ type sessionView struct {
 	Sess *desired.Session
 	// Live is the number of leases whose process still runs.
 	Live int
+	// Placement is where the runtime runs the session container (nil when
+	// it was not read, or there is none).
+	Placement *observed.Placement
 }
 
 // loadSessionViews reads every session, ordered by user and project, and
@@ -80,44 +87,125 @@ func (c *ListCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
+	cfg, err := a.Config()
+	if err != nil {
+		return err
+	}
 	now := a.Clock.Now()
 	warnFutureRows(a.Stderr, views, now)
-	if c.Output == "json" {
-		return renderListJSON(a.Stdout, views, now)
+	kube := cfg.Runtime == config.RuntimeKubernetes
+	var nodes func(sessionView) string
+	if kube || c.Output == "wide" {
+		nodes = placeSessions(ctx, a, views, kube)
 	}
-	renderListText(a.Stdout, views, now)
+	r := restartsView{resetAfter: cfg.Cleanup.CrashLoopResetAfter.Duration, now: now}
+	if c.Output == "json" {
+		return renderListJSON(a.Stdout, views, r)
+	}
+	if c.Output != "wide" {
+		nodes = nil
+	}
+	renderListText(a.Stdout, views, r, nodes)
 	return nil
 }
 
-func renderListText(w io.Writer, views []sessionView, now time.Time) {
+// placeSessions reads where the runtime runs the sessions' containers and
+// returns the NODE column: on Kubernetes the node of each session's Pod,
+// "-" while it is not scheduled or has no Pod, "?" when the API server
+// could not be read (said on stderr); on Docker this host's name, as every
+// session runs on this host's Docker, read without asking Docker.
+func placeSessions(ctx context.Context, a *App, views []sessionView, kube bool) func(sessionView) string {
+	if !kube {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "-"
+		}
+		return func(sessionView) string { return host }
+	}
+	placements, err := readPlacements(ctx, a)
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "Warning: cannot read the session Pods (%s); NODE is unknown and restarts are the database's\n", shortReason(err))
+		return func(sessionView) string { return "?" }
+	}
+	for i := range views {
+		if p, ok := placements[containerOf(views[i].Sess)]; ok {
+			views[i].Placement = &p
+		}
+	}
+	return func(v sessionView) string {
+		if v.Placement == nil || v.Placement.Node == "" {
+			return "-"
+		}
+		return v.Placement.Node
+	}
+}
+
+func readPlacements(ctx context.Context, a *App) (map[string]observed.Placement, error) {
+	st, err := a.Store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := a.Runtime()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return rt.Placements(ctx, st.InstanceID())
+}
+
+func renderListText(w io.Writer, views []sessionView, r restartsView, nodes func(sessionView) string) {
 	if len(views) == 0 {
 		fmt.Fprintln(w, "No active sessions.")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "USER\tPROJECT\tCONTAINER\tSTATUS\tCONNS\tAGE\tLIFETIME LEFT")
+	head := "USER\tPROJECT\tCONTAINER\tSTATUS\tCONNS\tAGE\tLIFETIME LEFT"
+	if nodes != nil {
+		head += "\tNODE"
+	}
+	fmt.Fprintln(tw, head)
 	for _, v := range views {
 		s := v.Sess
 		project := s.Key.Project
 		if project == "" {
 			project = "(default)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Key.User, project, containerOf(s), statusText(s), v.Live,
-			formatAge(now.Sub(s.CreatedAt)), lifetimeLeft(s, now))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s", s.Key.User, project, containerOf(s), statusText(s, r.count(v)), v.Live,
+			formatAge(r.now.Sub(s.CreatedAt)), lifetimeLeft(s, r.now))
+		if nodes != nil {
+			fmt.Fprintf(tw, "\t%s", nodes(v))
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+}
+
+// restartsView counts a session's restarts for list: the session row's
+// (podspawn's own restarts, on Docker) or, while the kubelet is
+// restarting the session container in its Pod, the kubelet's count.
+type restartsView struct {
+	resetAfter time.Duration
+	now        time.Time
+}
+
+func (r restartsView) count(v sessionView) int {
+	if p := v.Placement; p != nil && p.Restarts > 0 && (!p.Up || r.now.Sub(p.StartedAt) < r.resetAfter) {
+		return max(p.Restarts, v.Sess.RestartCount)
+	}
+	return v.Sess.RestartCount
 }
 
 // statusText is the STATUS column: the stored status, except for a
 // session whose container was started again after it stopped ("restarting
 // (3)": 3 restarts since it last stayed up for cleanup.crash_loop_reset_after)
 // and one torn down for crash-looping ("failed (crash-loop)").
-func statusText(s *desired.Session) string {
+func statusText(s *desired.Session, restarts int) string {
 	switch {
 	case s.Status == desired.StatusTerminating && s.TerminateReason == string(reconcile.ReasonCrashLoop):
 		return "failed (crash-loop)"
-	case (s.Status == desired.StatusRunning || s.Status == desired.StatusGrace) && s.RestartCount > 0:
-		return fmt.Sprintf("restarting (%d)", s.RestartCount)
+	case (s.Status == desired.StatusRunning || s.Status == desired.StatusGrace) && restarts > 0:
+		return fmt.Sprintf("restarting (%d)", restarts)
 	}
 	return string(s.Status)
 }
@@ -177,7 +265,8 @@ type listJSON struct {
 	NextRestartAt *time.Time `json:"next_restart_at"`
 }
 
-func renderListJSON(w io.Writer, views []sessionView, now time.Time) error {
+func renderListJSON(w io.Writer, views []sessionView, r restartsView) error {
+	now := r.now
 	out := make([]listJSON, 0, len(views))
 	for _, v := range views {
 		s := v.Sess
@@ -195,7 +284,7 @@ func renderListJSON(w io.Writer, views []sessionView, now time.Time) error {
 			g := s.GraceExpiry.UTC()
 			j.GraceExpiry = &g
 		}
-		j.Restarts = s.RestartCount
+		j.Restarts = r.count(v)
 		if s.RestartCount > 0 && s.NextRestartAt.After(now) {
 			n := s.NextRestartAt.UTC()
 			j.NextRestartAt = &n

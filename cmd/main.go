@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/podspawn/podspawn/controller"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/observed"
 	"github.com/podspawn/podspawn/observed/dockerobs"
 	"github.com/podspawn/podspawn/observed/k8sobs"
 	"github.com/podspawn/podspawn/reconcile"
@@ -108,6 +110,10 @@ type Runtime interface {
 	Execer(log logr.Logger) actions.Execer
 	// Watcher streams the runtime's changes of instance's objects.
 	Watcher(instance string, log logr.Logger) controller.Watcher
+	// Placements maps instance's session containers (by name) to where
+	// they run and the runtime's own restarts of them; nil when the
+	// runtime places and restarts nothing itself (Docker).
+	Placements(ctx context.Context, instance string) (map[string]observed.Placement, error)
 }
 
 // dockerRuntime is Runtime for the local Docker daemon.
@@ -148,6 +154,12 @@ func (r *dockerRuntime) Watcher(instance string, log logr.Logger) controller.Wat
 	return dockerobs.NewWatcher(r.api, instance, log)
 }
 
+// Placements is nil: sessions run on this host, and only podspawn restarts
+// them (counted on the session row).
+func (r *dockerRuntime) Placements(context.Context, string) (map[string]observed.Placement, error) {
+	return nil, nil
+}
+
 // kubeRuntime is Runtime for a Kubernetes namespace (runtime: kubernetes).
 type kubeRuntime struct {
 	k8sobs.Lister
@@ -157,8 +169,11 @@ type kubeRuntime struct {
 	now      func() time.Time
 }
 
+// newKubeClient connects to the cluster (tests replace it with a fake).
+var newKubeClient = k8sobs.NewClient
+
 func newKubeRuntime(k config.Kubernetes, now func() time.Time, docker func() (*client.Client, error)) (*kubeRuntime, error) {
-	c, err := k8sobs.NewClient(k.Kubeconfig, k.Namespace)
+	c, err := newKubeClient(k.Kubeconfig, k.Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -180,8 +195,11 @@ func newKubeRuntime(k config.Kubernetes, now func() time.Time, docker func() (*c
 			}
 			return dockeract.PushImage(ctx, dc, local, remote)
 		}}
+	// Validated at config load.
+	size, _ := resource.ParseQuantity(k.VolumeSize)
 	return &kubeRuntime{Lister: k8sobs.Lister{C: c}, Images: images, c: c, now: now,
-		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry}}, nil
+		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry,
+			StorageClass: k.StorageClass, VolumeSize: size}}, nil
 }
 
 // Ping reads the namespace: the API server answers and podspawn's

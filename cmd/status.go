@@ -15,6 +15,7 @@ import (
 	"github.com/podspawn/podspawn/controller/metrics"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/atomicfile"
+	"github.com/podspawn/podspawn/desired/config"
 )
 
 // StatusCmd prints session and container counts, for humans or Prometheus.
@@ -26,6 +27,8 @@ type StatusCmd struct {
 // Help is shown by podspawn status --help.
 func (StatusCmd) Help() string {
 	return `Sessions and connections come from the state database (a connection counts only while its spawn process lives). Containers counts the Docker containers labelled managed-by=podspawn in any state, including service containers and orphans not yet reaped.
+
+With runtime: kubernetes, Containers counts podspawn's Pods in its namespace instead (a session and its companion services are one Pod), in every phase: "Containers:  N Pods in Kubernetes"; the Prometheus output keeps the documented names, so podspawn_containers_docker is that Pod count and podspawn_docker_up says whether the API server answered (their HELP lines say so).
 
 When Docker cannot be reached the container count is reported as unknown, never as 0: the human output says "unknown (Docker unreachable: ...)", and the Prometheus output omits podspawn_containers_docker and sets podspawn_docker_up to 0. The exit status is 0 either way, so a collector cron job keeps running; it is 1 only when the state database cannot be read or the output cannot be written.
 
@@ -53,18 +56,22 @@ func (c *StatusCmd) Run(a *App) error {
 		return d.DatabaseErr
 	}
 
+	cfg, err := a.Config()
+	if err != nil {
+		return err
+	}
 	var buf bytes.Buffer
 	if c.Prometheus {
-		if err := renderStatusPrometheus(&buf, d); err != nil {
+		if err := renderStatusPrometheus(&buf, d, statusOptions(cfg)...); err != nil {
 			return err
 		}
 	} else {
-		renderStatusText(&buf, d)
+		renderStatusText(&buf, d, cfg.Runtime == config.RuntimeKubernetes)
 	}
 	if c.OutputFile != "" {
 		return atomicfile.Write(c.OutputFile, buf.Bytes(), 0o644, atomicfile.KeepOwner, atomicfile.KeepOwner) // collectors often run as another user
 	}
-	_, err := a.Stdout.Write(buf.Bytes())
+	_, err = a.Stdout.Write(buf.Bytes())
 	return err
 }
 
@@ -92,16 +99,29 @@ func shortReason(err error) string {
 	return s
 }
 
-func renderStatusText(w io.Writer, d metrics.Status) {
+// statusOptions are the status gauges' options for cfg's runtime.
+func statusOptions(cfg config.Config) []metrics.StatusOption {
+	if cfg.Runtime == config.RuntimeKubernetes {
+		return []metrics.StatusOption{metrics.OnKubernetes}
+	}
+	return nil
+}
+
+func renderStatusText(w io.Writer, d metrics.Status, kube bool) {
 	fmt.Fprintf(w, "Sessions:    %d total (%d running, %d grace)\n", d.Total, d.Running, d.Grace)
 	if d.Restarting > 0 {
 		// Only when there are some, so the usual output stays as documented.
 		fmt.Fprintf(w, "Restarting:  %d (containers that stopped and were started again; podspawn list shows which)\n", d.Restarting)
 	}
 	fmt.Fprintf(w, "Connections: %d active\n", d.Connections)
-	if d.DockerErr != nil {
+	switch {
+	case kube && d.DockerErr != nil:
+		fmt.Fprintf(w, "Containers:  unknown (Kubernetes unreachable: %s)\n", shortReason(d.DockerErr))
+	case kube:
+		fmt.Fprintf(w, "Containers:  %d Pods in Kubernetes\n", d.Containers)
+	case d.DockerErr != nil:
 		fmt.Fprintf(w, "Containers:  unknown (Docker unreachable: %s)\n", shortReason(d.DockerErr))
-	} else {
+	default:
 		fmt.Fprintf(w, "Containers:  %d in Docker\n", d.Containers)
 	}
 	if d.Total > 0 {
@@ -111,10 +131,10 @@ func renderStatusText(w io.Writer, d metrics.Status) {
 
 // renderStatusPrometheus writes the gauges in the documented order (Gather
 // sorts by name, so families are encoded one by one).
-func renderStatusPrometheus(w io.Writer, d metrics.Status) error {
+func renderStatusPrometheus(w io.Writer, d metrics.Status, opts ...metrics.StatusOption) error {
 	reg := prometheus.NewRegistry()
 	// No podspawn_database_up: status fails instead when it cannot read.
-	reg.MustRegister(metrics.NewStatusCollector(func() metrics.Status { return d }, false))
+	reg.MustRegister(metrics.NewStatusCollector(func() metrics.Status { return d }, false, opts...))
 	mfs, err := reg.Gather()
 	if err != nil {
 		return fmt.Errorf("gathering metrics: %w", err)

@@ -151,6 +151,9 @@ rm -f /var/lib/cni/results/podspawn-k8s-* 2>/dev/null || true
 for c in "${ids[@]}"; do rm -f /var/lib/cni/results/*-"${c}"-* 2>/dev/null || true; done
 if [[ -d /var/log/containers ]]; then find /var/log/containers -maxdepth 1 -type l -lname "${K8S_STATE}/*" -delete 2>/dev/null || true; fi
 rm -f /var/lib/kubelet/device-plugins/kubelet.sock /var/lib/kubelet/plugins_registry/* 2>/dev/null || true
+#    The hostpath provisioner's volumes (the StorageClass itself is in
+#    etcd's data, removed with the state).
+if [[ -d "${K8S_HOSTPATH_PV}" ]] && ! preexisting path "${K8S_HOSTPATH_PV}"; then rm -rf "${K8S_HOSTPATH_PV}"; fi
 for d in /var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni; do
   if [[ -d "${d}" ]] && ! preexisting path "${d}"; then
     find "${d}" -depth -type d -empty -delete 2>/dev/null || true

@@ -112,7 +112,7 @@ if ((fresh)); then
   # What the kubelet may change on the host that is not under our own
   # directories: k8s-down.sh restores or removes only what was not there.
   {
-    for d in /var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /sys/fs/cgroup/*/kubepods; do
+    for d in /var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /sys/fs/cgroup/*/kubepods "${K8S_HOSTPATH_PV}"; do
       if [[ -e "${d}" ]]; then echo "path ${d}"; fi
     done
     for ipt in iptables ip6tables; do
@@ -347,7 +347,8 @@ EOF
       --authentication-kubeconfig="${K8S_ETC}/controller-manager.kubeconfig" --authorization-kubeconfig="${K8S_ETC}/controller-manager.kubeconfig" \
       --bind-address=127.0.0.1 --secure-port="${K8S_KCM_PORT}" --leader-elect=false --use-service-account-credentials=true \
       --service-account-private-key-file="${K8S_PKI}/sa.key" --root-ca-file="${K8S_PKI}/ca.crt" \
-      --cluster-signing-cert-file="${K8S_PKI}/ca.crt" --cluster-signing-key-file="${K8S_PKI}/ca.key" --v=1
+      --cluster-signing-cert-file="${K8S_PKI}/ca.crt" --cluster-signing-key-file="${K8S_PKI}/ca.key" \
+      --enable-hostpath-provisioner --v=1
     start kube-scheduler kube-scheduler --kubeconfig="${K8S_ETC}/scheduler.kubeconfig" \
       --authentication-kubeconfig="${K8S_ETC}/scheduler.kubeconfig" --authorization-kubeconfig="${K8S_ETC}/scheduler.kubeconfig" \
       --bind-address=127.0.0.1 --secure-port="${K8S_SCHED_PORT}" --leader-elect=false --v=1
@@ -357,6 +358,20 @@ fi
 
 # ---------- podspawn's namespace, Role, RoleBinding, ServiceAccount ----------
 kubectl apply -f "${SCRIPT_ROOT}/hack/k8s/podspawn-rbac.yaml" >/dev/null
+# PersistentVolumeClaims of this StorageClass get a directory under
+# ${K8S_HOSTPATH_PV} from the controller-manager's hostpath provisioner
+# (single node only: a test provisioner), removed with the claim.
+if [[ "${CONTROLLERS}" == 1 ]]; then
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: ${K8S_STORAGE_CLASS}
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
+fi
 if [[ "${CONTROLLERS}" != 1 ]]; then
   # what the controller-manager would do for the namespace
   kubectl create configmap kube-root-ca.crt -n "${K8S_NAMESPACE}" --from-file=ca.crt="${K8S_PKI}/ca.crt" >/dev/null 2>&1 || true

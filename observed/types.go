@@ -127,3 +127,18 @@ type Change struct {
 	Key          desired.SessionKey
 	Kind, Action string
 }
+
+// Placement is where a runtime runs a session container, and the restarts
+// the runtime made on its own. Docker restarts nothing by itself (podspawn
+// does, and counts them on the session row); Kubernetes' kubelet restarts a
+// crashing container in its Pod and counts them.
+type Placement struct {
+	// Node is the node the container's Pod is bound to ("" while it is
+	// not scheduled).
+	Node string
+	// Restarts is the kubelet's restart count of the container.
+	Restarts int
+	// Up says the container runs, since StartedAt.
+	Up        bool
+	StartedAt time.Time
+}

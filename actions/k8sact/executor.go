@@ -13,10 +13,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
@@ -32,6 +36,11 @@ type Settings struct {
 	// Registry is kubernetes.image_registry: project images are pulled
 	// from there (RemoteImage).
 	Registry string
+	// StorageClass (kubernetes.storage_class; "" is the cluster's
+	// default) and VolumeSize (kubernetes.volume_size) are those of the
+	// claims of named volumes.
+	StorageClass string
+	VolumeSize   resource.Quantity
 }
 
 // Executor executes actions against the API server and the store.
@@ -67,10 +76,9 @@ func (x *Executor) Execute(ctx context.Context, a reconcile.Action) (actions.Out
 	case reconcile.KindRemoveContainer:
 		o, err = x.remove(ctx, a, "pod")
 	case reconcile.KindCreateVolume:
-		err = fmt.Errorf("named service volumes (PersistentVolumeClaims) are not supported on the kubernetes runtime yet: %w", actions.ErrTerminal)
+		o, err = x.createClaim(ctx, a)
 	case reconcile.KindRemoveVolume:
-		// No volume objects are created on Kubernetes, so none is listed.
-		o = actions.Unchanged
+		o, err = x.remove(ctx, a, "persistentvolumeclaim")
 	case reconcile.KindKillLeaseProcesses:
 		o, err = x.killLeaseProcesses(ctx, a)
 	default:
@@ -113,6 +121,44 @@ func (x *Executor) meta(a reconcile.Action) (metav1.ObjectMeta, error) {
 		Labels: k8sobs.Labels(a.Key, a.Target, a.Labels), Annotations: an}, nil
 }
 
+// createClaim is create-volume: a PersistentVolumeClaim labelled like the
+// session's other objects, removed with the session as Docker's named
+// volume is; an existing claim of the generation is adopted.
+func (x *Executor) createClaim(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
+	m, err := x.meta(a)
+	if err != nil {
+		return "", err
+	}
+	m.Name = k8sobs.ClaimName(a.Key, a.Target)
+	size := x.Settings.VolumeSize
+	if size.IsZero() {
+		size = resource.MustParse("1Gi")
+	}
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: m, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+		Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
+	}}
+	if x.Settings.StorageClass != "" {
+		pvc.Spec.StorageClassName = &x.Settings.StorageClass
+	}
+	api := x.C.API.CoreV1().PersistentVolumeClaims(x.C.Namespace)
+	_, err = api.Create(ctx, pvc, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return actions.OutcomeOf(true, err)
+	}
+	existing, gerr := api.Get(ctx, m.Name, metav1.GetOptions{})
+	if gerr != nil {
+		return "", fmt.Errorf("%w (and reading the existing one failed: %v)", err, gerr)
+	}
+	if !owned(existing, a) {
+		return "", notOwned("persistentvolumeclaim", existing, a)
+	}
+	if existing.DeletionTimestamp != nil {
+		return "", fmt.Errorf("persistentvolumeclaim %s is being deleted; retrying once it is gone", m.Name)
+	}
+	return actions.Unchanged, nil
+}
+
 // createPolicy is create-network: ingress to the session's Pod only from
 // itself (its containers share the Pod's network anyway).
 func (x *Executor) createPolicy(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
@@ -140,7 +186,7 @@ func (x *Executor) createPolicy(ctx context.Context, a reconcile.Action) (action
 	return actions.Unchanged, nil
 }
 
-// remove deletes the Pod or NetworkPolicy the plan saw, pinned by its UID
+// remove deletes the Pod, NetworkPolicy or PersistentVolumeClaim the plan saw, pinned by its UID
 // so a same-named successor is never deleted; already gone is done. A
 // service container's removal deletes its whole Pod: a Pod's containers go
 // together, and the plan removes a service alone only with its generation
@@ -154,9 +200,17 @@ func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) 
 	u := types.UID(uid)
 	opts := metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &u}}
 	var err error
-	if kind == "pod" {
+	switch kind {
+	case "pod":
 		err = x.C.API.CoreV1().Pods(x.C.Namespace).Delete(ctx, name, opts)
-	} else {
+	case "persistentvolumeclaim":
+		err = x.C.API.CoreV1().PersistentVolumeClaims(x.C.Namespace).Delete(ctx, name, opts)
+		if err == nil {
+			// Done only once it is gone, as Docker's volume removal is, so
+			// the session's row is not deleted before it.
+			return x.awaitClaimGone(ctx, name, u)
+		}
+	default:
 		err = x.C.API.NetworkingV1().NetworkPolicies(x.C.Namespace).Delete(ctx, name, opts)
 	}
 	// NotFound, or a Conflict on the UID: the object seen is gone.
@@ -164,6 +218,36 @@ func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) 
 		return actions.Unchanged, nil
 	}
 	return actions.OutcomeOf(true, err)
+}
+
+// claimGoneTimeout bounds the wait for a deleted claim to go: its
+// protection finalizer holds it until no Pod uses it, and the session's
+// Pod was deleted just before.
+const claimGoneTimeout = 30 * time.Second
+
+// awaitClaimGone watches the claim uid until it is deleted.
+func (x *Executor) awaitClaimGone(ctx context.Context, name string, uid types.UID) (actions.Outcome, error) {
+	api := x.C.API.CoreV1().PersistentVolumeClaims(x.C.Namespace)
+	c, err := api.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) || (err == nil && c.UID != uid) {
+		return actions.Changed, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, claimGoneTimeout)
+	defer cancel()
+	w, err := api.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: c.ResourceVersion})
+	if err != nil {
+		return "", fmt.Errorf("watching the deletion of persistentvolumeclaim %s: %w", name, err)
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		if got, ok := ev.Object.(*corev1.PersistentVolumeClaim); ok && got.UID == uid && ev.Type == watch.Deleted {
+			return actions.Changed, nil
+		}
+	}
+	return "", fmt.Errorf("persistentvolumeclaim %s is still being deleted after %s (finalizers %v: a Pod may still use it)", name, claimGoneTimeout, c.Finalizers)
 }
 
 func (x *Executor) killLeaseProcesses(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {

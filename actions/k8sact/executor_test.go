@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -108,5 +109,48 @@ func TestPodSpecSecurity(t *testing.T) {
 	a.Container = &mounts
 	if _, err := x.podFor(a, nil); !errors.Is(err, actions.ErrTerminal) {
 		t.Fatalf("host mounts: %v, want ErrTerminal", err)
+	}
+}
+
+// A named volume is a claim of the session: created once (adopted after),
+// with the storage class and size of the config, refused when another
+// instance owns the name, removed (and waited for) by its UID, and
+// mounted by the Pod that uses it.
+func TestClaimLifecycle(t *testing.T) {
+	k := desired.SessionKey{User: "cy", Project: "web"}
+	cs := fake.NewClientset()
+	x := &Executor{C: &k8sobs.Client{API: cs, Namespace: "podspawn"}, Now: time.Now,
+		Settings: Settings{StorageClass: "fast", VolumeSize: resource.MustParse("2Gi")}}
+	vol := "podspawn-cy-web-db-data"
+	a := action(reconcile.KindCreateVolume, k, vol, observed.RoleService, "i1")
+	for i, want := range []actions.Outcome{actions.Changed, actions.Unchanged} {
+		if o, err := x.Execute(context.Background(), a); err != nil || o != want {
+			t.Fatalf("create %d: %v, %v", i, o, err)
+		}
+	}
+	c, err := cs.CoreV1().PersistentVolumeClaims("podspawn").Get(context.Background(), k8sobs.ClaimName(k, vol), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *c.Spec.StorageClassName != "fast" || c.Spec.Resources.Requests.Storage().String() != "2Gi" || c.Labels[k8sobs.LabelInstance] != "i1" {
+		t.Fatalf("claim %+v", c)
+	}
+	if o := k8sobs.ClaimObject(c); o.Kind != observed.KindVolume || o.Name != vol || o.Instance() != "i1" {
+		t.Fatalf("observed as %+v", o)
+	}
+	if _, err := x.Execute(context.Background(), action(reconcile.KindCreateVolume, k, vol, observed.RoleService, "i2")); !errors.Is(err, actions.ErrTerminal) {
+		t.Fatalf("another instance's claim: %v", err)
+	}
+	svc := &spec.Container{Role: observed.RoleService, Image: "busybox", Volumes: []desired.VolumeMount{{Name: vol, Target: "/data"}}}
+	ctr, vols, err := container("service-0", "", svc, func(v string) string { return k8sobs.ClaimName(k, v) })
+	if err != nil || len(vols) != 1 || vols[0].PersistentVolumeClaim.ClaimName != c.Name || ctr.VolumeMounts[0].MountPath != "/data" || ctr.VolumeMounts[0].Name != vols[0].Name {
+		t.Fatalf("pod volumes %+v, mounts %+v, %v", vols, ctr.VolumeMounts, err)
+	}
+	rm := action(reconcile.KindRemoveVolume, k, vol, observed.RoleService, "i1")
+	rm.TargetID = k8sobs.ObjectID(c.Name, "", "uid-1") // the fake sets no UID and ignores preconditions
+	for i, want := range []actions.Outcome{actions.Changed, actions.Unchanged} {
+		if o, err := x.Execute(context.Background(), rm); err != nil || o != want {
+			t.Fatalf("remove %d: %v, %v", i, o, err)
+		}
 	}
 }

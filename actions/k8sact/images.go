@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/observed/k8sobs"
 )
 
 // Images is actions.Images on Kubernetes: project images are built on the
@@ -38,7 +38,7 @@ func (i Images) ImageExists(ctx context.Context, ref string) (bool, error) {
 		return false, fmt.Errorf("image reference %q has no tag", ref)
 	}
 	host, path, _ := strings.Cut(repo, "/")
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, registryURL(host)+"/v2/"+path+"/manifests/"+tag, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, k8sobs.RegistryURL(host)+"/v2/"+path+"/manifests/"+tag, nil)
 	if err != nil {
 		return false, err
 	}
@@ -91,17 +91,4 @@ func splitRef(ref string) (repo, tag string, ok bool) {
 		return "", "", false
 	}
 	return ref[:i], ref[i+1:], true
-}
-
-// registryURL is http for a loopback registry (as Docker and containerd
-// treat them), https for any other.
-func registryURL(host string) string {
-	h := host
-	if hh, _, err := net.SplitHostPort(host); err == nil {
-		h = hh
-	}
-	if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
-		return "http://" + host
-	}
-	return "https://" + host
 }

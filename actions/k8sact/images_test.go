@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/podspawn/podspawn/observed/k8sobs"
 )
 
 func TestRemoteImage(t *testing.T) {
@@ -21,8 +23,8 @@ func TestRemoteImage(t *testing.T) {
 	if got := RemoteImage("", "podspawn/web:1"); got != "podspawn/web:1" {
 		t.Errorf("without a registry: %q", got)
 	}
-	if registryURL("127.0.0.1:15000") != "http://127.0.0.1:15000" || registryURL("registry.example.com") != "https://registry.example.com" {
-		t.Error("registryURL: loopback is http, others https")
+	if k8sobs.RegistryURL("127.0.0.1:15000") != "http://127.0.0.1:15000" || k8sobs.RegistryURL("registry.example.com") != "https://registry.example.com" {
+		t.Error("RegistryURL: loopback is http, others https")
 	}
 }
 

@@ -171,13 +171,14 @@ func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*cor
 		}
 	}
 	var aliases []string
-	c, vols, err := container("session", x.Settings.Registry, a.Container)
+	claim := func(volume string) string { return k8sobs.ClaimName(a.Key, volume) }
+	c, vols, err := container("session", x.Settings.Registry, a.Container, claim)
 	if err != nil {
 		return nil, err
 	}
 	ps.Containers, ps.Volumes = append(ps.Containers, c), append(ps.Volumes, vols...)
 	for i, s := range services {
-		c, vols, err := container(serviceContainer(i), x.Settings.Registry, s.Container)
+		c, vols, err := container(serviceContainer(i), x.Settings.Registry, s.Container, claim)
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", s.Target, err)
 		}
@@ -192,10 +193,11 @@ func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*cor
 }
 
 // container is one container of a session Pod with the config's security
-// profile, its limits as both requests and limits, and its tmpfs mounts.
-func container(name, registry string, s *spec.Container) (corev1.Container, []corev1.Volume, error) {
-	if len(s.Mounts) > 0 || len(s.Volumes) > 0 {
-		return corev1.Container{}, nil, fmt.Errorf("host mounts and named volumes are not supported on the kubernetes runtime yet: %w", actions.ErrTerminal)
+// profile, its limits as both requests and limits, its tmpfs mounts and
+// its named volumes (the claims claim names).
+func container(name, registry string, s *spec.Container, claim func(volume string) string) (corev1.Container, []corev1.Volume, error) {
+	if len(s.Mounts) > 0 {
+		return corev1.Container{}, nil, fmt.Errorf("host mounts are not supported on the kubernetes runtime: %w", actions.ErrTerminal)
 	}
 	no, rt := false, corev1.SeccompProfileTypeRuntimeDefault
 	c := corev1.Container{Name: name, Image: RemoteImage(registry, s.Image), Command: s.Cmd, ImagePullPolicy: corev1.PullIfNotPresent,
@@ -233,6 +235,12 @@ func container(name, registry string, s *spec.Container) (corev1.Container, []co
 		i++
 		vols = append(vols, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}})
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v, MountPath: path})
+	}
+	for j, v := range s.Volumes {
+		n := fmt.Sprintf("%s-volume-%d", name, j)
+		vols = append(vols, corev1.Volume{Name: n, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim(v.Name)}}})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: n, MountPath: v.Target})
 	}
 	return c, vols, nil
 }

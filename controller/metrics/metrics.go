@@ -33,7 +33,7 @@ type Metrics struct {
 
 // New registers every metric of the daemon in a new private registry,
 // with status read at scrape time.
-func New(status func() Status) *Metrics {
+func New(status func() Status, opts ...StatusOption) *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry()}
 	m.actions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podspawn_actions_total",
@@ -76,7 +76,7 @@ func New(status func() Status) *Metrics {
 	}, []string{"reason"})
 	m.queue = newQueueMetrics()
 	m.Registry.MustRegister(
-		NewStatusCollector(status, true),
+		NewStatusCollector(status, true, opts...),
 		m.actions, m.destroyed, m.passes, m.passErrors, m.held, m.heldLastResync,
 		m.passDuration, m.dockerDuration, m.deadlineLateness,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -136,13 +136,32 @@ type StatusCollector struct {
 	dbUp     *prometheus.Desc
 }
 
+// StatusOption changes what the status gauges say.
+type StatusOption func(help map[string]string)
+
+// OnKubernetes keeps the documented gauge names with runtime: kubernetes
+// (dashboards and alerts keep working) and says in their help what they
+// count there: podspawn_containers_docker counts podspawn's Pods, and
+// podspawn_docker_up says whether the API server answered.
+func OnKubernetes(help map[string]string) {
+	help["podspawn_containers_docker"] = "Pods labelled app.kubernetes.io/managed-by=podspawn in podspawn's namespace (runtime: kubernetes)"
+	help[DockerUpName] = "Whether the Kubernetes API server answered (1) or not (0) (runtime: kubernetes)"
+}
+
 // NewStatusCollector reads the status with read at every collection.
-func NewStatusCollector(read func() Status, databaseUp bool) *StatusCollector {
+func NewStatusCollector(read func() Status, databaseUp bool, opts ...StatusOption) *StatusCollector {
 	c := &StatusCollector{read: read, database: databaseUp}
+	help := map[string]string{DockerUpName: "Whether the Docker daemon answered (1) or not (0)"}
 	for _, g := range statusGauges {
-		c.descs = append(c.descs, prometheus.NewDesc(g.name, g.help, nil, nil))
+		help[g.name] = g.help
 	}
-	c.dockerUp = prometheus.NewDesc(DockerUpName, "Whether the Docker daemon answered (1) or not (0)", nil, nil)
+	for _, o := range opts {
+		o(help)
+	}
+	for _, g := range statusGauges {
+		c.descs = append(c.descs, prometheus.NewDesc(g.name, help[g.name], nil, nil))
+	}
+	c.dockerUp = prometheus.NewDesc(DockerUpName, help[DockerUpName], nil, nil)
 	c.dbUp = prometheus.NewDesc(DatabaseUpName, "Whether the state database could be read (1) or not (0)", nil, nil)
 	return c
 }

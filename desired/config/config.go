@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podspawn/podspawn/desired"
@@ -69,6 +70,9 @@ type Kubernetes struct {
 	NodeSelector map[string]string `yaml:"node_selector"`
 	RuntimeClass string            `yaml:"runtime_class"`
 	StorageClass string            `yaml:"storage_class"`
+	// VolumeSize is the storage a named volume's PersistentVolumeClaim
+	// asks for (a Kubernetes quantity: 1Gi, 500Mi).
+	VolumeSize string `yaml:"volume_size"`
 	// ImageRegistry is where project images are pushed for the cluster to pull.
 	ImageRegistry string `yaml:"image_registry"`
 }
@@ -270,7 +274,7 @@ func Defaults() Config {
 		Update:       Update{BaseURL: "https://api.github.com", Repo: "podspawn/podspawn"},
 		ProjectsFile: "/etc/podspawn/projects.yaml",
 		Runtime:      RuntimeDocker,
-		Kubernetes:   Kubernetes{Namespace: "podspawn", NodeSelector: map[string]string{}},
+		Kubernetes:   Kubernetes{Namespace: "podspawn", NodeSelector: map[string]string{}, VolumeSize: "1Gi"},
 	}
 }
 
@@ -640,6 +644,9 @@ func (c *Config) validateRuntime() error {
 	}
 	if strings.Contains(k.ImageRegistry, "://") || strings.ContainsAny(k.ImageRegistry, " \t") || strings.HasSuffix(k.ImageRegistry, "/") {
 		return fmt.Errorf("invalid kubernetes.image_registry %q: must be host[:port][/path] without a scheme or trailing slash (e.g. registry.example.com:5000/podspawn)", k.ImageRegistry)
+	}
+	if q, err := resource.ParseQuantity(k.VolumeSize); err != nil || q.Sign() <= 0 {
+		return fmt.Errorf("invalid kubernetes.volume_size %q: must be a positive Kubernetes quantity such as 1Gi or 500Mi", k.VolumeSize)
 	}
 	if c.Security.Runtime != "" {
 		return fmt.Errorf("invalid security.runtime %q with runtime: kubernetes: it names Docker's OCI runtime; set kubernetes.runtime_class instead", c.Security.Runtime)

@@ -24,6 +24,10 @@ K8S_IMAGES="${K8S_CACHE}/images"
 K8S_EXTRA_IMAGES="${K8S_IMAGES}/extra"
 
 K8S_STATE="${PODSPAWN_K8S_STATE:-/var/lib/podspawn-k8s}"
+# The StorageClass of the test cluster, and where its provisioner (the
+# controller-manager's hostpath provisioner, a fixed path) makes volumes.
+K8S_STORAGE_CLASS=podspawn-hostpath
+K8S_HOSTPATH_PV=/tmp/hostpath-provisioner
 K8S_RUN=/run/podspawn-k8s
 # held by k8s-up.sh and k8s-down.sh: one of them at a time
 K8S_LOCK=/run/lock/podspawn-k8s.lock

@@ -90,6 +90,9 @@ type Env struct {
 
 	// HostFirewall reads the host access rules (firewall.go).
 	HostFirewall HostFirewall
+
+	// Kube is the cluster of runtime: kubernetes (kubernetes.go).
+	Kube Kube
 }
 
 // GuardView is what the removal guard check needs from a plan.
@@ -158,6 +161,9 @@ func Run(ctx context.Context, e Env) []Result {
 		e.Timeout = DefaultTimeout
 	}
 	cs := checks()
+	if runsOnKubernetes(&e) {
+		cs = append(cs, kubeChecks()...)
+	}
 	results := make([]Result, len(cs))
 	var wg sync.WaitGroup
 	for i, c := range cs {

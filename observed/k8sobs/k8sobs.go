@@ -125,6 +125,18 @@ func containerState(o *observed.Object, p *corev1.Pod, s corev1.ContainerStatus)
 	}
 }
 
+// ClaimObject is the volume object of a session's PersistentVolumeClaim
+// (a named service volume); a claim being deleted (it waits for its Pod
+// to go) is removing.
+func ClaimObject(c *corev1.PersistentVolumeClaim) observed.Object {
+	o := observed.Object{Kind: observed.KindVolume, ID: ObjectID(c.Name, "", string(c.UID)), Name: c.Annotations[AnnotationName],
+		Created: created(c.CreationTimestamp), Labels: podspawnLabels(c.Labels, c.Annotations)}
+	if c.DeletionTimestamp != nil {
+		o.State = observed.StateRemoving
+	}
+	return o
+}
+
 // PolicyObject is the network object of a session's NetworkPolicy.
 func PolicyObject(np *networkingv1.NetworkPolicy) observed.Object {
 	return observed.Object{Kind: observed.KindNetwork, ID: ObjectID(np.Name, "", string(np.UID)), Name: np.Annotations[AnnotationName],
@@ -145,17 +157,22 @@ type Lister struct{ C *Client }
 
 func (l Lister) list(ctx context.Context, selector string) ([]observed.Object, error) {
 	opts := metav1.ListOptions{LabelSelector: selector}
-	// The two lists go side by side: a connection waits for them on attach
-	// and on detach.
+	// The three lists go side by side: a connection waits for them on
+	// attach and on detach.
 	var (
-		nps  *networkingv1.NetworkPolicyList
-		nerr error
-		wg   sync.WaitGroup
+		nps        *networkingv1.NetworkPolicyList
+		pvcs       *corev1.PersistentVolumeClaimList
+		nerr, verr error
+		wg         sync.WaitGroup
 	)
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		nps, nerr = l.C.API.NetworkingV1().NetworkPolicies(l.C.Namespace).List(ctx, opts)
+	}()
+	go func() {
+		defer wg.Done()
+		pvcs, verr = l.C.API.CoreV1().PersistentVolumeClaims(l.C.Namespace).List(ctx, opts)
 	}()
 	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, opts)
 	wg.Wait()
@@ -165,12 +182,18 @@ func (l Lister) list(ctx context.Context, selector string) ([]observed.Object, e
 	if nerr != nil {
 		return nil, fmt.Errorf("listing network policies in namespace %s: %w", l.C.Namespace, nerr)
 	}
+	if verr != nil {
+		return nil, fmt.Errorf("listing persistent volume claims in namespace %s: %w", l.C.Namespace, verr)
+	}
 	var objs []observed.Object
 	for i := range pods.Items {
 		objs = append(objs, PodObjects(&pods.Items[i])...)
 	}
 	for i := range nps.Items {
 		objs = append(objs, PolicyObject(&nps.Items[i]))
+	}
+	for i := range pvcs.Items {
+		objs = append(objs, ClaimObject(&pvcs.Items[i]))
 	}
 	return objs, nil
 }
@@ -194,17 +217,15 @@ func (l Lister) ListKey(ctx context.Context, k desired.SessionKey) ([]observed.O
 	return out, nil
 }
 
-// CountContainers counts the containers of podspawn's Pods.
+// CountContainers counts podspawn's Pods in the namespace, in every
+// phase: on Kubernetes a session's containers are one Pod, and status
+// reports Pods.
 func (l Lister) CountContainers(ctx context.Context) (int, error) {
 	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector})
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for i := range pods.Items {
-		n += len(PodObjects(&pods.Items[i]))
-	}
-	return n, nil
+	return len(pods.Items), nil
 }
 
 // InspectContainer finds the container the plan calls ref (a Docker-style
@@ -238,4 +259,46 @@ func (l Lister) InspectContainer(ctx context.Context, ref string) (observed.Obje
 		}
 	}
 	return observed.Object{}, false, nil
+}
+
+// Placements maps the Docker-style name of every session container of
+// instance's Pods to where it runs and the kubelet's restarts of it: one
+// list call, for list and list -o wide.
+func (l Lister) Placements(ctx context.Context, instance string) (map[string]observed.Placement, error) {
+	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector + "," + LabelInstance + "=" + instance})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods in namespace %s: %w", l.C.Namespace, err)
+	}
+	out := map[string]observed.Placement{}
+	for i := range pods.Items {
+		if name, p, ok := SessionPlacement(&pods.Items[i]); ok {
+			out[name] = p
+		}
+	}
+	return out, nil
+}
+
+// SessionPlacement is the placement of a Pod's session container, with the
+// container's Docker-style name; ok is false for a Pod without one.
+func SessionPlacement(p *corev1.Pod) (name string, pl observed.Placement, ok bool) {
+	var metas []ContainerMeta
+	if json.Unmarshal([]byte(p.Annotations[AnnotationContainers]), &metas) != nil {
+		return "", observed.Placement{}, false
+	}
+	for _, m := range metas {
+		if m.Labels[observed.LabelRole] != observed.RoleSession {
+			continue
+		}
+		pl.Node = p.Spec.NodeName
+		for _, s := range p.Status.ContainerStatuses {
+			if s.Name == m.Container {
+				pl.Restarts = int(s.RestartCount)
+				if r := s.State.Running; r != nil && p.DeletionTimestamp == nil {
+					pl.Up, pl.StartedAt = true, r.StartedAt.UTC()
+				}
+			}
+		}
+		return m.Name, pl, true
+	}
+	return "", observed.Placement{}, false
 }

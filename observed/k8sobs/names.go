@@ -1,8 +1,9 @@
-// Package k8sobs reads observed state from Kubernetes: the Pods and
-// NetworkPolicies labelled app.kubernetes.io/managed-by=podspawn in one
-// namespace, turned into the same observed.Objects Docker gives (one
-// container object per container of a session's Pod, one network object
-// per NetworkPolicy), so reconcile plans alike on both runtimes.
+// Package k8sobs reads observed state from Kubernetes: the Pods,
+// NetworkPolicies and PersistentVolumeClaims labelled
+// app.kubernetes.io/managed-by=podspawn in one namespace, turned into the
+// same observed.Objects Docker gives (one container object per container
+// of a session's Pod, one network object per NetworkPolicy, one volume
+// object per claim), so reconcile plans alike on both runtimes.
 package k8sobs
 
 import (
@@ -10,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/podspawn/podspawn/desired"
@@ -93,6 +95,13 @@ func ObjectName(k desired.SessionKey) string {
 	return "ps-" + readable + "-" + KeyHash(k)
 }
 
+// ClaimName is the DNS-1123 name of the PersistentVolumeClaim of a
+// session's named volume, whose Docker-style name is volume: the session's
+// object name and a hash of the volume's name.
+func ClaimName(k desired.SessionKey, volume string) string {
+	return ObjectName(k) + "-" + NameHash(volume)[:10]
+}
+
 // Labels are the Kubernetes labels of an object with podspawn's labels l
 // (observed.Label* keys).
 func Labels(k desired.SessionKey, name string, l map[string]string) map[string]string {
@@ -147,4 +156,18 @@ func podspawnLabels(labels, annotations map[string]string) map[string]string {
 		delete(l, observed.LabelInstance)
 	}
 	return l
+}
+
+// RegistryURL is the base URL of the registry at host[:port]: http for a
+// loopback registry (as Docker and containerd treat them), https for any
+// other.
+func RegistryURL(host string) string {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return "http://" + host
+	}
+	return "https://" + host
 }

@@ -19,7 +19,7 @@ import (
 const DefaultResync = 10 * time.Minute
 
 // Watcher is controller.Watcher on Kubernetes: shared informers on the
-// namespace's podspawn Pods and NetworkPolicies, each change turned into
+// namespace's podspawn Pods, NetworkPolicies and PersistentVolumeClaims, each change turned into
 // the session key it concerns.
 type Watcher struct {
 	C        *Client
@@ -74,10 +74,11 @@ func (w *Watcher) Watch(ctx context.Context, _ time.Time) (<-chan observed.Chang
 	}
 	pods := f.Core().V1().Pods().Informer()
 	nps := f.Networking().V1().NetworkPolicies().Informer()
+	pvcs := f.Core().V1().PersistentVolumeClaims().Informer()
 	for i, h := range []struct {
 		inf  cache.SharedIndexInformer
 		kind string
-	}{{pods, "pod"}, {nps, "networkpolicy"}} {
+	}{{pods, "pod"}, {nps, "networkpolicy"}, {pvcs, "persistentvolumeclaim"}} {
 		if _, err := h.inf.AddEventHandler(handler(h.kind)); err != nil {
 			errs <- fmt.Errorf("adding the %s event handler (%d): %w", h.kind, i, err)
 			return changes, errs
@@ -87,8 +88,8 @@ func (w *Watcher) Watch(ctx context.Context, _ time.Time) (<-chan observed.Chang
 	go func() {
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		if !cache.WaitForCacheSync(sctx.Done(), pods.HasSynced, nps.HasSynced) && ctx.Err() == nil {
-			errs <- fmt.Errorf("the pod and network policy informers of namespace %s did not sync within a minute", w.C.Namespace)
+		if !cache.WaitForCacheSync(sctx.Done(), pods.HasSynced, nps.HasSynced, pvcs.HasSynced) && ctx.Err() == nil {
+			errs <- fmt.Errorf("the pod, network policy and persistent volume claim informers of namespace %s did not sync within a minute", w.C.Namespace)
 		}
 		<-ctx.Done()
 		f.Shutdown()

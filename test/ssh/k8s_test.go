@@ -28,6 +28,7 @@ const (
 	k8sPodspawnKubeconfig = "/var/lib/podspawn-k8s/podspawn.kubeconfig"
 	k8sNamespace          = "podspawn"
 	k8sRegistry           = "127.0.0.1:15000"
+	k8sStorageClass       = "podspawn-hostpath"
 )
 
 var (
@@ -89,7 +90,7 @@ func k8sCluster(t testing.TB) kubernetes.Interface {
 func k8sServer(t testing.TB, o serverOptions) (*server, kubernetes.Interface) {
 	cs := k8sCluster(t)
 	o.Extra += "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace +
-		"\n  image_registry: " + k8sRegistry + "\n"
+		"\n  image_registry: " + k8sRegistry + "\n  storage_class: " + k8sStorageClass + "\n  volume_size: 16Mi\n"
 	s := newServer(t, o)
 	inst := s.Env.InstanceID()
 	t.Cleanup(func() {
@@ -97,6 +98,8 @@ func k8sServer(t testing.TB, o serverOptions) (*server, kubernetes.Interface) {
 		cs.CoreV1().Pods(k8sNamespace).DeleteCollection(context.Background(), metav1.DeleteOptions{GracePeriodSeconds: &zero},
 			metav1.ListOptions{LabelSelector: k8sobs.LabelInstance + "=" + inst})
 		cs.NetworkingV1().NetworkPolicies(k8sNamespace).DeleteCollection(context.Background(), metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: k8sobs.LabelInstance + "=" + inst})
+		cs.CoreV1().PersistentVolumeClaims(k8sNamespace).DeleteCollection(context.Background(), metav1.DeleteOptions{},
 			metav1.ListOptions{LabelSelector: k8sobs.LabelInstance + "=" + inst})
 	})
 	return s, cs

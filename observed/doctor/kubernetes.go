@@ -1,0 +1,257 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/observed/k8sobs"
+)
+
+// Kube is what the Kubernetes checks read (runtime: kubernetes).
+type Kube struct {
+	// API is nil when the client could not be built (Err says why).
+	API kubernetes.Interface
+	Err error
+	// Host is the API server's address, for the messages.
+	Host string
+	// HTTP reaches kubernetes.image_registry (nil: a default client).
+	HTTP *http.Client
+}
+
+// Permission is one right podspawn uses in its namespace, as the Role of
+// hack/k8s/podspawn-rbac.yaml grants it.
+type Permission struct {
+	Group, Resource, Subresource, Verb string
+}
+
+func (p Permission) String() string {
+	r := p.Resource
+	if p.Subresource != "" {
+		r += "/" + p.Subresource
+	}
+	if p.Group != "" {
+		r += "." + p.Group
+	}
+	return p.Verb + " " + r
+}
+
+// Permissions are the rights podspawn's credentials need in its namespace
+// (the Role of hack/k8s/podspawn-rbac.yaml; a test keeps the two equal).
+func Permissions() []Permission {
+	var out []Permission
+	add := func(group, resource, sub string, verbs ...string) {
+		for _, v := range verbs {
+			out = append(out, Permission{Group: group, Resource: resource, Subresource: sub, Verb: v})
+		}
+	}
+	add("", "pods", "", "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+	add("", "pods", "exec", "create", "get")
+	add("", "pods", "attach", "create", "get")
+	add("", "pods", "log", "get")
+	add("", "persistentvolumeclaims", "", "get", "list", "watch", "create", "update", "patch", "delete")
+	add("networking.k8s.io", "networkpolicies", "", "get", "list", "watch", "create", "update", "patch", "delete")
+	add("", "events", "", "get", "list", "watch", "create", "patch")
+	add("events.k8s.io", "events", "", "get", "list", "watch", "create", "patch")
+	return out
+}
+
+// enforcingPlugins are network plugins known to enforce NetworkPolicy:
+// the API groups of their custom resources (visible to every
+// authenticated user through discovery), and the name prefix of their
+// Pods in kube-system (when podspawn may list those).
+var enforcingPlugins = []struct{ name, group, podPrefix string }{
+	{"calico", "crd.projectcalico.org", "calico-node"},
+	{"cilium", "cilium.io", "cilium"},
+	{"antrea", "crd.antrea.io", "antrea-agent"},
+	{"kube-router", "", "kube-router"},
+	{"weave-net", "", "weave-net"},
+}
+
+// kubeChecks run only with runtime: kubernetes.
+func kubeChecks() []check {
+	hang := "the API server accepted the connection but did not answer; check it (kubectl get --raw /readyz)"
+	return []check{
+		{name: "Kubernetes API server", needsConfig: true, run: checkKubeAPI, hangFix: hang},
+		{name: "Kubernetes namespace", needsConfig: true, run: checkKubeNamespace, hangFix: hang},
+		{name: "Kubernetes permissions", needsConfig: true, run: checkKubePermissions, hangFix: hang, timeout: 30 * time.Second},
+		{name: "image registry", needsConfig: true, run: checkImageRegistry, hangFix: "the registry accepted the connection but did not answer"},
+		{name: "network policy enforcement", needsConfig: true, run: checkNetworkPolicyPlugin, hangFix: hang},
+	}
+}
+
+// kubeAPI is the client, or a failed result saying why there is none.
+func kubeAPI(e *Env) (kubernetes.Interface, *Result) {
+	if e.Kube.API == nil {
+		return nil, &Result{Status: Fail, Detail: fmt.Sprintf("no Kubernetes client: %v", e.Kube.Err),
+			Fix: "set kubernetes.kubeconfig in " + e.ConfigPath + " to a readable kubeconfig (empty: podspawn runs in a Pod of the cluster)"}
+	}
+	return e.Kube.API, nil
+}
+
+func checkKubeAPI(ctx context.Context, e *Env) Result {
+	api, r := kubeAPI(e)
+	if r != nil {
+		return *r
+	}
+	// Discovery has no context parameter; the check's timeout covers it.
+	v, err := api.Discovery().ServerVersion()
+	if err != nil {
+		return Result{Status: Fail, Detail: fmt.Sprintf("API server %s: %v", e.Kube.Host, err),
+			Fix: "start the API server or fix kubernetes.kubeconfig (server address, credentials)"}
+	}
+	return Result{Status: Pass, Detail: fmt.Sprintf("%s at %s", v.GitVersion, e.Kube.Host)}
+}
+
+// checkKubeNamespace reads the namespace; with a namespaced Role (no
+// rights on namespaces) a server-side dry run of a NetworkPolicy there
+// says whether it exists without creating anything.
+func checkKubeNamespace(ctx context.Context, e *Env) Result {
+	api, r := kubeAPI(e)
+	if r != nil {
+		return *r
+	}
+	ns := e.Config.Kubernetes.Namespace
+	missing := Result{Status: Fail, Detail: fmt.Sprintf("namespace %s does not exist", ns),
+		Fix: "create it: kubectl apply -f hack/k8s/podspawn-rbac.yaml (with its namespace changed to " + ns + "), or set kubernetes.namespace"}
+	_, err := api.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		return Result{Status: Pass, Detail: "namespace " + ns}
+	case apierrors.IsNotFound(err):
+		return missing
+	case !apierrors.IsForbidden(err):
+		return Result{Status: Fail, Detail: fmt.Sprintf("reading namespace %s: %v", ns, err), Fix: "check the API server"}
+	}
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "podspawn-doctor-dry-run", Namespace: ns}}
+	_, err = api.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	switch {
+	case err == nil || apierrors.IsAlreadyExists(err):
+		return Result{Status: Pass, Detail: "namespace " + ns + " (seen through a dry-run create)"}
+	case apierrors.IsNotFound(err):
+		return missing
+	}
+	return Result{Status: Warn, Detail: fmt.Sprintf("cannot tell whether namespace %s exists: %v", ns, err),
+		Fix: "check the namespace with kubectl get namespace " + ns}
+}
+
+// checkKubePermissions asks the API server, with a SelfSubjectAccessReview
+// each, whether podspawn's credentials have every right it uses.
+func checkKubePermissions(ctx context.Context, e *Env) Result {
+	api, r := kubeAPI(e)
+	if r != nil {
+		return *r
+	}
+	ns := e.Config.Kubernetes.Namespace
+	var missing []string
+	perms := Permissions()
+	for _, p := range perms {
+		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource}}}
+		got, err := api.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		if err != nil {
+			return Result{Status: Fail, Detail: fmt.Sprintf("asking whether podspawn may %s: %v", p, err),
+				Fix: "SelfSubjectAccessReviews are open to every authenticated user (system:basic-user); check the credentials of kubernetes.kubeconfig"}
+		}
+		if !got.Status.Allowed {
+			missing = append(missing, p.String())
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return Result{Status: Fail, Detail: fmt.Sprintf("missing in namespace %s: %s", ns, strings.Join(missing, ", ")),
+			Fix: "bind podspawn's credentials to the Role of hack/k8s/podspawn-rbac.yaml in namespace " + ns}
+	}
+	return Result{Status: Pass, Detail: fmt.Sprintf("all %d permissions in namespace %s", len(perms), ns)}
+}
+
+// checkImageRegistry sends GET /v2/ to kubernetes.image_registry: 200, or
+// 401 (a registry that wants credentials), is a registry.
+func checkImageRegistry(ctx context.Context, e *Env) Result {
+	reg := e.Config.Kubernetes.ImageRegistry
+	if reg == "" {
+		return Result{Status: Warn, Detail: "kubernetes.image_registry is not set: sessions of projects with a Podfile image cannot start",
+			Fix: "set kubernetes.image_registry to a registry this host can push to and the cluster can pull from"}
+	}
+	host, _, _ := strings.Cut(reg, "/")
+	url := k8sobs.RegistryURL(host) + "/v2/"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return Result{Status: Fail, Detail: err.Error(), Fix: "fix kubernetes.image_registry in " + e.ConfigPath}
+	}
+	c := e.Kube.HTTP
+	if c == nil {
+		c = &http.Client{}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return Result{Status: Fail, Detail: fmt.Sprintf("GET %s: %v", url, err), Fix: "start the registry or fix kubernetes.image_registry"}
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusUnauthorized:
+		return Result{Status: Pass, Detail: fmt.Sprintf("GET %s: %s", url, resp.Status)}
+	}
+	return Result{Status: Fail, Detail: fmt.Sprintf("GET %s: %s, not a registry's answer", url, resp.Status),
+		Fix: "point kubernetes.image_registry at a container registry (Docker Registry HTTP API v2)"}
+}
+
+// checkNetworkPolicyPlugin looks for a network plugin known to enforce
+// NetworkPolicy: its API group (discovery) or its Pods in kube-system.
+func checkNetworkPolicyPlugin(ctx context.Context, e *Env) Result {
+	api, r := kubeAPI(e)
+	if r != nil {
+		return *r
+	}
+	noPlugin := Result{Status: Warn,
+		Detail: "no network plugin known to enforce NetworkPolicy found (calico, cilium, antrea, kube-router, weave-net): whether session Pods are isolated from each other depends on the cluster's network plugin",
+		Fix:    "install a plugin that enforces NetworkPolicy, or accept that sessions can reach each other's Pods"}
+	groups, err := api.Discovery().ServerGroups()
+	if err != nil {
+		return Result{Status: Warn, Detail: fmt.Sprintf("listing API groups: %v; enforcement depends on the cluster's network plugin", err), Fix: noPlugin.Fix}
+	}
+	have := map[string]bool{}
+	for _, g := range groups.Groups {
+		have[g.Name] = true
+	}
+	for _, p := range enforcingPlugins {
+		if p.group != "" && have[p.group] {
+			return Result{Status: Pass, Detail: fmt.Sprintf("%s (API group %s)", p.name, p.group)}
+		}
+	}
+	pods, err := api.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		noPlugin.Detail += fmt.Sprintf(" (kube-system's Pods not readable: %s)", shortErr(err))
+		return noPlugin
+	}
+	for _, pod := range pods.Items {
+		for _, p := range enforcingPlugins {
+			if strings.HasPrefix(pod.Name, p.podPrefix) {
+				return Result{Status: Pass, Detail: fmt.Sprintf("%s (pod kube-system/%s)", p.name, pod.Name)}
+			}
+		}
+	}
+	return noPlugin
+}
+
+func shortErr(err error) string {
+	if apierrors.IsForbidden(err) {
+		return "forbidden"
+	}
+	return err.Error()
+}
+
+// runsOnKubernetes says whether the Kubernetes checks apply.
+func runsOnKubernetes(e *Env) bool {
+	return e.ConfigErr == nil && e.Config.Runtime == config.RuntimeKubernetes
+}

@@ -1,0 +1,168 @@
+package doctor
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/version"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/podspawn/podspawn/desired/config"
+)
+
+// kubeEnv is an Env with runtime: kubernetes on a fake clientset whose
+// SelfSubjectAccessReviews allow everything but deny.
+func kubeEnv(t *testing.T, registry string, deny ...Permission) (*Env, *fake.Clientset) {
+	t.Helper()
+	cs := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "podspawn"}})
+	cs.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: "v1.37.2"}
+	cs.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, k8sruntime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview).DeepCopy()
+		ra := r.Spec.ResourceAttributes
+		if ra.Namespace != "podspawn" {
+			return true, nil, errors.New("review outside the namespace")
+		}
+		r.Status.Allowed = true
+		for _, d := range deny {
+			if d == (Permission{Group: ra.Group, Resource: ra.Resource, Subresource: ra.Subresource, Verb: ra.Verb}) {
+				r.Status.Allowed = false
+			}
+		}
+		return true, r, nil
+	})
+	cfg := config.Defaults()
+	cfg.Runtime, cfg.Kubernetes.ImageRegistry = config.RuntimeKubernetes, registry
+	return &Env{ConfigPath: "/etc/podspawn/config.yaml", Config: cfg, Kube: Kube{API: cs, Host: "https://127.0.0.1:16443"}}, cs
+}
+
+func TestKubernetesChecksPass(t *testing.T) {
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v2/" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer reg.Close()
+	e, cs := kubeEnv(t, strings.TrimPrefix(reg.URL, "http://")+"/podspawn")
+	cs.Resources = []*metav1.APIResourceList{{GroupVersion: "crd.projectcalico.org/v1"}}
+	ctx := context.Background()
+	got := []Result{checkKubeAPI(ctx, e), checkKubeNamespace(ctx, e), checkKubePermissions(ctx, e), checkImageRegistry(ctx, e), checkNetworkPolicyPlugin(ctx, e)}
+	want := []Result{
+		{Status: Pass, Detail: "v1.37.2 at https://127.0.0.1:16443"},
+		{Status: Pass, Detail: "namespace podspawn"},
+		{Status: Pass, Detail: "all 37 permissions in namespace podspawn"},
+		{Status: Pass, Detail: "GET " + reg.URL + "/v2/: 200 OK"},
+		{Status: Pass, Detail: "calico (API group crd.projectcalico.org)"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("results (-want +got):\n%s", diff)
+	}
+}
+
+func TestKubernetesChecksFail(t *testing.T) {
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "nope", http.StatusTeapot) }))
+	defer reg.Close()
+	e, cs := kubeEnv(t, strings.TrimPrefix(reg.URL, "http://"),
+		Permission{Resource: "pods", Subresource: "exec", Verb: "create"}, Permission{Resource: "persistentvolumeclaims", Verb: "delete"})
+	// A namespaced Role cannot read namespaces: the dry run tells.
+	cs.PrependReactor("get", "namespaces", func(k8stesting.Action) (bool, k8sruntime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "podspawn", errors.New("no rights"))
+	})
+	cs.PrependReactor("create", "networkpolicies", func(k8stesting.Action) (bool, k8sruntime.Object, error) {
+		return true, nil, apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "podspawn")
+	})
+	cs.PrependReactor("list", "pods", func(k8stesting.Action) (bool, k8sruntime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New("no rights"))
+	})
+	ctx := context.Background()
+	got := []Result{checkKubeNamespace(ctx, e), checkKubePermissions(ctx, e), checkImageRegistry(ctx, e), checkNetworkPolicyPlugin(ctx, e)}
+	for i := range got {
+		got[i].Fix = ""
+	}
+	want := []Result{
+		{Status: Fail, Detail: "namespace podspawn does not exist"},
+		{Status: Fail, Detail: "missing in namespace podspawn: create pods/exec, delete persistentvolumeclaims"},
+		{Status: Fail, Detail: "GET " + reg.URL + "/v2/: 418 I'm a teapot, not a registry's answer"},
+		{Status: Warn, Detail: "no network plugin known to enforce NetworkPolicy found (calico, cilium, antrea, kube-router, weave-net): whether session Pods are isolated from each other depends on the cluster's network plugin (kube-system's Pods not readable: forbidden)"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("results (-want +got):\n%s", diff)
+	}
+	// A plugin found by its Pods when kube-system is readable.
+	e2, cs2 := kubeEnv(t, "")
+	cs2.Tracker().Add(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "kube-router-x7k2p", Namespace: "kube-system"}})
+	if r := checkNetworkPolicyPlugin(ctx, e2); r.Status != Pass || r.Detail != "kube-router (pod kube-system/kube-router-x7k2p)" {
+		t.Fatalf("kube-router: %+v", r)
+	}
+	if r := checkImageRegistry(ctx, e2); r.Status != Warn {
+		t.Fatalf("no registry: %+v", r)
+	}
+	e2.Kube = Kube{Err: errors.New("kubeconfig missing")}
+	if r := checkKubeAPI(ctx, e2); r.Status != Fail || !strings.Contains(r.Detail, "kubeconfig missing") {
+		t.Fatalf("no client: %+v", r)
+	}
+}
+
+// Permissions is the Role of hack/k8s/podspawn-rbac.yaml, right by right.
+func TestPermissionsMatchTheRBACManifest(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	f, err := os.Open(filepath.Join(filepath.Dir(file), "..", "..", "hack", "k8s", "podspawn-rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var manifest []string
+	dec := yaml.NewDecoder(f)
+	for {
+		var doc struct {
+			Kind  string `yaml:"kind"`
+			Rules []struct {
+				APIGroups []string `yaml:"apiGroups"`
+				Resources []string `yaml:"resources"`
+				Verbs     []string `yaml:"verbs"`
+			} `yaml:"rules"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if doc.Kind != "Role" {
+			continue
+		}
+		for _, r := range doc.Rules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					res, sub, _ := strings.Cut(res, "/")
+					for _, v := range r.Verbs {
+						manifest = append(manifest, Permission{Group: g, Resource: res, Subresource: sub, Verb: v}.String())
+					}
+				}
+			}
+		}
+	}
+	var code []string
+	for _, p := range Permissions() {
+		code = append(code, p.String())
+	}
+	sort.Strings(manifest)
+	sort.Strings(code)
+	if diff := cmp.Diff(manifest, code); diff != "" {
+		t.Fatalf("the Role of podspawn-rbac.yaml (-) and doctor's Permissions (+) differ:\n%s", diff)
+	}
+}

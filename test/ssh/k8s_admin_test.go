@@ -1,0 +1,140 @@
+package ssh
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/podspawn/podspawn/desired"
+	"github.com/podspawn/podspawn/observed/k8sobs"
+	"github.com/podspawn/podspawn/test/harness"
+)
+
+// TestKubernetesListWideAndCrashLoop: list -o wide names the node of the
+// session's Pod, status counts Pods, and a session container the kubelet
+// restarts after it died shows as restarting, with the kubelet's count,
+// as a crash-looping Docker container does.
+func TestKubernetesListWideAndCrashLoop(t *testing.T) {
+	s, cs := k8sServer(t, serverOptions{Users: []string{"skl"}})
+	u := s.user("skl")
+	key := desired.SessionKey{User: u.Name}
+	s.mustSSH(u, "true")
+	pod, err := cs.CoreV1().Pods(k8sNamespace).Get(context.Background(), k8sobs.ObjectName(key), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.NodeName == "" {
+		t.Fatal("the running session pod has no node")
+	}
+	row := tableRow(t, s.Env.MustRun("list", "-o", "wide").Stdout, u.Name)
+	if len(row) != 8 || row[3] != "grace_period" || row[7] != pod.Spec.NodeName {
+		t.Fatalf("list -o wide row %q, want status grace_period and node %s", row, pod.Spec.NodeName)
+	}
+	if out := s.Env.MustRun("status").Stdout; !strings.Contains(out, " Pods in Kubernetes\n") {
+		t.Fatalf("status does not count Pods:\n%s", out)
+	}
+
+	killSessionInit(t, cs, k8sobs.ObjectName(key))
+	var out string
+	harness.Eventually(t, 30*time.Second, "list to show the kubelet's restart", func() bool {
+		out = s.Env.MustRun("list").Stdout
+		r := tableRow(t, out, u.Name)
+		return len(r) > 4 && r[3] == "restarting" && r[4] == "(1)"
+	})
+	if js := s.Env.MustRun("list", "-o", "json").Stdout; !strings.Contains(js, `"restarts": 1,`) {
+		t.Fatalf("list -o json lacks the restart:\n%s", js)
+	}
+}
+
+// tableRow is the whitespace-split row of user in list's table.
+func tableRow(t *testing.T, out, user string) []string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == user {
+			return f
+		}
+	}
+	return nil
+}
+
+// killSessionInit SIGKILLs the session container's PID 1 (sleep infinity)
+// from the host, found by the container's id in its cgroup, as a crash
+// would end it; the kubelet then restarts the container.
+func killSessionInit(t *testing.T, cs kubernetes.Interface, podName string) {
+	t.Helper()
+	p, err := cs.CoreV1().Pods(k8sNamespace).Get(context.Background(), podName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	for _, st := range p.Status.ContainerStatuses {
+		if st.Name == "session" {
+			_, id, _ = strings.Cut(st.ContainerID, "://")
+		}
+	}
+	if id == "" {
+		t.Fatalf("pod %s has no session container id", podName)
+	}
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	for _, d := range dirs {
+		cg, err1 := os.ReadFile(filepath.Join(d, "cgroup"))
+		cmd, err2 := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err1 != nil || err2 != nil || !bytes.Contains(cg, []byte(id)) || string(cmd) != "sleep\x00infinity\x00" {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("killing %d: %v", pid, err)
+		}
+		killed++
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d processes of container %s, want its sleep infinity", killed, id)
+	}
+}
+
+// TestKubernetesDoctor: doctor's Kubernetes checks against the test
+// cluster with podspawn's own ServiceAccount: the API server and its
+// version, the namespace (the Role cannot read namespaces: the dry run
+// tells), every right of the RBAC manifest, the registry, and a warning
+// that no plugin here enforces NetworkPolicy.
+func TestKubernetesDoctor(t *testing.T) {
+	s, _ := k8sServer(t, serverOptions{Users: []string{"skd"}})
+	r := s.Env.Run("doctor", "-o", "json")
+	var rep struct {
+		Checks []struct{ Name, Status, Detail string } `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); err != nil {
+		t.Fatalf("doctor -o json: %v\n%s", err, r.Stdout)
+	}
+	got := map[string]string{}
+	for _, c := range rep.Checks {
+		got[c.Name] = c.Status + ": " + c.Detail
+	}
+	for name, want := range map[string]*regexp.Regexp{
+		"Kubernetes API server":      regexp.MustCompile(`^pass: v1\.\d+\.\d+ at https://127\.0\.0\.1:16443$`),
+		"Kubernetes namespace":       regexp.MustCompile(`^pass: namespace podspawn \(seen through a dry-run create\)$`),
+		"Kubernetes permissions":     regexp.MustCompile(`^pass: all \d+ permissions in namespace podspawn$`),
+		"image registry":             regexp.MustCompile(`^pass: GET http://127\.0\.0\.1:15000/v2/: 200 OK$`),
+		"network policy enforcement": regexp.MustCompile(`^warn: no network plugin known to enforce NetworkPolicy found .*forbidden\)$`),
+	} {
+		if !want.MatchString(got[name]) {
+			t.Errorf("%s: %q, want %s", name, got[name], want)
+		}
+	}
+}

@@ -350,7 +350,7 @@ func TestDoctorRealDocker(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, got[name], w)
 		}
 	}
-	if rep.FormatVersion != "1" || len(rep.Checks) != 19 {
+	if rep.FormatVersion != "1" || len(rep.Checks) != 20 {
 		t.Errorf("format_version %q, %d checks", rep.FormatVersion, len(rep.Checks))
 	}
 }

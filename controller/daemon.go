@@ -289,10 +289,21 @@ func (d *Daemon) resyncOnce(ctx context.Context, q Queue, all bool) error {
 		}
 	}
 	tick := d.C.guard.asked.Add(1)
+	// The daemon detects clock steps in-process too (planNow); the stored
+	// sample carries a hold a one-shot pass set before the daemon started,
+	// and keeps the sample fresh for the one-shot passes after it.
+	sample, err := d.C.checkStoredClock(ctx)
+	if err != nil {
+		d.Health.Database(err)
+		return fmt.Errorf("comparing the clocks with the last pass's: %w", err)
+	}
 	des, err := d.C.LoadDesired(ctx)
 	d.Health.Database(err)
 	if err != nil {
 		return fmt.Errorf("loading desired state: %w", err)
+	}
+	if err := d.C.recordClock(ctx, sample); err != nil {
+		return fmt.Errorf("recording this pass's clocks: %w", err)
 	}
 	obs, err := d.C.Observe(ctx, des)
 	d.Health.Docker(err)

@@ -97,6 +97,8 @@ stop() {
       sleep 0.1
     done
     kill -9 "${pid}" 2>/dev/null || true
+    # gone before its files are removed
+    while alive "$1"; do sleep 0.1; done
   fi
 }
 teardown() {

@@ -86,10 +86,11 @@ kube_chains() {
   done
 }
 
-# k8s_left prints what of the test cluster exists (hack/k8s/lib.sh's paths).
+# k8s_left prints what of the test cluster exists (hack/k8s/lib.sh's paths),
+# and of bench-k8s-scale.sh's control plane.
 k8s_left() {
   local d
-  for d in /run/podspawn-k8s /var/lib/podspawn-k8s /sys/fs/cgroup/*/kubepods; do
+  for d in /run/podspawn-k8s /var/lib/podspawn-k8s /var/lib/podspawn-k8s-scale /sys/fs/cgroup/*/kubepods; do
     if [[ -e "${d}" ]]; then echo "${d}"; fi
   done
   if ip link show podspawn-k8s0 >/dev/null 2>&1; then echo "bridge podspawn-k8s0"; fi

@@ -60,20 +60,34 @@ func (c *Controller) planNow() time.Time {
 // ClockStepConfirm later by boot time confirms. It returns this pass's
 // sample for recordClock (nil without BootClock).
 func (c *Controller) checkStoredClock(ctx context.Context) (*desired.ClockSample, error) {
+	now, check, err := c.compareStoredClock(ctx)
+	if now != nil {
+		c.logStoredClock(check)
+	}
+	return now, err
+}
+
+// refreshClockHold is checkStoredClock for a single key's reconcile or a
+// login: the hold is applied, and the pass that records the sample logs.
+func (c *Controller) refreshClockHold(ctx context.Context) error {
+	_, _, err := c.compareStoredClock(ctx)
+	return err
+}
+
+func (c *Controller) compareStoredClock(ctx context.Context) (*desired.ClockSample, desired.ClockCheck, error) {
 	if c.BootClock == nil {
-		return nil, nil
+		return nil, desired.ClockCheck{}, nil
 	}
 	boot, bootID, err := c.BootClock()
 	if err != nil {
-		return nil, err
+		return nil, desired.ClockCheck{}, err
 	}
 	now := desired.ClockSample{Wall: c.Clock.Now(), Boot: boot, BootID: bootID}
 	prev, err := c.Store.ClockSample(ctx)
 	if err != nil {
-		return nil, err
+		return nil, desired.ClockCheck{}, err
 	}
 	check := desired.CheckClock(prev, now)
-	c.logStoredClock(check)
 	if hold := check.HoldLiveDeadlinesUntil; !hold.IsZero() {
 		c.clock.mu.Lock()
 		if hold.After(c.clock.holdUntil) {
@@ -81,7 +95,7 @@ func (c *Controller) checkStoredClock(ctx context.Context) (*desired.ClockSample
 		}
 		c.clock.mu.Unlock()
 	}
-	return &now, nil
+	return &now, check, nil
 }
 
 // recordClock records a pass's sample for the next one-shot pass.

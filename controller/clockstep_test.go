@@ -182,3 +182,46 @@ func TestOneShotPassAfterARebootIsNoClockStep(t *testing.T) {
 		t.Fatalf("%d log lines about a clock step after a reboot, want none", n)
 	}
 }
+
+// TestKeyReconciledAloneKeepsAStoredClockStepHold: a one-shot pass saw a
+// forward step and held a connected session; a connection's disconnect
+// (another process, reconciling only its key) within the hold keeps it
+// too, and one after the hold tears it down.
+func TestKeyReconciledAloneKeepsAStoredClockStepHold(t *testing.T) {
+	e := newEnv(t)
+	boot := &fakeBoot{since: time.Hour, id: "boot-1"}
+	alice := desired.SessionKey{User: "alice"}
+	e.addUser(t, "alice")
+	e.addSession(t, alice, sessOpts{status: desired.StatusRunning, live: true, running: true})
+	ctx := context.Background()
+	if _, err := e.oneShot(boot).ReconcileOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	boot.since += 5 * time.Second
+	e.clk.Step(maxLifetime + time.Hour)
+	if _, err := e.oneShot(boot).ReconcileOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	boot.since += 30 * time.Second
+	e.clk.Step(30 * time.Second)
+	rep := e.oneShot(boot).ReconcileKey(ctx, alice)
+	if rep.Err != nil {
+		t.Fatal(rep.Err)
+	}
+	if got := e.exec.executed(); len(got) != 0 {
+		t.Fatalf("a key reconciled alone during the hold executed %v, want nothing", steps(got))
+	}
+	if len(rep.Plan.Skipped) != 1 || rep.Plan.Skipped[0].Reason != reconcile.ReasonClockStep {
+		t.Fatalf("skipped during the hold = %+v, want alice held by the clock step", rep.Plan.Skipped)
+	}
+
+	boot.since += 30 * time.Second
+	e.clk.Step(30 * time.Second)
+	if rep := e.oneShot(boot).ReconcileKey(ctx, alice); rep.Err != nil {
+		t.Fatal(rep.Err)
+	}
+	if got := steps(e.exec.executed()); len(got) == 0 || got[len(got)-1].Kind != reconcile.KindDeleteSession {
+		t.Fatalf("after the hold executed %v, want alice torn down", got)
+	}
+}

@@ -365,8 +365,8 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 	)
 	if run.pass != nil {
 		plan, err = c.planOrphanKey(ctx, k, c.planNow(), run.pass)
-	} else if sess, err = c.Store.LoadKey(ctx, k); err == nil {
-		plan, err = c.planLoadedKey(ctx, k, sess, c.planNow())
+	} else {
+		plan, sess, err = c.planKeyAlone(ctx, k)
 	}
 	if err != nil {
 		rep.Err = err
@@ -391,6 +391,21 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 	rep.Results, rep.Err = c.executePlan(ctx, k, plan.Actions, run.removals)
 	c.observeDestroyed(sess, rep.Results)
 	return rep
+}
+
+// planKeyAlone plans a key reconciled on its own (a login, a disconnect,
+// an admin command, the daemon's queue) from its row, keeping the hold of
+// a clock step a pass recorded.
+func (c *Controller) planKeyAlone(ctx context.Context, k desired.SessionKey) (reconcile.Plan, *desired.Session, error) {
+	if err := c.refreshClockHold(ctx); err != nil {
+		return reconcile.Plan{}, nil, err
+	}
+	sess, err := c.Store.LoadKey(ctx, k)
+	if err != nil {
+		return reconcile.Plan{}, nil, err
+	}
+	plan, err := c.planLoadedKey(ctx, k, sess, c.planNow())
+	return plan, sess, err
 }
 
 // observeDestroyed counts the sessions whose record results deleted and,
@@ -637,7 +652,7 @@ func (c *Controller) ReconcileOnce(ctx context.Context) (Report, error) {
 	// Recorded once the pass could load its state: a pass that failed to
 	// plan leaves the database as it was.
 	if err := c.recordClock(ctx, sample); err != nil {
-		return Report{}, err
+		c.Log.Error(err, "Recording this pass's clock sample failed; the next pass compares with an older one")
 	}
 	// Held keys too, so their reports say what was held.
 	ks := planKeys(plan)

@@ -302,8 +302,10 @@ func (d *Daemon) resyncOnce(ctx context.Context, q Queue, all bool) error {
 	if err != nil {
 		return fmt.Errorf("loading desired state: %w", err)
 	}
+	// Not recording costs the next pass one comparison, not this pass.
 	if err := d.C.recordClock(ctx, sample); err != nil {
-		return fmt.Errorf("recording this pass's clocks: %w", err)
+		d.Health.Database(err)
+		d.C.Log.Error(err, "Recording this pass's clock sample failed; the next pass compares with an older one")
 	}
 	obs, err := d.C.Observe(ctx, des)
 	d.Health.Docker(err)

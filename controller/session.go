@@ -183,8 +183,12 @@ func (s *Sessions) record(ctx context.Context, key desired.SessionKey, me observ
 			return nil, "", err
 		}
 	}
-	now := s.C.Clock.Now()
-	if reconcile.DecideAttach(existing, ctrExists, now).Replace {
+	// A login is judged by the hold after a clock step like a pass is.
+	if err := s.C.refreshClockHold(ctx); err != nil {
+		return nil, "", err
+	}
+	now, hold := s.C.Clock.Now(), s.C.options().HoldLiveDeadlinesUntil
+	if reconcile.DecideAttach(existing, ctrExists, now, hold).Replace {
 		if err := s.checkProject(ctx, key); err != nil {
 			return nil, "", err
 		}
@@ -197,7 +201,7 @@ func (s *Sessions) record(ctx context.Context, key desired.SessionKey, me observ
 			// an admin edit; anything but the same generation is re-judged
 			// without the container check.
 			exists := ctrExists && existing != nil && cur != nil && cur.ID == existing.ID
-			v := reconcile.DecideAttach(cur, exists, now)
+			v := reconcile.DecideAttach(cur, exists, now, hold)
 			if !v.Replace {
 				return nil, nil
 			}

@@ -82,7 +82,7 @@ func TestPlanKeysWith(t *testing.T) {
 
 	teardown := func(r reconcile.Reason) []reconcile.Action {
 		return []reconcile.Action{
-			{Kind: reconcile.KindRemoveContainer, Key: key, Target: "podspawn-alice-web", TargetID: "c1", SessionID: "s1", Reason: r, Detail: "marked for removal", StopsSession: true},
+			{Kind: reconcile.KindRemoveContainer, Key: key, Target: "podspawn-alice-web", TargetID: "c1", SessionID: "s1", Reason: r, Detail: "marked for removal", RemovesSession: true},
 			{Kind: reconcile.KindRemoveNetwork, Key: key, Target: "podspawn-alice-web-net", TargetID: "n1", SessionID: "s1", Reason: r, Detail: "marked for removal"},
 			{Kind: reconcile.KindDeleteSession, Key: key, Target: "session alice@web", SessionID: "s1", Reason: r, Detail: "marked for removal"},
 		}

@@ -16,9 +16,9 @@ const HoldFix = "check the plan with 'podspawn cleanup --dry-run'; if the remova
 // went missing (an empty key directory, a fresh database): such a pass is
 // far more often a mistake than a wish.
 type GuardLimits struct {
-	// MaxUnplannedRemovals is how many running session containers a pass
-	// may remove for missing desired state; above it, and above half of the
-	// running session containers, those removals are held.
+	// MaxUnplannedRemovals is how many session containers a pass may
+	// remove for missing desired state; above it, and above half of the
+	// session containers, those removals are held.
 	MaxUnplannedRemovals int
 	Allow                bool // the operator's confirmation for one pass
 }
@@ -41,8 +41,10 @@ type Hold struct {
 
 // Guard holds back the unplanned actions of the keys a rule flags; the
 // rest (deadlines, admin commands) goes ahead. The rules:
-//   - mass-removal: more running session containers would go for missing
-//     state than lim.MaxUnplannedRemovals and than half of all running ones
+//   - mass-removal: more session containers (running or stopped: after a
+//     reboot all are stopped, and their files are still the users' work)
+//     would go for missing state than lim.MaxUnplannedRemovals and than
+//     half of all of them
 //     (the node lifecycle controller stops evicting when too many nodes
 //     look unhealthy at once, for the same reason);
 //   - young-database: the database is younger than a running container
@@ -55,13 +57,13 @@ func Guard(p Plan, d desired.State, o observed.State, lim GuardLimits) Plan {
 	if lim.Allow {
 		return p
 	}
-	running, youngDB := sessionCensus(d, o)
-	stopping := map[string]bool{}
+	sessions, youngDB := sessionCensus(d, o)
+	removing := map[string]bool{}
 	// A plan lists a key's actions together: Compact dedupes the keys.
 	var stopKeys, noInstanceKeys []desired.SessionKey
 	for _, a := range p.Actions {
-		if a.Unplanned && a.StopsSession {
-			stopping[a.TargetID] = true
+		if a.Unplanned && a.RemovesSession {
+			removing[a.TargetID] = true
 			stopKeys = append(stopKeys, a.Key)
 		}
 		if a.Unplanned && a.NoInstance {
@@ -69,10 +71,10 @@ func Guard(p Plan, d desired.State, o observed.State, lim GuardLimits) Plan {
 		}
 	}
 	var holds []Hold
-	if n := len(stopping); n > lim.MaxUnplannedRemovals && 2*n > running {
+	if n := len(removing); n > lim.MaxUnplannedRemovals && 2*n > sessions {
 		holds = append(holds, Hold{Reason: HoldMassRemoval, Keys: slices.Compact(stopKeys),
-			Detail: fmt.Sprintf("%d of %d running session containers would be removed because their key file or session record is missing (more than cleanup.max_unplanned_removals = %d and more than half); check auth.key_dir and state.db_path",
-				n, running, lim.MaxUnplannedRemovals)})
+			Detail: fmt.Sprintf("%d of %d session containers would be removed because their key file or session record is missing (more than cleanup.max_unplanned_removals = %d and more than half); check auth.key_dir and state.db_path",
+				n, sessions, lim.MaxUnplannedRemovals)})
 	}
 	if youngDB && len(noInstanceKeys) > 0 {
 		holds = append(holds, Hold{Reason: HoldYoungDatabase, Keys: slices.Compact(noInstanceKeys),
@@ -124,24 +126,24 @@ func HoldKeys(p Plan, holds []Hold) Plan {
 // NeedsGuard reports whether the plan has an action Guard could hold, so
 // a per-key plan needs the whole plan's decision before it runs.
 func (p Plan) NeedsGuard() bool {
-	return slices.ContainsFunc(p.Actions, func(a Action) bool { return a.Unplanned && (a.StopsSession || a.NoInstance) })
+	return slices.ContainsFunc(p.Actions, func(a Action) bool { return a.Unplanned && (a.RemovesSession || a.NoInstance) })
 }
 
-// sessionCensus counts the running session containers podspawn may act on,
-// and reports whether one without an instance label predates the database
-// (a wrong db_path, or a database lost and recreated).
-func sessionCensus(d desired.State, o observed.State) (running int, youngDB bool) {
+// sessionCensus counts the session containers podspawn may act on, and
+// reports whether a running one without an instance label predates the
+// database (a wrong db_path, or a database lost and recreated).
+func sessionCensus(d desired.State, o observed.State) (sessions int, youngDB bool) {
 	for i := range o.Objects {
 		it := newItem(&o.Objects[i], d.InstanceID)
-		if !it.sessionContainer || !it.Running || !it.visible() {
+		if !it.sessionContainer || !it.visible() {
 			continue
 		}
-		running++
+		sessions++
 		// Docker lists creation times to the second: a container made in
 		// the database's own second is not older than it.
-		if it.noInstance && !d.DatabaseCreatedAt.IsZero() && it.Created.Before(d.DatabaseCreatedAt.Truncate(time.Second)) {
+		if it.Running && it.noInstance && !d.DatabaseCreatedAt.IsZero() && it.Created.Before(d.DatabaseCreatedAt.Truncate(time.Second)) {
 			youngDB = true
 		}
 	}
-	return running, youngDB
+	return sessions, youngDB
 }

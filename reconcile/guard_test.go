@@ -41,7 +41,7 @@ func userRemoved(s *desired.Session, objs []observed.Object) []reconcile.Action 
 func TestGuard(t *testing.T) {
 	lim := reconcile.GuardLimits{MaxUnplannedRemovals: 5}
 	massDetail := func(n, of int) string {
-		return fmt.Sprintf("%d of %d running session containers would be removed because their key file or session record is missing (more than cleanup.max_unplanned_removals = 5 and more than half); check auth.key_dir and state.db_path", n, of)
+		return fmt.Sprintf("%d of %d session containers would be removed because their key file or session record is missing (more than cleanup.max_unplanned_removals = 5 and more than half); check auth.key_dir and state.db_path", n, of)
 	}
 	const youngDetail = "the state database was created after running podspawn containers that carry no podspawn.instance label; they may belong to another database, so they are not removed as orphans; check state.db_path"
 
@@ -85,7 +85,8 @@ func TestGuard(t *testing.T) {
 	// user00 has a key file: a grace expiry is a deadline, not an absence.
 	gracedTeardown := teardown(graced, true, reconcile.ReasonGraceExpired, gracedDetail, sevenObjs[1], sevenObjs[0])
 
-	// Stopped containers of users without key files are not live work.
+	// Stopped containers of users without key files (after a reboot, all
+	// are stopped) still hold the users' files.
 	stopped := make([]observed.Object, len(sixObjs))
 	copy(stopped, sixObjs)
 	var stoppedTeardown []reconcile.Action
@@ -125,7 +126,7 @@ func TestGuard(t *testing.T) {
 			lim:      lim,
 			want:     reconcile.Plan{Now: now, Unchanged: 6, Wake: defaultLifetime, Wakes: lifetimeWakes(six)},
 		},
-		"empty key directory, six running sessions: every removal held": {
+		"empty key directory, six sessions: every removal held": {
 			desired:  builder.Desired(six...).Users().Build(),
 			observed: builder.Observed(sixObjs...).Build(),
 			lim:      lim,
@@ -144,15 +145,15 @@ func TestGuard(t *testing.T) {
 			lim:      lim,
 			want:     reconcile.Plan{Now: now, Actions: fiveTeardown},
 		},
-		"limit zero: one removal of one running session is held": {
+		"limit zero: one removal of one session is held": {
 			desired:  builder.Desired(five[0]).Users().Build(),
 			observed: builder.Observed(fiveObjs[:2]...).Build(),
 			lim:      reconcile.GuardLimits{},
 			want: reconcile.Plan{Now: now, Held: userRemoved(five[0], fiveObjs),
 				Holds: []reconcile.Hold{{Reason: reconcile.HoldMassRemoval, Keys: []desired.SessionKey{five[0].Key},
-					Detail: "1 of 1 running session containers would be removed because their key file or session record is missing (more than cleanup.max_unplanned_removals = 0 and more than half); check auth.key_dir and state.db_path"}}},
+					Detail: "1 of 1 session containers would be removed because their key file or session record is missing (more than cleanup.max_unplanned_removals = 0 and more than half); check auth.key_dir and state.db_path"}}},
 		},
-		"above the limit but not above half of the running sessions: removals go ahead": {
+		"above the limit but not above half of the sessions: removals go ahead": {
 			desired:  builder.Desired(twenty...).Users(twentyUsers...).Build(),
 			observed: builder.Observed(twentyObjs...).Build(),
 			lim:      lim,
@@ -165,11 +166,12 @@ func TestGuard(t *testing.T) {
 			want: reconcile.Plan{Now: now, Actions: gracedTeardown, Held: sevenHeld,
 				Holds: []reconcile.Hold{{Reason: reconcile.HoldMassRemoval, Keys: sevenKeys, Detail: massDetail(6, 7)}}},
 		},
-		"stopped containers are not counted: removals go ahead": {
+		"stopped containers count too: every removal held": {
 			desired:  builder.Desired(six...).Users().Build(),
 			observed: builder.Observed(stopped...).Build(),
 			lim:      lim,
-			want:     reconcile.Plan{Now: now, Actions: stoppedTeardown},
+			want: reconcile.Plan{Now: now, Held: stoppedTeardown,
+				Holds: []reconcile.Hold{{Reason: reconcile.HoldMassRemoval, Keys: sixKeys, Detail: massDetail(6, 6)}}},
 		},
 		"young database: orphans without an instance label are held, our own orphan goes": {
 			desired:  builder.Desired().DatabaseCreatedAt(dbBorn).Build(),
@@ -219,7 +221,7 @@ func TestHoldKeys(t *testing.T) {
 	other := key("bob", "")
 	keep := reconcile.Action{Kind: reconcile.KindReleaseLease, Key: k, Target: "session alice"}
 	gone := reconcile.Action{Kind: reconcile.KindRemoveContainer, Key: k, Target: "podspawn-alice-old", Unplanned: true, NoInstance: true}
-	otherGone := reconcile.Action{Kind: reconcile.KindRemoveContainer, Key: other, Target: "podspawn-bob", Unplanned: true, StopsSession: true}
+	otherGone := reconcile.Action{Kind: reconcile.KindRemoveContainer, Key: other, Target: "podspawn-bob", Unplanned: true, RemovesSession: true}
 	hold := reconcile.Hold{Reason: reconcile.HoldYoungDatabase, Keys: []desired.SessionKey{k, key("carol", "")}, Detail: "d"}
 	got := reconcile.HoldKeys(reconcile.Plan{Now: now, Actions: []reconcile.Action{keep, gone, otherGone}}, []reconcile.Hold{hold})
 	want := reconcile.Plan{Now: now, Actions: []reconcile.Action{keep, otherGone}, Held: []reconcile.Action{gone},

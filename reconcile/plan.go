@@ -96,10 +96,11 @@ type Action struct {
 	Container *spec.Container   `json:"container,omitempty"`
 	// Unplanned: decided from missing desired state (a key file, a session
 	// row), not from a deadline or an admin's command; Guard may hold it.
-	// StopsSession (removes a running session container) and NoInstance
-	// (the target has no podspawn.instance label) are what Guard weighs.
+	// RemovesSession (removes a session container, running or stopped: its
+	// writable layer is the user's work) and NoInstance (the target has no
+	// podspawn.instance label) are what Guard weighs.
 	Unplanned    bool `json:"unplanned,omitempty"`
-	StopsSession bool `json:"stops_session,omitempty"`
+	RemovesSession bool `json:"removes_session,omitempty"`
 	NoInstance   bool `json:"no_instance,omitempty"`
 	// Restart is what starting a stopped session container again records
 	// on the row (nil with crash-loop handling off); LogTail is how many

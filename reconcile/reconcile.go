@@ -178,7 +178,7 @@ var removeKinds = map[observed.Kind]Kind{
 
 func (c *keyCtx) remove(it *item, r Reason, detail string, phase int) {
 	c.add(Action{Kind: removeKinds[it.Kind], Target: it.Name, TargetID: it.ID, SessionID: it.session, Reason: r, Detail: detail,
-		StopsSession: it.sessionContainer && it.Running, NoInstance: it.noInstance}, phase)
+		RemovesSession: it.sessionContainer, NoInstance: it.noInstance}, phase)
 }
 
 // markUnplanned flags the key's actions from index i on as decided from

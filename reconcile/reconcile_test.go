@@ -77,9 +77,9 @@ var removeKinds = map[observed.Kind]reconcile.Kind{
 // missing row); the guard's flags are read off the object.
 func remove(k desired.SessionKey, o observed.Object, r reconcile.Reason, detail string) reconcile.Action {
 	return reconcile.Action{Kind: removeKinds[o.Kind], Key: k, Target: o.Name, TargetID: o.ID, SessionID: o.SessionID(), Reason: r, Detail: detail,
-		Unplanned:    r == reconcile.ReasonOrphan,
-		StopsSession: o.Kind == observed.KindContainer && o.Running && o.Labels[observed.LabelRole] != observed.RoleService,
-		NoInstance:   o.Instance() == ""}
+		Unplanned:      r == reconcile.ReasonOrphan,
+		RemovesSession: o.Kind == observed.KindContainer && o.Labels[observed.LabelRole] != observed.RoleService,
+		NoInstance:     o.Instance() == ""}
 }
 
 // teardown is mark-terminating (when mark), the removal of objs in the

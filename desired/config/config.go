@@ -177,9 +177,9 @@ type Cleanup struct {
 	// PendingTimeout is how long a session may stay in "creating" with no
 	// live connection before it is considered abandoned.
 	PendingTimeout Duration `yaml:"pending_timeout"`
-	// MaxUnplannedRemovals bounds how many running sessions one pass
+	// MaxUnplannedRemovals bounds how many session containers one pass
 	// removes because their key file or row is missing; more (and more than
-	// half of the running sessions) are held until an operator confirms.
+	// half of them) are held until an operator confirms.
 	MaxUnplannedRemovals int `yaml:"max_unplanned_removals"`
 	// A stopped session container is started again at once, then with
 	// waits of CrashLoopBackoff doubling up to CrashLoopBackoffMax between

@@ -571,9 +571,9 @@ func TestChecks(t *testing.T) {
 		// removal guard
 		{"removal guard", "removals held", func(f *fixture) {
 			f.env.GuardPlan = func(context.Context) (GuardView, error) {
-				return GuardView{Held: 12, Sessions: 6, Holds: []reconcile.Hold{{Reason: reconcile.HoldMassRemoval, Detail: "6 of 6 running session containers would be removed"}}}, nil
+				return GuardView{Held: 12, Sessions: 6, Holds: []reconcile.Hold{{Reason: reconcile.HoldMassRemoval, Detail: "6 of 6 session containers would be removed"}}}, nil
 			}
-		}, want{Fail, `^12 removal\(s\) held: mass-removal: 6 of 6 running session containers would be removed$`, reconcile.HoldFix}},
+		}, want{Fail, `^12 removal\(s\) held: mass-removal: 6 of 6 session containers would be removed$`, reconcile.HoldFix}},
 		{"removal guard", "empty key directory beside sessions", func(f *fixture) {
 			f.env.GuardPlan = func(context.Context) (GuardView, error) { return GuardView{Sessions: 2}, nil }
 		}, want{Warn, `^the key directory ROOT/etc/keys holds no key file while 2 session\(s\) exist; a cleanup pass removes sessions whose user has no key file$`,

@@ -90,7 +90,7 @@ func TestGuardHoldsSessionsOfAnEmptyKeyDirectory(t *testing.T) {
 		t.Errorf("held container removals (-want +got):\n%s", diff)
 	}
 	text := e.mustCleanup("--dry-run").Stdout
-	mustContain(t, "dry-run text", text, "Held by the blast-radius guard (not done):", "Why (mass-removal): 3 of 3 running session containers",
+	mustContain(t, "dry-run text", text, "Held by the blast-radius guard (not done):", "Why (mass-removal): 3 of 3 session containers",
 		"podspawn cleanup --allow-mass-removal", "0 skipped, 12 held.")
 
 	r := e.cleanup()
@@ -98,7 +98,7 @@ func TestGuardHoldsSessionsOfAnEmptyKeyDirectory(t *testing.T) {
 		t.Fatalf("cleanup exit %d, want 1 (removals held)\n%s", r.Code, fmtResult(r))
 	}
 	mustContain(t, "cleanup stdout", r.Stdout, "Held by the blast-radius guard (not done):", "No changes; 12 held; 0 failed.")
-	mustContain(t, "cleanup stderr", r.Stderr, "12 actions held by the blast-radius guard:", "mass-removal: 3 of 3 running session containers")
+	mustContain(t, "cleanup stderr", r.Stderr, "12 actions held by the blast-radius guard:", "mass-removal: 3 of 3 session containers")
 	if diff := cmp.Diff(before, e.objects()); diff != "" {
 		t.Errorf("a held pass changed Docker objects (-before +after):\n%s", diff)
 	}

@@ -99,9 +99,9 @@ type Action struct {
 	// RemovesSession (removes a session container, running or stopped: its
 	// writable layer is the user's work) and NoInstance (the target has no
 	// podspawn.instance label) are what Guard weighs.
-	Unplanned    bool `json:"unplanned,omitempty"`
+	Unplanned      bool `json:"unplanned,omitempty"`
 	RemovesSession bool `json:"removes_session,omitempty"`
-	NoInstance   bool `json:"no_instance,omitempty"`
+	NoInstance     bool `json:"no_instance,omitempty"`
 	// Restart is what starting a stopped session container again records
 	// on the row (nil with crash-loop handling off); LogTail is how many
 	// last log lines of a crash-looping container to log as it is removed.

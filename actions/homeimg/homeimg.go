@@ -74,6 +74,10 @@ func Mount(homes *hostdir.Dir, user string, size int64) error {
 		} else if err == nil {
 			err = checkMountedImage(mp, img)
 		}
+		if err == nil && untidy(mp) {
+			// A mount whose first tidy-up failed is tidied now.
+			err = tidyNewRoot(homes, user)
+		}
 		return err
 	}
 	if err := checkEmptyMountPoint(mp, user, img != nil); err != nil {
@@ -227,6 +231,18 @@ func tidyNewRoot(homes *hostdir.Dir, user string) error {
 		return fmt.Errorf("removing %s/lost+found: %w", root.Path(), err)
 	}
 	return root.Chown(0, 0, 0o700)
+}
+
+// untidy reports whether root is a new filesystem's root that was never
+// tidied: root's, with mkfs's lost+found still in it. Once the home has
+// been handed to the container user, lost+found is left to e2fsck.
+func untidy(root *hostdir.Dir) bool {
+	st, err := root.Stat()
+	if err != nil || st.Uid != 0 {
+		return false
+	}
+	var lf unix.Stat_t
+	return unix.Fstatat(root.Fd(), "lost+found", &lf, unix.AT_SYMLINK_NOFOLLOW) == nil && lf.Mode&unix.S_IFMT == unix.S_IFDIR
 }
 
 // isMountPoint reports whether dir (an entry of parent) is the root of

@@ -54,6 +54,28 @@ func mounted(t *testing.T, path string) bool {
 	return false
 }
 
+// superOptions returns the filesystem options of the mount at path.
+func superOptions(t *testing.T, path string) string {
+	t.Helper()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[4] != path {
+			continue
+		}
+		for i, x := range f {
+			if x == "-" && i+3 < len(f) {
+				return f[i+3]
+			}
+		}
+	}
+	t.Fatalf("%s is not in mountinfo", path)
+	return ""
+}
+
 // TestMountMakesACappedHomeOnceAndPurgeRemovesIt: the first Mount makes
 // the image and mounts it (root's 0700 root, no lost+found, nodev,
 // nosuid); writing past the cap fails with ENOSPC; a second Mount reuses
@@ -84,12 +106,22 @@ func TestMountMakesACappedHomeOnceAndPurgeRemovesIt(t *testing.T) {
 	if err := unix.Statfs(home, &sfs); err != nil || sfs.Flags&unix.ST_NODEV == 0 || sfs.Flags&unix.ST_NOSUID == 0 {
 		t.Fatalf("mount flags %#x (%v), want nodev and nosuid", sfs.Flags, err)
 	}
+	if opts := superOptions(t, home); !strings.Contains(","+opts+",", ",errors=remount-ro,") {
+		t.Fatalf("filesystem options %q, want errors=remount-ro", opts)
+	}
 	big := make([]byte, 2*homeimg.MinSize)
 	if err := os.WriteFile(filepath.Join(home, "big"), big, 0o600); !errors.Is(err, unix.ENOSPC) {
 		t.Fatalf("writing past the cap: %v, want ENOSPC", err)
 	}
+	// A first tidy-up that failed midway is finished by the next Mount.
+	if err := os.Mkdir(filepath.Join(home, "lost+found"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := homeimg.Mount(homes, "alice", homeimg.MinSize); err != nil {
 		t.Fatalf("second Mount: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(home, "lost+found")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("lost+found left after the second Mount: %v", err)
 	}
 	if u, err := homeimg.Describe(homes, "alice"); err != nil || !u.Image || !u.Mounted || u.Size != homeimg.MinSize {
 		t.Fatalf("Describe = %+v, %v", u, err)

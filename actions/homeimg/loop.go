@@ -24,7 +24,9 @@ func mountImage(img *os.File, mp *hostdir.Dir) error {
 	// autoclear device detaches it, so a failed mount leaves nothing.
 	defer loop.Close()
 	target := fmt.Sprintf("/proc/self/fd/%d", mp.Fd())
-	if err := unix.Mount(loop.Name(), target, "ext4", unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+	// errors=remount-ro: a sparse image whose host disk filled up stops
+	// taking writes instead of going on with a damaged filesystem.
+	if err := unix.Mount(loop.Name(), target, "ext4", unix.MS_NODEV|unix.MS_NOSUID, "errors=remount-ro"); err != nil {
 		return fmt.Errorf("mounting %s (%s) on %s: %w", img.Name(), loop.Name(), mp.Path(), err)
 	}
 	return nil

@@ -75,6 +75,7 @@ func DefaultConfig(cfg config.Config) []byte {
 	p("  max_per_user: %d", cfg.Resources.MaxPerUser)
 	p("  # Companion services a project's Podfile may declare; 0 allows none.")
 	p("  max_services_per_project: %d", cfg.Resources.MaxServicesPerProject)
+	p("  max_volumes_per_project: %d", cfg.Resources.MaxVolumesPerProject)
 	p("")
 	p("security:")
 	p("  cap_drop: %s", list(cfg.Security.CapDrop))

@@ -169,6 +169,10 @@ type Resources struct {
 	// MaxServicesPerProject bounds the companion services of one project
 	// session; 0 allows none.
 	MaxServicesPerProject int `yaml:"max_services_per_project"`
+	// MaxVolumesPerProject bounds the named volumes of one project session
+	// (distinct names across its services): each is storage outside the
+	// writable layer's limit (on Kubernetes, a claim of volume_size).
+	MaxVolumesPerProject int `yaml:"max_volumes_per_project"`
 }
 
 type Cleanup struct {
@@ -264,7 +268,7 @@ func Defaults() Config {
 			BlockHostAccess:  true,
 			AllowedHostPorts: []string{},
 		},
-		Resources: Resources{MaxPerUser: 3, MaxServicesPerProject: 8},
+		Resources: Resources{MaxPerUser: 3, MaxServicesPerProject: 8, MaxVolumesPerProject: 4},
 		Cleanup: Cleanup{OrphanMinAge: Duration{30 * time.Second}, PendingTimeout: Duration{2 * time.Minute}, MaxUnplannedRemovals: 5,
 			CrashLoopMaxRestarts: 10, CrashLoopResetAfter: Duration{10 * time.Minute},
 			CrashLoopBackoff: Duration{time.Second}, CrashLoopBackoffMax: Duration{5 * time.Minute}},
@@ -497,6 +501,9 @@ func (c *Config) validateLimits() error {
 	}
 	if c.Resources.MaxServicesPerProject < 0 {
 		return fmt.Errorf("invalid resources.max_services_per_project %d: must be 0 (projects may have no services) or positive", c.Resources.MaxServicesPerProject)
+	}
+	if c.Resources.MaxVolumesPerProject < 0 {
+		return fmt.Errorf("invalid resources.max_volumes_per_project %d: must be 0 (projects may have no named volumes) or positive", c.Resources.MaxVolumesPerProject)
 	}
 	if c.Security.PidsLimit < 0 {
 		return fmt.Errorf("invalid security.pids_limit %d: must be 0 (unlimited) or positive", c.Security.PidsLimit)

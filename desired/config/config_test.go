@@ -47,6 +47,7 @@ func TestLoadErrorsNameKeyAndValue(t *testing.T) {
 		"tiny home_size":                  {"state:\n  home_size: 1m\n", `invalid state.home_size "1m": below the smallest home image, 16m`},
 		"relative db path":                {"state:\n  db_path: state.db\n", `invalid state.db_path "state.db"`},
 		"negative max_services":           {"resources:\n  max_services_per_project: -1\n", `invalid resources.max_services_per_project -1: must be 0 (projects may have no services) or positive`},
+		"negative max_volumes":            {"resources:\n  max_volumes_per_project: -2\n", `invalid resources.max_volumes_per_project -2: must be 0 (projects may have no named volumes) or positive`},
 		"infinite cpus":                   {"defaults:\n  cpus: .inf\n", `invalid defaults.cpus +Inf`},
 		"negative max_unplanned_removals": {"cleanup:\n  max_unplanned_removals: -1\n", `invalid cleanup.max_unplanned_removals -1`},
 		"word max_unplanned_removals":     {"cleanup:\n  max_unplanned_removals: many\n", `cleanup.max_unplanned_removals`},

@@ -60,8 +60,10 @@ type Limits struct {
 	// DiskBytes and Disk come from defaults.disk, the same way.
 	DiskBytes int64
 	Disk      string
-	// MaxServices is resources.max_services_per_project.
+	// MaxServices is resources.max_services_per_project, MaxVolumes
+	// resources.max_volumes_per_project.
 	MaxServices int
+	MaxVolumes  int
 	// HostCPUs is how many CPUs the host has: Docker refuses more.
 	HostCPUs int
 }
@@ -70,7 +72,7 @@ type Limits struct {
 func LimitsOf(cfg config.Config, hostCPUs int) Limits {
 	return Limits{CPUs: cfg.Defaults.CPUs, MemoryBytes: cfg.Defaults.MemoryBytes, Memory: cfg.Defaults.Memory,
 		DiskBytes: cfg.Defaults.DiskBytes, Disk: cfg.Defaults.Disk,
-		MaxServices: cfg.Resources.MaxServicesPerProject, HostCPUs: hostCPUs}
+		MaxServices: cfg.Resources.MaxServicesPerProject, MaxVolumes: cfg.Resources.MaxVolumesPerProject, HostCPUs: hostCPUs}
 }
 
 // CheckLimits refuses a Podfile that asks for more than a ceiling, more
@@ -79,6 +81,9 @@ func LimitsOf(cfg config.Config, hostCPUs int) Limits {
 func (pf *Podfile) CheckLimits(l Limits) error {
 	if n := len(pf.Services); n > l.MaxServices {
 		return fmt.Errorf("field services: %d service(s), more than the %d allowed per project (resources.max_services_per_project in the config)", n, l.MaxServices)
+	}
+	if n := pf.volumeCount(); n > l.MaxVolumes {
+		return fmt.Errorf("field services[].volumes: %d named volume(s), more than the %d allowed per project (resources.max_volumes_per_project in the config)", n, l.MaxVolumes)
 	}
 	if err := checkCeiling("resources", pf.Resources, l); err != nil {
 		return err
@@ -89,6 +94,19 @@ func (pf *Podfile) CheckLimits(l Limits) error {
 		}
 	}
 	return nil
+}
+
+// volumeCount counts the distinct named volumes of the services (two
+// services may share one).
+func (pf *Podfile) volumeCount() int {
+	names := map[string]bool{}
+	for _, s := range pf.Services {
+		for _, v := range s.Volumes {
+			name, _, _ := strings.Cut(v, ":")
+			names[name] = true
+		}
+	}
+	return len(names)
 }
 
 func checkCeiling(field string, r Resources, l Limits) error {
@@ -416,6 +434,9 @@ func envList(env map[string]string, key desired.SessionKey) []string {
 func (pf *Podfile) Apply(spec *desired.Spec, key desired.SessionKey, image string, l Limits) (desired.Mode, error) {
 	if n := len(pf.Services); n > l.MaxServices {
 		return "", fmt.Errorf("%d service(s), more than the %d allowed per project (resources.max_services_per_project)", n, l.MaxServices)
+	}
+	if n := pf.volumeCount(); n > l.MaxVolumes {
+		return "", fmt.Errorf("%d named volume(s), more than the %d allowed per project (resources.max_volumes_per_project)", n, l.MaxVolumes)
 	}
 	spec.Image = image
 	if pf.Shell != "" {

@@ -66,7 +66,7 @@ on_start: echo hi
 	}
 	key := desired.SessionKey{User: "alice", Project: "backend"}
 	spec := desired.Spec{Image: "default", Shell: "/bin/sh", CPUs: 2, MemoryBytes: 2 << 30, ContainerName: "podspawn-alice-backend"}
-	mode, err := pf.Apply(&spec, key, pf.Tag("backend"), Limits{CPUs: 2, MemoryBytes: 2 << 30, MaxServices: 8})
+	mode, err := pf.Apply(&spec, key, pf.Tag("backend"), Limits{CPUs: 2, MemoryBytes: 2 << 30, MaxServices: 8, MaxVolumes: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func TestPrintable(t *testing.T) {
 }
 
 // ceilings are the config of issue 12: defaults.cpus 1, memory 256m.
-var ceilings = Limits{CPUs: 1, MemoryBytes: 256 << 20, Memory: "256m", MaxServices: 8, HostCPUs: 2}
+var ceilings = Limits{CPUs: 1, MemoryBytes: 256 << 20, Memory: "256m", MaxServices: 8, MaxVolumes: 4, HostCPUs: 2}
 
 // TestApplyKeepsTheCeilings: the config's limits are ceilings that a
 // Podfile may only tighten, for the session and for every service.
@@ -340,6 +340,13 @@ func TestApplyKeepsTheCeilings(t *testing.T) {
 		err.Error() != "2 service(s), more than the 1 allowed per project (resources.max_services_per_project)" {
 		t.Errorf("Apply with too many services: %v", err)
 	}
+	pf, _ = ParsePodfile([]byte("base: x\nservices:\n  - {name: a, image: y, volumes: [\"v1:/a\", \"v2:/b\"]}\n"))
+	l = ceilings
+	l.MaxVolumes = 1
+	if _, err := pf.Apply(&desired.Spec{}, desired.SessionKey{User: "alice", Project: "p"}, "img", l); err == nil ||
+		err.Error() != "2 named volume(s), more than the 1 allowed per project (resources.max_volumes_per_project)" {
+		t.Errorf("Apply with too many volumes: %v", err)
+	}
 }
 
 // TestCheckLimits: add-project and update-project refuse a Podfile that
@@ -372,11 +379,14 @@ func TestCheckLimits(t *testing.T) {
 			"field services[1].resources.cpus: 1.5 is above the ceiling of 1 (defaults.cpus in the config)"},
 		"service memory above": {"services:\n  - {name: db, image: y, resources: {memory: 300m}}\n", ceilings,
 			`field services[0].resources.memory: "300m" is above the ceiling of 256m`},
-		"more CPUs than the host": {"resources: {cpus: 64}\n", noCeiling, "field resources.cpus: 64 is more than the 2 CPU(s) of this host; ask for 2 or less"},
-		"too many services":       {svc(9), ceilings, "field services: 9 service(s), more than the 8 allowed per project (resources.max_services_per_project in the config)"},
-		"no services allowed":     {svc(1), none, "field services: 1 service(s), more than the 0 allowed per project"},
-		"no ceilings":             {"resources: {cpus: 2, memory: 64g}\n", noCeiling, ""},
-		"disk within":             {"resources: {disk: 5g}\n", diskCeiling, ""},
+		"more CPUs than the host":                   {"resources: {cpus: 64}\n", noCeiling, "field resources.cpus: 64 is more than the 2 CPU(s) of this host; ask for 2 or less"},
+		"too many services":                         {svc(9), ceilings, "field services: 9 service(s), more than the 8 allowed per project (resources.max_services_per_project in the config)"},
+		"no services allowed":                       {svc(1), none, "field services: 1 service(s), more than the 0 allowed per project"},
+		"volumes within (a shared one counts once)": {"services:\n  - {name: a, image: y, volumes: [\"v1:/a\", \"v2:/b\"]}\n  - {name: b, image: y, volumes: [\"v1:/c\", \"v3:/d\", \"v4:/e\"]}\n", ceilings, ""},
+		"too many volumes": {"services:\n  - {name: a, image: y, volumes: [\"v1:/a\", \"v2:/b\", \"v3:/c\"]}\n  - {name: b, image: y, volumes: [\"v4:/d\", \"v5:/e\"]}\n", ceilings,
+			"field services[].volumes: 5 named volume(s), more than the 4 allowed per project (resources.max_volumes_per_project in the config)"},
+		"no ceilings": {"resources: {cpus: 2, memory: 64g}\n", noCeiling, ""},
+		"disk within": {"resources: {disk: 5g}\n", diskCeiling, ""},
 		"disk above": {"resources: {disk: 20g}\n", diskCeiling,
 			`field resources.disk: "20g" is above the ceiling of 10g (defaults.disk in the config); ask for 10g or less, or leave it out to get the ceiling`},
 		"service disk above": {"services:\n  - {name: db, image: y, resources: {disk: 11g}}\n", diskCeiling,

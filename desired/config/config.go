@@ -651,11 +651,9 @@ func (c *Config) validateRuntime() error {
 	if c.Security.Runtime != "" {
 		return fmt.Errorf("invalid security.runtime %q with runtime: kubernetes: it names Docker's OCI runtime; set kubernetes.runtime_class instead", c.Security.Runtime)
 	}
-	// Both need a host directory mounted into the session, which a Pod on
-	// another node cannot have (persistent homes want a PVC per user).
-	if c.Session.Mode == desired.ModePersistent {
-		return errors.New("invalid session.mode persistent with runtime: kubernetes: persistent homes are not supported on Kubernetes yet; use grace-period or destroy-on-disconnect")
-	}
+	// The relay's socket is a host directory mounted into the session,
+	// which a Pod on another node cannot have. (Persistent homes are a
+	// claim per user there.)
 	if c.SSH.AllowAgentForwarding {
 		return errors.New("invalid ssh.allow_agent_forwarding with runtime: kubernetes: agent forwarding is not supported on Kubernetes yet; set it to false")
 	}

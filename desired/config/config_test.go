@@ -226,6 +226,10 @@ func TestRuntimeKeys(t *testing.T) {
 	if cfg.Runtime != RuntimeKubernetes || cfg.Kubernetes.Namespace != "podspawn" || cfg.Kubernetes.NodeSelector["pool"] != "sessions" || cfg.Kubernetes.RuntimeClass != "gvisor" {
 		t.Fatalf("unexpected kubernetes section: %q %+v", cfg.Runtime, cfg.Kubernetes)
 	}
+	// Persistent homes are a claim per user there.
+	if cfg, err := Parse([]byte("runtime: kubernetes\nsession:\n  mode: persistent\nstate:\n  home_size: 2g\n")); err != nil || cfg.Session.Mode != "persistent" {
+		t.Fatalf("persistent mode on kubernetes: %v", err)
+	}
 	if d := Defaults(); d.Runtime != RuntimeDocker {
 		t.Fatalf("default runtime %q, want docker", d.Runtime)
 	}
@@ -241,7 +245,6 @@ func TestRuntimeKeys(t *testing.T) {
 		"bad volume size":     {"runtime: kubernetes\nkubernetes:\n  volume_size: lots\n", `invalid kubernetes.volume_size "lots"`},
 		"zero volume size":    {"runtime: kubernetes\nkubernetes:\n  volume_size: \"0\"\n", `invalid kubernetes.volume_size "0"`},
 		"oci runtime on k8s":  {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},
-		"persistent on k8s":   {"runtime: kubernetes\nsession:\n  mode: persistent\n", `invalid session.mode persistent with runtime: kubernetes`},
 		"agent on k8s":        {"runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\n", `invalid ssh.allow_agent_forwarding with runtime: kubernetes`},
 	}
 	for name, c := range bad {

@@ -204,7 +204,7 @@ func newKubeRuntime(cfg config.Config, now func() time.Time, docker func() (*cli
 	}
 	return &kubeRuntime{Lister: k8sobs.Lister{C: c}, Images: images, c: c, now: now,
 		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry,
-			StorageClass: k.StorageClass, VolumeSize: size, HomeSize: home}}, nil
+			StorageClass: k.StorageClass, VolumeSize: size, HomeSize: home, ImagePullSecrets: k.ImagePullSecrets}}, nil
 }
 
 // Ping reads the namespace: the API server answers and podspawn's

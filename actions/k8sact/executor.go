@@ -41,6 +41,9 @@ type Settings struct {
 	// claims of named volumes.
 	StorageClass string
 	VolumeSize   resource.Quantity
+	// ImagePullSecrets name the namespace's Secrets the kubelet pulls
+	// session images with (kubernetes.image_pull_secrets).
+	ImagePullSecrets []string
 	// HomeSize is the size of a new persistent home claim (state.home_size,
 	// else kubernetes.volume_size).
 	HomeSize resource.Quantity

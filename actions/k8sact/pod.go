@@ -170,6 +170,9 @@ func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*cor
 	if x.Settings.RuntimeClass != "" {
 		ps.RuntimeClassName = &x.Settings.RuntimeClass
 	}
+	for _, name := range x.Settings.ImagePullSecrets {
+		ps.ImagePullSecrets = append(ps.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
+	}
 	if h := a.Container.Hostname; h != "" {
 		ps.Hostname = strings.Trim(strings.ReplaceAll(h, "_", "-"), "-")
 		if len(validation.IsDNS1123Label(ps.Hostname)) > 0 {

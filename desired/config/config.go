@@ -75,6 +75,9 @@ type Kubernetes struct {
 	VolumeSize string `yaml:"volume_size"`
 	// ImageRegistry is where project images are pushed for the cluster to pull.
 	ImageRegistry string `yaml:"image_registry"`
+	// ImagePullSecrets name existing Secrets of the namespace that session
+	// Pods pull their images with (the kubelet reads them, not podspawn).
+	ImagePullSecrets []string `yaml:"image_pull_secrets"`
 }
 
 type Auth struct {
@@ -632,6 +635,11 @@ func (c *Config) validateRuntime() error {
 		}
 		if errs := validation.IsDNS1123Subdomain(f.v); len(errs) > 0 {
 			return fmt.Errorf("invalid kubernetes.%s %q: %s", f.name, f.v, strings.Join(errs, "; "))
+		}
+	}
+	for _, name := range k.ImagePullSecrets {
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return fmt.Errorf("invalid kubernetes.image_pull_secrets entry %q: must be the name of a Secret in namespace %s: %s", name, k.Namespace, strings.Join(errs, "; "))
 		}
 	}
 	for key, v := range k.NodeSelector {

@@ -219,11 +219,12 @@ func TestMetricsAddr(t *testing.T) {
 }
 
 func TestRuntimeKeys(t *testing.T) {
-	cfg, err := Parse([]byte("runtime: kubernetes\nkubernetes:\n  kubeconfig: /etc/podspawn/kubeconfig\n  node_selector: {pool: sessions}\n  runtime_class: gvisor\n  image_registry: 127.0.0.1:15000/podspawn\n"))
+	cfg, err := Parse([]byte("runtime: kubernetes\nkubernetes:\n  kubeconfig: /etc/podspawn/kubeconfig\n  node_selector: {pool: sessions}\n  runtime_class: gvisor\n  image_registry: 127.0.0.1:15000/podspawn\n  image_pull_secrets: [regcred, ghcr.io-token]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Runtime != RuntimeKubernetes || cfg.Kubernetes.Namespace != "podspawn" || cfg.Kubernetes.NodeSelector["pool"] != "sessions" || cfg.Kubernetes.RuntimeClass != "gvisor" {
+	if cfg.Runtime != RuntimeKubernetes || cfg.Kubernetes.Namespace != "podspawn" || cfg.Kubernetes.NodeSelector["pool"] != "sessions" || cfg.Kubernetes.RuntimeClass != "gvisor" ||
+		len(cfg.Kubernetes.ImagePullSecrets) != 2 || cfg.Kubernetes.ImagePullSecrets[1] != "ghcr.io-token" {
 		t.Fatalf("unexpected kubernetes section: %q %+v", cfg.Runtime, cfg.Kubernetes)
 	}
 	// Persistent homes are a claim per user there.
@@ -242,6 +243,8 @@ func TestRuntimeKeys(t *testing.T) {
 		"bad selector value":  {"runtime: kubernetes\nkubernetes:\n  node_selector: {pool: \"-x\"}\n", `invalid kubernetes.node_selector value "-x"`},
 		"bad runtime class":   {"runtime: kubernetes\nkubernetes:\n  runtime_class: Run_Sc\n", `invalid kubernetes.runtime_class "Run_Sc"`},
 		"registry scheme":     {"runtime: kubernetes\nkubernetes:\n  image_registry: http://r:5000\n", `invalid kubernetes.image_registry "http://r:5000"`},
+		"bad pull secret":     {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [regcred, Reg_Cred]\n", `invalid kubernetes.image_pull_secrets entry "Reg_Cred"`},
+		"empty pull secret":   {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [\"\"]\n", `invalid kubernetes.image_pull_secrets entry ""`},
 		"bad volume size":     {"runtime: kubernetes\nkubernetes:\n  volume_size: lots\n", `invalid kubernetes.volume_size "lots"`},
 		"zero volume size":    {"runtime: kubernetes\nkubernetes:\n  volume_size: \"0\"\n", `invalid kubernetes.volume_size "0"`},
 		"oci runtime on k8s":  {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},

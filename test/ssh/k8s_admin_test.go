@@ -25,7 +25,7 @@ import (
 // TestKubernetesListWideAndCrashLoop: list -o wide names the node of the
 // session's Pod, status counts Pods, and a session container the kubelet
 // restarts after it died shows as restarting, with the kubelet's count,
-// as a crash-looping Docker container does.
+// as a crash-looping Docker container does, and status counts it.
 func TestKubernetesListWideAndCrashLoop(t *testing.T) {
 	s, cs := k8sServer(t, serverOptions{Users: []string{"skl"}})
 	u := s.user("skl")
@@ -55,6 +55,14 @@ func TestKubernetesListWideAndCrashLoop(t *testing.T) {
 	})
 	if js := s.Env.MustRun("list", "-o", "json").Stdout; !strings.Contains(js, `"restarts": 1,`) {
 		t.Fatalf("list -o json lacks the restart:\n%s", js)
+	}
+	// status counts it as list does (the kubelet's restart, within
+	// cleanup.crash_loop_reset_after of the new start).
+	if out := s.Env.MustRun("status").Stdout; !strings.Contains(out, "\nRestarting:  1 ") {
+		t.Fatalf("status does not count the kubelet's restart:\n%s", out)
+	}
+	if out := s.Env.MustRun("status", "--prometheus").Stdout; !strings.Contains(out, "\npodspawn_sessions_restarting 1\n") {
+		t.Fatalf("status --prometheus does not count the kubelet's restart:\n%s", out)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/lock"
 	"github.com/podspawn/podspawn/desired/sqlstore"
+	"github.com/podspawn/podspawn/observed"
 )
 
 // CleanupCmd is one reconcile pass, or with --daemon the long-running
@@ -222,6 +223,8 @@ func (s *metricsServer) serve(ctx context.Context, a *App, ctrl *controller.Cont
 		return metrics.ReadStatus(sctx, metrics.Sources{
 			Sessions:   ctrl.Store.Load,
 			Containers: func(ctx context.Context) (int, error) { return countManagedContainers(ctx, a) },
+			Placements: func(ctx context.Context) (map[string]observed.Placement, error) { return readPlacements(ctx, a) },
+			ResetAfter: resetAfter(a),
 		}, a.Clock.Now())
 	}
 	ctrl.Metrics = s.metrics

@@ -190,7 +190,7 @@ type restartsView struct {
 }
 
 func (r restartsView) count(v sessionView) int {
-	if p := v.Placement; p != nil && p.Restarts > 0 && (!p.Up || r.now.Sub(p.StartedAt) < r.resetAfter) {
+	if p := v.Placement; p != nil && p.Restarting(r.now, r.resetAfter) {
 		return max(p.Restarts, v.Sess.RestartCount)
 	}
 	return v.Sess.RestartCount

@@ -172,7 +172,8 @@ type kubeRuntime struct {
 // newKubeClient connects to the cluster (tests replace it with a fake).
 var newKubeClient = k8sobs.NewClient
 
-func newKubeRuntime(k config.Kubernetes, now func() time.Time, docker func() (*client.Client, error)) (*kubeRuntime, error) {
+func newKubeRuntime(cfg config.Config, now func() time.Time, docker func() (*client.Client, error)) (*kubeRuntime, error) {
+	k := cfg.Kubernetes
 	c, err := newKubeClient(k.Kubeconfig, k.Namespace)
 	if err != nil {
 		return nil, err
@@ -197,9 +198,13 @@ func newKubeRuntime(k config.Kubernetes, now func() time.Time, docker func() (*c
 		}}
 	// Validated at config load.
 	size, _ := resource.ParseQuantity(k.VolumeSize)
+	home := size
+	if cfg.State.HomeSizeBytes > 0 {
+		home = *resource.NewQuantity(cfg.State.HomeSizeBytes, resource.BinarySI)
+	}
 	return &kubeRuntime{Lister: k8sobs.Lister{C: c}, Images: images, c: c, now: now,
 		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry,
-			StorageClass: k.StorageClass, VolumeSize: size}}, nil
+			StorageClass: k.StorageClass, VolumeSize: size, HomeSize: home, ImagePullSecrets: k.ImagePullSecrets}}, nil
 }
 
 // Ping reads the namespace: the API server answers and podspawn's
@@ -219,6 +224,63 @@ func (r *kubeRuntime) Execer(log logr.Logger) actions.Execer { return k8sact.Exe
 
 func (r *kubeRuntime) Watcher(instance string, log logr.Logger) controller.Watcher {
 	return k8sobs.NewWatcher(r.c, instance, log)
+}
+
+// Homes are the users' persistent homes of the configured runtime.
+func (a *App) Homes(ctx context.Context) (homeStore, error) {
+	cfg, err := a.Config()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Runtime != config.RuntimeKubernetes {
+		return dirHomes{dir: cfg.State.HomesDir}, nil
+	}
+	rt, err := a.Runtime()
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.Store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kr, ok := rt.(*kubeRuntime)
+	if !ok {
+		return nil, fmt.Errorf("runtime: kubernetes is configured but the runtime is %T", rt)
+	}
+	return kubeHomes{k8sact.Homes{C: kr.c, Instance: st.InstanceID()}}, nil
+}
+
+// kubeHomes are the Kubernetes runtime's homes, a claim per user.
+type kubeHomes struct{ k8sact.Homes }
+
+// Describe gives the claim's capacity; its usage would take the
+// kubelet's stats (nodes/proxy, a cluster-wide right), so it is n/a.
+func (h kubeHomes) Describe(ctx context.Context, user string) string {
+	home, err := h.Get(ctx, user)
+	switch {
+	case err != nil:
+		return "unreadable: " + err.Error()
+	case home == nil:
+		return "no home"
+	case home.Deleting:
+		return "being deleted (persistentvolumeclaim/" + home.Name + ")"
+	case home.Capacity.IsZero():
+		return "n/a of " + home.Requested.String() + " requested, not bound yet (persistentvolumeclaim/" + home.Name + ")"
+	}
+	return "n/a of " + humanBytes(home.Capacity.Value()) + " (persistentvolumeclaim/" + home.Name + ")"
+}
+
+func (h kubeHomes) Find(ctx context.Context, user string) (homeRef, bool, error) {
+	home, err := h.Get(ctx, user)
+	if err != nil || home == nil {
+		return homeRef{}, false, err
+	}
+	return homeRef{Name: "persistentvolumeclaim/" + home.Name}, true, nil
+}
+
+func (h kubeHomes) Purge(ctx context.Context, user string) error {
+	_, err := h.Homes.Purge(ctx, user)
+	return err
 }
 
 // ExitError ends the process with Code after printing Err (if any).
@@ -289,7 +351,7 @@ func (a *App) Runtime() (Runtime, error) {
 			return nil, err
 		}
 		if cfg.Runtime == config.RuntimeKubernetes {
-			kr, err := newKubeRuntime(cfg.Kubernetes, a.Clock.Now, a.Docker)
+			kr, err := newKubeRuntime(cfg, a.Clock.Now, a.Docker)
 			if err != nil {
 				return nil, err
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/atomicfile"
 	"github.com/podspawn/podspawn/desired/config"
+	"github.com/podspawn/podspawn/observed"
 )
 
 // StatusCmd prints session and container counts, for humans or Prometheus.
@@ -51,6 +52,8 @@ func (c *StatusCmd) Run(a *App) error {
 			return st.Load(ctx)
 		},
 		Containers: func(ctx context.Context) (int, error) { return countManagedContainers(ctx, a) },
+		Placements: func(ctx context.Context) (map[string]observed.Placement, error) { return readPlacements(ctx, a) },
+		ResetAfter: resetAfter(a),
 	}, a.Clock.Now())
 	if d.DatabaseErr != nil {
 		return d.DatabaseErr
@@ -73,6 +76,16 @@ func (c *StatusCmd) Run(a *App) error {
 	}
 	_, err = a.Stdout.Write(buf.Bytes())
 	return err
+}
+
+// resetAfter is cleanup.crash_loop_reset_after: how long a restarted
+// container must stay up before its restarts stop counting.
+func resetAfter(a *App) time.Duration {
+	cfg, err := a.Config()
+	if err != nil {
+		return 0
+	}
+	return cfg.Cleanup.CrashLoopResetAfter.Duration
 }
 
 // countManagedContainers counts containers labelled managed-by=podspawn,

@@ -28,7 +28,7 @@ type ListUsersCmd struct {
 func (ListUsersCmd) Help() string {
 	return `Lists the users that have a key file in auth.key_dir, with the number of valid SSH public keys in each. Lines that are not valid keys are counted separately (they never let anyone log in); files that cannot be read are marked unreadable with the reason. Entries whose names are not valid user names are ignored, with a warning on stderr.
 
-With -o wide, each line also gives the size of the user's persistent home in state.homes_dir (project homes included; links in it are not followed), or "no home". With state.home_size, a capped home reads "<used> of <cap>", or says that its image is not mounted (after a reboot, until the next login).`
+With -o wide, each line also gives the size of the user's persistent home in state.homes_dir (project homes included; links in it are not followed), or "no home". With state.home_size, a capped home reads "<used> of <cap>", or says that its image is not mounted (after a reboot, until the next login). With runtime: kubernetes a home is the user's PersistentVolumeClaim: the line gives its capacity ("n/a of <capacity>": the usage is not read) and its name.`
 }
 
 // Run prints one line per user.
@@ -52,15 +52,59 @@ func (c *ListUsersCmd) Run(a *App) error {
 		fmt.Fprintln(a.Stdout, "No users registered.")
 		return nil
 	}
+	var homes homeStore
+	if c.Output == "wide" {
+		if homes, err = a.Homes(context.Background()); err != nil {
+			return err
+		}
+	}
 	for _, u := range users {
 		line := keysSummary(dir, u)
-		if c.Output == "wide" {
-			line += "  home: " + homeSize(cfg.State.HomesDir, u)
+		if homes != nil {
+			line += "  home: " + homes.Describe(context.Background(), u)
 		}
 		fmt.Fprintln(a.Stdout, line)
 	}
 	return nil
 }
+
+// homeStore is where the users' persistent homes are: directories below
+// state.homes_dir (Docker), or a claim per user (Kubernetes).
+type homeStore interface {
+	// Describe is list-users -o wide's home column of user.
+	Describe(ctx context.Context, user string) string
+	// Find names user's home; ok is false when there is none.
+	Find(ctx context.Context, user string) (home homeRef, ok bool, err error)
+	// Purge deletes user's home.
+	Purge(ctx context.Context, user string) error
+}
+
+// homeRef names a home in remove-user's output.
+type homeRef struct {
+	// What is "directory", or empty when Name says it.
+	What, Name string
+	// NotHome: something else is in the home's place (a link): purged,
+	// but not worth a note when kept.
+	NotHome bool
+}
+
+func (h homeRef) String() string { return strings.TrimSpace(h.What + " " + h.Name) }
+
+// dirHomes are the Docker runtime's homes, <homes_dir>/<user>.
+type dirHomes struct{ dir string }
+
+func (d dirHomes) Describe(_ context.Context, user string) string { return homeSize(d.dir, user) }
+
+func (d dirHomes) Find(_ context.Context, user string) (homeRef, bool, error) {
+	home := filepath.Join(d.dir, user)
+	fi, err := os.Lstat(home)
+	if err != nil {
+		return homeRef{}, false, nil
+	}
+	return homeRef{What: "directory", Name: home, NotHome: !fi.IsDir()}, true, nil
+}
+
+func (d dirHomes) Purge(_ context.Context, user string) error { return purgeHome(d.dir, user) }
 
 // keysSummary is the list-users line of user u.
 func keysSummary(dir, u string) string {
@@ -161,7 +205,7 @@ type RemoveUserCmd struct {
 	Force    bool   `help:"Destroy the user's active sessions (containers, services, networks); without it, a user with active sessions is refused."`
 	// PurgeHome is explicit: a home holds the user's files, and Force is
 	// about sessions.
-	PurgeHome bool   `name:"purge-home" help:"With --force, also delete the user's persistent home in state.homes_dir (project homes included), once every session is gone."`
+	PurgeHome bool   `name:"purge-home" help:"With --force, also delete the user's persistent home in state.homes_dir (project homes included; on Kubernetes the user's home claim), once every session is gone."`
 	DryRun    bool   `help:"Print the plan and change nothing."`
 	Output    string `help:"Format of the --dry-run plan: text or json." enum:"text,json" default:"text" short:"o"`
 }
@@ -172,7 +216,7 @@ func (RemoveUserCmd) Help() string {
 
 If a teardown fails, the command names it and exits 1: the key file is already gone and the failed sessions stay marked for removal, so 'podspawn cleanup' finishes the job once the cause is fixed.
 
-The host Unix account (if any) is NOT deleted. The persistent home directory (<homes_dir>/<user>) is deleted only with --force --purge-home, and only when every session of the user was destroyed; links in it are removed, never followed.
+The host Unix account (if any) is NOT deleted. The persistent home directory (<homes_dir>/<user>) is deleted only with --force --purge-home, and only when every session of the user was destroyed; links in it are removed, never followed. With runtime: kubernetes the home is the user's PersistentVolumeClaim, deleted under the same rule (the command waits until it is gone).
 
 Exit status: 0 removed (or, with --dry-run, plan printed), 1 error.`
 }
@@ -257,7 +301,7 @@ func (c *RemoveUserCmd) Run(a *App) error {
 	}
 	destroyed := len(res.Sessions) - len(failures)
 	fmt.Fprintf(a.Stdout, "removed user %s (%d session(s) destroyed)\n", user, destroyed)
-	if err := c.finishHome(a, cfg.State.HomesDir, len(failures) == 0); err != nil {
+	if err := c.finishHome(ctx, a, len(failures) == 0); err != nil {
 		return err
 	}
 	if len(failures) > 0 {
@@ -321,20 +365,26 @@ func (c *RemoveUserCmd) whatIf(ctx context.Context, a *App, st *sqlstore.Store, 
 
 // finishHome deletes the user's persistent home with --purge-home once
 // every session is gone (allGone), and otherwise says it was kept.
-func (c *RemoveUserCmd) finishHome(a *App, homesDir string, allGone bool) error {
+func (c *RemoveUserCmd) finishHome(ctx context.Context, a *App, allGone bool) error {
 	user := c.Username
-	home := filepath.Join(homesDir, user)
-	fi, err := os.Lstat(home)
+	homes, err := a.Homes(ctx)
 	if err != nil {
-		return nil // no home
+		return err
+	}
+	home, ok, err := homes.Find(ctx, user)
+	if err != nil {
+		return fmt.Errorf("the sessions are gone, but the persistent home of %s could not be read: %w", user, err)
+	}
+	if !ok {
+		return nil
 	}
 	if !c.PurgeHome || !allGone {
-		if fi.IsDir() {
-			fmt.Fprintf(a.Stderr, "Note: the persistent home directory %s was kept; 'podspawn remove-user %s --force --purge-home' deletes it.\n", home, user)
+		if !home.NotHome {
+			fmt.Fprintf(a.Stderr, "Note: the persistent home %s was kept; 'podspawn remove-user %s --force --purge-home' deletes it.\n", home, user)
 		}
 		return nil
 	}
-	err = purgeHome(homesDir, user)
+	err = homes.Purge(ctx, user)
 	e := audit.Event{Event: audit.HomePurge, User: audit.Text(user), Actor: a.auditActor, Outcome: audit.OutcomeSuccess}
 	if err != nil {
 		e.Outcome, e.Error = audit.OutcomeFailure, audit.Text(err.Error())
@@ -347,7 +397,7 @@ func (c *RemoveUserCmd) finishHome(a *App, homesDir string, allGone bool) error 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.Stdout, "deleted persistent home %s\n", home)
+	fmt.Fprintf(a.Stdout, "deleted persistent home %s\n", home.Name)
 	return nil
 }
 

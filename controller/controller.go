@@ -76,8 +76,9 @@ type Controller struct {
 	// Metrics, when set (the daemon's /metrics), counts what reconciles do.
 	Metrics *metrics.Metrics
 
-	guard guardCache
-	clock clockWatch
+	guard    guardCache
+	clock    clockWatch
+	restarts restartReports
 }
 
 // guardCache shares the whole plan's guard decision between per-key
@@ -388,6 +389,7 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 		}
 	}
 	rep.Plan = plan
+	c.reportRuntimeRestarts(k, plan.Skipped)
 	rep.Results, rep.Err = c.executePlan(ctx, k, plan.Actions, run.removals)
 	c.observeDestroyed(sess, rep.Results)
 	return rep

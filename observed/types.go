@@ -37,6 +37,10 @@ const (
 	StateRemoving = "removing"
 	// StatePaused: its processes are frozen, not gone.
 	StatePaused = "paused"
+	// StateRestarting: it stopped and the runtime itself starts it again
+	// (the kubelet, backing off as CrashLoopBackOff): podspawn leaves it
+	// to the runtime and reports it.
+	StateRestarting = "restarting"
 )
 
 // Kind of a Docker object.
@@ -64,6 +68,11 @@ type Object struct {
 	ExitCode   int
 	StartedAt  time.Time
 	FinishedAt time.Time
+	// RuntimeRestarts is how often the runtime restarted the container by
+	// itself (the kubelet's count; 0 on Docker), and RuntimeReason why it
+	// is not running now (CrashLoopBackOff), for reports.
+	RuntimeRestarts int
+	RuntimeReason   string
 }
 
 // Key returns the session key from the labels, and whether the user label
@@ -141,4 +150,11 @@ type Placement struct {
 	// Up says the container runs, since StartedAt.
 	Up        bool
 	StartedAt time.Time
+}
+
+// Restarting says whether the runtime's restarts count now: the
+// container is down, or has not stayed up for resetAfter since its last
+// start (cleanup.crash_loop_reset_after, as podspawn's own count).
+func (p Placement) Restarting(now time.Time, resetAfter time.Duration) bool {
+	return p.Restarts > 0 && (!p.Up || now.Sub(p.StartedAt) < resetAfter)
 }

@@ -62,8 +62,11 @@ func (c *keyCtx) restartCount(ctr *item) int {
 // stopped: the container's processes are gone. A paused one is unpaused
 // (no restart), and one being removed cannot be started.
 func stopped(ctr *item) bool {
-	return !ctr.Running && ctr.State != observed.StatePaused && ctr.State != observed.StateRemoving
+	return !ctr.Running && ctr.State != observed.StatePaused && ctr.State != observed.StateRemoving && ctr.State != observed.StateRestarting
 }
+
+// restartedByRuntime: the runtime starts the container again itself.
+func restartedByRuntime(ctr *item) bool { return ctr != nil && ctr.State == observed.StateRestarting }
 
 // crashLoopDetail says why the stopped session container has used up its
 // restarts, or returns "" when it has not.
@@ -89,6 +92,12 @@ func (c *keyCtx) restartPolicy(sessCtr *item) (rec *Restart, restart bool) {
 	if s.Status == desired.StatusCreating || sessCtr == nil || sessCtr.Running || sessCtr.State == observed.StateRemoving {
 		return nil, false
 	}
+	if restartedByRuntime(sessCtr) {
+		// Its changes (a restart, a start) bring the key back by event.
+		c.skip(sessCtr.Kind, sessCtr.Name, ReasonRuntimeRestarting, fmt.Sprintf("container stopped (exit code %d); the runtime restarts it itself (%s, %s so far)",
+			sessCtr.ExitCode, orWord(sessCtr.RuntimeReason, "restarting"), restarts(sessCtr.RuntimeRestarts)))
+		return nil, false
+	}
 	if !p.enabled() || !stopped(sessCtr) {
 		return nil, true
 	}
@@ -100,6 +109,13 @@ func (c *keyCtx) restartPolicy(sessCtr *item) (rec *Restart, restart bool) {
 		return nil, false
 	}
 	return &Restart{Count: n + 1, NextAt: c.now.Add(p.Backoff(n + 1))}, true
+}
+
+func orWord(s, otherwise string) string {
+	if s == "" {
+		return otherwise
+	}
+	return s
 }
 
 func restarts(n int) string {

@@ -129,6 +129,18 @@ func TestComputeCrashLoop(t *testing.T) {
 			now:      now,
 			want:     reconcile.Plan{Now: now, Actions: crashTeardown(limit)},
 		},
+		"the runtime restarts it itself (the kubelet): no restart, no crash-loop teardown, a skip that says so": {
+			desired: builder.Desired(limit).Build(),
+			observed: builder.Observed(net, func() observed.Object {
+				o := builder.Container("alice", "web").Exited(3, started, now.Add(-time.Second)).State(observed.StateRestarting).Build()
+				o.ExitCode, o.RuntimeRestarts, o.RuntimeReason = 3, 7, "CrashLoopBackOff"
+				return o
+			}()).Alive(lease).Build(),
+			now: now,
+			want: reconcile.Plan{Now: now, Unchanged: 1, Wake: defaultLifetime, Wakes: wakes(kAW, defaultLifetime),
+				Skipped: []reconcile.Skip{{Key: kAW, ObjectKind: observed.KindContainer, Target: "podspawn-alice-web", Reason: reconcile.ReasonRuntimeRestarting,
+					Detail: "container stopped (exit code 3); the runtime restarts it itself (CrashLoopBackOff, 7 restarts so far)"}}},
+		},
 		"limit reached in the grace period: torn down all the same": {
 			desired:  builder.Desired(limitGrace).Build(),
 			observed: builder.Observed(net, exited).Build(),

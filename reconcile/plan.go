@@ -71,6 +71,9 @@ const (
 	ReasonDuplicateSession  Reason = "duplicate-session"
 	ReasonInvalidKey        Reason = "invalid-key"
 	ReasonCrashLoopBackOff  Reason = "crash-loop-back-off"
+	// ReasonRuntimeRestarting: the runtime restarts the container itself
+	// (the kubelet's CrashLoopBackOff).
+	ReasonRuntimeRestarting Reason = "runtime-restarting"
 	ReasonClockStep         Reason = "clock-step"
 )
 

@@ -201,7 +201,8 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 	// Whatever is created or started joins the network, so it must exist first.
 	needNet := creating || restart
 	for _, svc := range s.Spec.Services {
-		needNet = needNet || !running(c.findCurrent(observed.KindContainer, s.Spec.ServiceContainerName(svc.Name)))
+		svcCtr := c.findCurrent(observed.KindContainer, s.Spec.ServiceContainerName(svc.Name))
+		needNet = needNet || (!running(svcCtr) && !restartedByRuntime(svcCtr))
 	}
 	if needNet && c.findCurrent(observed.KindNetwork, s.Spec.NetworkName) == nil {
 		c.create(Action{Kind: KindCreateNetwork, Target: s.Spec.NetworkName, Reason: r, Detail: "session network"}, observed.RoleSession, "")
@@ -214,7 +215,7 @@ func (c *keyCtx) ensure(sessCtr *item, live int) {
 		}
 	}
 	for _, svc := range s.Spec.Services {
-		if name := s.Spec.ServiceContainerName(svc.Name); !running(c.findCurrent(observed.KindContainer, name)) {
+		if name := s.Spec.ServiceContainerName(svc.Name); !running(c.findCurrent(observed.KindContainer, name)) && !restartedByRuntime(c.findCurrent(observed.KindContainer, name)) {
 			c.create(Action{Kind: KindCreateContainer, Target: name, Reason: r, Detail: "service " + svc.Name, Container: spec.Service(s, svc)}, observed.RoleService, svc.Name)
 		}
 	}

@@ -41,6 +41,12 @@ type Settings struct {
 	// claims of named volumes.
 	StorageClass string
 	VolumeSize   resource.Quantity
+	// ImagePullSecrets name the namespace's Secrets the kubelet pulls
+	// session images with (kubernetes.image_pull_secrets).
+	ImagePullSecrets []string
+	// HomeSize is the size of a new persistent home claim (state.home_size,
+	// else kubernetes.volume_size).
+	HomeSize resource.Quantity
 }
 
 // Executor executes actions against the API server and the store.
@@ -159,6 +165,11 @@ func (x *Executor) createClaim(ctx context.Context, a reconcile.Action) (actions
 	return actions.Unchanged, nil
 }
 
+// homes are the users' home claims of a's instance.
+func (x *Executor) homes(a reconcile.Action) Homes {
+	return Homes{C: x.C, Instance: a.Labels[observed.LabelInstance]}
+}
+
 // createPolicy is create-network: ingress to the session's Pod only from
 // itself (its containers share the Pod's network anyway).
 func (x *Executor) createPolicy(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
@@ -208,7 +219,7 @@ func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) 
 		if err == nil {
 			// Done only once it is gone, as Docker's volume removal is, so
 			// the session's row is not deleted before it.
-			return x.awaitClaimGone(ctx, name, u)
+			return awaitClaimGone(ctx, x.C, name, u)
 		}
 	default:
 		err = x.C.API.NetworkingV1().NetworkPolicies(x.C.Namespace).Delete(ctx, name, opts)
@@ -226,10 +237,10 @@ func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) 
 const claimGoneTimeout = 30 * time.Second
 
 // awaitClaimGone watches the claim uid until it is deleted.
-func (x *Executor) awaitClaimGone(ctx context.Context, name string, uid types.UID) (actions.Outcome, error) {
-	api := x.C.API.CoreV1().PersistentVolumeClaims(x.C.Namespace)
-	c, err := api.Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) || (err == nil && c.UID != uid) {
+func awaitClaimGone(ctx context.Context, c *k8sobs.Client, name string, uid types.UID) (actions.Outcome, error) {
+	api := c.API.CoreV1().PersistentVolumeClaims(c.Namespace)
+	pvc, err := api.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) || (err == nil && pvc.UID != uid) {
 		return actions.Changed, nil
 	}
 	if err != nil {
@@ -237,7 +248,7 @@ func (x *Executor) awaitClaimGone(ctx context.Context, name string, uid types.UI
 	}
 	ctx, cancel := context.WithTimeout(ctx, claimGoneTimeout)
 	defer cancel()
-	w, err := api.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: c.ResourceVersion})
+	w, err := api.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: pvc.ResourceVersion})
 	if err != nil {
 		return "", fmt.Errorf("watching the deletion of persistentvolumeclaim %s: %w", name, err)
 	}
@@ -247,7 +258,7 @@ func (x *Executor) awaitClaimGone(ctx context.Context, name string, uid types.UI
 			return actions.Changed, nil
 		}
 	}
-	return "", fmt.Errorf("persistentvolumeclaim %s is still being deleted after %s (finalizers %v: a Pod may still use it)", name, claimGoneTimeout, c.Finalizers)
+	return "", fmt.Errorf("persistentvolumeclaim %s is still being deleted after %s (finalizers %v: a Pod may still use it)", name, claimGoneTimeout, pvc.Finalizers)
 }
 
 func (x *Executor) killLeaseProcesses(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {

@@ -3,6 +3,7 @@ package k8sact
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -77,7 +78,8 @@ func TestRemoveIsPinnedByUID(t *testing.T) {
 
 func TestPodSpecSecurity(t *testing.T) {
 	k := desired.SessionKey{User: "al_ice", Project: "web"}
-	x := &Executor{C: &k8sobs.Client{Namespace: "podspawn"}, Settings: Settings{NodeSelector: map[string]string{"pool": "s"}, RuntimeClass: "gvisor"}}
+	x := &Executor{C: &k8sobs.Client{Namespace: "podspawn"}, Settings: Settings{NodeSelector: map[string]string{"pool": "s"}, RuntimeClass: "gvisor",
+		ImagePullSecrets: []string{"regcred", "ghcr"}}}
 	svc := action(reconcile.KindCreateContainer, k, "podspawn-al_ice-web-db", observed.RoleService, "i1")
 	svc.Container = &spec.Container{Role: observed.RoleService, Image: "db", Aliases: []string{"db"}}
 	a := action(reconcile.KindCreateContainer, k, "podspawn-al_ice-web", observed.RoleSession, "i1")
@@ -89,7 +91,8 @@ func TestPodSpecSecurity(t *testing.T) {
 	}
 	s := p.Spec
 	if *s.AutomountServiceAccountToken || *s.TerminationGracePeriodSeconds != 0 || *s.RuntimeClassName != "gvisor" || s.NodeSelector["pool"] != "s" ||
-		s.Hostname != "al-ice" || len(s.Containers) != 2 || len(s.HostAliases) != 1 || s.HostAliases[0].Hostnames[0] != "db" {
+		s.Hostname != "al-ice" || len(s.Containers) != 2 || len(s.HostAliases) != 1 || s.HostAliases[0].Hostnames[0] != "db" ||
+		!reflect.DeepEqual(s.ImagePullSecrets, []corev1.LocalObjectReference{{Name: "regcred"}, {Name: "ghcr"}}) {
 		t.Fatalf("pod spec %+v", s)
 	}
 	c := s.Containers[0]

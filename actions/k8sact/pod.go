@@ -42,6 +42,12 @@ func (x *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 	if err != nil {
 		return "", err
 	}
+	_, home := homeMount(a.Container)
+	if home != nil {
+		if err := x.homes(a).Ensure(ctx, a.Key.User, x.Settings.HomeSize, x.Settings.StorageClass); err != nil {
+			return "", err
+		}
+	}
 	pod, err := x.podFor(a, services)
 	if err != nil {
 		return "", err
@@ -72,7 +78,7 @@ func (x *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 		return "", err
 	}
 	if a.Container.User != "" {
-		if err := x.setupUser(ctx, running, a.Container.User, a.Container.Shell); err != nil {
+		if err := x.setupUser(ctx, running, a.Container.User, a.Container.Shell, home != nil); err != nil {
 			return "", err
 		}
 	}
@@ -164,6 +170,9 @@ func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*cor
 	if x.Settings.RuntimeClass != "" {
 		ps.RuntimeClassName = &x.Settings.RuntimeClass
 	}
+	for _, name := range x.Settings.ImagePullSecrets {
+		ps.ImagePullSecrets = append(ps.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
+	}
 	if h := a.Container.Hostname; h != "" {
 		ps.Hostname = strings.Trim(strings.ReplaceAll(h, "_", "-"), "-")
 		if len(validation.IsDNS1123Label(ps.Hostname)) > 0 {
@@ -172,9 +181,14 @@ func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*cor
 	}
 	var aliases []string
 	claim := func(volume string) string { return k8sobs.ClaimName(a.Key, volume) }
-	c, vols, err := container("session", x.Settings.Registry, a.Container, claim)
+	sc, home := homeMount(a.Container)
+	c, vols, err := container("session", x.Settings.Registry, sc, claim)
 	if err != nil {
 		return nil, err
+	}
+	if home != nil {
+		v, m := homeVolume(a, home.Target)
+		vols, c.VolumeMounts = append(vols, v), append(c.VolumeMounts, m)
 	}
 	ps.Containers, ps.Volumes = append(ps.Containers, c), append(ps.Volumes, vols...)
 	for i, s := range services {
@@ -321,12 +335,17 @@ func podFailing(p *corev1.Pod) string {
 }
 
 // setupUser creates the session's account in the session container, as
-// Docker's executor does.
-func (x *Executor) setupUser(ctx context.Context, p *corev1.Pod, user, shell string) error {
+// Docker's executor does, and hands it a persistent home (one exec: it is
+// on the login's path).
+func (x *Executor) setupUser(ctx context.Context, p *corev1.Pod, user, shell string, home bool) error {
 	var out strings.Builder
 	ref := k8sobs.ObjectID(p.Name, "session", string(p.UID))
+	script := actions.UserSetupScript
+	if home {
+		script += adoptHomeScript
+	}
 	code, err := Execer{C: x.C, Log: x.Log}.Run(ctx, actions.ExecSpec{Container: ref, Kind: "user setup",
-		Argv: []string{"sh", "-c", actions.UserSetupScript, "podspawn-setup", user, shell}}, &out)
+		Argv: []string{"sh", "-c", script, "podspawn-setup", user, shell}}, &out)
 	if err != nil {
 		return fmt.Errorf("setting up user %s in the pod: %w", user, err)
 	}

@@ -40,6 +40,13 @@ type Status struct {
 type Sources struct {
 	Sessions   func(ctx context.Context) ([]*desired.Session, error)
 	Containers func(ctx context.Context) (int, error)
+	// Placements, when set, maps session containers to the runtime's own
+	// restarts of them (the kubelet's; nil on Docker): a session counts
+	// as restarting while they count (observed.Placement.Restarting with
+	// ResetAfter), as in podspawn list. When they cannot be read, the
+	// database's count stands.
+	Placements func(ctx context.Context) (map[string]observed.Placement, error)
+	ResetAfter time.Duration
 }
 
 // ReadStatus reads both sources; a failing one leaves its counts unknown.
@@ -51,9 +58,33 @@ func ReadStatus(ctx context.Context, src Sources, now time.Time) Status {
 		st.DatabaseErr = err
 	} else {
 		st = Summarize(sessions, proc.Alive(leaseRefs(sessions)), now)
+		if src.Placements != nil {
+			if pl, err := src.Placements(ctx); err == nil && pl != nil {
+				st.Restarting = restarting(sessions, pl, now, src.ResetAfter)
+			}
+		}
 	}
 	st.Containers, st.DockerErr = src.Containers(ctx)
 	return st
+}
+
+// restarting counts the live sessions that podspawn or the runtime
+// restarted and that have not stayed up since.
+func restarting(sessions []*desired.Session, pl map[string]observed.Placement, now time.Time, resetAfter time.Duration) int {
+	n := 0
+	for _, s := range sessions {
+		if s.Status == desired.StatusTerminating {
+			continue
+		}
+		name := s.Spec.ContainerName
+		if name == "" {
+			name = desired.ContainerName(s.Key)
+		}
+		if p, ok := pl[name]; s.RestartCount > 0 || (ok && p.Restarting(now, resetAfter)) {
+			n++
+		}
+	}
+	return n
 }
 
 func leaseRefs(sessions []*desired.Session) []observed.ProcessRef {

@@ -75,6 +75,9 @@ type Kubernetes struct {
 	VolumeSize string `yaml:"volume_size"`
 	// ImageRegistry is where project images are pushed for the cluster to pull.
 	ImageRegistry string `yaml:"image_registry"`
+	// ImagePullSecrets name existing Secrets of the namespace that session
+	// Pods pull their images with (the kubelet reads them, not podspawn).
+	ImagePullSecrets []string `yaml:"image_pull_secrets"`
 }
 
 type Auth struct {
@@ -641,6 +644,11 @@ func (c *Config) validateRuntime() error {
 			return fmt.Errorf("invalid kubernetes.%s %q: %s", f.name, f.v, strings.Join(errs, "; "))
 		}
 	}
+	for _, name := range k.ImagePullSecrets {
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return fmt.Errorf("invalid kubernetes.image_pull_secrets entry %q: must be the name of a Secret in namespace %s: %s", name, k.Namespace, strings.Join(errs, "; "))
+		}
+	}
 	for key, v := range k.NodeSelector {
 		if errs := validation.IsQualifiedName(key); len(errs) > 0 {
 			return fmt.Errorf("invalid kubernetes.node_selector key %q: %s", key, strings.Join(errs, "; "))
@@ -658,11 +666,9 @@ func (c *Config) validateRuntime() error {
 	if c.Security.Runtime != "" {
 		return fmt.Errorf("invalid security.runtime %q with runtime: kubernetes: it names Docker's OCI runtime; set kubernetes.runtime_class instead", c.Security.Runtime)
 	}
-	// Both need a host directory mounted into the session, which a Pod on
-	// another node cannot have (persistent homes want a PVC per user).
-	if c.Session.Mode == desired.ModePersistent {
-		return errors.New("invalid session.mode persistent with runtime: kubernetes: persistent homes are not supported on Kubernetes yet; use grace-period or destroy-on-disconnect")
-	}
+	// The relay's socket is a host directory mounted into the session,
+	// which a Pod on another node cannot have. (Persistent homes are a
+	// claim per user there.)
 	if c.SSH.AllowAgentForwarding {
 		return errors.New("invalid ssh.allow_agent_forwarding with runtime: kubernetes: agent forwarding is not supported on Kubernetes yet; set it to false")
 	}

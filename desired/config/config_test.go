@@ -220,12 +220,17 @@ func TestMetricsAddr(t *testing.T) {
 }
 
 func TestRuntimeKeys(t *testing.T) {
-	cfg, err := Parse([]byte("runtime: kubernetes\nkubernetes:\n  kubeconfig: /etc/podspawn/kubeconfig\n  node_selector: {pool: sessions}\n  runtime_class: gvisor\n  image_registry: 127.0.0.1:15000/podspawn\n"))
+	cfg, err := Parse([]byte("runtime: kubernetes\nkubernetes:\n  kubeconfig: /etc/podspawn/kubeconfig\n  node_selector: {pool: sessions}\n  runtime_class: gvisor\n  image_registry: 127.0.0.1:15000/podspawn\n  image_pull_secrets: [regcred, ghcr.io-token]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Runtime != RuntimeKubernetes || cfg.Kubernetes.Namespace != "podspawn" || cfg.Kubernetes.NodeSelector["pool"] != "sessions" || cfg.Kubernetes.RuntimeClass != "gvisor" {
+	if cfg.Runtime != RuntimeKubernetes || cfg.Kubernetes.Namespace != "podspawn" || cfg.Kubernetes.NodeSelector["pool"] != "sessions" || cfg.Kubernetes.RuntimeClass != "gvisor" ||
+		len(cfg.Kubernetes.ImagePullSecrets) != 2 || cfg.Kubernetes.ImagePullSecrets[1] != "ghcr.io-token" {
 		t.Fatalf("unexpected kubernetes section: %q %+v", cfg.Runtime, cfg.Kubernetes)
+	}
+	// Persistent homes are a claim per user there.
+	if cfg, err := Parse([]byte("runtime: kubernetes\nsession:\n  mode: persistent\nstate:\n  home_size: 2g\n")); err != nil || cfg.Session.Mode != "persistent" {
+		t.Fatalf("persistent mode on kubernetes: %v", err)
 	}
 	if d := Defaults(); d.Runtime != RuntimeDocker {
 		t.Fatalf("default runtime %q, want docker", d.Runtime)
@@ -239,10 +244,11 @@ func TestRuntimeKeys(t *testing.T) {
 		"bad selector value":  {"runtime: kubernetes\nkubernetes:\n  node_selector: {pool: \"-x\"}\n", `invalid kubernetes.node_selector value "-x"`},
 		"bad runtime class":   {"runtime: kubernetes\nkubernetes:\n  runtime_class: Run_Sc\n", `invalid kubernetes.runtime_class "Run_Sc"`},
 		"registry scheme":     {"runtime: kubernetes\nkubernetes:\n  image_registry: http://r:5000\n", `invalid kubernetes.image_registry "http://r:5000"`},
+		"bad pull secret":     {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [regcred, Reg_Cred]\n", `invalid kubernetes.image_pull_secrets entry "Reg_Cred"`},
+		"empty pull secret":   {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [\"\"]\n", `invalid kubernetes.image_pull_secrets entry ""`},
 		"bad volume size":     {"runtime: kubernetes\nkubernetes:\n  volume_size: lots\n", `invalid kubernetes.volume_size "lots"`},
 		"zero volume size":    {"runtime: kubernetes\nkubernetes:\n  volume_size: \"0\"\n", `invalid kubernetes.volume_size "0"`},
 		"oci runtime on k8s":  {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},
-		"persistent on k8s":   {"runtime: kubernetes\nsession:\n  mode: persistent\n", `invalid session.mode persistent with runtime: kubernetes`},
 		"agent on k8s":        {"runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\n", `invalid ssh.allow_agent_forwarding with runtime: kubernetes`},
 	}
 	for name, c := range bad {

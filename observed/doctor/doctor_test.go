@@ -866,4 +866,9 @@ func TestCheckHomeSize(t *testing.T) {
 	if got := checkHomeSize(context.Background(), e); got != fail("state.home_size is 2g but "+e.LoopControl+" is missing or no device: persistent homes cannot be mounted", fixLoop) {
 		t.Errorf("without loop devices: %+v", got)
 	}
+	// On Kubernetes a home is a claim of that size: neither is needed.
+	e.Config.Runtime = config.RuntimeKubernetes
+	if got := checkHomeSize(context.Background(), e); got != pass("runtime: kubernetes: a user's persistent homes are one PersistentVolumeClaim of 2g (state.home_size); whether a write past it is refused depends on the storage class") {
+		t.Errorf("on kubernetes: %+v", got)
+	}
 }

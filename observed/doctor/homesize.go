@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podspawn/podspawn/desired/config"
 )
 
 // DefaultLoopControl is the loop devices' control file.
@@ -16,6 +18,13 @@ const DefaultLoopControl = "/dev/loop-control"
 // loop device, so both must be there, or persistent sessions fail to start.
 func checkHomeSize(_ context.Context, e *Env) Result {
 	st := e.Config.State
+	if e.Config.Runtime == config.RuntimeKubernetes {
+		size := e.Config.Kubernetes.VolumeSize + " (kubernetes.volume_size)"
+		if st.HomeSizeBytes > 0 {
+			size = st.HomeSize + " (state.home_size)"
+		}
+		return pass("runtime: kubernetes: a user's persistent homes are one PersistentVolumeClaim of " + size + "; whether a write past it is refused depends on the storage class")
+	}
 	if st.HomeSizeBytes == 0 {
 		return pass("no cap set (state.home_size); one user's persistent home can fill the filesystem of " + st.HomesDir)
 	}

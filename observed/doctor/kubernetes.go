@@ -9,6 +9,7 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -63,6 +64,8 @@ func Permissions() []Permission {
 	add("networking.k8s.io", "networkpolicies", "", "get", "list", "watch", "create", "update", "patch", "delete")
 	add("", "events", "", "get", "list", "watch", "create", "patch")
 	add("events.k8s.io", "events", "", "get", "list", "watch", "create", "patch")
+	// Only doctor's: the pull secrets exist (checkKubePullSecrets).
+	add("", "secrets", "", "get")
 	return out
 }
 
@@ -86,6 +89,7 @@ func kubeChecks() []check {
 		{name: "Kubernetes namespace", needsConfig: true, run: checkKubeNamespace, hangFix: hang},
 		{name: "Kubernetes permissions", needsConfig: true, run: checkKubePermissions, hangFix: hang, timeout: 30 * time.Second},
 		{name: "image registry", needsConfig: true, run: checkImageRegistry, hangFix: "the registry accepted the connection but did not answer"},
+		{name: "image pull secrets", needsConfig: true, run: checkKubePullSecrets, hangFix: hang},
 		{name: "network policy enforcement", needsConfig: true, run: checkNetworkPolicyPlugin, hangFix: hang},
 	}
 }
@@ -154,17 +158,30 @@ func checkKubePermissions(ctx context.Context, e *Env) Result {
 	}
 	ns := e.Config.Kubernetes.Namespace
 	var missing []string
-	perms := Permissions()
-	for _, p := range perms {
-		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource}}}
-		got, err := api.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
-		if err != nil {
-			return Result{Status: Fail, Detail: fmt.Sprintf("asking whether podspawn may %s: %v", p, err),
-				Fix: "SelfSubjectAccessReviews are open to every authenticated user (system:basic-user); check the credentials of kubernetes.kubeconfig"}
+	asked := 0
+	for _, p := range Permissions() {
+		// Secrets are read by name only, the configured pull secrets (a
+		// Role may grant just those with resourceNames); none, none asked.
+		names := []string{""}
+		if p.Resource == "secrets" {
+			names = e.Config.Kubernetes.ImagePullSecrets
 		}
-		if !got.Status.Allowed {
-			missing = append(missing, p.String())
+		for _, name := range names {
+			asked++
+			review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource, Name: name}}}
+			got, err := api.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+			if err != nil {
+				return Result{Status: Fail, Detail: fmt.Sprintf("asking whether podspawn may %s: %v", p, err),
+					Fix: "SelfSubjectAccessReviews are open to every authenticated user (system:basic-user); check the credentials of kubernetes.kubeconfig"}
+			}
+			if !got.Status.Allowed {
+				what := p.String()
+				if name != "" {
+					what += " " + name
+				}
+				missing = append(missing, what)
+			}
 		}
 	}
 	if len(missing) > 0 {
@@ -172,7 +189,41 @@ func checkKubePermissions(ctx context.Context, e *Env) Result {
 		return Result{Status: Fail, Detail: fmt.Sprintf("missing in namespace %s: %s", ns, strings.Join(missing, ", ")),
 			Fix: "bind podspawn's credentials to the Role of hack/k8s/podspawn-rbac.yaml in namespace " + ns}
 	}
-	return Result{Status: Pass, Detail: fmt.Sprintf("all %d permissions in namespace %s", len(perms), ns)}
+	return Result{Status: Pass, Detail: fmt.Sprintf("all %d permissions in namespace %s", asked, ns)}
+}
+
+// checkKubePullSecrets reads each Secret of kubernetes.image_pull_secrets:
+// it must exist and hold registry credentials, or the kubelet pulls
+// without them and the session's first login fails on the image.
+func checkKubePullSecrets(ctx context.Context, e *Env) Result {
+	k := e.Config.Kubernetes
+	if len(k.ImagePullSecrets) == 0 {
+		return Result{Status: Pass, Detail: "none set (kubernetes.image_pull_secrets): session images are pulled without credentials"}
+	}
+	api, r := kubeAPI(e)
+	if r != nil {
+		return *r
+	}
+	var bad []string
+	for _, name := range k.ImagePullSecrets {
+		s, err := api.CoreV1().Secrets(k.Namespace).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			bad = append(bad, name+" does not exist")
+		case apierrors.IsForbidden(err):
+			return Result{Status: Warn, Detail: fmt.Sprintf("cannot check secret %s: %s", name, shortErr(err)),
+				Fix: "grant get on the pull secrets (the Role of hack/k8s/podspawn-rbac.yaml), or check them with kubectl -n " + k.Namespace + " get secret"}
+		case err != nil:
+			return Result{Status: Fail, Detail: fmt.Sprintf("reading secret %s: %v", name, err), Fix: "check the API server"}
+		case s.Type != corev1.SecretTypeDockerConfigJson && s.Type != corev1.SecretTypeDockercfg:
+			bad = append(bad, fmt.Sprintf("%s is of type %s, not registry credentials", name, s.Type))
+		}
+	}
+	if len(bad) > 0 {
+		return Result{Status: Fail, Detail: fmt.Sprintf("in namespace %s: %s", k.Namespace, strings.Join(bad, "; ")),
+			Fix: "kubectl -n " + k.Namespace + " create secret docker-registry NAME --docker-server=... , or fix kubernetes.image_pull_secrets in " + e.ConfigPath}
+	}
+	return Result{Status: Pass, Detail: fmt.Sprintf("%s in namespace %s", strings.Join(k.ImagePullSecrets, ", "), k.Namespace)}
 }
 
 // checkImageRegistry sends GET /v2/ to kubernetes.image_registry: 200, or

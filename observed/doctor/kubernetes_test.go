@@ -166,3 +166,44 @@ func TestPermissionsMatchTheRBACManifest(t *testing.T) {
 		t.Fatalf("the Role of podspawn-rbac.yaml (-) and doctor's Permissions (+) differ:\n%s", diff)
 	}
 }
+
+// The pull secrets must exist and hold registry credentials; get on them
+// is asked name by name (a Role may grant only those), and not at all
+// without pull secrets.
+func TestKubernetesPullSecrets(t *testing.T) {
+	ctx := context.Background()
+	e, cs := kubeEnv(t, "")
+	var asked []string
+	cs.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, k8sruntime.Object, error) {
+		if ra := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview).Spec.ResourceAttributes; ra.Resource == "secrets" {
+			asked = append(asked, ra.Verb+" "+ra.Name)
+		}
+		return false, nil, nil
+	})
+	if r := checkKubePullSecrets(ctx, e); r.Status != Pass || !strings.HasPrefix(r.Detail, "none set") {
+		t.Fatalf("no pull secrets: %+v", r)
+	}
+	if r := checkKubePermissions(ctx, e); r != (Result{Status: Pass, Detail: "all 37 permissions in namespace podspawn"}) || len(asked) != 0 {
+		t.Fatalf("permissions without pull secrets: %+v, secrets asked %v", r, asked)
+	}
+	e.Config.Kubernetes.ImagePullSecrets = []string{"regcred", "gone", "plain"}
+	cs.Tracker().Add(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "regcred", Namespace: "podspawn"}, Type: corev1.SecretTypeDockerConfigJson})
+	cs.Tracker().Add(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "plain", Namespace: "podspawn"}, Type: corev1.SecretTypeOpaque})
+	r := checkKubePullSecrets(ctx, e)
+	if r.Status != Fail || r.Detail != "in namespace podspawn: gone does not exist; plain is of type Opaque, not registry credentials" {
+		t.Fatalf("missing and opaque: %+v", r)
+	}
+	e.Config.Kubernetes.ImagePullSecrets = []string{"regcred"}
+	if r := checkKubePullSecrets(ctx, e); r != (Result{Status: Pass, Detail: "regcred in namespace podspawn"}) {
+		t.Fatalf("present: %+v", r)
+	}
+	if r := checkKubePermissions(ctx, e); r.Status != Pass || r.Detail != "all 38 permissions in namespace podspawn" || !cmp.Equal(asked, []string{"get regcred"}) {
+		t.Fatalf("permissions with a pull secret: %+v, secrets asked %v", r, asked)
+	}
+	cs.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, k8sruntime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "regcred", errors.New("no rights"))
+	})
+	if r := checkKubePullSecrets(ctx, e); r.Status != Warn || r.Detail != "cannot check secret regcred: forbidden" {
+		t.Fatalf("forbidden: %+v", r)
+	}
+}

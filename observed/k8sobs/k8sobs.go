@@ -123,6 +123,17 @@ func containerState(o *observed.Object, p *corev1.Pod, s corev1.ContainerStatus)
 		o.State, o.ExitCode = "exited", int(t.ExitCode)
 		o.StartedAt, o.FinishedAt = t.StartedAt.UTC(), t.FinishedAt.UTC()
 	}
+	o.RuntimeRestarts = int(s.RestartCount)
+	if w := s.State.Waiting; w != nil {
+		o.RuntimeReason = w.Reason
+	}
+	// The kubelet starts a stopped container of a live Pod again itself
+	// (restartPolicy Always), backing off: that is not a stop for
+	// podspawn to restart, nor a crash loop for it to end.
+	if o.State == "exited" && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded &&
+		(p.Spec.RestartPolicy == "" || p.Spec.RestartPolicy == corev1.RestartPolicyAlways) {
+		o.State = observed.StateRestarting
+	}
 }
 
 // ClaimObject is the volume object of a session's PersistentVolumeClaim

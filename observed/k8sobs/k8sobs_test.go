@@ -89,9 +89,16 @@ func TestContainerStates(t *testing.T) {
 	p := sessionPod(t, desired.SessionKey{User: "al"}, "i1")
 	p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
 	p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 3}}
+	p.Status.ContainerStatuses[0].RestartCount = 4
+	// The kubelet restarts it: not a stop for podspawn to restart.
 	o := PodObjects(p)[0]
-	if o.Running || o.State != "exited" || o.ExitCode != 3 {
+	if o.Running || o.State != observed.StateRestarting || o.ExitCode != 3 || o.RuntimeRestarts != 4 || o.RuntimeReason != "CrashLoopBackOff" {
 		t.Fatalf("crash-looping container: %+v", o)
+	}
+	// A Pod that will not be restarted (never the executor's) stays exited.
+	p.Spec.RestartPolicy = corev1.RestartPolicyNever
+	if o := PodObjects(p)[0]; o.State != "exited" {
+		t.Fatalf("container of a Pod that is not restarted: %+v", o)
 	}
 	now := metav1.Now()
 	p.DeletionTimestamp = &now

@@ -48,10 +48,16 @@ const (
 	AnnotationContainers = "podspawn.io/containers"
 	// LabelKeep protects an object from removal, as Docker's podspawn.keep.
 	LabelKeep = "podspawn.io/keep"
+	// LabelHome marks a user's persistent home claim (its value is a hash
+	// of the user name). A home is desired state, like Docker's home
+	// directory, not an object of a session: Selector leaves it out, so
+	// no pass ever sees it, let alone removes it as an orphan.
+	LabelHome = "podspawn.io/home"
 )
 
-// Selector selects every object podspawn manages.
-const Selector = LabelManagedBy + "=" + observed.ManagedByValue
+// Selector selects every session object podspawn manages (not the
+// users' home claims).
+const Selector = LabelManagedBy + "=" + observed.ManagedByValue + ",!" + LabelHome
 
 // ContainerMeta is one container of a session Pod as the plan knows it.
 type ContainerMeta struct {
@@ -101,6 +107,20 @@ func ObjectName(k desired.SessionKey) string {
 func ClaimName(k desired.SessionKey, volume string) string {
 	return ObjectName(k) + "-" + NameHash(volume)[:10]
 }
+
+// HomeClaimName is the DNS-1123 name of user's persistent home claim:
+// readable (ps-home-<user>) and injective through the hash of the exact
+// name, which differs from every session's key hash.
+func HomeClaimName(user string) string {
+	readable := strings.Trim(strings.ReplaceAll(user, "_", "-"), "-")
+	if len(readable) > 40 {
+		readable = strings.TrimRight(readable[:40], "-")
+	}
+	return "ps-home-" + readable + "-" + HomeHash(user)
+}
+
+// HomeHash is the value of LabelHome for user.
+func HomeHash(user string) string { return hash("home", user) }
 
 // Labels are the Kubernetes labels of an object with podspawn's labels l
 // (observed.Label* keys).

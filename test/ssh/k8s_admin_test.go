@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -24,7 +25,7 @@ import (
 // TestKubernetesListWideAndCrashLoop: list -o wide names the node of the
 // session's Pod, status counts Pods, and a session container the kubelet
 // restarts after it died shows as restarting, with the kubelet's count,
-// as a crash-looping Docker container does.
+// as a crash-looping Docker container does, and status counts it.
 func TestKubernetesListWideAndCrashLoop(t *testing.T) {
 	s, cs := k8sServer(t, serverOptions{Users: []string{"skl"}})
 	u := s.user("skl")
@@ -54,6 +55,14 @@ func TestKubernetesListWideAndCrashLoop(t *testing.T) {
 	})
 	if js := s.Env.MustRun("list", "-o", "json").Stdout; !strings.Contains(js, `"restarts": 1,`) {
 		t.Fatalf("list -o json lacks the restart:\n%s", js)
+	}
+	// status counts it as list does (the kubelet's restart, within
+	// cleanup.crash_loop_reset_after of the new start).
+	if out := s.Env.MustRun("status").Stdout; !strings.Contains(out, "\nRestarting:  1 ") {
+		t.Fatalf("status does not count the kubelet's restart:\n%s", out)
+	}
+	if out := s.Env.MustRun("status", "--prometheus").Stdout; !strings.Contains(out, "\npodspawn_sessions_restarting 1\n") {
+		t.Fatalf("status --prometheus does not count the kubelet's restart:\n%s", out)
 	}
 }
 
@@ -112,9 +121,25 @@ func killSessionInit(t *testing.T, cs kubernetes.Interface, podName string) {
 // cluster with podspawn's own ServiceAccount: the API server and its
 // version, the namespace (the Role cannot read namespaces: the dry run
 // tells), every right of the RBAC manifest, the registry, and a warning
-// that no plugin here enforces NetworkPolicy.
+// that no plugin here enforces NetworkPolicy; a pull secret is in the
+// session Pod and doctor finds it.
 func TestKubernetesDoctor(t *testing.T) {
-	s, _ := k8sServer(t, serverOptions{Users: []string{"skd"}})
+	cs := k8sCluster(t)
+	secret := harness.Uniq("skd-regcred")
+	_, err := cs.CoreV1().Secrets(k8sNamespace).Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret},
+		Type: corev1.SecretTypeDockerConfigJson, StringData: map[string]string{corev1.DockerConfigJsonKey: `{"auths":{}}`}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().Secrets(k8sNamespace).Delete(context.Background(), secret, metav1.DeleteOptions{}) })
+	s, _ := k8sServer(t, serverOptions{Users: []string{"skd"}, Kubernetes: "  image_pull_secrets: [" + secret + "]\n"})
+	// The session's Pod names it; the kubelet pulls with it.
+	u := s.user("skd")
+	s.mustSSH(u, "true")
+	pod, err := cs.CoreV1().Pods(k8sNamespace).Get(context.Background(), k8sobs.ObjectName(desired.SessionKey{User: u.Name}), metav1.GetOptions{})
+	if err != nil || len(pod.Spec.ImagePullSecrets) != 1 || pod.Spec.ImagePullSecrets[0].Name != secret {
+		t.Fatalf("the session Pod's pull secrets: %v, %v", pod, err)
+	}
 	r := s.Env.Run("doctor", "-o", "json")
 	var rep struct {
 		Checks []struct{ Name, Status, Detail string } `json:"checks"`
@@ -131,6 +156,7 @@ func TestKubernetesDoctor(t *testing.T) {
 		"Kubernetes namespace":       regexp.MustCompile(`^pass: namespace podspawn \(seen through a dry-run create\)$`),
 		"Kubernetes permissions":     regexp.MustCompile(`^pass: all \d+ permissions in namespace podspawn$`),
 		"image registry":             regexp.MustCompile(`^pass: GET http://127\.0\.0\.1:15000/v2/: 200 OK$`),
+		"image pull secrets":         regexp.MustCompile(`^pass: ` + secret + ` in namespace podspawn$`),
 		"network policy enforcement": regexp.MustCompile(`^warn: no network plugin known to enforce NetworkPolicy found .*forbidden\)$`),
 	} {
 		if !want.MatchString(got[name]) {

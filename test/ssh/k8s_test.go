@@ -90,7 +90,7 @@ func k8sCluster(t testing.TB) kubernetes.Interface {
 func k8sServer(t testing.TB, o serverOptions) (*server, kubernetes.Interface) {
 	cs := k8sCluster(t)
 	o.Extra += "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace +
-		"\n  image_registry: " + k8sRegistry + "\n  storage_class: " + k8sStorageClass + "\n  volume_size: 16Mi\n"
+		"\n  image_registry: " + k8sRegistry + "\n  storage_class: " + k8sStorageClass + "\n  volume_size: 16Mi\n" + o.Kubernetes
 	s := newServer(t, o)
 	inst := s.Env.InstanceID()
 	t.Cleanup(func() {

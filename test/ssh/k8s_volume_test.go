@@ -31,23 +31,8 @@ func TestKubernetesNamedVolume(t *testing.T) {
 	u := s.user("skv")
 	inst := s.Env.InstanceID()
 	project := fmt.Sprintf("skvol%d", os.Getpid())
-	repo := t.TempDir()
-	podfile := "base: " + harness.Image + "\nshell: /bin/sh\nservices:\n" +
-		"  - {name: db, image: " + harness.Image + ", command: [sleep, infinity], volumes: ['data:/var/lib/db']}\n"
-	if err := os.WriteFile(repo+"/podfile.yaml", []byte(podfile), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{{"init", "-q"}, {"add", "podfile.yaml"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "podfile"}} {
-		run(t, "git", append([]string{"-C", repo}, args...)...)
-	}
-	s.Env.MustRun("add-project", project, "--repo", repo)
-	t.Cleanup(func() {
-		s.Env.Run("remove-project", project, "--force")
-		out, _ := exec.Command("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "podspawn/"+project).Output()
-		for _, ref := range strings.Fields(string(out)) {
-			exec.Command("docker", "image", "rm", ref).Run()
-		}
-	})
+	addK8sProject(t, s, project, "base: "+harness.Image+"\nshell: /bin/sh\nservices:\n"+
+		"  - {name: db, image: "+harness.Image+", command: [sleep, infinity], volumes: ['data:/var/lib/db']}\n")
 	key := desired.SessionKey{User: u.Name, Project: project}
 	claimName := k8sobs.ClaimName(key, desired.ContainerName(key)+"-db-data")
 	cfg, err := clientcmd.BuildConfigFromFlags("", k8sAdminKubeconfig)
@@ -154,4 +139,25 @@ func labelledClaim(t *testing.T, cs kubernetes.Interface, user, instance string,
 		cs.CoreV1().PersistentVolumeClaims(k8sNamespace).Delete(context.Background(), created.Name, metav1.DeleteOptions{})
 	})
 	return created
+}
+
+// addK8sProject registers project from a repository holding podfile;
+// its sessions, and its images on this host, go at the end of the test.
+func addK8sProject(t *testing.T, s *server, project, podfile string) {
+	t.Helper()
+	repo := t.TempDir()
+	if err := os.WriteFile(repo+"/podfile.yaml", []byte(podfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "-q"}, {"add", "podfile.yaml"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "podfile"}} {
+		run(t, "git", append([]string{"-C", repo}, args...)...)
+	}
+	s.Env.MustRun("add-project", project, "--repo", repo)
+	t.Cleanup(func() {
+		s.Env.Run("remove-project", project, "--force")
+		out, _ := exec.Command("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "podspawn/"+project).Output()
+		for _, ref := range strings.Fields(string(out)) {
+			exec.Command("docker", "image", "rm", ref).Run()
+		}
+	})
 }

@@ -77,6 +77,9 @@ type serverOptions struct {
 	// SpawnEnv are NAME=value pairs in spawn's environment: sshd sets them
 	// (SetEnv) and this server's sudoers drop-in keeps them.
 	SpawnEnv []string
+	// Kubernetes is extra lines of the kubernetes: section of k8sServer,
+	// indented two spaces.
+	Kubernetes string
 }
 
 type lockedBuffer struct {

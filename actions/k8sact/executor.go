@@ -8,6 +8,7 @@ package k8sact
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -207,19 +208,24 @@ func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) 
 	if !ok {
 		return "", fmt.Errorf("%q does not name a %s podspawn observed: %w", a.TargetID, kind, actions.ErrTerminal)
 	}
-	zero := int64(0)
 	u := types.UID(uid)
-	opts := metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &u}}
+	// A graceful delete (the Pod's own short grace period): the Pod object
+	// stays until the kubelet has stopped its containers, so nothing still
+	// runs, or holds a claim, once the removal is done.
+	opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &u}}
 	var err error
 	switch kind {
 	case "pod":
 		err = x.C.API.CoreV1().Pods(x.C.Namespace).Delete(ctx, name, opts)
+		if err == nil {
+			// Done only once it is gone, as Docker's removal is: the claims
+			// of the session go next, and its row last.
+			return awaitGone(ctx, podGetter{x.C}, name, u)
+		}
 	case "persistentvolumeclaim":
 		err = x.C.API.CoreV1().PersistentVolumeClaims(x.C.Namespace).Delete(ctx, name, opts)
 		if err == nil {
-			// Done only once it is gone, as Docker's volume removal is, so
-			// the session's row is not deleted before it.
-			return awaitClaimGone(ctx, x.C, name, u)
+			return awaitGone(ctx, claimGetter{x.C}, name, u)
 		}
 	default:
 		err = x.C.API.NetworkingV1().NetworkPolicies(x.C.Namespace).Delete(ctx, name, opts)
@@ -231,34 +237,92 @@ func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) 
 	return actions.OutcomeOf(true, err)
 }
 
-// claimGoneTimeout bounds the wait for a deleted claim to go: its
-// protection finalizer holds it until no Pod uses it, and the session's
-// Pod was deleted just before.
-const claimGoneTimeout = 30 * time.Second
+// goneTimeout bounds the wait for a deleted Pod or claim to go: a Pod
+// waits for the kubelet to stop its containers (its grace period), a
+// claim for its protection finalizer, held until no Pod uses it.
+const goneTimeout = 60 * time.Second
 
-// awaitClaimGone watches the claim uid until it is deleted.
-func awaitClaimGone(ctx context.Context, c *k8sobs.Client, name string, uid types.UID) (actions.Outcome, error) {
-	api := c.API.CoreV1().PersistentVolumeClaims(c.Namespace)
-	pvc, err := api.Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) || (err == nil && pvc.UID != uid) {
-		return actions.Changed, nil
-	}
+// getWatcher reads and watches one kind of object by name.
+type getWatcher interface {
+	kind() string
+	get(ctx context.Context, name string) (metav1.Object, error)
+	watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+type podGetter struct{ c *k8sobs.Client }
+
+func (g podGetter) kind() string { return "pod" }
+func (g podGetter) get(ctx context.Context, name string) (metav1.Object, error) {
+	return object(g.c.API.CoreV1().Pods(g.c.Namespace).Get(ctx, name, metav1.GetOptions{}))
+}
+func (g podGetter) watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	return g.c.API.CoreV1().Pods(g.c.Namespace).Watch(ctx, opts)
+}
+
+type claimGetter struct{ c *k8sobs.Client }
+
+func (g claimGetter) kind() string { return "persistentvolumeclaim" }
+func (g claimGetter) get(ctx context.Context, name string) (metav1.Object, error) {
+	return object(g.c.API.CoreV1().PersistentVolumeClaims(g.c.Namespace).Get(ctx, name, metav1.GetOptions{}))
+}
+
+// object keeps a failed read's typed nil out of the interface.
+func object[T metav1.Object](o T, err error) (metav1.Object, error) {
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, claimGoneTimeout)
+	return o, nil
+}
+func (g claimGetter) watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	return g.c.API.CoreV1().PersistentVolumeClaims(g.c.Namespace).Watch(ctx, opts)
+}
+
+// awaitGone waits until the object uid named name is deleted. A watch the
+// server ends (a timeout, a compacted resource version) is started again
+// from a fresh read until goneTimeout.
+func awaitGone(ctx context.Context, g getWatcher, name string, uid types.UID) (actions.Outcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, goneTimeout)
 	defer cancel()
-	w, err := api.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: pvc.ResourceVersion})
+	for {
+		obj, err := g.get(ctx, name)
+		switch {
+		case apierrors.IsNotFound(err) || (err == nil && obj.GetUID() != uid):
+			return actions.Changed, nil
+		case ctx.Err() != nil:
+			return "", fmt.Errorf("%s %s is still being deleted after %s: %w", g.kind(), name, goneTimeout, stillThere(obj))
+		case err != nil:
+			return "", err
+		}
+		if gone, err := watchUntilDeleted(ctx, g, name, uid, obj.GetResourceVersion()); gone || err != nil {
+			return actions.Changed, err
+		}
+	}
+}
+
+// watchUntilDeleted reports whether the watch saw uid deleted before it ended.
+func watchUntilDeleted(ctx context.Context, g getWatcher, name string, uid types.UID, rv string) (bool, error) {
+	w, err := g.watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: rv})
 	if err != nil {
-		return "", fmt.Errorf("watching the deletion of persistentvolumeclaim %s: %w", name, err)
+		if ctx.Err() != nil {
+			return false, nil // the next read reports the timeout
+		}
+		return false, fmt.Errorf("watching the deletion of %s %s: %w", g.kind(), name, err)
 	}
 	defer w.Stop()
 	for ev := range w.ResultChan() {
-		if got, ok := ev.Object.(*corev1.PersistentVolumeClaim); ok && got.UID == uid && ev.Type == watch.Deleted {
-			return actions.Changed, nil
+		if o, ok := ev.Object.(metav1.Object); ok && o.GetUID() == uid && ev.Type == watch.Deleted {
+			return true, nil
 		}
 	}
-	return "", fmt.Errorf("persistentvolumeclaim %s is still being deleted after %s (finalizers %v: a Pod may still use it)", name, claimGoneTimeout, pvc.Finalizers)
+	return false, nil
+}
+
+// stillThere says what holds a deleted object back.
+func stillThere(obj metav1.Object) error {
+	if obj == nil {
+		return errors.New("it could not be read again")
+	}
+	return fmt.Errorf("finalizers %v (for a claim: a Pod may still use it)", obj.GetFinalizers())
 }
 
 func (x *Executor) killLeaseProcesses(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {

@@ -11,7 +11,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
@@ -90,7 +93,7 @@ func TestPodSpecSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := p.Spec
-	if *s.AutomountServiceAccountToken || *s.TerminationGracePeriodSeconds != 0 || *s.RuntimeClassName != "gvisor" || s.NodeSelector["pool"] != "s" ||
+	if *s.AutomountServiceAccountToken || *s.TerminationGracePeriodSeconds != 1 || *s.RuntimeClassName != "gvisor" || s.NodeSelector["pool"] != "s" ||
 		s.Hostname != "al-ice" || len(s.Containers) != 2 || len(s.HostAliases) != 1 || s.HostAliases[0].Hostnames[0] != "db" ||
 		!reflect.DeepEqual(s.ImagePullSecrets, []corev1.LocalObjectReference{{Name: "regcred"}, {Name: "ghcr"}}) {
 		t.Fatalf("pod spec %+v", s)
@@ -155,5 +158,45 @@ func TestClaimLifecycle(t *testing.T) {
 		if o, err := x.Execute(context.Background(), rm); err != nil || o != want {
 			t.Fatalf("remove %d: %v, %v", i, o, err)
 		}
+	}
+}
+
+// TestRemoveWaitsUntilThePodIsGone: a graceful delete leaves the Pod until
+// the kubelet has stopped it; the removal is done only when the Pod is
+// gone, through a watch that the server may end midway (it is started
+// again from a fresh read).
+func TestRemoveWaitsUntilThePodIsGone(t *testing.T) {
+	k := desired.SessionKey{User: "carol"}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: k8sobs.ObjectName(k), Namespace: "podspawn", UID: "u1"}}
+	cs := fake.NewClientset(pod)
+	// The API server only marks the Pod for deletion; the kubelet finishes it.
+	cs.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, nil })
+	watchers := make(chan *watch.FakeWatcher)
+	cs.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
+		w := watch.NewFake()
+		go func() { watchers <- w }()
+		return true, w, nil
+	})
+	x := &Executor{C: &k8sobs.Client{API: cs, Namespace: "podspawn"}, Now: time.Now}
+	a := action(reconcile.KindRemoveContainer, k, "podspawn-carol", observed.RoleSession, "i1")
+	a.TargetID = k8sobs.ObjectID(pod.Name, "session", "u1")
+	type result struct {
+		o   actions.Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		o, err := x.Execute(context.Background(), a)
+		done <- result{o, err}
+	}()
+
+	(<-watchers).Stop() // the server ends the first watch
+	w := <-watchers
+	if err := cs.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("pods"), "podspawn", pod.Name); err != nil {
+		t.Fatal(err)
+	}
+	w.Delete(pod)
+	if r := <-done; r.err != nil || r.o != actions.Changed {
+		t.Fatalf("remove: %v, %v", r.o, r.err)
 	}
 }

@@ -118,7 +118,7 @@ func (h Homes) Purge(ctx context.Context, user string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("deleting the home of %s (persistentvolumeclaim %s): %w", user, home.Name, err)
 	}
-	if _, err := awaitClaimGone(ctx, h.C, home.Name, home.UID); err != nil {
+	if _, err := awaitGone(ctx, claimGetter{h.C}, home.Name, home.UID); err != nil {
 		return false, err
 	}
 	return true, nil

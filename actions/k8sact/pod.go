@@ -149,6 +149,12 @@ func (x *Executor) awaitService(ctx context.Context, a reconcile.Action) (action
 	}
 }
 
+// terminationGrace is the session Pod's grace period in seconds: PID 1
+// (sleep) ignores SIGTERM, so a longer one would only hold a delete, and
+// zero would make every delete a forced one (the API object goes at once
+// while the kubelet may still run the containers and use the claims).
+const terminationGrace = 1
+
 // podFor is the session Pod of a's generation with its services.
 func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*corev1.Pod, error) {
 	m, err := x.meta(a)
@@ -158,11 +164,10 @@ func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*cor
 	if m.Annotations[k8sobs.AnnotationContainers], err = containerMetas(a, services); err != nil {
 		return nil, err
 	}
-	no, zero := false, int64(0)
+	no, grace := false, int64(terminationGrace)
 	ps := corev1.PodSpec{
 		AutomountServiceAccountToken: &no, EnableServiceLinks: &no,
-		// PID 1 (sleep) ignores SIGTERM: any grace would hold a delete.
-		TerminationGracePeriodSeconds: &zero,
+		TerminationGracePeriodSeconds: &grace,
 		RestartPolicy:                 corev1.RestartPolicyAlways,
 		NodeSelector:                  x.Settings.NodeSelector,
 		SecurityContext:               &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},

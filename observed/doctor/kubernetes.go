@@ -56,14 +56,10 @@ func Permissions() []Permission {
 			out = append(out, Permission{Group: group, Resource: resource, Subresource: sub, Verb: v})
 		}
 	}
-	add("", "pods", "", "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+	add("", "pods", "", "get", "list", "watch", "create", "delete")
 	add("", "pods", "exec", "create", "get")
-	add("", "pods", "attach", "create", "get")
-	add("", "pods", "log", "get")
-	add("", "persistentvolumeclaims", "", "get", "list", "watch", "create", "update", "patch", "delete")
-	add("networking.k8s.io", "networkpolicies", "", "get", "list", "watch", "create", "update", "patch", "delete")
-	add("", "events", "", "get", "list", "watch", "create", "patch")
-	add("events.k8s.io", "events", "", "get", "list", "watch", "create", "patch")
+	add("", "persistentvolumeclaims", "", "get", "list", "watch", "create", "delete")
+	add("networking.k8s.io", "networkpolicies", "", "get", "list", "watch", "create", "delete")
 	// Only doctor's: the pull secrets exist (checkKubePullSecrets).
 	add("", "secrets", "", "get")
 	return out

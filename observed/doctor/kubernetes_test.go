@@ -67,7 +67,7 @@ func TestKubernetesChecksPass(t *testing.T) {
 	want := []Result{
 		{Status: Pass, Detail: "v1.37.2 at https://127.0.0.1:16443"},
 		{Status: Pass, Detail: "namespace podspawn"},
-		{Status: Pass, Detail: "all 37 permissions in namespace podspawn"},
+		{Status: Pass, Detail: "all 17 permissions in namespace podspawn"},
 		{Status: Pass, Detail: "GET " + reg.URL + "/v2/: 200 OK"},
 		{Status: Pass, Detail: "calico (API group crd.projectcalico.org)"},
 	}
@@ -183,7 +183,7 @@ func TestKubernetesPullSecrets(t *testing.T) {
 	if r := checkKubePullSecrets(ctx, e); r.Status != Pass || !strings.HasPrefix(r.Detail, "none set") {
 		t.Fatalf("no pull secrets: %+v", r)
 	}
-	if r := checkKubePermissions(ctx, e); r != (Result{Status: Pass, Detail: "all 37 permissions in namespace podspawn"}) || len(asked) != 0 {
+	if r := checkKubePermissions(ctx, e); r != (Result{Status: Pass, Detail: "all 17 permissions in namespace podspawn"}) || len(asked) != 0 {
 		t.Fatalf("permissions without pull secrets: %+v, secrets asked %v", r, asked)
 	}
 	e.Config.Kubernetes.ImagePullSecrets = []string{"regcred", "gone", "plain"}
@@ -197,7 +197,7 @@ func TestKubernetesPullSecrets(t *testing.T) {
 	if r := checkKubePullSecrets(ctx, e); r != (Result{Status: Pass, Detail: "regcred in namespace podspawn"}) {
 		t.Fatalf("present: %+v", r)
 	}
-	if r := checkKubePermissions(ctx, e); r.Status != Pass || r.Detail != "all 38 permissions in namespace podspawn" || !cmp.Equal(asked, []string{"get regcred"}) {
+	if r := checkKubePermissions(ctx, e); r.Status != Pass || r.Detail != "all 18 permissions in namespace podspawn" || !cmp.Equal(asked, []string{"get regcred"}) {
 		t.Fatalf("permissions with a pull secret: %+v, secrets asked %v", r, asked)
 	}
 	cs.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, k8sruntime.Object, error) {

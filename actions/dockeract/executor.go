@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -71,6 +72,10 @@ type Executor struct {
 	// container whose disk limit the storage driver cannot apply is
 	// created without it; otherwise its creation fails.
 	DiskUnsupported string
+
+	// prepared holds the containers Prepare created (preparedKey: adopted)
+	// until their action is executed.
+	prepared sync.Map
 }
 
 // Execute runs one action idempotently.
@@ -82,8 +87,12 @@ func (d *Executor) Execute(ctx context.Context, a reconcile.Action) (actions.Out
 		o   actions.Outcome
 		err error
 	)
-	if err := d.ensureHostFirewall(ctx, a.Kind); err != nil {
-		return "", fmt.Errorf("%s %s: %w", a.Kind, a.Target, err)
+	prepared, isPrepared := d.takePrepared(a)
+	// A prepared container was created after the same check.
+	if !isPrepared {
+		if err := d.ensureHostFirewall(ctx, a.Kind); err != nil {
+			return "", fmt.Errorf("%s %s: %w", a.Kind, a.Target, err)
+		}
 	}
 	switch a.Kind {
 	case reconcile.KindRemoveContainer:
@@ -97,7 +106,7 @@ func (d *Executor) Execute(ctx context.Context, a reconcile.Action) (actions.Out
 	case reconcile.KindCreateVolume:
 		o, err = d.createVolume(ctx, a)
 	case reconcile.KindCreateContainer:
-		o, err = d.createContainer(ctx, a)
+		o, err = d.createContainer(ctx, a, prepared, isPrepared)
 	case reconcile.KindKillLeaseProcesses:
 		o, err = d.killLeaseProcesses(ctx, a)
 	default:
@@ -282,16 +291,21 @@ func (d *Executor) adoptContainer(ctx context.Context, a reconcile.Action, creat
 		entrySetup: hasEntrySetup(existing.Config.Cmd)}, "", nil
 }
 
-func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
+// createContainer creates and starts the action's container; isPrepared
+// says Prepare created it already, as prepared.
+func (d *Executor) createContainer(ctx context.Context, a reconcile.Action, prepared adopted, isPrepared bool) (actions.Outcome, error) {
 	spec := a.Container
 	if spec == nil {
 		return "", fmt.Errorf("create-container without a container spec: %w", actions.ErrTerminal)
 	}
-	if err := d.prepareMounts(spec); err != nil {
-		return "", err
-	}
 	res := actions.Changed
-	c, err := d.create(ctx, a)
+	c, err := prepared, error(nil)
+	if !isPrepared {
+		if err := d.prepareMounts(spec); err != nil {
+			return "", err
+		}
+		c, err = d.create(ctx, a)
+	}
 	switch {
 	case err == nil:
 	case errdefs.IsConflict(err):
@@ -311,6 +325,11 @@ func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 		}
 	}
 	if err := d.start(ctx, c, spec); err != nil {
+		if isPrepared && errdefs.IsNotFound(err) {
+			// The prepared container is gone (the rollback of a plan
+			// that failed after Prepare removed it): make it again.
+			return d.createContainer(ctx, a, adopted{}, false)
+		}
 		return "", err
 	}
 	if res == actions.Unchanged {

@@ -19,8 +19,23 @@ import (
 // entrySetupScript is the session container's own command when the user's
 // account is set up at its start (entrySetupFits): the setup script, its
 // "uid gid" line on stdout, then the image's command. Its arguments are
-// the user, the shell and that command.
-const entrySetupScript = actions.UserSetupScript + "shift 2\nexec \"$@\"\n"
+// the user, the shell and that command. The command is found on PATH by
+// the script, as Docker finds it, rather than by the shell's exec, which
+// in busybox runs its own applet of that name instead of the file.
+const entrySetupScript = actions.UserSetupScript + `shift 2
+cmd="$1"; shift
+case "$cmd" in
+*/*) ;;
+*)
+  IFS=:
+  for d in $PATH; do
+    if [ -n "$d" ] && [ -f "$d/$cmd" ] && [ -x "$d/$cmd" ]; then cmd="$d/$cmd"; break; fi
+  done
+  unset IFS
+  ;;
+esac
+exec "$cmd" "$@"
+`
 
 // entrySetupArgv is the command of a container that sets up user's
 // account before running cmd.

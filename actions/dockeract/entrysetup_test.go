@@ -107,7 +107,7 @@ func TestCreateContainerSetsUpTheAccountAtItsStart(t *testing.T) {
 		t.Fatalf("setups (-want +got):\n%s", diff)
 	}
 	cmd := f.docker.cmds[f.docker.world().Containers[0].ID]
-	if !cmp.Equal(cmd[len(cmd)-2:], []string{"sleep", "infinity"}) || !strings.Contains(cmd[2], `exec "$@"`) {
+	if !cmp.Equal(cmd[len(cmd)-2:], []string{"sleep", "infinity"}) || !strings.Contains(cmd[2], `exec "$cmd" "$@"`) {
 		t.Fatalf("command = %q, want the setup, then the image's command", cmd)
 	}
 	calls := f.docker.callLog()

@@ -291,7 +291,9 @@ type preparingExec struct {
 	prepared []reconcile.Action
 }
 
-func (p *preparingExec) Prepare(_ context.Context, a reconcile.Action) { p.prepared = append(p.prepared, a) }
+func (p *preparingExec) Prepare(_ context.Context, a reconcile.Action) {
+	p.prepared = append(p.prepared, a)
+}
 
 // The audit wrapper passes preparations on to an executor that makes them
 // and records nothing for them; before one that does not, it does nothing.

@@ -47,6 +47,19 @@ type Executor interface {
 	Execute(ctx context.Context, a reconcile.Action) (Outcome, error)
 }
 
+// Preparer is an Executor that can create a create-container action's
+// container ahead of the actions before it in the plan (its network), so
+// that executing the action later only has to start it: on a new session
+// the container's creation then overlaps the network's. Prepare is best
+// effort and reports nothing: whatever it did not do, Execute does, and a
+// container it created carries the session's labels like any other, so a
+// plan that fails before the start removes it as it would a started one.
+// It never creates what must exist before the container (the volumes it
+// mounts, which Docker would otherwise create without labels).
+type Preparer interface {
+	Prepare(ctx context.Context, a reconcile.Action)
+}
+
 // ErrTerminal marks errors that retrying cannot fix (an object that is in
 // the way and not ours); the controller does not hot-loop on them.
 var ErrTerminal = errors.New("needs an operator")

@@ -9,6 +9,7 @@ import (
 	osuser "os/user"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -18,6 +19,10 @@ import (
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/config"
 )
+
+// traceVerbosity is the -v count at which spawn logs every Docker request
+// with its duration.
+const traceVerbosity = 4
 
 // spawnFailureCode is spawn's exit code when podspawn itself failed (as
 // opposed to the user's command), the code ssh uses for its own errors.
@@ -49,6 +54,12 @@ func (c *SpawnCmd) Run(a *App) error {
 	log, closeLog := spawnLogger(a, cfg.Log.File)
 	defer closeLog()
 	a.Log = log
+	if a.CLI.Verbosity >= traceVerbosity {
+		// Where a connection's setup spends its time, request by request.
+		a.dockerObserver = func(op string, d time.Duration) {
+			log.V(traceVerbosity).Info("Docker request", "operation", op, "duration", d)
+		}
+	}
 	// A connection is not served without its audit record (unless
 	// log.audit_required is false).
 	if err := a.openAudit(); err != nil {

@@ -442,7 +442,8 @@ func (c *Controller) observeDestroyed(sess *desired.Session, results []Result) {
 // while a container is attached, then volumes). Every other key is one
 // session's chain (container before network, row last), executed one
 // action after another, except the creations that do not depend on each
-// other (sideBySide).
+// other (sideBySide) and the container creations the executor prepares
+// while the network is created (executePreparing).
 func (c *Controller) executePlan(ctx context.Context, k desired.SessionKey, acts []reconcile.Action, removals chan struct{}) ([]Result, error) {
 	results := make([]Result, 0, len(acts))
 	for len(acts) > 0 {
@@ -452,7 +453,7 @@ func (c *Controller) executePlan(ctx context.Context, k desired.SessionKey, acts
 		}
 		switch {
 		case n == 1:
-			results = append(results, c.execute(ctx, k, acts[0]))
+			results = append(results, c.executePreparing(ctx, k, acts[0], acts[1:]))
 		case actions.EffectOf(acts[0].Kind) == actions.EffectRemove:
 			if removals == nil {
 				removals = make(chan struct{}, c.removeWorkers())
@@ -499,6 +500,38 @@ func (c *Controller) executeConcurrently(ctx context.Context, k desired.SessionK
 	}
 	wg.Wait()
 	return results
+}
+
+// executePreparing executes a, and while a creates a session's network,
+// has the executor prepare the container creations that follow it in the
+// plan (actions.Preparer): a new session's container is created while its
+// network is, and started once the network is there, in plan order.
+func (c *Controller) executePreparing(ctx context.Context, k desired.SessionKey, a reconcile.Action, rest []reconcile.Action) Result {
+	p, ok := c.Executor.(actions.Preparer)
+	if !ok || a.Kind != reconcile.KindCreateNetwork || k == desired.Unattributed {
+		return c.execute(ctx, k, a)
+	}
+	var wg sync.WaitGroup
+	for _, b := range rest {
+		if b.Kind != reconcile.KindCreateContainer {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A panic here would not reach reconcileKey's recover; what
+			// Prepare left undone, executing b does.
+			defer func() {
+				if r := recover(); r != nil {
+					c.Log.Error(fmt.Errorf("panic: %v\n%s", r, debug.Stack()), "Preparing object failed", "user", k.User, "project", k.Project, "target", b.Target)
+				}
+			}()
+			p.Prepare(ctx, b)
+		}()
+	}
+	r := c.execute(ctx, k, a)
+	wg.Wait()
+	return r
 }
 
 // sideBySide reports whether a may run at the same time as first, the

@@ -284,3 +284,33 @@ func TestExecutorEvents(t *testing.T) {
 		t.Fatalf("removed = %d, %d; want 3, 0", changed.Removed(), unchanged.Removed())
 	}
 }
+
+// preparingExec records the actions it was asked to prepare.
+type preparingExec struct {
+	fakeExec
+	prepared []reconcile.Action
+}
+
+func (p *preparingExec) Prepare(_ context.Context, a reconcile.Action) {
+	p.prepared = append(p.prepared, a)
+}
+
+// The audit wrapper passes preparations on to an executor that makes them
+// and records nothing for them; before one that does not, it does nothing.
+func TestExecutorPassesPreparationsOn(t *testing.T) {
+	w, err := Open(filepath.Join(t.TempDir(), "audit.log"), testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	a := reconcile.Action{Kind: reconcile.KindCreateContainer, Target: "podspawn-alice", Key: desired.SessionKey{User: "alice"}}
+	next := &preparingExec{fakeExec: fakeExec{actions.Changed}}
+	(&Executor{Next: next, Audit: w, Actor: "alice", Log: testr.New(t)}).Prepare(context.Background(), a)
+	if diff := cmp.Diff([]reconcile.Action{a}, next.prepared); diff != "" {
+		t.Fatalf("prepared (-want +got):\n%s", diff)
+	}
+	(&Executor{Next: fakeExec{actions.Changed}, Audit: w, Actor: "alice", Log: testr.New(t)}).Prepare(context.Background(), a)
+	if b, err := os.ReadFile(w.Path()); err != nil || len(b) != 0 {
+		t.Fatalf("audit log = %q, %v; want nothing recorded for preparations", b, err)
+	}
+}

@@ -27,6 +27,14 @@ type Executor struct {
 	removed atomic.Int64
 }
 
+// Prepare passes a to Next when it prepares actions (actions.Preparer);
+// preparing changes nothing an audit records.
+func (e *Executor) Prepare(ctx context.Context, a reconcile.Action) {
+	if p, ok := e.Next.(actions.Preparer); ok {
+		p.Prepare(ctx, a)
+	}
+}
+
 // Execute runs a and audits what it changed. A failed audit write is
 // logged, not returned: the action happened, and failing it would only
 // make the controller retry what is already done.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -45,6 +46,8 @@ type API interface {
 	VolumeRemove(ctx context.Context, volumeID string, force bool) error
 	ImagePull(ctx context.Context, refStr string, options image.PullOptions) (io.ReadCloser, error)
 	ContainerLogs(ctx context.Context, containerID string, options container.LogsOptions) (io.ReadCloser, error)
+	ContainerAttach(ctx context.Context, containerID string, options container.AttachOptions) (types.HijackedResponse, error)
+	ImageInspector
 }
 
 // Docker executes actions against Docker and the store.
@@ -72,6 +75,10 @@ type Executor struct {
 	// container whose disk limit the storage driver cannot apply is
 	// created without it; otherwise its creation fails.
 	DiskUnsupported string
+
+	// prepared holds the containers Prepare created (preparedKey: adopted)
+	// until their action is executed.
+	prepared sync.Map
 }
 
 // Execute runs one action idempotently.
@@ -83,8 +90,12 @@ func (d *Executor) Execute(ctx context.Context, a reconcile.Action) (actions.Out
 		o   actions.Outcome
 		err error
 	)
-	if err := d.ensureHostFirewall(ctx, a.Kind); err != nil {
-		return "", fmt.Errorf("%s %s: %w", a.Kind, a.Target, err)
+	prepared, isPrepared := d.takePrepared(a)
+	// A prepared container was created after the same check.
+	if !isPrepared {
+		if err := d.ensureHostFirewall(ctx, a.Kind); err != nil {
+			return "", fmt.Errorf("%s %s: %w", a.Kind, a.Target, err)
+		}
 	}
 	switch a.Kind {
 	case reconcile.KindRemoveContainer:
@@ -98,7 +109,7 @@ func (d *Executor) Execute(ctx context.Context, a reconcile.Action) (actions.Out
 	case reconcile.KindCreateVolume:
 		o, err = d.createVolume(ctx, a)
 	case reconcile.KindCreateContainer:
-		o, err = d.createContainer(ctx, a)
+		o, err = d.createContainer(ctx, a, prepared, isPrepared)
 	case reconcile.KindKillLeaseProcesses:
 		o, err = d.killLeaseProcesses(ctx, a)
 	default:
@@ -243,76 +254,66 @@ func (d *Executor) createVolume(ctx context.Context, a reconcile.Action) (action
 	return actions.OutcomeOf(true, err)
 }
 
+// adopted is an existing container of an action's name taken over.
+type adopted struct {
+	id string
+	// ranBefore: it was started before, so its files may be the user's work.
+	ranBefore bool
+	// entrySetup: its command sets up the account (entrySetupArgv).
+	entrySetup bool
+}
+
 // adoptContainer takes over the existing container of a's name after a
 // create conflict: refused unless it carries the session's labels;
-// unpaused when paused; done (actions.Unchanged) when it already runs. Otherwise
-// it returns the id to start, and whether it ran before (its files may be
-// the user's work).
-func (d *Executor) adoptContainer(ctx context.Context, a reconcile.Action, createErr error) (id string, ranBefore bool, done actions.Outcome, err error) {
+// unpaused when paused; done (actions.Unchanged) when it already runs.
+// Otherwise it returns the container to start.
+func (d *Executor) adoptContainer(ctx context.Context, a reconcile.Action, createErr error) (adopted, actions.Outcome, error) {
 	existing, ierr := d.API.ContainerInspect(ctx, a.Target)
 	if ierr != nil {
-		return "", false, "", fmt.Errorf("%w (and inspecting the existing container failed: %v)", createErr, ierr)
+		return adopted{}, "", fmt.Errorf("%w (and inspecting the existing container failed: %v)", createErr, ierr)
 	}
 	if existing.Config == nil || !owned(existing.Config.Labels, a) {
 		var labels map[string]string
 		if existing.Config != nil {
 			labels = existing.Config.Labels
 		}
-		return "", false, "", notOwned("container", a.Target, labels, a)
+		return adopted{}, "", notOwned("container", a.Target, labels, a)
 	}
 	if existing.State != nil && existing.State.Paused {
 		// Paused is not running (observed's one meaning); unpausing,
 		// not restarting, gives the user their processes back as they were.
 		if err := d.API.ContainerUnpause(ctx, existing.ID); err != nil {
-			return "", false, "", fmt.Errorf("unpausing: %w", err)
+			return adopted{}, "", fmt.Errorf("unpausing: %w", err)
 		}
-		return existing.ID, true, actions.Changed, nil
+		return adopted{id: existing.ID}, actions.Changed, nil
 	}
 	if existing.State != nil && existing.State.Running {
-		return existing.ID, true, actions.Unchanged, nil
+		return adopted{id: existing.ID}, actions.Unchanged, nil
 	}
-	return existing.ID, existing.State != nil && ranAt(existing.State.StartedAt), "", nil
+	return adopted{id: existing.ID, ranBefore: existing.State != nil && ranAt(existing.State.StartedAt),
+		entrySetup: hasEntrySetup(existing.Config.Cmd)}, "", nil
 }
 
-func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (actions.Outcome, error) {
+// createContainer creates and starts the action's container; isPrepared
+// says Prepare created it already, as prepared.
+func (d *Executor) createContainer(ctx context.Context, a reconcile.Action, prepared adopted, isPrepared bool) (actions.Outcome, error) {
 	spec := a.Container
 	if spec == nil {
 		return "", fmt.Errorf("create-container without a container spec: %w", actions.ErrTerminal)
 	}
-	if err := d.prepareMounts(spec); err != nil {
-		return "", err
-	}
-	cfg, host, netCfg := containerConfig(a)
 	res := actions.Changed
-	id := ""
-	// ranBefore: an existing container that was started before, so its
-	// files may be the user's work.
-	ranBefore := false
-	created, err := d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
-	// A missing network is also "not found"; only a missing image is pulled.
-	if missingImage(err) {
-		if perr := d.pull(ctx, spec.Image); perr != nil {
-			return "", perr
+	c, err := prepared, error(nil)
+	if !isPrepared {
+		if err := d.prepareMounts(spec); err != nil {
+			return "", err
 		}
-		created, err = d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
-	}
-	if host.StorageOpt != nil && diskLimitUnsupported(err) {
-		if d.DiskUnsupported != config.DiskWarn {
-			return "", fmt.Errorf("the storage driver cannot limit the container's disk to %d bytes (defaults.disk; Docker: %v), and defaults.disk_unsupported is %q: "+
-				"use a driver that supports it (overlay2 on xfs mounted with pquota, btrfs, zfs), unset defaults.disk, or set defaults.disk_unsupported: warn: %w",
-				spec.DiskBytes, err, config.DiskRefuse, actions.ErrTerminal)
-		}
-		d.Log.Info("Creating the container without its disk limit: the storage driver cannot apply it (defaults.disk_unsupported: warn)",
-			"container", a.Target, "diskBytes", spec.DiskBytes, "error", err.Error())
-		host.StorageOpt = nil
-		created, err = d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
+		c, err = d.create(ctx, a)
 	}
 	switch {
 	case err == nil:
-		id = created.ID
 	case errdefs.IsConflict(err):
 		var done actions.Outcome
-		if id, ranBefore, done, err = d.adoptContainer(ctx, a, err); err != nil || done != "" {
+		if c, done, err = d.adoptContainer(ctx, a, err); err != nil || done != "" {
 			return done, err
 		}
 		res = actions.Unchanged
@@ -326,18 +327,79 @@ func (d *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 			return "", fmt.Errorf("recording restart %d: %w", a.Restart.Count, err)
 		}
 	}
-	if err := d.API.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
-		return "", fmt.Errorf("starting: %w", err)
-	}
-	if spec.Role == observed.RoleSession && spec.User != "" {
-		if err := d.setupSession(ctx, id, spec); err != nil {
-			return d.failedSetup(ctx, id, ranBefore, err)
+	if err := d.start(ctx, c, spec); err != nil {
+		if isPrepared && errdefs.IsNotFound(err) {
+			// The prepared container is gone (the rollback of a plan
+			// that failed after Prepare removed it): make it again.
+			return d.createContainer(ctx, a, adopted{}, false)
 		}
+		return "", err
 	}
 	if res == actions.Unchanged {
 		return actions.Changed, nil // it was adopted but had to be started
 	}
 	return res, nil
+}
+
+// create asks Docker for the action's container, pulling its image when
+// missing; a conflict error means the name is taken.
+func (d *Executor) create(ctx context.Context, a reconcile.Action) (adopted, error) {
+	spec := a.Container
+	cfg, host, netCfg := containerConfig(a)
+	entry := d.entrySetupFits(ctx, spec)
+	if entry {
+		cfg.Cmd = entrySetupArgv(spec.User, spec.Shell, cfg.Cmd)
+	}
+	created, err := d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
+	// A missing network is also "not found"; only a missing image is pulled.
+	if missingImage(err) {
+		if perr := d.pull(ctx, spec.Image); perr != nil {
+			return adopted{}, perr
+		}
+		created, err = d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
+	}
+	if host.StorageOpt != nil && diskLimitUnsupported(err) {
+		if d.DiskUnsupported != config.DiskWarn {
+			return adopted{}, fmt.Errorf("the storage driver cannot limit the container's disk to %d bytes (defaults.disk; Docker: %v), and defaults.disk_unsupported is %q: "+
+				"use a driver that supports it (overlay2 on xfs mounted with pquota, btrfs, zfs), unset defaults.disk, or set defaults.disk_unsupported: warn: %w",
+				spec.DiskBytes, err, config.DiskRefuse, actions.ErrTerminal)
+		}
+		d.Log.Info("Creating the container without its disk limit: the storage driver cannot apply it (defaults.disk_unsupported: warn)",
+			"container", a.Target, "diskBytes", spec.DiskBytes, "error", err.Error())
+		host.StorageOpt = nil
+		created, err = d.API.ContainerCreate(ctx, cfg, host, netCfg, nil, a.Target)
+	}
+	if err != nil {
+		return adopted{}, err
+	}
+	return adopted{id: created.ID, entrySetup: entry}, nil
+}
+
+// start starts container c and, for a session container, makes sure its
+// user's account is there before the user's process is started in it.
+func (d *Executor) start(ctx context.Context, c adopted, spec *spec.Container) error {
+	setupNeeded := spec.Role == observed.RoleSession && spec.User != ""
+	if setupNeeded && c.entrySetup {
+		setupErr, err := d.startWithEntrySetup(ctx, c.id, spec.User)
+		if err != nil {
+			return err
+		}
+		if setupErr != nil {
+			_, err := d.failedSetup(ctx, c.id, c.ranBefore, setupErr)
+			return err
+		}
+		return nil
+	}
+	if err := d.API.ContainerStart(ctx, c.id, container.StartOptions{}); err != nil {
+		return fmt.Errorf("starting: %w", err)
+	}
+	if setupNeeded {
+		if err := d.setupSession(ctx, c.id, spec); err != nil {
+			_, err := d.failedSetup(ctx, c.id, c.ranBefore, err)
+			return err
+		}
+	}
+	return nil
 }
 
 // ranAt reports whether inspect's StartedAt names a real start (Docker

@@ -27,6 +27,7 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/google/go-cmp/cmp"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/podspawn/podspawn/actions"
@@ -94,6 +95,13 @@ type fakeDocker struct {
 	// noStorageOpt makes a create with storage options fail as overlay2
 	// on ext4 does.
 	noStorageOpt bool
+	// imageConfigs are the images' configurations (none: an empty one);
+	// cmds each container's command, exits its exit code, attached the
+	// output stream of each container attached to (entrysetup_test.go).
+	imageConfigs map[string]*dockerspec.DockerOCIImageConfig
+	cmds         map[string][]string
+	exits        map[string]int
+	attached     map[string]*io.PipeWriter
 }
 
 func newFakeDocker() *fakeDocker {
@@ -101,6 +109,7 @@ func newFakeDocker() *fakeDocker {
 		containers: map[string]*object{}, networks: map[string]*object{}, volumes: map[string]*object{},
 		images: map[string]bool{"podspawn-test:busybox": true}, registry: map[string]bool{}, execs: map[string]execRun{},
 		started: map[string]bool{}, logs: map[string]string{},
+		imageConfigs: map[string]*dockerspec.DockerOCIImageConfig{}, cmds: map[string][]string{}, exits: map[string]int{}, attached: map[string]*io.PipeWriter{},
 	}
 }
 
@@ -166,6 +175,7 @@ func (f *fakeDocker) ContainerCreate(_ context.Context, cfg *container.Config, h
 		o.Mounts = append(o.Mounts, fmt.Sprintf("%s:%s:%s", m.Type, m.Source, m.Target))
 	}
 	f.containers[o.ID] = o
+	f.cmds[o.ID] = append([]string(nil), cfg.Cmd...)
 	return container.CreateResponse{ID: o.ID}, nil
 }
 
@@ -181,6 +191,7 @@ func (f *fakeDocker) ContainerStart(_ context.Context, id string, _ container.St
 	}
 	o.Running = !f.dieOnStart
 	f.started[o.ID] = true
+	f.runEntrySetup(o)
 	return nil
 }
 
@@ -220,8 +231,8 @@ func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.I
 		startedAt = now.Format(time.RFC3339Nano)
 	}
 	return container.InspectResponse{
-		ContainerJSONBase: &container.ContainerJSONBase{ID: o.ID, Name: "/" + o.Name, State: &container.State{Status: status, Running: o.Running, Paused: o.Paused, StartedAt: startedAt}},
-		Config:            &container.Config{Image: o.Image, Labels: copyLabels(o.Labels)},
+		ContainerJSONBase: &container.ContainerJSONBase{ID: o.ID, Name: "/" + o.Name, State: &container.State{Status: status, Running: o.Running, Paused: o.Paused, StartedAt: startedAt, ExitCode: f.exits[o.ID]}},
+		Config:            &container.Config{Image: o.Image, Labels: copyLabels(o.Labels), Cmd: f.cmds[o.ID]},
 	}, nil
 }
 
@@ -619,9 +630,11 @@ func TestEveryKindIsIdempotent(t *testing.T) {
 					t.Fatalf("containers = %+v, want one running on the session network", w.Containers)
 				}
 				runs := f.docker.execsRun()
-				if len(runs) != 1 || runs[0].User != "root" || runs[0].Container != "podspawn-alice-web" ||
-					!cmp.Equal(runs[0].Cmd[len(runs[0].Cmd)-3:], []string{"podspawn-setup", "alice", "/bin/sh"}) {
-					t.Fatalf("execs = %+v, want the user setup once, as root, for alice with /bin/sh", runs)
+				// The image runs as root without an entrypoint: the
+				// container's command sets up the account.
+				if len(runs) != 1 || runs[0].User != "(command)" || runs[0].Container != "podspawn-alice-web" ||
+					!cmp.Equal(runs[0].Cmd, []string{"podspawn-setup", "alice", "/bin/sh"}) {
+					t.Fatalf("execs = %+v, want the user setup once, by the container's command, for alice with /bin/sh", runs)
 				}
 			},
 			execs: 1,

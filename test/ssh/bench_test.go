@@ -17,8 +17,9 @@ import (
 // running one, against the floors of a bare "docker exec <container> true"
 // and of "ssh true" to an account sshd serves without podspawn, and spawn
 // run directly (no sshd, no sudo), and a bare "docker run --rm" of the
-// session image, 20 runs each, measured in the same run. hack/bench-ssh.sh
-// runs it; the medians are the figures, compared with the goals.
+// session image, 20 runs each, measured in the same run, one of each per
+// round. hack/bench-ssh.sh runs it; the medians are the figures, compared
+// with the goals.
 func BenchmarkSSHConnect(b *testing.B) {
 	const runs = 20
 	s := newServer(b, serverOptions{Users: []string{"ssa"}, PlainUser: true})
@@ -35,27 +36,20 @@ func BenchmarkSSHConnect(b *testing.B) {
 		return d
 	}
 	var fresh, reattach, direct, floor, run, plain []time.Duration
+	// One round measures each once, so that a load that changes during
+	// the run (other processes on the host) weighs on the figures and
+	// their floors alike rather than on whichever was measured then.
 	for i := 0; i < runs; i++ {
 		if s.session(u, "") != nil {
 			s.Env.MustRun("stop", u.Name)
 		}
 		fresh = append(fresh, timeIt("new session", s.ssh(u, nil, "true")))
-	}
-	for i := 0; i < runs; i++ {
 		reattach = append(reattach, timeIt("re-attach", s.ssh(u, nil, "true")))
-	}
-	for i := 0; i < runs; i++ {
 		cmd := exec.Command(s.Env.Bin, "--config", s.Env.ConfigPath, "spawn", "--user", u.Name)
 		cmd.Env = append(os.Environ(), "SSH_ORIGINAL_COMMAND=true")
 		direct = append(direct, timeIt("spawn without sshd", cmd))
-	}
-	for i := 0; i < runs; i++ {
 		floor = append(floor, timeIt("docker exec", exec.Command("docker", "exec", name, "true")))
-	}
-	for i := 0; i < runs; i++ {
 		run = append(run, timeIt("docker run --rm", exec.Command("docker", "run", "--rm", "--network", "none", harness.Image, "true")))
-	}
-	for i := 0; i < runs; i++ {
 		plain = append(plain, timeIt("ssh without podspawn", s.ssh(s.Plain, nil, "true")))
 	}
 	report := func(label, unit string, ds []time.Duration) time.Duration {

@@ -67,3 +67,44 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 		t.Fatalf("left behind: %d containers, %d networks", len(ctrs), len(nets))
 	}
 }
+
+// TestFailedNetworkLeavesNoContainer: a new session's container is created
+// while its network is; when the network cannot be had (a network of that
+// name that podspawn does not own), the session fails with the reason and
+// the container made meanwhile goes with the rest of the attempt, while
+// the foreign network is left alone.
+func TestFailedNetworkLeavesNoContainer(t *testing.T) {
+	e := harness.NewEnv(t, harness.Options{})
+	docker := harness.Docker(t)
+	ctx := context.Background()
+	user := fmt.Sprintf("ssn%d", os.Getpid())
+	if err := os.WriteFile(filepath.Join(e.KeyDir, user), []byte(testPubKey(t)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	netName := "podspawn-" + user + "-net"
+	created, err := docker.NetworkCreate(ctx, netName, network.CreateOptions{Driver: "bridge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker.NetworkRemove(context.Background(), created.ID) })
+
+	r := e.RunEnv([]string{"SSH_ORIGINAL_COMMAND=echo ran"}, "", "spawn", "--user", user)
+	if r.Code != 255 || strings.Contains(r.Stdout, "ran") {
+		t.Fatalf("spawn with a foreign network in the way: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	f := labelFilter("podspawn.instance=" + e.InstanceID())
+	ctrs, err := docker.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctrs) != 0 {
+		t.Fatalf("left behind: %d containers (%v)", len(ctrs), ctrs[0].Names)
+	}
+	var rows []json.RawMessage
+	if out := e.MustRun("list", "-o", "json").Stdout; json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 0 {
+		t.Fatalf("sessions left after a failed start: %s", out)
+	}
+	if _, err := docker.NetworkInspect(ctx, created.ID, network.InspectOptions{}); err != nil {
+		t.Fatalf("the foreign network: %v, want it left alone", err)
+	}
+}

@@ -150,7 +150,7 @@ func TestKubernetesLogin(t *testing.T) {
 	if p.Spec.AutomountServiceAccountToken == nil || *p.Spec.AutomountServiceAccountToken ||
 		sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil ||
 		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
-		p.Spec.TerminationGracePeriodSeconds == nil || *p.Spec.TerminationGracePeriodSeconds != 0 {
+		p.Spec.TerminationGracePeriodSeconds == nil || *p.Spec.TerminationGracePeriodSeconds != 1 {
 		t.Fatalf("session pod security: automount %v, container %+v, grace %v", p.Spec.AutomountServiceAccountToken, sc, p.Spec.TerminationGracePeriodSeconds)
 	}
 	lim := p.Spec.Containers[0].Resources

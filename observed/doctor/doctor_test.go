@@ -862,6 +862,29 @@ func TestCheckHomeSize(t *testing.T) {
 	if got := checkHomeSize(context.Background(), e); got != want {
 		t.Errorf("with both: %+v, want %+v", got, want)
 	}
+	// Sparse images that may grow past the free space: a warning.
+	homes := t.TempDir()
+	e.Config.State.HomesDir = homes
+	if err := os.Mkdir(filepath.Join(homes, ".images"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	small := filepath.Join(homes, ".images", "alice.ext4")
+	if err := os.WriteFile(small, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(small, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if got := checkHomeSize(context.Background(), e); got.Status != Pass {
+		t.Errorf("with a small image: %+v", got)
+	}
+	if err := os.Truncate(small, 1<<43); err != nil { // 8 TiB, sparse
+		t.Fatal(err)
+	}
+	if got := checkHomeSize(context.Background(), e); got.Status != Warn || !strings.Contains(got.Detail, "may still grow by 8192.0 GiB, more than the") {
+		t.Errorf("with images past the free space: %+v", got)
+	}
+	e.Config.State.HomesDir = config.Defaults().State.HomesDir
 	e.LoopControl = filepath.Join(bin, "mkfs.ext4") // not a device
 	if got := checkHomeSize(context.Background(), e); got != fail("state.home_size is 2g but "+e.LoopControl+" is missing or no device: persistent homes cannot be mounted", fixLoop) {
 		t.Errorf("without loop devices: %+v", got)

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/podspawn/podspawn/actions/homeimg"
 	"github.com/podspawn/podspawn/desired/config"
 )
 
@@ -49,5 +52,42 @@ func checkHomeSize(_ context.Context, e *Env) Result {
 		}
 		unix.Close(fd)
 	}
+	if r, over := imagesOvercommit(st.HomesDir); over {
+		return r
+	}
 	return pass(fmt.Sprintf("%s per user: ext4 images (%s) on loop devices (%s), below %s", st.HomeSize, mkfs, ctl, st.HomesDir))
 }
+
+// imagesOvercommit warns when the sparse home images may still grow by
+// more than the free space of the filesystem they are on: a full host disk
+// then fails writes inside the homes (the images remount read-only) before
+// any user reaches their cap. Unreadable images (not root) are not counted.
+func imagesOvercommit(homesDir string) (Result, bool) {
+	dir := filepath.Join(homesDir, homeimg.ImagesDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return Result{}, false
+	}
+	var growth int64
+	for _, en := range entries {
+		var st unix.Stat_t
+		if !strings.HasSuffix(en.Name(), ".ext4") || unix.Lstat(filepath.Join(dir, en.Name()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			continue
+		}
+		if left := st.Size - st.Blocks*512; left > 0 {
+			growth += left
+		}
+	}
+	var fs unix.Statfs_t
+	if growth == 0 || unix.Statfs(dir, &fs) != nil {
+		return Result{}, false
+	}
+	free := int64(fs.Bavail) * fs.Bsize
+	if growth <= free {
+		return Result{}, false
+	}
+	return warn(fmt.Sprintf("the home images in %s may still grow by %s, more than the %s free there: a full disk fails writes in every home (read-only) before users reach their cap",
+		dir, sizeGiB(growth), sizeGiB(free)), "free space on that filesystem, move state.homes_dir to a larger one, or lower state.home_size for new homes"), true
+}
+
+func sizeGiB(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }

@@ -150,18 +150,27 @@ func (x *Executor) createClaim(ctx context.Context, a reconcile.Action) (actions
 	}
 	api := x.C.API.CoreV1().PersistentVolumeClaims(x.C.Namespace)
 	_, err = api.Create(ctx, pvc, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return actions.OutcomeOf(true, err)
+	return adoptIfTaken(err, "persistentvolumeclaim", a, func() (metav1.Object, error) {
+		return object(api.Get(ctx, m.Name, metav1.GetOptions{}))
+	})
+}
+
+// adoptIfTaken ends a create whose error is createErr: a name already
+// taken by this generation's own object is adopted (unchanged), one being
+// deleted is retried later, anything else is refused.
+func adoptIfTaken(createErr error, kind string, a reconcile.Action, get func() (metav1.Object, error)) (actions.Outcome, error) {
+	if !apierrors.IsAlreadyExists(createErr) {
+		return actions.OutcomeOf(true, createErr)
 	}
-	existing, gerr := api.Get(ctx, m.Name, metav1.GetOptions{})
-	if gerr != nil {
-		return "", fmt.Errorf("%w (and reading the existing one failed: %v)", err, gerr)
+	existing, err := get()
+	if err != nil {
+		return "", fmt.Errorf("%w (and reading the existing one failed: %v)", createErr, err)
 	}
 	if !owned(existing, a) {
-		return "", notOwned("persistentvolumeclaim", existing, a)
+		return "", notOwned(kind, existing, a)
 	}
-	if existing.DeletionTimestamp != nil {
-		return "", fmt.Errorf("persistentvolumeclaim %s is being deleted; retrying once it is gone", m.Name)
+	if existing.GetDeletionTimestamp() != nil {
+		return "", fmt.Errorf("%s %s is being deleted; retrying once it is gone", kind, existing.GetName())
 	}
 	return actions.Unchanged, nil
 }
@@ -185,17 +194,9 @@ func (x *Executor) createPolicy(ctx context.Context, a reconcile.Action) (action
 	}}
 	api := x.C.API.NetworkingV1().NetworkPolicies(x.C.Namespace)
 	_, err = api.Create(ctx, np, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return actions.OutcomeOf(true, err)
-	}
-	existing, gerr := api.Get(ctx, m.Name, metav1.GetOptions{})
-	if gerr != nil {
-		return "", fmt.Errorf("%w (and reading the existing one failed: %v)", err, gerr)
-	}
-	if !owned(existing, a) {
-		return "", notOwned("networkpolicy", existing, a)
-	}
-	return actions.Unchanged, nil
+	return adoptIfTaken(err, "networkpolicy", a, func() (metav1.Object, error) {
+		return object(api.Get(ctx, m.Name, metav1.GetOptions{}))
+	})
 }
 
 // remove deletes the Pod, NetworkPolicy or PersistentVolumeClaim the plan saw, pinned by its UID

@@ -21,7 +21,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/podspawn/podspawn/actions"
@@ -205,13 +204,6 @@ func newKubeRuntime(cfg config.Config, now func() time.Time, docker func() (*cli
 	return &kubeRuntime{Lister: k8sobs.Lister{C: c}, Images: images, c: c, now: now,
 		settings: k8sact.Settings{NodeSelector: k.NodeSelector, RuntimeClass: k.RuntimeClass, Registry: k.ImageRegistry,
 			StorageClass: k.StorageClass, VolumeSize: size, HomeSize: home, ImagePullSecrets: k.ImagePullSecrets}}, nil
-}
-
-// Ping reads the namespace: the API server answers and podspawn's
-// namespace is there.
-func (r *kubeRuntime) Ping(ctx context.Context) error {
-	_, err := r.c.API.CoreV1().Pods(r.c.Namespace).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: k8sobs.Selector})
-	return err
 }
 
 func (r *kubeRuntime) Executor(st actions.Store, _ actions.HostFirewall, log logr.Logger) actions.Executor {

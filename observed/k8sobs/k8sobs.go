@@ -209,6 +209,13 @@ func (l Lister) list(ctx context.Context, selector string) ([]observed.Object, e
 	return objs, nil
 }
 
+// Ping reads one Pod of the namespace: the API server answers and
+// podspawn may list there.
+func (l Lister) Ping(ctx context.Context) error {
+	_, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: Selector})
+	return err
+}
+
 // List returns every object podspawn manages in the namespace.
 func (l Lister) List(ctx context.Context) ([]observed.Object, error) { return l.list(ctx, Selector) }
 

@@ -99,6 +99,11 @@ func (d dirHomes) Find(_ context.Context, user string) (homeRef, bool, error) {
 	home := filepath.Join(d.dir, user)
 	fi, err := os.Lstat(home)
 	if err != nil {
+		// A capped home's image outlives a lost mount point; it is the home.
+		img := homeimg.ImagePath(d.dir, user)
+		if _, ierr := os.Lstat(img); ierr == nil {
+			return homeRef{What: "home image", Name: img}, true, nil
+		}
 		return homeRef{}, false, nil
 	}
 	return homeRef{What: "directory", Name: home, NotHome: !fi.IsDir()}, true, nil

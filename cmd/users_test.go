@@ -278,3 +278,24 @@ func (e *adminEnv) assertUnchanged(db []*desired.Session, objs []string) {
 		e.t.Errorf("Docker calls that change state: %v", got)
 	}
 }
+
+// TestDirHomesFindsAnImageWithoutItsMountPoint: a capped home whose mount
+// point is gone (removed by hand, a failed earlier purge) is still found
+// through its image, so --purge-home deletes it.
+func TestDirHomesFindsAnImageWithoutItsMountPoint(t *testing.T) {
+	dir := t.TempDir()
+	if _, ok, _ := (dirHomes{dir: dir}).Find(context.Background(), "alice"); ok {
+		t.Fatal("found a home in an empty homes_dir")
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ".images"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, ".images", "alice.ext4")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := (dirHomes{dir: dir}).Find(context.Background(), "alice")
+	if err != nil || !ok || got != (homeRef{What: "home image", Name: img}) {
+		t.Fatalf("Find = %+v, %v, %v; want the image", got, ok, err)
+	}
+}

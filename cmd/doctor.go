@@ -94,7 +94,7 @@ func (c *DoctorCmd) Run(a *App) error {
 		env.Docker = dc
 	}
 	if env.ConfigErr == nil && env.Config.Runtime == config.RuntimeKubernetes {
-		if c, err := newKubeClient(env.Config.Kubernetes.Kubeconfig, env.Config.Kubernetes.Namespace); err != nil {
+		if c, err := newKubeClient(env.Config.Kubernetes.Kubeconfig, env.Config.Kubernetes.Namespace, nil); err != nil {
 			env.Kube.Err = err
 		} else {
 			env.Kube.API = c.API

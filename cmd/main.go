@@ -84,6 +84,8 @@ type App struct {
 	// dockerObserver, when set before the client is made, times every
 	// Docker request (the daemon's metrics).
 	dockerObserver dockerobs.RequestObserver
+	// kubeObserver does the same for the Kubernetes API (spawn's trace).
+	kubeObserver k8sobs.RequestObserver
 
 	// The audit log (see audit.go): the writer, why it could not be
 	// opened, who this process acts for, and the executors that record
@@ -171,9 +173,9 @@ type kubeRuntime struct {
 // newKubeClient connects to the cluster (tests replace it with a fake).
 var newKubeClient = k8sobs.NewClient
 
-func newKubeRuntime(cfg config.Config, now func() time.Time, docker func() (*client.Client, error)) (*kubeRuntime, error) {
+func newKubeRuntime(cfg config.Config, now func() time.Time, docker func() (*client.Client, error), observe k8sobs.RequestObserver) (*kubeRuntime, error) {
 	k := cfg.Kubernetes
-	c, err := newKubeClient(k.Kubeconfig, k.Namespace)
+	c, err := newKubeClient(k.Kubeconfig, k.Namespace, observe)
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +345,7 @@ func (a *App) Runtime() (Runtime, error) {
 			return nil, err
 		}
 		if cfg.Runtime == config.RuntimeKubernetes {
-			kr, err := newKubeRuntime(cfg, a.Clock.Now, a.Docker)
+			kr, err := newKubeRuntime(cfg, a.Clock.Now, a.Docker, a.kubeObserver)
 			if err != nil {
 				return nil, err
 			}

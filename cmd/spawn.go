@@ -20,8 +20,8 @@ import (
 	"github.com/podspawn/podspawn/desired/config"
 )
 
-// traceVerbosity is the -v count at which spawn logs every Docker request
-// with its duration.
+// traceVerbosity is the -v count at which spawn logs every Docker or
+// Kubernetes API request with its duration.
 const traceVerbosity = 4
 
 // spawnFailureCode is spawn's exit code when podspawn itself failed (as
@@ -58,6 +58,9 @@ func (c *SpawnCmd) Run(a *App) error {
 		// Where a connection's setup spends its time, request by request.
 		a.dockerObserver = func(op string, d time.Duration) {
 			log.V(traceVerbosity).Info("Docker request", "operation", op, "duration", d)
+		}
+		a.kubeObserver = func(op string, d time.Duration) {
+			log.V(traceVerbosity).Info("Kubernetes request", "operation", op, "duration", d)
 		}
 	}
 	// A connection is not served without its audit record (unless

@@ -94,7 +94,7 @@ func run(ctx context.Context, o options, args []string) error {
 // create makes the missing Pods, o.workers at a time. The client's rate
 // limit is raised for this setup only; the measurements use podspawn's.
 func create(ctx context.Context, o options) error {
-	c, err := k8sobs.NewClient(o.kubeconfig, o.namespace)
+	c, err := k8sobs.NewClient(o.kubeconfig, o.namespace, nil)
 	if err != nil {
 		return err
 	}

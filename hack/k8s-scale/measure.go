@@ -60,7 +60,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // connect is podspawn's client (k8sobs.NewClient: its rate limits and
 // serialization) with the meter on its connections and responses.
 func connect(o options) (*k8sobs.Client, *meter, error) {
-	c, err := k8sobs.NewClient(o.kubeconfig, o.namespace)
+	c, err := k8sobs.NewClient(o.kubeconfig, o.namespace, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -29,8 +29,8 @@ type Client struct {
 }
 
 // NewClient connects with kubeconfig, or the in-cluster configuration
-// when it is empty.
-func NewClient(kubeconfig, namespace string) (*Client, error) {
+// when it is empty. A non-nil observe times every request.
+func NewClient(kubeconfig, namespace string, observe RequestObserver) (*Client, error) {
 	var (
 		cfg *rest.Config
 		err error
@@ -46,6 +46,9 @@ func NewClient(kubeconfig, namespace string) (*Client, error) {
 	// client-go's default of 5 requests a second would throttle a pass
 	// that removes many sessions.
 	cfg.QPS, cfg.Burst = 50, 100
+	if observe != nil {
+		observeRequests(cfg, observe)
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

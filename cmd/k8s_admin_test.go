@@ -32,7 +32,9 @@ func kubeEnv(t *testing.T) (*adminEnv, *fake.Clientset) {
 	f.Close()
 	cs := fake.NewClientset()
 	old := newKubeClient
-	newKubeClient = func(_, ns string, _ k8sobs.RequestObserver) (*k8sobs.Client, error) { return &k8sobs.Client{API: cs, Namespace: ns}, nil }
+	newKubeClient = func(_, ns string, _ k8sobs.RequestObserver) (*k8sobs.Client, error) {
+		return &k8sobs.Client{API: cs, Namespace: ns}, nil
+	}
 	t.Cleanup(func() { newKubeClient = old })
 	return e, cs
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Time "ssh user@host true" through a real sshd, sudo and podspawn spawn
 # with runtime: kubernetes: a new session (a Pod created) and a re-attach,
-# 10 runs each, next to the floors measured in the same run: ssh to a plain
-# account, a bare Pod created until Running plus an exec of true, and a
-# bare exec of true through the API server. The benchmark starts the test
+# next to the floors measured in the same round: ssh to a plain account, a
+# bare Pod created until Running plus an exec of true, and a bare exec of
+# true through the API server; 10 rounds, and what podspawn adds over its
+# floors round by round. The benchmark starts the test
 # cluster (hack/k8s-up.sh) and tears it down if it was not up. Needs root,
 # Docker (for the busybox test image) and openssh-server.
 set -o errexit -o nounset -o pipefail

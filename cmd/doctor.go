@@ -97,7 +97,7 @@ func (c *DoctorCmd) Run(a *App) error {
 		if c, err := newKubeClient(env.Config.Kubernetes.Kubeconfig, env.Config.Kubernetes.Namespace, nil); err != nil {
 			env.Kube.Err = err
 		} else {
-			env.Kube.API = c.API
+			env.Kube.API, env.Kube.RegistryAuth = c.API, registryAuth
 			if c.Config != nil {
 				env.Kube.Host = c.Config.Host
 			}

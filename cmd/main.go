@@ -173,6 +173,9 @@ type kubeRuntime struct {
 // newKubeClient connects to the cluster (tests replace it with a fake).
 var newKubeClient = k8sobs.NewClient
 
+// registryAuth reads kubernetes.image_registry_auth for a push or doctor.
+var registryAuth = dockeract.RegistryAuth
+
 func newKubeRuntime(cfg config.Config, now func() time.Time, docker func() (*client.Client, error), observe k8sobs.RequestObserver) (*kubeRuntime, error) {
 	k := cfg.Kubernetes
 	c, err := newKubeClient(k.Kubeconfig, k.Namespace, observe)
@@ -195,7 +198,14 @@ func newKubeRuntime(cfg config.Config, now func() time.Time, docker func() (*cli
 			if err != nil {
 				return err
 			}
-			return dockeract.PushImage(ctx, dc, local, remote)
+			auth := ""
+			if k.ImageRegistryAuth != "" {
+				// Read at each push, so a new login needs no restart.
+				if auth, err = registryAuth(k.ImageRegistryAuth, k.ImageRegistry); err != nil {
+					return err
+				}
+			}
+			return dockeract.PushImage(ctx, dc, local, remote, auth)
 		}}
 	// Validated at config load.
 	size, _ := resource.ParseQuantity(k.VolumeSize)

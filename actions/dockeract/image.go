@@ -100,15 +100,18 @@ type PushAPI interface {
 }
 
 // PushImage pushes the local image local as remote (a reference in a
-// registry): tagged, pushed, and the remote tag dropped again so only the
-// local name stays on the host.
-func PushImage(ctx context.Context, api PushAPI, local, remote string) error {
+// registry) with auth (RegistryAuth's header value; empty for none):
+// tagged, pushed, and the remote tag dropped again so only the local name
+// stays on the host.
+func PushImage(ctx context.Context, api PushAPI, local, remote, auth string) error {
 	if err := api.ImageTag(ctx, local, remote); err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", local, remote, err)
 	}
 	defer api.ImageRemove(context.WithoutCancel(ctx), remote, image.RemoveOptions{}) //nolint:errcheck // only an extra tag
-	// No credentials: an empty auth object (the daemon wants the header).
-	rc, err := api.ImagePush(ctx, remote, image.PushOptions{RegistryAuth: "e30="})
+	if auth == "" {
+		auth = "e30=" // no credentials: an empty auth object (the daemon wants the header)
+	}
+	rc, err := api.ImagePush(ctx, remote, image.PushOptions{RegistryAuth: auth})
 	if err != nil {
 		return fmt.Errorf("pushing %s: %w", remote, err)
 	}

@@ -75,6 +75,10 @@ type Kubernetes struct {
 	VolumeSize string `yaml:"volume_size"`
 	// ImageRegistry is where project images are pushed for the cluster to pull.
 	ImageRegistry string `yaml:"image_registry"`
+	// ImageRegistryAuth is a Docker client config.json (as `docker --config
+	// DIR login` writes it) whose credentials for the registry's host the
+	// push sends; empty: the push sends none.
+	ImageRegistryAuth string `yaml:"image_registry_auth"`
 	// ImagePullSecrets name existing Secrets of the namespace that session
 	// Pods pull their images with (the kubelet reads them, not podspawn).
 	ImagePullSecrets []string `yaml:"image_pull_secrets"`
@@ -659,6 +663,9 @@ func (c *Config) validateRuntime() error {
 	}
 	if strings.Contains(k.ImageRegistry, "://") || strings.ContainsAny(k.ImageRegistry, " \t") || strings.HasSuffix(k.ImageRegistry, "/") {
 		return fmt.Errorf("invalid kubernetes.image_registry %q: must be host[:port][/path] without a scheme or trailing slash (e.g. registry.example.com:5000/podspawn)", k.ImageRegistry)
+	}
+	if k.ImageRegistryAuth != "" && (!filepath.IsAbs(k.ImageRegistryAuth) || k.ImageRegistry == "") {
+		return fmt.Errorf("invalid kubernetes.image_registry_auth %q: must be the absolute path of a Docker config.json, with kubernetes.image_registry set", k.ImageRegistryAuth)
 	}
 	if q, err := resource.ParseQuantity(k.VolumeSize); err != nil || q.Sign() <= 0 {
 		return fmt.Errorf("invalid kubernetes.volume_size %q: must be a positive Kubernetes quantity such as 1Gi or 500Mi", k.VolumeSize)

@@ -220,12 +220,12 @@ func TestMetricsAddr(t *testing.T) {
 }
 
 func TestRuntimeKeys(t *testing.T) {
-	cfg, err := Parse([]byte("runtime: kubernetes\nkubernetes:\n  kubeconfig: /etc/podspawn/kubeconfig\n  node_selector: {pool: sessions}\n  runtime_class: gvisor\n  image_registry: 127.0.0.1:15000/podspawn\n  image_pull_secrets: [regcred, ghcr.io-token]\n"))
+	cfg, err := Parse([]byte("runtime: kubernetes\nkubernetes:\n  kubeconfig: /etc/podspawn/kubeconfig\n  node_selector: {pool: sessions}\n  runtime_class: gvisor\n  image_registry: 127.0.0.1:15000/podspawn\n  image_registry_auth: /etc/podspawn/registry/config.json\n  image_pull_secrets: [regcred, ghcr.io-token]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Runtime != RuntimeKubernetes || cfg.Kubernetes.Namespace != "podspawn" || cfg.Kubernetes.NodeSelector["pool"] != "sessions" || cfg.Kubernetes.RuntimeClass != "gvisor" ||
-		len(cfg.Kubernetes.ImagePullSecrets) != 2 || cfg.Kubernetes.ImagePullSecrets[1] != "ghcr.io-token" {
+		len(cfg.Kubernetes.ImagePullSecrets) != 2 || cfg.Kubernetes.ImagePullSecrets[1] != "ghcr.io-token" || cfg.Kubernetes.ImageRegistryAuth != "/etc/podspawn/registry/config.json" {
 		t.Fatalf("unexpected kubernetes section: %q %+v", cfg.Runtime, cfg.Kubernetes)
 	}
 	// Persistent homes are a claim per user there.
@@ -236,20 +236,22 @@ func TestRuntimeKeys(t *testing.T) {
 		t.Fatalf("default runtime %q, want docker", d.Runtime)
 	}
 	bad := map[string]struct{ yaml, want string }{
-		"unknown runtime":     {"runtime: podman\n", `invalid runtime "podman"`},
-		"unknown key":         {"runtime: kubernetes\nkubernetes:\n  namspace: x\n", `field namspace not found`},
-		"bad namespace":       {"runtime: kubernetes\nkubernetes:\n  namespace: Pod_Spawn\n", `invalid kubernetes.namespace "Pod_Spawn"`},
-		"relative kubeconfig": {"runtime: kubernetes\nkubernetes:\n  kubeconfig: kube.yaml\n", `invalid kubernetes.kubeconfig "kube.yaml"`},
-		"bad selector key":    {"runtime: kubernetes\nkubernetes:\n  node_selector: {\"a b\": x}\n", `invalid kubernetes.node_selector key "a b"`},
-		"bad selector value":  {"runtime: kubernetes\nkubernetes:\n  node_selector: {pool: \"-x\"}\n", `invalid kubernetes.node_selector value "-x"`},
-		"bad runtime class":   {"runtime: kubernetes\nkubernetes:\n  runtime_class: Run_Sc\n", `invalid kubernetes.runtime_class "Run_Sc"`},
-		"registry scheme":     {"runtime: kubernetes\nkubernetes:\n  image_registry: http://r:5000\n", `invalid kubernetes.image_registry "http://r:5000"`},
-		"bad pull secret":     {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [regcred, Reg_Cred]\n", `invalid kubernetes.image_pull_secrets entry "Reg_Cred"`},
-		"empty pull secret":   {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [\"\"]\n", `invalid kubernetes.image_pull_secrets entry ""`},
-		"bad volume size":     {"runtime: kubernetes\nkubernetes:\n  volume_size: lots\n", `invalid kubernetes.volume_size "lots"`},
-		"zero volume size":    {"runtime: kubernetes\nkubernetes:\n  volume_size: \"0\"\n", `invalid kubernetes.volume_size "0"`},
-		"oci runtime on k8s":  {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},
-		"agent on k8s":        {"runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\n", `invalid ssh.allow_agent_forwarding with runtime: kubernetes`},
+		"unknown runtime":                {"runtime: podman\n", `invalid runtime "podman"`},
+		"unknown key":                    {"runtime: kubernetes\nkubernetes:\n  namspace: x\n", `field namspace not found`},
+		"bad namespace":                  {"runtime: kubernetes\nkubernetes:\n  namespace: Pod_Spawn\n", `invalid kubernetes.namespace "Pod_Spawn"`},
+		"relative kubeconfig":            {"runtime: kubernetes\nkubernetes:\n  kubeconfig: kube.yaml\n", `invalid kubernetes.kubeconfig "kube.yaml"`},
+		"bad selector key":               {"runtime: kubernetes\nkubernetes:\n  node_selector: {\"a b\": x}\n", `invalid kubernetes.node_selector key "a b"`},
+		"bad selector value":             {"runtime: kubernetes\nkubernetes:\n  node_selector: {pool: \"-x\"}\n", `invalid kubernetes.node_selector value "-x"`},
+		"bad runtime class":              {"runtime: kubernetes\nkubernetes:\n  runtime_class: Run_Sc\n", `invalid kubernetes.runtime_class "Run_Sc"`},
+		"registry scheme":                {"runtime: kubernetes\nkubernetes:\n  image_registry: http://r:5000\n", `invalid kubernetes.image_registry "http://r:5000"`},
+		"bad pull secret":                {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [regcred, Reg_Cred]\n", `invalid kubernetes.image_pull_secrets entry "Reg_Cred"`},
+		"empty pull secret":              {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [\"\"]\n", `invalid kubernetes.image_pull_secrets entry ""`},
+		"relative registry auth":         {"runtime: kubernetes\nkubernetes:\n  image_registry: r:5000\n  image_registry_auth: docker/config.json\n", `invalid kubernetes.image_registry_auth "docker/config.json"`},
+		"registry auth without registry": {"runtime: kubernetes\nkubernetes:\n  image_registry_auth: /root/.docker/config.json\n", "with kubernetes.image_registry set"},
+		"bad volume size":                {"runtime: kubernetes\nkubernetes:\n  volume_size: lots\n", `invalid kubernetes.volume_size "lots"`},
+		"zero volume size":               {"runtime: kubernetes\nkubernetes:\n  volume_size: \"0\"\n", `invalid kubernetes.volume_size "0"`},
+		"oci runtime on k8s":             {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},
+		"agent on k8s":                   {"runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\n", `invalid ssh.allow_agent_forwarding with runtime: kubernetes`},
 	}
 	for name, c := range bad {
 		if _, err := Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -28,6 +28,9 @@ type Kube struct {
 	Host string
 	// HTTP reaches kubernetes.image_registry (nil: a default client).
 	HTTP *http.Client
+	// RegistryAuth reads the push credentials of kubernetes.image_registry_auth
+	// for the registry (nil: not checked).
+	RegistryAuth func(file, registry string) (string, error)
 }
 
 // Permission is one right podspawn uses in its namespace, as the Role of
@@ -247,10 +250,28 @@ func checkImageRegistry(ctx context.Context, e *Env) Result {
 	resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusUnauthorized:
-		return Result{Status: Pass, Detail: fmt.Sprintf("GET %s: %s", url, resp.Status)}
+		return registryCredentials(e, fmt.Sprintf("GET %s: %s", url, resp.Status), resp.StatusCode == http.StatusUnauthorized)
 	}
 	return Result{Status: Fail, Detail: fmt.Sprintf("GET %s: %s, not a registry's answer", url, resp.Status),
 		Fix: "point kubernetes.image_registry at a container registry (Docker Registry HTTP API v2)"}
+}
+
+// registryCredentials judges kubernetes.image_registry_auth once the
+// registry answered: unreadable credentials fail, a registry that asks for
+// credentials with none configured warns (the push will be refused).
+func registryCredentials(e *Env, answered string, wantsAuth bool) Result {
+	k := e.Config.Kubernetes
+	switch {
+	case k.ImageRegistryAuth != "" && e.Kube.RegistryAuth != nil:
+		if _, err := e.Kube.RegistryAuth(k.ImageRegistryAuth, k.ImageRegistry); err != nil {
+			return Result{Status: Fail, Detail: fmt.Sprintf("%s; %v", answered, err), Fix: "fix the file kubernetes.image_registry_auth names"}
+		}
+		return Result{Status: Pass, Detail: fmt.Sprintf("%s; push credentials from %s", answered, k.ImageRegistryAuth)}
+	case k.ImageRegistryAuth == "" && wantsAuth:
+		return Result{Status: Warn, Detail: answered + ": the registry asks for credentials and podspawn sends none, so pushing project images may be refused",
+			Fix: "log in with docker --config DIR login and set kubernetes.image_registry_auth to DIR/config.json"}
+	}
+	return Result{Status: Pass, Detail: answered}
 }
 
 // checkNetworkPolicyPlugin looks for a network plugin known to enforce

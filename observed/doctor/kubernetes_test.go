@@ -120,6 +120,38 @@ func TestKubernetesChecksFail(t *testing.T) {
 	}
 }
 
+func TestImageRegistryCredentials(t *testing.T) {
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "login first", http.StatusUnauthorized)
+	}))
+	defer reg.Close()
+	ctx := context.Background()
+	e, _ := kubeEnv(t, strings.TrimPrefix(reg.URL, "http://"))
+	answered := "GET " + reg.URL + "/v2/: 401 Unauthorized"
+	if r := checkImageRegistry(ctx, e); r.Status != Warn || !strings.HasPrefix(r.Detail, answered+": the registry asks for credentials") {
+		t.Fatalf("no credentials configured: %+v", r)
+	}
+	e.Config.Kubernetes.ImageRegistryAuth = "/etc/podspawn/registry/config.json"
+	var asked []string
+	e.Kube.RegistryAuth = func(file, registry string) (string, error) {
+		asked = append(asked, file+" "+registry)
+		if len(asked) > 1 {
+			return "", errors.New("registry credentials file " + file + " has no credentials for " + registry)
+		}
+		return "e30=", nil
+	}
+	if r := checkImageRegistry(ctx, e); r.Status != Pass || r.Detail != answered+"; push credentials from /etc/podspawn/registry/config.json" {
+		t.Fatalf("credentials configured: %+v", r)
+	}
+	if r := checkImageRegistry(ctx, e); r.Status != Fail || !strings.Contains(r.Detail, "has no credentials for") {
+		t.Fatalf("unusable credentials: %+v", r)
+	}
+	want := e.Config.Kubernetes.ImageRegistryAuth + " " + e.Config.Kubernetes.ImageRegistry
+	if diff := cmp.Diff([]string{want, want}, asked); diff != "" {
+		t.Fatalf("credentials read (-want +got):\n%s", diff)
+	}
+}
+
 // Permissions is the Role of hack/k8s/podspawn-rbac.yaml, right by right.
 func TestPermissionsMatchTheRBACManifest(t *testing.T) {
 	_, file, _, _ := runtime.Caller(0)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	osuser "os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -122,6 +123,9 @@ func (c *SpawnCmd) serve(ctx context.Context, a *App, cfg config.Config, key des
 		Audit: spawn.Auditing{Log: a.audit, Required: cfg.Log.AuditRequired}}
 	if cfg.SSH.AllowAgentForwarding {
 		server.Agent = &spawn.Agent{Exec: execer, Dialer: newAgentDialer, Log: log}
+		if cfg.Runtime == config.RuntimeKubernetes {
+			server.Agent.Pod = &spawn.PodRelay{Path: agentRelayPath(cfg)}
+		}
 	}
 	return server.Serve(ctx, spawn.Connection{
 		Key:             key,
@@ -131,6 +135,22 @@ func (c *SpawnCmd) serve(ctx context.Context, a *App, cfg config.Config, key des
 		Client:          client,
 		Stdio:           spawn.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 	})
+}
+
+// agentRelayName is the agent relay program's name next to podspawn's.
+const agentRelayName = "podspawn-agentrelay"
+
+// agentRelayPath is kubernetes.agent_relay, else the relay next to this
+// binary (where the install puts it).
+func agentRelayPath(cfg config.Config) string {
+	if cfg.Kubernetes.AgentRelay != "" {
+		return cfg.Kubernetes.AgentRelay
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return agentRelayName
+	}
+	return filepath.Join(filepath.Dir(exe), agentRelayName)
 }
 
 // spawnLogger sends spawn's logs to log.file, else to syslog (where sshd

@@ -228,6 +228,11 @@ func TestRuntimeKeys(t *testing.T) {
 		len(cfg.Kubernetes.ImagePullSecrets) != 2 || cfg.Kubernetes.ImagePullSecrets[1] != "ghcr.io-token" {
 		t.Fatalf("unexpected kubernetes section: %q %+v", cfg.Runtime, cfg.Kubernetes)
 	}
+	// Agent forwarding relays through a program in the Pod.
+	if cfg, err := Parse([]byte("runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\nkubernetes:\n  agent_relay: /opt/podspawn/relay\n")); err != nil ||
+		!cfg.SSH.AllowAgentForwarding || cfg.Kubernetes.AgentRelay != "/opt/podspawn/relay" {
+		t.Fatalf("agent forwarding on kubernetes: %v", err)
+	}
 	// Persistent homes are a claim per user there.
 	if cfg, err := Parse([]byte("runtime: kubernetes\nsession:\n  mode: persistent\nstate:\n  home_size: 2g\n")); err != nil || cfg.Session.Mode != "persistent" {
 		t.Fatalf("persistent mode on kubernetes: %v", err)
@@ -236,20 +241,20 @@ func TestRuntimeKeys(t *testing.T) {
 		t.Fatalf("default runtime %q, want docker", d.Runtime)
 	}
 	bad := map[string]struct{ yaml, want string }{
-		"unknown runtime":     {"runtime: podman\n", `invalid runtime "podman"`},
-		"unknown key":         {"runtime: kubernetes\nkubernetes:\n  namspace: x\n", `field namspace not found`},
-		"bad namespace":       {"runtime: kubernetes\nkubernetes:\n  namespace: Pod_Spawn\n", `invalid kubernetes.namespace "Pod_Spawn"`},
-		"relative kubeconfig": {"runtime: kubernetes\nkubernetes:\n  kubeconfig: kube.yaml\n", `invalid kubernetes.kubeconfig "kube.yaml"`},
-		"bad selector key":    {"runtime: kubernetes\nkubernetes:\n  node_selector: {\"a b\": x}\n", `invalid kubernetes.node_selector key "a b"`},
-		"bad selector value":  {"runtime: kubernetes\nkubernetes:\n  node_selector: {pool: \"-x\"}\n", `invalid kubernetes.node_selector value "-x"`},
-		"bad runtime class":   {"runtime: kubernetes\nkubernetes:\n  runtime_class: Run_Sc\n", `invalid kubernetes.runtime_class "Run_Sc"`},
-		"registry scheme":     {"runtime: kubernetes\nkubernetes:\n  image_registry: http://r:5000\n", `invalid kubernetes.image_registry "http://r:5000"`},
-		"bad pull secret":     {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [regcred, Reg_Cred]\n", `invalid kubernetes.image_pull_secrets entry "Reg_Cred"`},
-		"empty pull secret":   {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [\"\"]\n", `invalid kubernetes.image_pull_secrets entry ""`},
-		"bad volume size":     {"runtime: kubernetes\nkubernetes:\n  volume_size: lots\n", `invalid kubernetes.volume_size "lots"`},
-		"zero volume size":    {"runtime: kubernetes\nkubernetes:\n  volume_size: \"0\"\n", `invalid kubernetes.volume_size "0"`},
-		"oci runtime on k8s":  {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},
-		"agent on k8s":        {"runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\n", `invalid ssh.allow_agent_forwarding with runtime: kubernetes`},
+		"unknown runtime":      {"runtime: podman\n", `invalid runtime "podman"`},
+		"unknown key":          {"runtime: kubernetes\nkubernetes:\n  namspace: x\n", `field namspace not found`},
+		"bad namespace":        {"runtime: kubernetes\nkubernetes:\n  namespace: Pod_Spawn\n", `invalid kubernetes.namespace "Pod_Spawn"`},
+		"relative kubeconfig":  {"runtime: kubernetes\nkubernetes:\n  kubeconfig: kube.yaml\n", `invalid kubernetes.kubeconfig "kube.yaml"`},
+		"bad selector key":     {"runtime: kubernetes\nkubernetes:\n  node_selector: {\"a b\": x}\n", `invalid kubernetes.node_selector key "a b"`},
+		"bad selector value":   {"runtime: kubernetes\nkubernetes:\n  node_selector: {pool: \"-x\"}\n", `invalid kubernetes.node_selector value "-x"`},
+		"bad runtime class":    {"runtime: kubernetes\nkubernetes:\n  runtime_class: Run_Sc\n", `invalid kubernetes.runtime_class "Run_Sc"`},
+		"registry scheme":      {"runtime: kubernetes\nkubernetes:\n  image_registry: http://r:5000\n", `invalid kubernetes.image_registry "http://r:5000"`},
+		"bad pull secret":      {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [regcred, Reg_Cred]\n", `invalid kubernetes.image_pull_secrets entry "Reg_Cred"`},
+		"empty pull secret":    {"runtime: kubernetes\nkubernetes:\n  image_pull_secrets: [\"\"]\n", `invalid kubernetes.image_pull_secrets entry ""`},
+		"bad volume size":      {"runtime: kubernetes\nkubernetes:\n  volume_size: lots\n", `invalid kubernetes.volume_size "lots"`},
+		"zero volume size":     {"runtime: kubernetes\nkubernetes:\n  volume_size: \"0\"\n", `invalid kubernetes.volume_size "0"`},
+		"oci runtime on k8s":   {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},
+		"relative agent relay": {"runtime: kubernetes\nkubernetes:\n  agent_relay: bin/relay\n", `invalid kubernetes.agent_relay "bin/relay"`},
 	}
 	for name, c := range bad {
 		if _, err := Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,8 +37,8 @@ func buildAgentProbe(t *testing.T) []byte {
 // the client's agent in the session Pod: the relay copied into the Pod
 // listens on a socket of the connection's own (0600 in a 0700 directory
 // of the user), and the agent lists and signs through it; two connections
-// get a socket each; once they end, nothing of them is left in the Pod.
-// A connection without -A gets no SSH_AUTH_SOCK.
+// get a socket each; once they end, or hang up, nothing of them is left
+// in the Pod. A connection without -A gets no SSH_AUTH_SOCK.
 func TestKubernetesAgentForwarding(t *testing.T) {
 	s, cs := k8sServer(t, serverOptions{Users: []string{"skg"}, SSH: "  allow_agent_forwarding: true\n"})
 	u := s.user("skg")
@@ -113,7 +114,72 @@ func TestKubernetesAgentForwarding(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("ssh -A: %v\n%s", err, errb.String())
 	}
-	if left := inPod("ls -A " + desired.AgentMountTarget + "; ps -o args | grep '[a]gentrelay' || true"); left != "" {
+	leftovers := "ls -A " + desired.AgentMountTarget + "; ps -o args | grep '[a]gentrelay' || true"
+	if left := inPod(leftovers); left != "" {
 		t.Fatalf("left in the pod after both connections ended:\n%s", left)
 	}
+
+	// A connection that hangs up: its relay goes with its process.
+	hung := s.ssh(u, []string{"-A"}, "sleep 302")
+	hung.Env = append(os.Environ(), "SSH_AUTH_SOCK="+agentSock)
+	if err := hung.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Process.Kill()
+	harness.Eventually(t, time.Minute, "the relay and the command to run in the pod", func() bool {
+		ps := inPod("ps -o args")
+		return strings.Contains(ps, "sleep 302") && strings.Contains(ps, "agentrelay")
+	})
+	hung.Process.Kill()
+	hung.Wait()
+	harness.Eventually(t, 20*time.Second, "the hung-up connection's relay and socket to go", func() bool {
+		return inPod(leftovers+"; ps -o args | grep '[s]leep 302' || true") == ""
+	})
+}
+
+// BenchmarkKubernetesAgentForwarding measures what 'ssh -A' adds to a
+// re-attach with runtime: kubernetes: "ssh -A user@host true" against
+// "ssh user@host true", alternated run by run so that both see the same
+// load, after a first -A connection copied the relay into the Pod (also
+// reported). Run it with -run '^$' -bench BenchmarkKubernetesAgentForwarding -benchtime 1x.
+func BenchmarkKubernetesAgentForwarding(b *testing.B) {
+	const runs = 10
+	k8sCluster(b)
+	o := serverOptions{Users: []string{"skw"}, SSH: "  allow_agent_forwarding: true\n"}
+	o.Extra += "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace + "\n"
+	s := newServer(b, o)
+	u := s.user("skw")
+	agentSock := startAgent(b, s.Dir, u.KeyPath)
+	timeIt := func(what string, opts ...string) time.Duration {
+		cmd := s.ssh(u, opts, "true")
+		cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK="+agentSock)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		d := time.Since(start)
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", what, err, out)
+		}
+		return d
+	}
+	timeIt("new session")
+	first := timeIt("first ssh -A (copies the relay)", "-A")
+	var with, without []time.Duration
+	for i := 0; i < runs; i++ {
+		without = append(without, timeIt("ssh true"))
+		with = append(with, timeIt("ssh -A true", "-A"))
+	}
+	s.Env.MustRun("stop", u.Name)
+	median := func(ds []time.Duration) time.Duration {
+		ds = slices.Clone(ds)
+		slices.Sort(ds)
+		return ds[len(ds)/2-1]/2 + ds[len(ds)/2]/2
+	}
+	report := func(label, unit string, ds []time.Duration) {
+		b.ReportMetric(ms(median(ds)), unit)
+		b.Logf("%-44s median %7.1f ms  min %7.1f ms  max %7.1f ms  (n=%d)", label, ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)), len(ds))
+	}
+	b.Logf("%-44s %7.1f ms", "ssh -A true, first (copies the relay)", ms(first))
+	report("ssh true, re-attach (kubernetes)", "reattach-ms", without)
+	report("ssh -A true, re-attach (kubernetes)", "reattach-agent-ms", with)
+	b.Logf("%-44s %+7.1f ms", "added by -A (difference of the medians)", ms(median(with)-median(without)))
 }

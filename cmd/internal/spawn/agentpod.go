@@ -82,8 +82,10 @@ func (a *Agent) startInPod(ctx context.Context, att *Attachment, c Connection) (
 	// at a hangup, a dead lease's kill) finds the relay too.
 	spec := actions.ExecSpec{Container: att.ContainerID, User: c.Key.User, Kind: "agent relay",
 		Env: []string{desired.LeaseMarker(att.LeaseID)}, Argv: []string{path.Join(desired.AgentRelayDir, name), dir}}
+	started := time.Now()
 	r, err := startRelayExec(ctx, a.Exec, spec)
-	if errors.Is(err, errRelayMissing) {
+	copied := errors.Is(err, errRelayMissing)
+	if copied {
 		if err = installRelay(ctx, a.Exec, att.ContainerID, name, prog); err == nil {
 			r, err = startRelayExec(ctx, a.Exec, spec)
 		}
@@ -92,17 +94,20 @@ func (a *Agent) startInPod(ctx context.Context, att *Attachment, c Connection) (
 		dialer.Close()
 		return "", nil, err
 	}
+	a.Log.V(1).Info("Agent relay started in the pod", "copied", copied, "duration", time.Since(started))
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
 		agentrelay.ServeHost(r.conn, dialer.Dial, func(err error) { a.Log.Info("Cannot reach the forwarded agent", "err", err.Error()) })
 	}()
 	stop := func() {
+		stopping := time.Now()
 		if err := r.stop(); err != nil {
 			a.Log.Error(err, "Stopping the agent relay in the pod failed")
 		}
 		<-served
 		dialer.Close()
+		a.Log.V(1).Info("Agent relay stopped", "duration", time.Since(stopping))
 	}
 	return path.Join(dir, agentrelay.SocketName), stop, nil
 }
@@ -119,9 +124,12 @@ type relayExec struct {
 	stderr syncBuffer
 }
 
-// startRelayExec starts spec and waits for the relay's Ready line.
+// startRelayExec starts spec and waits for the relay's Ready line. The
+// exec outlives a hangup of the connection: the connection's own exec
+// then sends SIGHUP to the lease's processes, the relay among them, and
+// stop ends it otherwise, so no second hangup exec is needed.
 func startRelayExec(ctx context.Context, ex actions.Execer, spec actions.ExecSpec) (*relayExec, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	r := &relayExec{stdin: inW, cancel: cancel, done: make(chan struct{})}

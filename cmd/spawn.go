@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	osuser "os/user"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -137,20 +136,13 @@ func (c *SpawnCmd) serve(ctx context.Context, a *App, cfg config.Config, key des
 	})
 }
 
-// agentRelayName is the agent relay program's name next to podspawn's.
-const agentRelayName = "podspawn-agentrelay"
-
-// agentRelayPath is kubernetes.agent_relay, else the relay next to this
-// binary (where the install puts it).
+// agentRelayPath is where this spawn finds the agent relay program.
 func agentRelayPath(cfg config.Config) string {
-	if cfg.Kubernetes.AgentRelay != "" {
-		return cfg.Kubernetes.AgentRelay
-	}
 	exe, err := os.Executable()
 	if err != nil {
-		return agentRelayName
+		exe = ""
 	}
-	return filepath.Join(filepath.Dir(exe), agentRelayName)
+	return cfg.Kubernetes.AgentRelayPath(exe)
 }
 
 // spawnLogger sends spawn's logs to log.file, else to syslog (where sshd

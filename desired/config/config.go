@@ -84,6 +84,18 @@ type Kubernetes struct {
 	AgentRelay string `yaml:"agent_relay"`
 }
 
+// AgentRelayName is the agent relay program's name next to podspawn's.
+const AgentRelayName = "podspawn-agentrelay"
+
+// AgentRelayPath is kubernetes.agent_relay, else AgentRelayName next to
+// the podspawn binary bin (where the install puts it).
+func (k Kubernetes) AgentRelayPath(bin string) string {
+	if k.AgentRelay != "" {
+		return k.AgentRelay
+	}
+	return filepath.Join(filepath.Dir(bin), AgentRelayName)
+}
+
 type Auth struct {
 	KeyDir string `yaml:"key_dir"`
 }

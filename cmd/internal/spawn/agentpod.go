@@ -141,7 +141,8 @@ func startRelayExec(ctx context.Context, ex actions.Execer, spec actions.ExecSpe
 	}()
 	timer := time.AfterFunc(relayStartTimeout, cancel)
 	out := bufio.NewReader(outR)
-	line, _ := out.ReadString('\n')
+	first, _ := out.ReadSlice('\n') // at most the reader's buffer
+	line := string(first)
 	timer.Stop()
 	if line == agentrelay.Ready {
 		r.conn = agentrelay.Stdio{Reader: out, Writer: inW, Closers: []io.Closer{inW, outR}}

@@ -3,6 +3,7 @@
 
 build:
 	go build -o bin/podspawn ./cmd
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/podspawn-agentrelay ./cmd/agentrelay
 
 test:
 	bash hack/test.sh

@@ -125,6 +125,9 @@ func (c *SpawnCmd) serve(ctx context.Context, a *App, cfg config.Config, key des
 		Audit: spawn.Auditing{Log: a.audit, Required: cfg.Log.AuditRequired}}
 	if cfg.SSH.AllowAgentForwarding {
 		server.Agent = &spawn.Agent{Exec: execer, Dialer: newAgentDialer, Log: log}
+		if cfg.Runtime == config.RuntimeKubernetes {
+			server.Agent.Pod = &spawn.PodRelay{Path: agentRelayPath(cfg)}
+		}
 	}
 	return server.Serve(ctx, spawn.Connection{
 		Key:             key,
@@ -134,6 +137,15 @@ func (c *SpawnCmd) serve(ctx context.Context, a *App, cfg config.Config, key des
 		Client:          client,
 		Stdio:           spawn.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 	})
+}
+
+// agentRelayPath is where this spawn finds the agent relay program.
+func agentRelayPath(cfg config.Config) string {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = ""
+	}
+	return cfg.Kubernetes.AgentRelayPath(exe)
 }
 
 // spawnLogger sends spawn's logs to log.file, else to syslog (where sshd

@@ -249,6 +249,12 @@ const (
 // its session container.
 const AgentMountTarget = "/run/podspawn/agent"
 
+// AgentRelayDir is where the Kubernetes runtime copies the agent relay
+// program (cmd/agentrelay) into a session Pod: a Pod on another node
+// cannot mount a host socket, so a relay in it carries the agent's
+// connections over an exec (see actions/agentrelay).
+const AgentRelayDir = "/run/podspawn/relay"
+
 // AgentMount returns the generation's agent mount, if it has one.
 func (s Spec) AgentMount() (Mount, bool) {
 	for _, m := range s.Mounts {

@@ -113,6 +113,8 @@ say "Building podspawn into ${BIN}"
 mkdir -p "${BIN_DIR}"
 chmod 0755 /usr/local/lib "${BIN_DIR}"
 (cd "${SCRIPT_ROOT}" && go build -o "${BIN}" ./cmd)
+# As the install does: the agent relay for runtime: kubernetes, next to podspawn.
+(cd "${SCRIPT_ROOT}" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "${BIN_DIR}/podspawn-agentrelay" ./cmd/agentrelay)
 
 for cmd in auth-keys spawn; do
   "${BIN}" "${cmd}" --help >/dev/null 2>&1 ||

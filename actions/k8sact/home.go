@@ -124,24 +124,25 @@ func (h Homes) Purge(ctx context.Context, user string) (bool, error) {
 	return true, nil
 }
 
-// homeMount splits the persistent home off a session container's spec:
-// on Kubernetes it is the user's claim, not a host directory.
-func homeMount(s *spec.Container) (*spec.Container, *desired.Mount) {
-	var home *desired.Mount
+// splitMount splits the mount that prep prepares off a session
+// container's spec: on Kubernetes it is a volume of the Pod (the user's
+// home claim, the agent's emptyDir), not a host directory.
+func splitMount(s *spec.Container, prep desired.MountPrep) (*spec.Container, *desired.Mount) {
+	var found *desired.Mount
 	rest := make([]desired.Mount, 0, len(s.Mounts))
 	for _, m := range s.Mounts {
-		if m.Prepare == desired.PrepareHome {
-			home = &m
+		if m.Prepare == prep {
+			found = &m
 			continue
 		}
 		rest = append(rest, m)
 	}
-	if home == nil {
+	if found == nil {
 		return s, nil
 	}
 	c := *s
 	c.Mounts = rest
-	return &c, home
+	return &c, found
 }
 
 // homeVolume is the Pod's volume and the session container's mount of

@@ -42,7 +42,8 @@ func (x *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 	if err != nil {
 		return "", err
 	}
-	_, home := homeMount(a.Container)
+	_, home := splitMount(a.Container, desired.PrepareHome)
+	_, agent := splitMount(a.Container, desired.PrepareAgentDir)
 	if home != nil {
 		if err := x.homes(a).Ensure(ctx, a.Key.User, x.Settings.HomeSize, x.Settings.StorageClass); err != nil {
 			return "", err
@@ -78,7 +79,7 @@ func (x *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 		return "", err
 	}
 	if a.Container.User != "" {
-		if err := x.setupUser(ctx, running, a.Container.User, a.Container.Shell, home != nil); err != nil {
+		if err := x.setupUser(ctx, running, a.Container.User, a.Container.Shell, home != nil, agent != nil); err != nil {
 			return "", err
 		}
 	}
@@ -186,7 +187,8 @@ func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*cor
 	}
 	var aliases []string
 	claim := func(volume string) string { return k8sobs.ClaimName(a.Key, volume) }
-	sc, home := homeMount(a.Container)
+	sc, home := splitMount(a.Container, desired.PrepareHome)
+	sc, agent := splitMount(sc, desired.PrepareAgentDir)
 	c, vols, err := container("session", x.Settings.Registry, sc, claim)
 	if err != nil {
 		return nil, err
@@ -194,6 +196,10 @@ func (x *Executor) podFor(a reconcile.Action, services []reconcile.Action) (*cor
 	if home != nil {
 		v, m := homeVolume(a, home.Target)
 		vols, c.VolumeMounts = append(vols, v), append(c.VolumeMounts, m)
+	}
+	if agent != nil {
+		v, m := agentVolumes()
+		vols, c.VolumeMounts = append(vols, v...), append(c.VolumeMounts, m...)
 	}
 	ps.Containers, ps.Volumes = append(ps.Containers, c), append(ps.Volumes, vols...)
 	for i, s := range services {
@@ -340,14 +346,17 @@ func podFailing(p *corev1.Pod) string {
 }
 
 // setupUser creates the session's account in the session container, as
-// Docker's executor does, and hands it a persistent home (one exec: it is
-// on the login's path).
-func (x *Executor) setupUser(ctx context.Context, p *corev1.Pod, user, shell string, home bool) error {
+// Docker's executor does, and hands it a persistent home and the agent's
+// directory (one exec: it is on the login's path).
+func (x *Executor) setupUser(ctx context.Context, p *corev1.Pod, user, shell string, home, agent bool) error {
 	var out strings.Builder
 	ref := k8sobs.ObjectID(p.Name, "session", string(p.UID))
 	script := actions.UserSetupScript
 	if home {
 		script += adoptHomeScript
+	}
+	if agent {
+		script += agentDirsScript
 	}
 	code, err := Execer{C: x.C, Log: x.Log}.Run(ctx, actions.ExecSpec{Container: ref, Kind: "user setup",
 		Argv: []string{"sh", "-c", script, "podspawn-setup", user, shell}}, &out)

@@ -82,6 +82,22 @@ type Kubernetes struct {
 	// ImagePullSecrets name existing Secrets of the namespace that session
 	// Pods pull their images with (the kubelet reads them, not podspawn).
 	ImagePullSecrets []string `yaml:"image_pull_secrets"`
+	// AgentRelay is the agent relay program (cmd/agentrelay) that spawn
+	// copies into session Pods for ssh.allow_agent_forwarding; empty:
+	// podspawn-agentrelay next to the podspawn binary.
+	AgentRelay string `yaml:"agent_relay"`
+}
+
+// AgentRelayName is the agent relay program's name next to podspawn's.
+const AgentRelayName = "podspawn-agentrelay"
+
+// AgentRelayPath is kubernetes.agent_relay, else AgentRelayName next to
+// the podspawn binary bin (where the install puts it).
+func (k Kubernetes) AgentRelayPath(bin string) string {
+	if k.AgentRelay != "" {
+		return k.AgentRelay
+	}
+	return filepath.Join(filepath.Dir(bin), AgentRelayName)
 }
 
 type Auth struct {
@@ -673,11 +689,8 @@ func (c *Config) validateRuntime() error {
 	if c.Security.Runtime != "" {
 		return fmt.Errorf("invalid security.runtime %q with runtime: kubernetes: it names Docker's OCI runtime; set kubernetes.runtime_class instead", c.Security.Runtime)
 	}
-	// The relay's socket is a host directory mounted into the session,
-	// which a Pod on another node cannot have. (Persistent homes are a
-	// claim per user there.)
-	if c.SSH.AllowAgentForwarding {
-		return errors.New("invalid ssh.allow_agent_forwarding with runtime: kubernetes: agent forwarding is not supported on Kubernetes yet; set it to false")
+	if k.AgentRelay != "" && !filepath.IsAbs(k.AgentRelay) {
+		return fmt.Errorf("invalid kubernetes.agent_relay %q: must be an absolute path, or empty for podspawn-agentrelay next to the podspawn binary", k.AgentRelay)
 	}
 	return nil
 }

@@ -228,6 +228,11 @@ func TestRuntimeKeys(t *testing.T) {
 		len(cfg.Kubernetes.ImagePullSecrets) != 2 || cfg.Kubernetes.ImagePullSecrets[1] != "ghcr.io-token" || cfg.Kubernetes.ImageRegistryAuth != "/etc/podspawn/registry/config.json" {
 		t.Fatalf("unexpected kubernetes section: %q %+v", cfg.Runtime, cfg.Kubernetes)
 	}
+	// Agent forwarding relays through a program in the Pod.
+	if cfg, err := Parse([]byte("runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\nkubernetes:\n  agent_relay: /opt/podspawn/relay\n")); err != nil ||
+		!cfg.SSH.AllowAgentForwarding || cfg.Kubernetes.AgentRelay != "/opt/podspawn/relay" {
+		t.Fatalf("agent forwarding on kubernetes: %v", err)
+	}
 	// Persistent homes are a claim per user there.
 	if cfg, err := Parse([]byte("runtime: kubernetes\nsession:\n  mode: persistent\nstate:\n  home_size: 2g\n")); err != nil || cfg.Session.Mode != "persistent" {
 		t.Fatalf("persistent mode on kubernetes: %v", err)
@@ -250,8 +255,8 @@ func TestRuntimeKeys(t *testing.T) {
 		"registry auth without registry": {"runtime: kubernetes\nkubernetes:\n  image_registry_auth: /root/.docker/config.json\n", "with kubernetes.image_registry set"},
 		"bad volume size":                {"runtime: kubernetes\nkubernetes:\n  volume_size: lots\n", `invalid kubernetes.volume_size "lots"`},
 		"zero volume size":               {"runtime: kubernetes\nkubernetes:\n  volume_size: \"0\"\n", `invalid kubernetes.volume_size "0"`},
+		"relative agent relay":           {"runtime: kubernetes\nkubernetes:\n  agent_relay: bin/relay\n", `invalid kubernetes.agent_relay "bin/relay"`},
 		"oci runtime on k8s":             {"runtime: kubernetes\nsecurity:\n  runtime: runsc\n", `invalid security.runtime "runsc" with runtime: kubernetes`},
-		"agent on k8s":                   {"runtime: kubernetes\nssh:\n  allow_agent_forwarding: true\n", `invalid ssh.allow_agent_forwarding with runtime: kubernetes`},
 	}
 	for name, c := range bad {
 		if _, err := Parse([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
 	"net/http"
 	"sort"
@@ -90,7 +91,30 @@ func kubeChecks() []check {
 		{name: "image registry", needsConfig: true, run: checkImageRegistry, hangFix: "the registry accepted the connection but did not answer"},
 		{name: "image pull secrets", needsConfig: true, run: checkKubePullSecrets, hangFix: hang},
 		{name: "network policy enforcement", needsConfig: true, run: checkNetworkPolicyPlugin, hangFix: hang},
+		{name: "agent relay", needsConfig: true, run: checkAgentRelay},
 	}
+}
+
+// checkAgentRelay reads the agent relay program that spawn copies into
+// session Pods for ssh -A: it must be there and static, since it runs in
+// session images of any libc (or none).
+func checkAgentRelay(_ context.Context, e *Env) Result {
+	if !e.Config.SSH.AllowAgentForwarding {
+		return Result{Status: Pass, Detail: "not needed: agent forwarding is off (ssh.allow_agent_forwarding)"}
+	}
+	path := e.Config.Kubernetes.AgentRelayPath(e.Binary)
+	fix := fmt.Sprintf("build it from podspawn's source with CGO_ENABLED=0 go build -o %s ./cmd/agentrelay, or set kubernetes.agent_relay in %s", path, e.ConfigPath)
+	f, err := elf.Open(path)
+	if err != nil {
+		return Result{Status: Fail, Detail: fmt.Sprintf("%s: %v; ssh -A connections get no agent", path, err), Fix: fix}
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return Result{Status: Fail, Detail: path + " is dynamically linked: session images need not have its libraries", Fix: fix}
+		}
+	}
+	return Result{Status: Pass, Detail: fmt.Sprintf("%s: static %s program (session Pods' nodes must run this architecture)", path, f.Machine)}
 }
 
 // kubeAPI is the client, or a failed result saying why there is none.

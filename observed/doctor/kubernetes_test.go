@@ -1,7 +1,10 @@
 package doctor
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -237,5 +240,53 @@ func TestKubernetesPullSecrets(t *testing.T) {
 	})
 	if r := checkKubePullSecrets(ctx, e); r.Status != Warn || r.Detail != "cannot check secret regcred: forbidden" {
 		t.Fatalf("forbidden: %+v", r)
+	}
+}
+
+// elfFile writes a minimal 64-bit little-endian ELF executable for
+// x86-64 with a program header per given type.
+func elfFile(t *testing.T, progs ...elf.ProgType) string {
+	t.Helper()
+	var b bytes.Buffer
+	hdr := elf.Header64{Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_X86_64), Version: uint32(elf.EV_CURRENT),
+		Phoff: 64, Ehsize: 64, Phentsize: 56, Phnum: uint16(len(progs)), Shentsize: 64}
+	copy(hdr.Ident[:], elf.ELFMAG)
+	hdr.Ident[elf.EI_CLASS], hdr.Ident[elf.EI_DATA], hdr.Ident[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)
+	binary.Write(&b, binary.LittleEndian, hdr)
+	for _, p := range progs {
+		binary.Write(&b, binary.LittleEndian, elf.Prog64{Type: uint32(p)})
+	}
+	path := filepath.Join(t.TempDir(), "podspawn-agentrelay")
+	if err := os.WriteFile(path, b.Bytes(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestAgentRelayCheck(t *testing.T) {
+	e, _ := kubeEnv(t, "")
+	e.Binary = "/usr/local/bin/podspawn"
+	if r := checkAgentRelay(context.Background(), e); r.Status != Pass || !strings.Contains(r.Detail, "agent forwarding is off") {
+		t.Fatalf("forwarding off: %+v", r)
+	}
+	e.Config.SSH.AllowAgentForwarding = true
+	static, dynamic := elfFile(t, elf.PT_LOAD), elfFile(t, elf.PT_INTERP, elf.PT_LOAD)
+	for name, c := range map[string]struct {
+		path   string
+		status Status
+		detail string
+	}{
+		"missing next to podspawn": {"", Fail, "/usr/local/bin/podspawn-agentrelay: open /usr/local/bin/podspawn-agentrelay: no such file or directory; ssh -A connections get no agent"},
+		"static":                   {static, Pass, static + ": static EM_X86_64 program (session Pods' nodes must run this architecture)"},
+		"dynamic":                  {dynamic, Fail, dynamic + " is dynamically linked: session images need not have its libraries"},
+	} {
+		e.Config.Kubernetes.AgentRelay = c.path
+		r := checkAgentRelay(context.Background(), e)
+		if r.Status != c.status || r.Detail != c.detail {
+			t.Errorf("%s: %+v, want %s %q", name, r, c.status, c.detail)
+		}
+		if r.Status == Fail && !strings.Contains(r.Fix, "CGO_ENABLED=0 go build -o ") {
+			t.Errorf("%s: fix %q", name, r.Fix)
+		}
 	}
 }

@@ -43,9 +43,9 @@ var (
 	imageErr  error
 )
 
-// Binary builds podspawn once per test process into a root-owned 0755
-// directory (sshd refuses an AuthorizedKeysCommand under /tmp) and returns
-// its path.
+// Binary builds podspawn, and the agent relay next to it, once per test
+// process into a root-owned 0755 directory (sshd refuses an
+// AuthorizedKeysCommand under /tmp) and returns podspawn's path.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -63,6 +63,14 @@ func Binary(t testing.TB) string {
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		// The agent relay that spawn copies into session Pods, next to
+		// podspawn as the install puts it; static, for any image.
+		cmd = exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, "podspawn-agentrelay"), "./cmd/agentrelay")
+		cmd.Dir, cmd.Env = RepoRoot(), append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/agentrelay: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

@@ -128,7 +128,7 @@ func agentHostDir(t *testing.T, s *server, u *testUser, sock string) string {
 }
 
 // startAgent runs an ssh-agent on a socket in dir holding key.
-func startAgent(t *testing.T, dir, key string) string {
+func startAgent(t testing.TB, dir, key string) string {
 	t.Helper()
 	sock := filepath.Join(dir, "agent.sock")
 	agent := exec.Command("ssh-agent", "-D", "-a", sock)

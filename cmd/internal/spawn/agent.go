@@ -32,7 +32,10 @@ type Agent struct {
 	// Dialer returns a dialer of sshd's agent socket sock for the host
 	// user (see cmd's agent-dial helper).
 	Dialer func(user, sock string) (AgentDialer, error)
-	Log    logr.Logger
+	// Pod, when set, relays through a program in the session container
+	// (Kubernetes) instead of a host socket mounted into it (Docker).
+	Pod *PodRelay
+	Log logr.Logger
 }
 
 // agentSocketName is the relay socket's name in the connection's directory.
@@ -40,7 +43,8 @@ const agentSocketName = "agent.sock"
 
 // Start gives the connection a relay socket in its session container, in
 // its own directory <agent mount>/<lease id>, owned by the container user
-// (directory 0700, socket 0600), and returns SSH_AUTH_SOCK's value there
+// (directory 0700, socket 0600): a host socket in the generation's mount,
+// or with Pod a relay in the container itself. It returns SSH_AUTH_SOCK's value there
 // and the function that stops the relay and removes the directory. It
 // returns "" when the connection forwards no agent or the generation was
 // created without forwarding.
@@ -51,6 +55,9 @@ func (a *Agent) Start(ctx context.Context, att *Attachment, c Connection) (strin
 	m, ok := att.Session.Spec.AgentMount()
 	if !ok {
 		return "", func() {}, nil
+	}
+	if a.Pod != nil {
+		return a.startInPod(ctx, att, c)
 	}
 	uid, gid, err := containerIDs(ctx, a.Exec, att.ContainerID, c.Key.User)
 	if err != nil {

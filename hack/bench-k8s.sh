@@ -4,7 +4,9 @@
 # next to the floors measured in the same round: ssh to a plain account, a
 # bare Pod created until Running plus an exec of true, and a bare exec of
 # true through the API server; 10 rounds, and what podspawn adds over its
-# floors round by round. The benchmark starts the test
+# floors round by round. A bare exec into the session Pod itself is
+# measured too: its security profile (seccomp RuntimeDefault, which runc
+# loads for each exec) makes every exec into it slower than into a bare Pod. The benchmark starts the test
 # cluster (hack/k8s-up.sh) and tears it down if it was not up. Needs root,
 # Docker (for the busybox test image) and openssh-server.
 set -o errexit -o nounset -o pipefail

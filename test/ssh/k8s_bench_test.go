@@ -56,13 +56,25 @@ func BenchmarkKubernetesSSHConnect(b *testing.B) {
 	// Each round measures one of each, so that a load that changes during
 	// the run (other processes on a shared host) weighs on the figures and
 	// their floors alike instead of on whichever block ran then.
-	var fresh, reattach, plain, barePod, bareExec []time.Duration
+	var fresh, reattach, plain, barePod, bareExec, sessionExec []time.Duration
 	for i := 0; i < runs; i++ {
 		if s.session(u, "") != nil {
 			s.Env.MustRun("stop", u.Name)
 		}
 		fresh = append(fresh, timeIt("new session", s.ssh(u, nil, "true")))
 		reattach = append(reattach, timeIt("re-attach", s.ssh(u, nil, "true")))
+		// The session Pod's security profile (seccomp RuntimeDefault above
+		// all: runc loads the filter for each exec) costs every exec into
+		// it, so a bare exec into that Pod is measured too.
+		pods := sessionPods(b, cs, s.Env.InstanceID())
+		if len(pods) != 1 {
+			b.Fatalf("%d session pods, want 1", len(pods))
+		}
+		start := time.Now()
+		if _, err := execOut(cs, cfg, pods[0].Name, pods[0].Spec.Containers[0].Name, "true"); err != nil {
+			b.Fatal(err)
+		}
+		sessionExec = append(sessionExec, time.Since(start))
 		plain = append(plain, timeIt("ssh without podspawn", s.ssh(s.Plain, nil, "true")))
 		d, e := barePodTrue(cs, cfg, fmt.Sprintf("bench-bare-%d-%d", os.Getpid(), i))
 		if e != nil {
@@ -82,6 +94,7 @@ func BenchmarkKubernetesSSHConnect(b *testing.B) {
 		return out
 	}
 	newOver, reattachOver := over(fresh, plain, barePod), over(reattach, plain, bareExec)
+	reattachOverSession := over(reattach, plain, sessionExec)
 	report := func(label, unit string, ds []time.Duration) {
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 		med := ds[len(ds)/2-1]/2 + ds[len(ds)/2]/2
@@ -93,8 +106,10 @@ func BenchmarkKubernetesSSHConnect(b *testing.B) {
 	report("ssh true, plain account (sshd floor)", "plain-ssh-ms", plain)
 	report("bare pod create..Running + exec true", "bare-pod-ms", barePod)
 	report("bare exec true through the API server", "bare-exec-ms", bareExec)
+	report("bare exec true into the session Pod", "session-exec-ms", sessionExec)
 	report("new session over its floors (per round)", "new-over-ms", newOver)
 	report("re-attach over its floors (per round)", "reattach-over-ms", reattachOver)
+	report("re-attach over plain ssh + exec into its Pod", "reattach-over-session-exec-ms", reattachOverSession)
 	fmt.Fprintln(os.Stderr)
 }
 

@@ -105,7 +105,7 @@ func k8sServer(t testing.TB, o serverOptions) (*server, kubernetes.Interface) {
 	return s, cs
 }
 
-func sessionPods(t *testing.T, cs kubernetes.Interface, instance string) []corev1.Pod {
+func sessionPods(t testing.TB, cs kubernetes.Interface, instance string) []corev1.Pod {
 	t.Helper()
 	l, err := cs.CoreV1().Pods(k8sNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: k8sobs.LabelInstance + "=" + instance})
 	if err != nil {

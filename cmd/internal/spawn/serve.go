@@ -111,6 +111,7 @@ func (sv *Server) Serve(ctx context.Context, c Connection) (int, error) {
 		Argv:      cmd.Argv,
 		TTY:       cmd.TTY,
 	}, c.Stdio)
+	log.V(1).Info("Connection process ended", "exitCode", code, "duration", time.Since(started))
 	stopAgent()
 	sv.auditDisconnect(c, att, cmd, code, err, started)
 	if derr := s.Detach(att); derr != nil {

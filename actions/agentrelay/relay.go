@@ -103,22 +103,31 @@ func ServePod(ln net.Listener, conn io.ReadWriteCloser, logs io.Writer) error {
 }
 
 // ServeHost is spawn's end: it accepts the container's streams on conn
-// and relays each to a new connection from dial, until conn ends; then it
-// closes every relayed connection and returns once they are done. A
-// failed dial ends only its stream, and is passed to failed.
+// and relays each to a new connection from dial (Serve) until conn ends.
 func ServeHost(conn io.ReadWriteCloser, dial func() (net.Conn, error), failed func(error)) error {
 	sess, err := yamux.Server(conn, config(io.Discard))
 	if err != nil {
 		return err
 	}
+	Serve(sess, dial, failed)
+	sess.Close()
+	return nil
+}
+
+// Serve relays each connection accepted on ln to a new connection from
+// dial until ln is closed or fails; then it closes every relayed
+// connection and returns once they are done. A failed dial ends only its
+// own connection, and is passed to failed. Docker's relay serves a host
+// socket with it, ServeHost the streams of a Pod's relay.
+func Serve(ln net.Listener, dial func() (net.Conn, error), failed func(error)) {
 	var r relays
 	for {
-		st, err := sess.AcceptStream()
+		c, err := ln.Accept()
 		if err != nil {
 			break
 		}
-		if !r.track(st) {
-			st.Close()
+		if !r.track(c) {
+			c.Close()
 			break
 		}
 		r.wg.Add(1)
@@ -127,15 +136,13 @@ func ServeHost(conn io.ReadWriteCloser, dial func() (net.Conn, error), failed fu
 			up, err := dial()
 			if err != nil {
 				failed(err)
-				r.untrack(st)
+				r.untrack(c)
 				return
 			}
-			r.pipe(st, up)
+			r.pipe(c, up)
 		}()
 	}
-	sess.Close()
 	r.stop()
-	return nil
 }
 
 // relays are the connections being relayed, closed together at the end.

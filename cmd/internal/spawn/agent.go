@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
 	"github.com/podspawn/podspawn/actions"
+	"github.com/podspawn/podspawn/actions/agentrelay"
 	"github.com/podspawn/podspawn/actions/hostdir"
 	"github.com/podspawn/podspawn/desired"
 )
@@ -107,10 +106,7 @@ type relay struct {
 	ln        *net.UnixListener
 	dialer    AgentDialer
 	log       logr.Logger
-	mu        sync.Mutex
-	conns     map[net.Conn]struct{}
-	closed    bool
-	wg        sync.WaitGroup
+	served    chan struct{} // closed when serve has returned
 }
 
 // listenRelay makes the connection's directory and socket while both are
@@ -121,7 +117,7 @@ func listenRelay(sessPath, name string, uid, gid int) (*relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent directory: %w", err)
 	}
-	r := &relay{sess: sess, name: name, conns: map[net.Conn]struct{}{}}
+	r := &relay{sess: sess, name: name, served: make(chan struct{})}
 	fail := func(err error) (*relay, error) {
 		r.cleanup()
 		return nil, fmt.Errorf("agent socket: %w", err)
@@ -156,83 +152,16 @@ func listenRelay(sessPath, name string, uid, gid int) (*relay, error) {
 }
 
 func (r *relay) serve() {
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return // closed
-		}
-		if !r.track(c) {
-			c.Close()
-			return
-		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer r.untrack(c)
-			r.pipe(c)
-		}()
-	}
-}
-
-// pipe relays one client of the socket to a new connection to the agent.
-func (r *relay) pipe(c net.Conn) {
-	up, err := r.dialer.Dial()
-	if err != nil {
-		r.log.Info("Cannot reach the forwarded agent", "err", err.Error())
-		return
-	}
-	if !r.track(up) {
-		up.Close()
-		return
-	}
-	defer r.untrack(up)
-	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go cp(up, c)
-	go cp(c, up)
-	<-done
-	<-done
-}
-
-func (r *relay) track(c net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return false
-	}
-	r.conns[c] = struct{}{}
-	return true
-}
-
-func (r *relay) untrack(c net.Conn) {
-	r.mu.Lock()
-	delete(r.conns, c)
-	r.mu.Unlock()
-	c.Close()
+	defer close(r.served)
+	agentrelay.Serve(r.ln, r.dialer.Dial, func(err error) { r.log.Info("Cannot reach the forwarded agent", "err", err.Error()) })
 }
 
 // close stops accepting, cuts the relayed connections, stops the dialer
 // and removes the connection's directory.
 func (r *relay) close() {
-	r.mu.Lock()
-	r.closed = true
-	for c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-	if r.ln != nil {
-		r.ln.Close()
-	}
-	r.wg.Wait()
-	if r.dialer != nil {
-		r.dialer.Close()
-	}
+	r.ln.Close()
+	<-r.served
+	r.dialer.Close()
 	if err := r.cleanup(); err != nil {
 		r.log.Error(err, "Removing the agent socket failed")
 	}

@@ -41,17 +41,7 @@ func TestAgentForwarding(t *testing.T) {
 	}
 
 	// A connection with -A that stays open while the socket is inspected.
-	cmd := s.ssh(a, []string{"-A"}, `echo "sock=$SSH_AUTH_SOCK"; ssh-add -l; echo "rc=$?"; ls -lnd "$(dirname "$SSH_AUTH_SOCK")" "$SSH_AUTH_SOCK"; id -u; cat`)
-	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK="+agentSock)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out, errb lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdin, out, errb := s.sshHeldOpen(a, agentSock, `echo "sock=$SSH_AUTH_SOCK"; ssh-add -l; echo "rc=$?"; ls -lnd "$(dirname "$SSH_AUTH_SOCK")" "$SSH_AUTH_SOCK"; id -u; cat`)
 	defer cmd.Process.Kill()
 	s.waitFor("the forwarded agent's listing", 60*time.Second, func() bool { return strings.Contains(out.String(), "rc=") })
 	s.waitFor("the socket listing", 20*time.Second, func() bool { return regexp.MustCompile(`(?m)^[0-9]+\n`).MatchString(out.String()) })
@@ -169,4 +159,23 @@ func copyBinary(t *testing.T, s *server, ctr, bin string) {
 	if err := s.Docker.CopyToContainer(context.Background(), ctr, "/", io.Reader(&buf), container.CopyToContainerOptions{}); err != nil {
 		t.Fatalf("copying %s into %s: %v", bin, ctr, err)
 	}
+}
+
+// sshHeldOpen starts "ssh -A" as u with the agent at agentSock, running
+// script, its stdin held open (the script ends in cat) so the connection
+// and its forwarded agent stay up until the caller closes stdin.
+func (s *server) sshHeldOpen(u *testUser, agentSock, script string) (*exec.Cmd, io.WriteCloser, *lockedBuffer, *lockedBuffer) {
+	s.t.Helper()
+	cmd := s.ssh(u, []string{"-A"}, script)
+	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK="+agentSock)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	out, errb := &lockedBuffer{}, &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, errb
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	return cmd, stdin, out, errb
 }

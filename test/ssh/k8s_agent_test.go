@@ -67,17 +67,7 @@ func TestKubernetesAgentForwarding(t *testing.T) {
 	}
 
 	// A connection with -A that stays open while the socket is inspected.
-	cmd := s.ssh(u, []string{"-A"}, `echo "sock=$SSH_AUTH_SOCK"; /tmp/agentprobe; echo "rc=$?"; ls -lnd "$(dirname "$SSH_AUTH_SOCK")" "$SSH_AUTH_SOCK"; id -u; cat`)
-	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK="+agentSock)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out, errb lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdin, out, errb := s.sshHeldOpen(u, agentSock, `echo "sock=$SSH_AUTH_SOCK"; /tmp/agentprobe; echo "rc=$?"; ls -lnd "$(dirname "$SSH_AUTH_SOCK")" "$SSH_AUTH_SOCK"; id -u; cat`)
 	defer cmd.Process.Kill()
 	s.waitFor("the socket listing", 60*time.Second, func() bool { return regexp.MustCompile(`(?m)^[0-9]+\n`).MatchString(out.String()) })
 	got := out.String()

@@ -11,6 +11,9 @@
 #   - podspawn's host access rules (the PODSPAWN-INPUT chain and INPUT's
 #     rules, IPv4 and IPv6) are as they were: podspawn installs them on
 #     every session creation, and test/harness puts them back;
+#   - the host's accounts, groups, sudoers drop-ins and sshd configuration
+#     are as they were (test/ssh and test/setup create accounts, groups and
+#     drop-ins and remove them; a userdel that failed once left an account);
 #   - the Kubernetes test cluster (hack/k8s-up.sh) is down unless it was up
 #     before: no state or run directory, no bridge podspawn-k8s0, no
 #     kubepods cgroups, and the KUBE-* iptables chains the kubelet adds
@@ -96,6 +99,15 @@ k8s_left() {
   if ip link show podspawn-k8s0 >/dev/null 2>&1; then echo "bridge podspawn-k8s0"; fi
 }
 
+# accounts prints, one per line, the host's account and group names, its
+# sudoers drop-ins and a checksum of each sshd configuration file.
+accounts() {
+  cut -d: -f1 /etc/passwd | sed 's/^/account /'
+  cut -d: -f1 /etc/group | sed 's/^/group /'
+  ls -A /etc/sudoers.d 2>/dev/null | sed 's/^/sudoers /'
+  find /etc/ssh/sshd_config /etc/ssh/sshd_config.d -type f -exec sha256sum {} + 2>/dev/null | awk '{ print "sshd", $2, $1 }'
+}
+
 if [[ "${1:-}" == "--record" ]]; then
   file="${2:?usage: verify-host-clean.sh --record FILE}"
   objects="$(labelled)"
@@ -107,6 +119,7 @@ if [[ "${1:-}" == "--record" ]]; then
     [[ -z "${rules}" ]] || echo "${rules}"
     [[ -z "${chains}" ]] || echo "${chains}"
     if [[ -n "$(k8s_left)" ]]; then echo "k8s up"; fi
+    accounts
   } >"${file}"
   exit 0
 fi
@@ -150,6 +163,16 @@ if [[ -n "${baseline}" ]]; then
 elif rules_now="$(firewall | grep PODSPAWN-INPUT)"; then
   fail "podspawn's host access rules are installed (with a baseline from --record, ones that were there before are fine):"
   sed 's/^/  /' <<<"${rules_now}" >&2
+fi
+
+# Accounts, groups, sudoers and sshd: exactly the recorded ones.
+if [[ -n "${baseline}" ]]; then
+  hostconf_before="$(grep -E '^(account|group|sudoers|sshd) ' "${baseline}" | LC_ALL=C sort || true)"
+  hostconf_now="$(accounts | LC_ALL=C sort)"
+  if [[ "${hostconf_now}" != "${hostconf_before}" ]]; then
+    fail "the host's accounts, groups, sudoers drop-ins or sshd configuration differ from before the tests (> added, < removed or changed):"
+    diff <(echo "${hostconf_before}") <(echo "${hostconf_now}") | grep '^[<>]' | sed 's/^/  /' >&2 || true
+  fi
 fi
 
 # test/harness.KeepHostFirewall's record of the rules, shared by the test

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -156,8 +157,7 @@ func newServer(t testing.TB, o serverOptions) *server {
 	}
 	t.Cleanup(func() {
 		os.Remove(s.Sudoers)
-		exec.Command("userdel", s.AuthUser).Run()
-		exec.Command("groupdel", s.AuthUser).Run()
+		removeAccount(t, s.AuthUser)
 		exec.Command("groupdel", s.Group).Run()
 	})
 	s.Env.MustRun("server-setup", "--sudoers-file", s.Sudoers, "--no-reload")
@@ -174,10 +174,7 @@ func newServer(t testing.TB, o serverOptions) *server {
 
 func (s *server) addUser(name string) *testUser {
 	t := s.t
-	t.Cleanup(func() {
-		exec.Command("userdel", name).Run()
-		exec.Command("groupdel", name).Run()
-	})
+	t.Cleanup(func() { removeAccount(t, name) })
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -204,10 +201,7 @@ func (s *server) addUser(name string) *testUser {
 // a host shell, no podspawn. Only the benchmark uses it.
 func (s *server) addPlainUser(name string) {
 	t := s.t
-	t.Cleanup(func() {
-		exec.Command("userdel", name).Run()
-		exec.Command("groupdel", name).Run()
-	})
+	t.Cleanup(func() { removeAccount(t, name) })
 	run(t, "useradd", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh", name)
 	run(t, "usermod", "-p", "*", name)
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -427,6 +421,37 @@ func sweepStale(t testing.TB) {
 			os.Remove(f)
 		}
 	}
+}
+
+// removeAccount deletes a test account and its group. userdel refuses
+// while a process of the account runs, and after a test kills an ssh
+// client its sshd child or spawn's agent-dial may still be on the way out:
+// they get a few seconds to end, then, being this test's, are killed.
+func removeAccount(t testing.TB, name string) {
+	t.Helper()
+	var failure string
+	busy := func() bool {
+		out, err := exec.Command("userdel", name).CombinedOutput()
+		failure = ""
+		var exit *exec.ExitError
+		switch {
+		case err == nil, errors.As(err, &exit) && exit.ExitCode() == 6: // 6: no such user
+			return false
+		case errors.As(err, &exit) && exit.ExitCode() == 8: // 8: in use
+			failure = string(out)
+			return true
+		}
+		failure = fmt.Sprintf("%v %s", err, out)
+		return false
+	}
+	if !waitUntil(5*time.Second, func() bool { return !busy() }) {
+		exec.Command("pkill", "-KILL", "-U", name).Run()
+		waitUntil(5*time.Second, func() bool { return !busy() })
+	}
+	if failure != "" {
+		t.Errorf("userdel %s left the account behind: %s", name, failure)
+	}
+	exec.Command("groupdel", name).Run() // userdel removes it unless USERGROUPS_ENAB is off
 }
 
 // waitUntil polls cond until it holds or the deadline passes.

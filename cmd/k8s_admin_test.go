@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi/fromclientset"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -33,7 +35,7 @@ func kubeEnv(t *testing.T) (*adminEnv, *fake.Clientset) {
 	cs := fake.NewClientset()
 	old := newKubeClient
 	newKubeClient = func(_, ns string, _ k8sobs.RequestObserver) (*k8sobs.Client, error) {
-		return &k8sobs.Client{API: cs, Namespace: ns}, nil
+		return &k8sobs.Client{API: fromclientset.API(cs), Namespace: ns}, nil
 	}
 	t.Cleanup(func() { newKubeClient = old })
 	return e, cs

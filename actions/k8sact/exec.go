@@ -13,7 +13,6 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 
@@ -74,13 +73,13 @@ func (e Execer) target(ref string) (pod, container string, err error) {
 
 // executor builds the exec request's streaming executor.
 func (e Execer) executor(pod, container string, argv []string, tty, stdin bool) (remotecommand.Executor, error) {
-	req := e.C.API.CoreV1().RESTClient().Post().Resource("pods").Namespace(e.C.Namespace).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: container, Command: argv, Stdin: stdin, Stdout: true, Stderr: !tty, TTY: tty}, scheme.ParameterCodec)
-	ws, err := remotecommand.NewWebSocketExecutor(e.C.Config, "GET", req.URL().String())
+	u := e.C.API.PodExecURL(e.C.Namespace, pod,
+		&corev1.PodExecOptions{Container: container, Command: argv, Stdin: stdin, Stdout: true, Stderr: !tty, TTY: tty})
+	ws, err := remotecommand.NewWebSocketExecutor(e.C.Config, "GET", u.String())
 	if err != nil {
 		return nil, fmt.Errorf("exec over websocket: %w", err)
 	}
-	spdy, err := remotecommand.NewSPDYExecutor(e.C.Config, "POST", req.URL())
+	spdy, err := remotecommand.NewSPDYExecutor(e.C.Config, "POST", u)
 	if err != nil {
 		return nil, fmt.Errorf("exec over spdy: %w", err)
 	}

@@ -148,7 +148,7 @@ func (x *Executor) createClaim(ctx context.Context, a reconcile.Action) (actions
 	if x.Settings.StorageClass != "" {
 		pvc.Spec.StorageClassName = &x.Settings.StorageClass
 	}
-	api := x.C.API.CoreV1().PersistentVolumeClaims(x.C.Namespace)
+	api := x.C.API.PersistentVolumeClaims(x.C.Namespace)
 	_, err = api.Create(ctx, pvc, metav1.CreateOptions{})
 	return adoptIfTaken(err, "persistentvolumeclaim", a, func() (metav1.Object, error) {
 		return object(api.Get(ctx, m.Name, metav1.GetOptions{}))
@@ -192,7 +192,7 @@ func (x *Executor) createPolicy(ctx context.Context, a reconcile.Action) (action
 		PodSelector: self, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &self}}}},
 	}}
-	api := x.C.API.NetworkingV1().NetworkPolicies(x.C.Namespace)
+	api := x.C.API.NetworkPolicies(x.C.Namespace)
 	_, err = api.Create(ctx, np, metav1.CreateOptions{})
 	return adoptIfTaken(err, "networkpolicy", a, func() (metav1.Object, error) {
 		return object(api.Get(ctx, m.Name, metav1.GetOptions{}))
@@ -217,19 +217,19 @@ func (x *Executor) remove(ctx context.Context, a reconcile.Action, kind string) 
 	var err error
 	switch kind {
 	case "pod":
-		err = x.C.API.CoreV1().Pods(x.C.Namespace).Delete(ctx, name, opts)
+		err = x.C.API.Pods(x.C.Namespace).Delete(ctx, name, opts)
 		if err == nil {
 			// Done only once it is gone, as Docker's removal is: the claims
 			// of the session go next, and its row last.
 			return awaitGone(ctx, podGetter{x.C}, name, u)
 		}
 	case "persistentvolumeclaim":
-		err = x.C.API.CoreV1().PersistentVolumeClaims(x.C.Namespace).Delete(ctx, name, opts)
+		err = x.C.API.PersistentVolumeClaims(x.C.Namespace).Delete(ctx, name, opts)
 		if err == nil {
 			return awaitGone(ctx, claimGetter{x.C}, name, u)
 		}
 	default:
-		err = x.C.API.NetworkingV1().NetworkPolicies(x.C.Namespace).Delete(ctx, name, opts)
+		err = x.C.API.NetworkPolicies(x.C.Namespace).Delete(ctx, name, opts)
 	}
 	// NotFound, or a Conflict on the UID: the object seen is gone.
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
@@ -254,17 +254,17 @@ type podGetter struct{ c *k8sobs.Client }
 
 func (g podGetter) kind() string { return "pod" }
 func (g podGetter) get(ctx context.Context, name string) (metav1.Object, error) {
-	return object(g.c.API.CoreV1().Pods(g.c.Namespace).Get(ctx, name, metav1.GetOptions{}))
+	return object(g.c.API.Pods(g.c.Namespace).Get(ctx, name, metav1.GetOptions{}))
 }
 func (g podGetter) watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return g.c.API.CoreV1().Pods(g.c.Namespace).Watch(ctx, opts)
+	return g.c.API.Pods(g.c.Namespace).Watch(ctx, opts)
 }
 
 type claimGetter struct{ c *k8sobs.Client }
 
 func (g claimGetter) kind() string { return "persistentvolumeclaim" }
 func (g claimGetter) get(ctx context.Context, name string) (metav1.Object, error) {
-	return object(g.c.API.CoreV1().PersistentVolumeClaims(g.c.Namespace).Get(ctx, name, metav1.GetOptions{}))
+	return object(g.c.API.PersistentVolumeClaims(g.c.Namespace).Get(ctx, name, metav1.GetOptions{}))
 }
 
 // object keeps a failed read's typed nil out of the interface.
@@ -275,7 +275,7 @@ func object[T metav1.Object](o T, err error) (metav1.Object, error) {
 	return o, nil
 }
 func (g claimGetter) watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return g.c.API.CoreV1().PersistentVolumeClaims(g.c.Namespace).Watch(ctx, opts)
+	return g.c.API.PersistentVolumeClaims(g.c.Namespace).Watch(ctx, opts)
 }
 
 // awaitGone waits until the object uid named name is deleted. A watch the

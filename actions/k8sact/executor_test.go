@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi/fromclientset"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -33,7 +35,7 @@ func action(kind reconcile.Kind, k desired.SessionKey, target, role, instance st
 func TestPolicyCreateIsIdempotentAndRefusesForeign(t *testing.T) {
 	k := desired.SessionKey{User: "al_ice"}
 	cs := fake.NewClientset()
-	x := &Executor{C: &k8sobs.Client{API: cs, Namespace: "podspawn"}, Now: time.Now}
+	x := &Executor{C: &k8sobs.Client{API: fromclientset.API(cs), Namespace: "podspawn"}, Now: time.Now}
 	a := action(reconcile.KindCreateNetwork, k, "podspawn-al_ice-net", observed.RoleSession, "i1")
 	for want := range []actions.Outcome{actions.Changed, actions.Unchanged} {
 		o, err := x.Execute(context.Background(), a)
@@ -58,7 +60,7 @@ func TestRemoveIsPinnedByUID(t *testing.T) {
 	k := desired.SessionKey{User: "bob"}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: k8sobs.ObjectName(k), Namespace: "podspawn", UID: "new"}}
 	cs := fake.NewClientset(pod)
-	x := &Executor{C: &k8sobs.Client{API: cs, Namespace: "podspawn"}, Now: time.Now}
+	x := &Executor{C: &k8sobs.Client{API: fromclientset.API(cs), Namespace: "podspawn"}, Now: time.Now}
 	a := action(reconcile.KindRemoveContainer, k, "podspawn-bob", observed.RoleSession, "i1")
 	a.TargetID = k8sobs.ObjectID(pod.Name, "session", "old")
 	// The fake client ignores preconditions, so only the parsing and the
@@ -125,7 +127,7 @@ func TestPodSpecSecurity(t *testing.T) {
 func TestClaimLifecycle(t *testing.T) {
 	k := desired.SessionKey{User: "cy", Project: "web"}
 	cs := fake.NewClientset()
-	x := &Executor{C: &k8sobs.Client{API: cs, Namespace: "podspawn"}, Now: time.Now,
+	x := &Executor{C: &k8sobs.Client{API: fromclientset.API(cs), Namespace: "podspawn"}, Now: time.Now,
 		Settings: Settings{StorageClass: "fast", VolumeSize: resource.MustParse("2Gi")}}
 	vol := "podspawn-cy-web-db-data"
 	a := action(reconcile.KindCreateVolume, k, vol, observed.RoleService, "i1")
@@ -177,7 +179,7 @@ func TestRemoveWaitsUntilThePodIsGone(t *testing.T) {
 		go func() { watchers <- w }()
 		return true, w, nil
 	})
-	x := &Executor{C: &k8sobs.Client{API: cs, Namespace: "podspawn"}, Now: time.Now}
+	x := &Executor{C: &k8sobs.Client{API: fromclientset.API(cs), Namespace: "podspawn"}, Now: time.Now}
 	a := action(reconcile.KindRemoveContainer, k, "podspawn-carol", observed.RoleSession, "i1")
 	a.TargetID = k8sobs.ObjectID(pod.Name, "session", "u1")
 	type result struct {

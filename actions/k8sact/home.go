@@ -51,7 +51,7 @@ func (h Homes) owns(c *corev1.PersistentVolumeClaim, user string) bool {
 // that is not this instance's home of user is an error, never adopted.
 func (h Homes) Get(ctx context.Context, user string) (*Home, error) {
 	name := k8sobs.HomeClaimName(user)
-	c, err := h.C.API.CoreV1().PersistentVolumeClaims(h.C.Namespace).Get(ctx, name, metav1.GetOptions{})
+	c, err := h.C.API.PersistentVolumeClaims(h.C.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -91,7 +91,7 @@ func (h Homes) Ensure(ctx context.Context, user string, size resource.Quantity, 
 	if storageClass != "" {
 		c.Spec.StorageClassName = &storageClass
 	}
-	_, err = h.C.API.CoreV1().PersistentVolumeClaims(h.C.Namespace).Create(ctx, c, metav1.CreateOptions{})
+	_, err = h.C.API.PersistentVolumeClaims(h.C.Namespace).Create(ctx, c, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		// Made by a login of the same user just now: check it is ours.
 		_, err = h.Get(ctx, user)
@@ -110,7 +110,7 @@ func (h Homes) Purge(ctx context.Context, user string) (bool, error) {
 	if err != nil || home == nil {
 		return false, err
 	}
-	err = h.C.API.CoreV1().PersistentVolumeClaims(h.C.Namespace).Delete(ctx, home.Name,
+	err = h.C.API.PersistentVolumeClaims(h.C.Namespace).Delete(ctx, home.Name,
 		metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &home.UID}})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return true, nil

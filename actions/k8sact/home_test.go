@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi/fromclientset"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -28,7 +30,7 @@ import (
 func TestHomeClaim(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewClientset()
-	c := &k8sobs.Client{API: cs, Namespace: "podspawn"}
+	c := &k8sobs.Client{API: fromclientset.API(cs), Namespace: "podspawn"}
 	h := Homes{C: c, Instance: "i1"}
 	size := resource.MustParse("2Gi")
 	for range 2 {

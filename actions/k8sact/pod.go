@@ -53,7 +53,7 @@ func (x *Executor) createContainer(ctx context.Context, a reconcile.Action) (act
 	if err != nil {
 		return "", err
 	}
-	pods := x.C.API.CoreV1().Pods(x.C.Namespace)
+	pods := x.C.API.Pods(x.C.Namespace)
 	res := actions.Changed
 	created, err := pods.Create(ctx, pod, metav1.CreateOptions{})
 	switch {
@@ -121,7 +121,7 @@ func (x *Executor) awaitService(ctx context.Context, a reconcile.Action) (action
 	name := k8sobs.ObjectName(a.Key)
 	deadline := time.Now().Add(serviceWait)
 	for {
-		p, err := x.C.API.CoreV1().Pods(x.C.Namespace).Get(ctx, name, metav1.GetOptions{})
+		p, err := x.C.API.Pods(x.C.Namespace).Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
@@ -291,7 +291,7 @@ func (x *Executor) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	w, err := x.C.API.CoreV1().Pods(x.C.Namespace).Watch(ctx, metav1.ListOptions{
+	w, err := x.C.API.Pods(x.C.Namespace).Watch(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("metadata.name", pod.Name).String(), ResourceVersion: pod.ResourceVersion})
 	if err != nil {
 		return nil, fmt.Errorf("watching pod %s start: %w", pod.Name, err)

@@ -27,7 +27,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi"
 
 	"github.com/podspawn/podspawn/actions/k8sact"
 	"github.com/podspawn/podspawn/desired"
@@ -99,10 +100,10 @@ func create(ctx context.Context, o options) error {
 		return err
 	}
 	c.Config.QPS, c.Config.Burst = 1000, 2000
-	if c.API, err = kubernetes.NewForConfig(c.Config); err != nil {
+	if c.API, err = kubeapi.New(c.Config); err != nil {
 		return err
 	}
-	pods := c.API.CoreV1().Pods(c.Namespace)
+	pods := c.API.Pods(c.Namespace)
 	have, err := pods.List(ctx, metav1.ListOptions{LabelSelector: k8sobs.LabelInstance + "=" + o.instance})
 	if err != nil {
 		return fmt.Errorf("counting the pods of instance %s: %w", o.instance, err)
@@ -152,7 +153,7 @@ func createOne(ctx context.Context, x *k8sact.Executor, o options, i int) error 
 		return err
 	}
 	pod.Spec.NodeName = o.node
-	_, err = x.C.API.CoreV1().Pods(x.C.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	_, err = x.C.API.Pods(x.C.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating pod %s: %w", pod.Name, err)
 	}

@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/observed"
@@ -88,7 +89,7 @@ func connect(o options) (*k8sobs.Client, *meter, error) {
 			return resp, err
 		})
 	})
-	if c.API, err = kubernetes.NewForConfig(c.Config); err != nil {
+	if c.API, err = kubeapi.New(c.Config); err != nil {
 		return nil, nil, err
 	}
 	return c, m, nil

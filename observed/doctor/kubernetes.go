@@ -14,16 +14,16 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/observed/k8sobs"
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi"
 )
 
 // Kube is what the Kubernetes checks read (runtime: kubernetes).
 type Kube struct {
 	// API is nil when the client could not be built (Err says why).
-	API kubernetes.Interface
+	API kubeapi.API
 	Err error
 	// Host is the API server's address, for the messages.
 	Host string
@@ -118,7 +118,7 @@ func checkAgentRelay(_ context.Context, e *Env) Result {
 }
 
 // kubeAPI is the client, or a failed result saying why there is none.
-func kubeAPI(e *Env) (kubernetes.Interface, *Result) {
+func kubeAPI(e *Env) (kubeapi.API, *Result) {
 	if e.Kube.API == nil {
 		return nil, &Result{Status: Fail, Detail: fmt.Sprintf("no Kubernetes client: %v", e.Kube.Err),
 			Fix: "set kubernetes.kubeconfig in " + e.ConfigPath + " to a readable kubeconfig (empty: podspawn runs in a Pod of the cluster)"}
@@ -131,8 +131,7 @@ func checkKubeAPI(ctx context.Context, e *Env) Result {
 	if r != nil {
 		return *r
 	}
-	// Discovery has no context parameter; the check's timeout covers it.
-	v, err := api.Discovery().ServerVersion()
+	v, err := api.ServerVersion(ctx)
 	if err != nil {
 		return Result{Status: Fail, Detail: fmt.Sprintf("API server %s: %v", e.Kube.Host, err),
 			Fix: "start the API server or fix kubernetes.kubeconfig (server address, credentials)"}
@@ -151,7 +150,7 @@ func checkKubeNamespace(ctx context.Context, e *Env) Result {
 	ns := e.Config.Kubernetes.Namespace
 	missing := Result{Status: Fail, Detail: fmt.Sprintf("namespace %s does not exist", ns),
 		Fix: "create it: kubectl apply -f hack/k8s/podspawn-rbac.yaml (with its namespace changed to " + ns + "), or set kubernetes.namespace"}
-	_, err := api.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	_, err := api.Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		return Result{Status: Pass, Detail: "namespace " + ns}
@@ -161,7 +160,7 @@ func checkKubeNamespace(ctx context.Context, e *Env) Result {
 		return Result{Status: Fail, Detail: fmt.Sprintf("reading namespace %s: %v", ns, err), Fix: "check the API server"}
 	}
 	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "podspawn-doctor-dry-run", Namespace: ns}}
-	_, err = api.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	_, err = api.NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	switch {
 	case err == nil || apierrors.IsAlreadyExists(err):
 		return Result{Status: Pass, Detail: "namespace " + ns + " (seen through a dry-run create)"}
@@ -193,7 +192,7 @@ func checkKubePermissions(ctx context.Context, e *Env) Result {
 			asked++
 			review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
 				ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource, Name: name}}}
-			got, err := api.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+			got, err := api.SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 			if err != nil {
 				return Result{Status: Fail, Detail: fmt.Sprintf("asking whether podspawn may %s: %v", p, err),
 					Fix: "SelfSubjectAccessReviews are open to every authenticated user (system:basic-user); check the credentials of kubernetes.kubeconfig"}
@@ -229,7 +228,7 @@ func checkKubePullSecrets(ctx context.Context, e *Env) Result {
 	}
 	var bad []string
 	for _, name := range k.ImagePullSecrets {
-		s, err := api.CoreV1().Secrets(k.Namespace).Get(ctx, name, metav1.GetOptions{})
+		s, err := api.Secrets(k.Namespace).Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			bad = append(bad, name+" does not exist")
@@ -308,7 +307,7 @@ func checkNetworkPolicyPlugin(ctx context.Context, e *Env) Result {
 	noPlugin := Result{Status: Warn,
 		Detail: "no network plugin known to enforce NetworkPolicy found (calico, cilium, antrea, kube-router, weave-net): whether session Pods are isolated from each other depends on the cluster's network plugin",
 		Fix:    "install a plugin that enforces NetworkPolicy, or accept that sessions can reach each other's Pods"}
-	groups, err := api.Discovery().ServerGroups()
+	groups, err := api.ServerGroups(ctx)
 	if err != nil {
 		return Result{Status: Warn, Detail: fmt.Sprintf("listing API groups: %v; enforcement depends on the cluster's network plugin", err), Fix: noPlugin.Fix}
 	}
@@ -321,7 +320,7 @@ func checkNetworkPolicyPlugin(ctx context.Context, e *Env) Result {
 			return Result{Status: Pass, Detail: fmt.Sprintf("%s (API group %s)", p.name, p.group)}
 		}
 	}
-	pods, err := api.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+	pods, err := api.Pods("kube-system").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		noPlugin.Detail += fmt.Sprintf(" (kube-system's Pods not readable: %s)", shortErr(err))
 		return noPlugin

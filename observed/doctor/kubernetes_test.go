@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi/fromclientset"
+
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -53,7 +55,7 @@ func kubeEnv(t *testing.T, registry string, deny ...Permission) (*Env, *fake.Cli
 	})
 	cfg := config.Defaults()
 	cfg.Runtime, cfg.Kubernetes.ImageRegistry = config.RuntimeKubernetes, registry
-	return &Env{ConfigPath: "/etc/podspawn/config.yaml", Config: cfg, Kube: Kube{API: cs, Host: "https://127.0.0.1:16443"}}, cs
+	return &Env{ConfigPath: "/etc/podspawn/config.yaml", Config: cfg, Kube: Kube{API: fromclientset.API(cs), Host: "https://127.0.0.1:16443"}}, cs
 }
 
 func TestKubernetesChecksPass(t *testing.T) {

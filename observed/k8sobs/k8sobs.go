@@ -12,18 +12,18 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/observed"
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi"
 )
 
-// Client is the API connection: the typed clientset and the REST config
+// Client is the API connection: podspawn's API client and the REST config
 // exec needs.
 type Client struct {
-	API       kubernetes.Interface
+	API       kubeapi.API
 	Config    *rest.Config
 	Namespace string
 }
@@ -49,11 +49,11 @@ func NewClient(kubeconfig, namespace string, observe RequestObserver) (*Client, 
 	if observe != nil {
 		observeRequests(cfg, observe)
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	api, err := kubeapi.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return &Client{API: cs, Config: cfg, Namespace: namespace}, nil
+	return &Client{API: api, Config: cfg, Namespace: namespace}, nil
 }
 
 // ObjectID is how a container or network object's ID names the
@@ -182,13 +182,13 @@ func (l Lister) list(ctx context.Context, selector string) ([]observed.Object, e
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		nps, nerr = l.C.API.NetworkingV1().NetworkPolicies(l.C.Namespace).List(ctx, opts)
+		nps, nerr = l.C.API.NetworkPolicies(l.C.Namespace).List(ctx, opts)
 	}()
 	go func() {
 		defer wg.Done()
-		pvcs, verr = l.C.API.CoreV1().PersistentVolumeClaims(l.C.Namespace).List(ctx, opts)
+		pvcs, verr = l.C.API.PersistentVolumeClaims(l.C.Namespace).List(ctx, opts)
 	}()
-	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, opts)
+	pods, err := l.C.API.Pods(l.C.Namespace).List(ctx, opts)
 	wg.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("listing pods in namespace %s: %w", l.C.Namespace, err)
@@ -215,7 +215,7 @@ func (l Lister) list(ctx context.Context, selector string) ([]observed.Object, e
 // Ping reads one Pod of the namespace: the API server answers and
 // podspawn may list there.
 func (l Lister) Ping(ctx context.Context) error {
-	_, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: Selector})
+	_, err := l.C.API.Pods(l.C.Namespace).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: Selector})
 	return err
 }
 
@@ -242,7 +242,7 @@ func (l Lister) ListKey(ctx context.Context, k desired.SessionKey) ([]observed.O
 // phase: on Kubernetes a session's containers are one Pod, and status
 // reports Pods.
 func (l Lister) CountContainers(ctx context.Context) (int, error) {
-	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector})
+	pods, err := l.C.API.Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector})
 	if err != nil {
 		return 0, err
 	}
@@ -253,7 +253,7 @@ func (l Lister) CountContainers(ctx context.Context) (int, error) {
 // name, or an ObjectID) in podspawn's Pods.
 func (l Lister) InspectContainer(ctx context.Context, ref string) (observed.Object, bool, error) {
 	if name, _, _, ok := ParseObjectID(ref); ok {
-		p, err := l.C.API.CoreV1().Pods(l.C.Namespace).Get(ctx, name, metav1.GetOptions{})
+		p, err := l.C.API.Pods(l.C.Namespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return observed.Object{}, false, nil
 		}
@@ -268,7 +268,7 @@ func (l Lister) InspectContainer(ctx context.Context, ref string) (observed.Obje
 		return observed.Object{}, false, nil
 	}
 	// Pods only: this is on every connection's path.
-	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector + "," + LabelContainer + "=" + NameHash(ref)})
+	pods, err := l.C.API.Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector + "," + LabelContainer + "=" + NameHash(ref)})
 	if err != nil {
 		return observed.Object{}, false, fmt.Errorf("inspecting container %s: %w", ref, err)
 	}
@@ -286,7 +286,7 @@ func (l Lister) InspectContainer(ctx context.Context, ref string) (observed.Obje
 // instance's Pods to where it runs and the kubelet's restarts of it: one
 // list call, for list and list -o wide.
 func (l Lister) Placements(ctx context.Context, instance string) (map[string]observed.Placement, error) {
-	pods, err := l.C.API.CoreV1().Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector + "," + LabelInstance + "=" + instance})
+	pods, err := l.C.API.Pods(l.C.Namespace).List(ctx, metav1.ListOptions{LabelSelector: Selector + "," + LabelInstance + "=" + instance})
 	if err != nil {
 		return nil, fmt.Errorf("listing pods in namespace %s: %w", l.C.Namespace, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podspawn/podspawn/observed/k8sobs/kubeapi/fromclientset"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -57,7 +59,7 @@ func TestListerReadsPodsAsContainers(t *testing.T) {
 	other := desired.SessionKey{User: "bob"}
 	unlabelled := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "podspawn"}}
 	cs := fake.NewClientset(sessionPod(t, k, "i1"), sessionPod(t, other, "i2"), unlabelled)
-	l := Lister{C: &Client{API: cs, Namespace: "podspawn"}}
+	l := Lister{C: &Client{API: fromclientset.API(cs), Namespace: "podspawn"}}
 	objs, err := l.List(context.Background())
 	if err != nil {
 		t.Fatal(err)

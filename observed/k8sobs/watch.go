@@ -3,11 +3,15 @@ package k8sobs
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/podspawn/podspawn/desired"
@@ -43,8 +47,6 @@ func (w *Watcher) Seen([]observed.Object, string) {}
 func (w *Watcher) Watch(ctx context.Context, _ time.Time) (<-chan observed.Change, <-chan error) {
 	changes := make(chan observed.Change)
 	errs := make(chan error, 1)
-	f := informers.NewSharedInformerFactoryWithOptions(w.C.API, w.Resync, informers.WithNamespace(w.C.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = Selector }))
 	send := func(kind, action string, obj any) {
 		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = d.Obj
@@ -72,9 +74,10 @@ func (w *Watcher) Watch(ctx context.Context, _ time.Time) (<-chan observed.Chang
 			DeleteFunc: func(obj any) { send(kind, "delete", obj) },
 		}
 	}
-	pods := f.Core().V1().Pods().Informer()
-	nps := f.Networking().V1().NetworkPolicies().Informer()
-	pvcs := f.Core().V1().PersistentVolumeClaims().Informer()
+	api, ns := w.C.API, w.C.Namespace
+	pods := informer(w, &corev1.Pod{}, api.Pods(ns).List, api.Pods(ns).Watch)
+	nps := informer(w, &networkingv1.NetworkPolicy{}, api.NetworkPolicies(ns).List, api.NetworkPolicies(ns).Watch)
+	pvcs := informer(w, &corev1.PersistentVolumeClaim{}, api.PersistentVolumeClaims(ns).List, api.PersistentVolumeClaims(ns).Watch)
 	for i, h := range []struct {
 		inf  cache.SharedIndexInformer
 		kind string
@@ -84,7 +87,14 @@ func (w *Watcher) Watch(ctx context.Context, _ time.Time) (<-chan observed.Chang
 			return changes, errs
 		}
 	}
-	f.Start(ctx.Done())
+	var running sync.WaitGroup
+	for _, inf := range []cache.SharedIndexInformer{pods, nps, pvcs} {
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			inf.RunWithContext(ctx)
+		}()
+	}
 	go func() {
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
@@ -92,9 +102,28 @@ func (w *Watcher) Watch(ctx context.Context, _ time.Time) (<-chan observed.Chang
 			errs <- fmt.Errorf("the pod, network policy and persistent volume claim informers of namespace %s did not sync within a minute", w.C.Namespace)
 		}
 		<-ctx.Done()
-		f.Shutdown()
+		running.Wait()
 	}()
 	return changes, errs
+}
+
+// informer is a shared informer on podspawn's objects of one kind in the
+// namespace.
+func informer[L runtime.Object](w *Watcher, obj runtime.Object,
+	list func(context.Context, metav1.ListOptions) (L, error),
+	watchFrom func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+	selected := func(o metav1.ListOptions) metav1.ListOptions {
+		o.LabelSelector = Selector
+		return o
+	}
+	return cache.NewSharedIndexInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return list(ctx, selected(o))
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return watchFrom(ctx, selected(o))
+		},
+	}, obj, w.Resync, cache.Indexers{})
 }
 
 // keyOf reads the session key from an object's annotations.

@@ -232,15 +232,6 @@ func (c *Controller) holds(ctx context.Context, since uint64) ([]reconcile.Hold,
 	return p.Holds, nil
 }
 
-// planKey loads one key's desired and observed state and computes its plan.
-func (c *Controller) planKey(ctx context.Context, k desired.SessionKey, now time.Time) (reconcile.Plan, error) {
-	sess, err := c.Store.LoadKey(ctx, k)
-	if err != nil {
-		return reconcile.Plan{}, err
-	}
-	return c.planLoadedKey(ctx, k, sess, now)
-}
-
 // planOrphanKey plans a key that had no session row when pass was
 // loaded. If it still has none, its plan is computed from the objects the
 // pass listed: without a row every action is the removal of an object

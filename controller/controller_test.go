@@ -484,7 +484,7 @@ func (e *env) status(t *testing.T, k desired.SessionKey) desired.Status {
 }
 
 func (e *env) queue(t *testing.T) *recQueue {
-	q := &recQueue{Queue: controller.NewQueue(e.clk)}
+	q := &recQueue{Queue: controller.NewQueue(e.clk, nil)}
 	t.Cleanup(q.ShutDown)
 	return q
 }

@@ -81,7 +81,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	log := d.C.Log
 	q := d.Queue
 	if q == nil {
-		q = NewMeteredQueue(d.C.Clock, d.C.Metrics.QueueMetrics())
+		q = NewQueue(d.C.Clock, d.C.Metrics.QueueMetrics())
 	}
 	workers := d.Workers
 	if workers < 1 {

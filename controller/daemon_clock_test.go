@@ -28,7 +28,7 @@ func TestDaemonResyncKeepsAStoredClockStepHold(t *testing.T) {
 	boot := time.Hour + 10*time.Second
 	f.ctrl.BootClock = func() (time.Duration, string, error) { return boot, "b", nil }
 	d := &Daemon{C: f.ctrl, Watcher: f.watcher()}
-	q := &recordingQueue{Queue: NewQueue(f.clk)}
+	q := &recordingQueue{Queue: NewQueue(f.clk, nil)}
 	t.Cleanup(q.ShutDown)
 
 	if err := d.resyncOnce(ctx, q, false); err != nil {

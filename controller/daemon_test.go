@@ -50,7 +50,7 @@ func startWorkers(t *testing.T, d *Daemon, q Queue, n int) {
 func TestDaemonFailingKeyBacksOffWithoutStarvingOthers(t *testing.T) {
 	f := newFixture(t)
 	d := &Daemon{C: f.ctrl}
-	q := &recordingQueue{Queue: NewQueue(quietClock{f.clk})}
+	q := &recordingQueue{Queue: NewQueue(quietClock{f.clk}, nil)}
 	startWorkers(t, d, q, 2)
 	// waitArmed waits until the queue's waiting loop has armed its timer
 	// for the next retry, d from now. Stepping the fake clock before that
@@ -127,7 +127,7 @@ func TestDaemonFailingKeyBacksOffWithoutStarvingOthers(t *testing.T) {
 func TestDaemonRecoversPanicInReconcile(t *testing.T) {
 	f := newFixture(t)
 	d := &Daemon{C: f.ctrl}
-	q := &recordingQueue{Queue: NewQueue(f.clk)}
+	q := &recordingQueue{Queue: NewQueue(f.clk, nil)}
 	startWorkers(t, d, q, 1)
 
 	bad := f.orphan("dmpanic")

@@ -19,7 +19,7 @@ func TestDaemonResyncRunsOnResync(t *testing.T) {
 		calls++
 		return fail
 	}}
-	q := NewQueue(f.clk)
+	q := NewQueue(f.clk, nil)
 	defer q.ShutDown()
 	k := f.orphan("alice")
 	if err := d.resync(context.Background(), q, true); err != nil {

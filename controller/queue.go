@@ -27,14 +27,10 @@ const (
 
 // NewQueue returns the queue with per-key exponential backoff
 // (500ms doubling to 5m) combined with an overall token bucket, so one
-// failing key can neither hot-loop nor starve the others.
-func NewQueue(clk clock.WithTicker) Queue {
-	return NewMeteredQueue(clk, nil)
-}
-
-// NewMeteredQueue is NewQueue reporting depth, adds, latency, work
-// duration and retries to mp (nil: client-go's no-op default).
-func NewMeteredQueue(clk clock.WithTicker, mp workqueue.MetricsProvider) Queue {
+// failing key can neither hot-loop nor starve the others. It reports
+// depth, adds, latency, work duration and retries to mp (nil: client-go's
+// no-op default).
+func NewQueue(clk clock.WithTicker, mp workqueue.MetricsProvider) Queue {
 	limiter := workqueue.NewTypedMaxOfRateLimiter[desired.SessionKey](
 		workqueue.NewTypedItemExponentialFailureRateLimiter[desired.SessionKey](BackoffBase, BackoffMax),
 		&workqueue.TypedBucketRateLimiter[desired.SessionKey]{Limiter: rate.NewLimiter(rate.Limit(20), 200)},

@@ -67,7 +67,7 @@ func (c *timerClock) nextTimer(t *testing.T) time.Duration {
 
 func newTestQueue(t *testing.T) (controller.Queue, *timerClock) {
 	clk := newTimerClock()
-	q := controller.NewQueue(clk)
+	q := controller.NewQueue(clk, nil)
 	t.Cleanup(q.ShutDown)
 	return q, clk
 }

@@ -34,9 +34,6 @@ type Dir struct {
 	gid int
 }
 
-// Path is the directory's path, for messages.
-func (d *Dir) Path() string { return d.path }
-
 // Close releases the handle.
 func (d *Dir) Close() error { return unix.Close(d.fd) }
 

@@ -145,15 +145,6 @@ func checks() []check {
 	}
 }
 
-// Names lists the checks in output order.
-func Names() []string {
-	var names []string
-	for _, c := range checks() {
-		names = append(names, c.name)
-	}
-	return names
-}
-
 // Run runs every check concurrently (each bounded by its timeout) and
 // returns the results in output order.
 func Run(ctx context.Context, e Env) []Result {

@@ -246,7 +246,7 @@ func (c *Controller) planOrphanKey(ctx context.Context, k desired.SessionKey, no
 		return reconcile.Plan{}, err
 	}
 	if sess != nil {
-		return c.planLoadedKey(ctx, k, sess, now)
+		return c.planLoadedKey(ctx, k, sess, now, nil)
 	}
 	d := desired.State{InstanceID: pass.desired.InstanceID, Users: pass.desired.Users, DatabaseCreatedAt: pass.desired.DatabaseCreatedAt}
 	return reconcile.Compute(d, observed.State{Objects: pass.objects[k]}, now, c.options()), nil
@@ -254,7 +254,7 @@ func (c *Controller) planOrphanKey(ctx context.Context, k desired.SessionKey, no
 
 // planLoadedKey computes the plan of key k whose row (nil if none) the
 // caller loaded, from a fresh list of its objects.
-func (c *Controller) planLoadedKey(ctx context.Context, k desired.SessionKey, sess *desired.Session, now time.Time) (reconcile.Plan, error) {
+func (c *Controller) planLoadedKey(ctx context.Context, k desired.SessionKey, sess *desired.Session, now time.Time, seen *[]observed.Object) (reconcile.Plan, error) {
 	d := desired.State{InstanceID: c.Store.InstanceID()}
 	if sess != nil {
 		d.Sessions = []*desired.Session{sess}
@@ -263,8 +263,10 @@ func (c *Controller) planLoadedKey(ctx context.Context, k desired.SessionKey, se
 	if d.Users, err = keys.ListUsers(c.KeyDir); err != nil {
 		return reconcile.Plan{}, err
 	}
-	objs, err := c.observeKey(ctx, k)
-	if err != nil {
+	var objs []observed.Object
+	if seen != nil {
+		objs = *seen
+	} else if objs, err = c.observeKey(ctx, k); err != nil {
 		return reconcile.Plan{}, err
 	}
 	o := observed.State{Objects: objs, Exited: proc.Exited(leaseRefs(d))}
@@ -334,6 +336,9 @@ type keyRun struct {
 	// removals bounds the concurrent removals of unattributed objects
 	// across the pass; nil means a bound of RemoveWorkers for this key.
 	removals chan struct{}
+	// seen, when set, are the key's objects as the caller observed them
+	// under the key's lock: the key is planned from them.
+	seen *[]observed.Object
 }
 
 // reconcileKey is ReconcileKeyLocked within a pass described by run.
@@ -358,7 +363,7 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 	if run.pass != nil {
 		plan, err = c.planOrphanKey(ctx, k, c.planNow(), run.pass)
 	} else {
-		plan, sess, err = c.planKeyAlone(ctx, k)
+		plan, sess, err = c.planKeyAlone(ctx, k, run.seen)
 	}
 	if err != nil {
 		rep.Err = err
@@ -387,9 +392,9 @@ func (c *Controller) reconcileKey(ctx context.Context, k desired.SessionKey, run
 }
 
 // planKeyAlone plans a key reconciled on its own (a login, a disconnect,
-// an admin command, the daemon's queue) from its row, keeping the hold of
-// a clock step a pass recorded.
-func (c *Controller) planKeyAlone(ctx context.Context, k desired.SessionKey) (reconcile.Plan, *desired.Session, error) {
+// an admin command, the daemon's queue) from its row and its objects (as
+// seen, else listed now), keeping the hold of a clock step a pass recorded.
+func (c *Controller) planKeyAlone(ctx context.Context, k desired.SessionKey, seen *[]observed.Object) (reconcile.Plan, *desired.Session, error) {
 	if err := c.refreshClockHold(ctx); err != nil {
 		return reconcile.Plan{}, nil, err
 	}
@@ -397,7 +402,7 @@ func (c *Controller) planKeyAlone(ctx context.Context, k desired.SessionKey) (re
 	if err != nil {
 		return reconcile.Plan{}, nil, err
 	}
-	plan, err := c.planLoadedKey(ctx, k, sess, c.planNow())
+	plan, err := c.planLoadedKey(ctx, k, sess, c.planNow(), seen)
 	return plan, sess, err
 }
 

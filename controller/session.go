@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
 
+	"github.com/podspawn/podspawn/actions"
 	"github.com/podspawn/podspawn/desired"
 	"github.com/podspawn/podspawn/desired/config"
 	"github.com/podspawn/podspawn/desired/generation"
@@ -104,7 +106,7 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 		return nil, &DeniedError{Reason: DeniedUserRemoved, Err: err}
 	}
 
-	res, why, err := s.record(ctx, key, me)
+	res, why, seen, err := s.record(ctx, key, me)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +120,7 @@ func (s *Sessions) Attach(ctx context.Context, key desired.SessionKey) (*Attachm
 		log.V(1).Info("Attaching to session")
 	}
 	att := &Attachment{Key: key, Session: res.Session, LeaseID: res.LeaseID}
-	if err := s.bringUp(ctx, att); err != nil {
+	if err := s.bringUp(ctx, att, seen); err != nil {
 		bg := context.WithoutCancel(ctx)
 		// A generation that never came up is torn down now rather than
 		// retried with nobody waiting for it; the next connect starts afresh.
@@ -172,25 +174,32 @@ func (s *Sessions) checkRegistered(user string) error {
 
 // record writes the lease, and a new generation when DecideAttach says
 // so; the caller holds the lock. It returns why a generation was made.
-func (s *Sessions) record(ctx context.Context, key desired.SessionKey, me observed.ProcessRef) (*sqlstore.AttachResult, string, error) {
+func (s *Sessions) record(ctx context.Context, key desired.SessionKey, me observed.ProcessRef) (*sqlstore.AttachResult, string, []observed.Object, error) {
 	existing, err := s.C.Store.LoadKey(ctx, key)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
+	}
+	// The key's objects, observed once under the lock: they decide
+	// between attaching and replacing, and the reconcile that follows
+	// plans from them rather than listing again (one round trip less on
+	// every login). An unanswered list is an error, never "gone": that
+	// would replace a live session under its users.
+	seen, err := s.C.observeKey(ctx, key)
+	if err != nil {
+		return nil, "", nil, err
 	}
 	ctrExists := false
 	if existing != nil && (existing.Status == desired.StatusRunning || existing.Status == desired.StatusGrace) {
-		if _, ctrExists, err = s.container(ctx, existing); err != nil {
-			return nil, "", err
-		}
+		_, ctrExists = sessionContainer(seen, existing)
 	}
 	// A login is judged by the hold after a clock step like a pass is.
 	if err := s.C.refreshClockHold(ctx); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	now, hold := s.C.Clock.Now(), s.C.options().HoldLiveDeadlinesUntil
 	if reconcile.DecideAttach(existing, ctrExists, now, hold).Replace {
 		if err := s.checkProject(ctx, key); err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 	}
 	var why string
@@ -210,18 +219,25 @@ func (s *Sessions) record(ctx context.Context, key desired.SessionKey, me observ
 		},
 	})
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	return &res, why, nil
+	return &res, why, seen, nil
 }
 
-// bringUp reconciles the key (the caller holds the lock) and checks that
-// the session container runs.
-func (s *Sessions) bringUp(ctx context.Context, att *Attachment) error {
-	if rep := s.C.ReconcileKeyLocked(ctx, att.Key); rep.Err != nil {
+// bringUp reconciles the key from what record saw (the caller holds the
+// lock) and checks that the session container runs: as seen, when the
+// reconcile created and removed nothing and it was running then, else as
+// the runtime reports it now.
+func (s *Sessions) bringUp(ctx context.Context, att *Attachment, seen []observed.Object) error {
+	rep := s.C.reconcileKey(ctx, att.Key, keyRun{seen: &seen})
+	if rep.Err != nil {
 		return rep.Err
 	}
-	ctr, ok, err := s.container(ctx, att.Session)
+	ctr, ok := sessionContainer(seen, att.Session)
+	var err error
+	if !ok || !ctr.Running || slices.ContainsFunc(rep.Results, func(r Result) bool { return actions.EffectOf(r.Action.Kind) != actions.EffectChange }) {
+		ctr, ok, err = s.container(ctx, att.Session)
+	}
 	switch {
 	case err != nil:
 		return err
@@ -235,6 +251,17 @@ func (s *Sessions) bringUp(ctx context.Context, att *Attachment) error {
 	}
 	att.ContainerID = ctr.ID
 	return nil
+}
+
+// sessionContainer finds the session container of sess's generation
+// among objs.
+func sessionContainer(objs []observed.Object, sess *desired.Session) (observed.Object, bool) {
+	for _, o := range objs {
+		if o.Kind == observed.KindContainer && o.Name == sess.Spec.ContainerName && o.SessionID() == sess.ID {
+			return o, true
+		}
+	}
+	return observed.Object{}, false
 }
 
 // container reports on the session container of sess's generation. A

@@ -3,7 +3,7 @@
 # with runtime: kubernetes: a new session (a Pod created) and a re-attach,
 # next to the floors measured in the same round: ssh to a plain account, a
 # bare Pod created until Running plus an exec of true, and a bare exec of
-# true through the API server; 10 rounds, and what podspawn adds over its
+# true through the API server; 20 rounds (PODSPAWN_BENCH_ROUNDS), and what podspawn adds over its
 # floors round by round. A bare exec into the session Pod itself is
 # measured too: its security profile (seccomp RuntimeDefault, which runc
 # loads for each exec) makes every exec into it slower than into a bare Pod. The benchmark starts the test
@@ -16,7 +16,7 @@ cd "${SCRIPT_ROOT}"
 bash hack/ci-setup.sh >/dev/null
 out="$(mktemp)"
 trap 'rm -f "${out}"' EXIT
-if ! go test -count=1 -run '^$' -bench '^BenchmarkKubernetesSSHConnect$' -benchtime 1x -v ./test/ssh/ >"${out}" 2>&1; then
+if ! PODSPAWN_BENCH_ROUNDS="${PODSPAWN_BENCH_ROUNDS:-20}" go test -count=1 -run '^$' -bench '^BenchmarkKubernetesSSHConnect$' -benchtime 1x -v ./test/ssh/ >"${out}" 2>&1; then
   cat "${out}" >&2
   echo "bench-k8s: benchmark failed" >&2
   exit 1

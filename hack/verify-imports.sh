@@ -73,15 +73,17 @@ if bad="$(grep -E '^(github\.com/docker|k8s\.io/api|k8s\.io/client-go/(kubernete
 fi
 
 # The binary does not link client-go's full clientset, informer factory,
-# listers or apply configurations: they register every API group of
-# Kubernetes at package init, which each podspawn process paid before main
-# (auth-keys twice per SSH login; 93 against 47 MB of binary, 21 against
-# 12 ms to print the version). observed/k8sobs/kubeapi is the client.
+# listers or apply configurations (they register every API group of
+# Kubernetes at package init), nor its generic typed clients and fakes
+# (gentype links client-go/testing, and through it the OpenAPI and
+# protobuf machinery). Each podspawn process paid for them before main,
+# auth-keys twice per SSH login: 93 against 43 MB of binary, 21 against
+# 12 ms to print the version. observed/k8sobs/kubeapi is the client.
 if ! deps="$(go list -deps ./cmd)"; then
   echo "verify-imports: 'go list -deps ./cmd' failed (see above)" >&2
   exit 1
 fi
-if bad="$(grep -E '^k8s\.io/client-go/(kubernetes|informers|listers|applyconfigurations|discovery|dynamic)(/|$)' <<<"${deps}")"; then
+if bad="$(grep -E '^k8s\.io/client-go/(kubernetes|informers|listers|applyconfigurations|discovery|dynamic|gentype|testing)(/|$)' <<<"${deps}")"; then
   echo "verify-imports: the podspawn binary links client-go's clientset or its kin; use observed/k8sobs/kubeapi:" >&2
   sed 's/^/  /' <<<"${bad}" | head -5 >&2
   graph="$(go list -deps -f '{{.ImportPath}}:{{range .Imports}} {{.}}{{end}}' ./cmd)"

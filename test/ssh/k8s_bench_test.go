@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/remotecommand"
 
+	"github.com/podspawn/podspawn/observed/k8sobs"
 	"github.com/podspawn/podspawn/test/harness"
 )
 
@@ -27,9 +29,17 @@ import (
 // runtime: kubernetes, for a new session (a Pod is created) and a
 // re-attach, next to the floors measured in the same run: ssh to a plain
 // account, a bare Pod created until Running plus an exec of true, and a
-// bare exec of true through the API server. hack/bench-k8s.sh runs it.
+// bare exec of true through the API server. hack/bench-k8s.sh runs it;
+// PODSPAWN_BENCH_ROUNDS sets the number of rounds (default 10).
 func BenchmarkKubernetesSSHConnect(b *testing.B) {
-	const runs = 10
+	runs := 10
+	if v := os.Getenv("PODSPAWN_BENCH_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 {
+			b.Fatalf("PODSPAWN_BENCH_ROUNDS=%q: want a number of rounds of at least 2", v)
+		}
+		runs = n
+	}
 	k8sCluster(b)
 	o := serverOptions{Users: []string{"skz"}, PlainUser: true}
 	o.Extra += "runtime: kubernetes\nkubernetes:\n  kubeconfig: " + k8sPodspawnKubeconfig + "\n  namespace: " + k8sNamespace + "\n"
@@ -61,6 +71,10 @@ func BenchmarkKubernetesSSHConnect(b *testing.B) {
 		if s.session(u, "") != nil {
 			s.Env.MustRun("stop", u.Name)
 		}
+		// The kubelet tears a deleted Pod down after the API has let it
+		// go: the last round's Pods are gone before anything is timed, so
+		// their teardown weighs on no measurement.
+		waitNoPods(b, cs, s.Env.InstanceID())
 		fresh = append(fresh, timeIt("new session", s.ssh(u, nil, "true")))
 		reattach = append(reattach, timeIt("re-attach", s.ssh(u, nil, "true")))
 		// The session Pod's security profile (seccomp RuntimeDefault above
@@ -111,6 +125,29 @@ func BenchmarkKubernetesSSHConnect(b *testing.B) {
 	report("re-attach over its floors (per round)", "reattach-over-ms", reattachOver)
 	report("re-attach over plain ssh + exec into its Pod", "reattach-over-session-exec-ms", reattachOverSession)
 	fmt.Fprintln(os.Stderr)
+}
+
+// waitNoPods waits until the session's and the bare Pods of earlier
+// rounds are gone: deleted, torn down by the kubelet and reported gone.
+func waitNoPods(b *testing.B, cs kubernetes.Interface, instance string) {
+	b.Helper()
+	left := ""
+	gone := waitUntil(time.Minute, func() bool {
+		for _, sel := range []string{k8sobs.LabelInstance + "=" + instance, "podspawn-bench=bare"} {
+			l, err := cs.CoreV1().Pods(k8sNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: sel})
+			if err != nil || len(l.Items) > 0 {
+				left = fmt.Sprint(err)
+				if err == nil {
+					left = l.Items[0].Name
+				}
+				return false
+			}
+		}
+		return true
+	})
+	if !gone {
+		b.Fatalf("pods of earlier rounds still there after a minute: %s", left)
+	}
 }
 
 // barePodTrue creates a bare Pod as podspawn's ServiceAccount, waits

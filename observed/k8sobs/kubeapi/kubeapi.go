@@ -2,8 +2,8 @@
 // PersistentVolumeClaims and NetworkPolicies in its namespace, exec into a
 // Pod, and what doctor reads (a namespace, Secrets, access reviews).
 //
-// It is built on client-go's generic typed clients with a scheme of only
-// those API groups, registered when a client is made. The full clientset
+// It is client-go's REST client with a scheme of only those API groups,
+// registered when a client is made. The full clientset
 // (k8s.io/client-go/kubernetes) registers every API group of Kubernetes at
 // package init, and pulls in its informers, listers and apply
 // configurations: every podspawn process paid for that before main ran,
@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/gentype"
 	"k8s.io/client-go/rest"
 )
 
@@ -127,33 +126,35 @@ type restAPI struct {
 }
 
 func (a restAPI) Pods(ns string) Objects[*corev1.Pod, *corev1.PodList] {
-	return gentype.NewClientWithList("pods", a.core, params, ns,
-		func() *corev1.Pod { return &corev1.Pod{} }, func() *corev1.PodList { return &corev1.PodList{} })
+	return objects[*corev1.Pod, *corev1.PodList]{a.core, "pods", ns,
+		func() *corev1.Pod { return &corev1.Pod{} }, func() *corev1.PodList { return &corev1.PodList{} }}
 }
 
 func (a restAPI) PersistentVolumeClaims(ns string) Objects[*corev1.PersistentVolumeClaim, *corev1.PersistentVolumeClaimList] {
-	return gentype.NewClientWithList("persistentvolumeclaims", a.core, params, ns,
+	return objects[*corev1.PersistentVolumeClaim, *corev1.PersistentVolumeClaimList]{a.core, "persistentvolumeclaims", ns,
 		func() *corev1.PersistentVolumeClaim { return &corev1.PersistentVolumeClaim{} },
-		func() *corev1.PersistentVolumeClaimList { return &corev1.PersistentVolumeClaimList{} })
+		func() *corev1.PersistentVolumeClaimList { return &corev1.PersistentVolumeClaimList{} }}
 }
 
 func (a restAPI) NetworkPolicies(ns string) Objects[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList] {
-	return gentype.NewClientWithList("networkpolicies", a.networking, params, ns,
+	return objects[*networkingv1.NetworkPolicy, *networkingv1.NetworkPolicyList]{a.networking, "networkpolicies", ns,
 		func() *networkingv1.NetworkPolicy { return &networkingv1.NetworkPolicy{} },
-		func() *networkingv1.NetworkPolicyList { return &networkingv1.NetworkPolicyList{} })
+		func() *networkingv1.NetworkPolicyList { return &networkingv1.NetworkPolicyList{} }}
 }
 
 func (a restAPI) Namespaces() Getter[*corev1.Namespace] {
-	return gentype.NewClient("namespaces", a.core, params, "", func() *corev1.Namespace { return &corev1.Namespace{} })
+	return objects[*corev1.Namespace, *corev1.NamespaceList]{a.core, "namespaces", "",
+		func() *corev1.Namespace { return &corev1.Namespace{} }, func() *corev1.NamespaceList { return &corev1.NamespaceList{} }}
 }
 
 func (a restAPI) Secrets(ns string) Getter[*corev1.Secret] {
-	return gentype.NewClient("secrets", a.core, params, ns, func() *corev1.Secret { return &corev1.Secret{} })
+	return objects[*corev1.Secret, *corev1.SecretList]{a.core, "secrets", ns,
+		func() *corev1.Secret { return &corev1.Secret{} }, func() *corev1.SecretList { return &corev1.SecretList{} }}
 }
 
 func (a restAPI) SelfSubjectAccessReviews() Creator[*authorizationv1.SelfSubjectAccessReview] {
-	return gentype.NewClient("selfsubjectaccessreviews", a.authorization, params, "",
-		func() *authorizationv1.SelfSubjectAccessReview { return &authorizationv1.SelfSubjectAccessReview{} })
+	return objects[*authorizationv1.SelfSubjectAccessReview, *authorizationv1.SelfSubjectAccessReview]{a.authorization, "selfsubjectaccessreviews", "",
+		func() *authorizationv1.SelfSubjectAccessReview { return &authorizationv1.SelfSubjectAccessReview{} }, nil}
 }
 
 func (a restAPI) PodExecURL(ns, pod string, opts *corev1.PodExecOptions) *url.URL {

@@ -37,6 +37,14 @@ func TestRequests(t *testing.T) {
 				return
 			}
 			json.NewEncoder(w).Encode(corev1.PodList{Items: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}}})
+		case "/api/v1/namespaces/ns/persistentvolumeclaims/gone":
+			var o metav1.DeleteOptions
+			json.NewDecoder(r.Body).Decode(&o)
+			if o.PropagationPolicy == nil || *o.PropagationPolicy != metav1.DeletePropagationBackground {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Success"}`))
 		case "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/np":
 			w.WriteHeader(http.StatusNotFound)
 			json.NewEncoder(w).Encode(metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonNotFound, Code: 404,
@@ -66,6 +74,10 @@ func TestRequests(t *testing.T) {
 	if err != nil || created.Name != "b" || created.UID != "u1" {
 		t.Fatalf("create: %v %+v", err, created)
 	}
+	background := metav1.DeletePropagationBackground
+	if err := api.PersistentVolumeClaims("ns").Delete(ctx, "gone", metav1.DeleteOptions{PropagationPolicy: &background}); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
 	if _, err := api.NetworkPolicies("ns").Get(ctx, "np", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("get of a missing policy: %v, want NotFound", err)
 	}
@@ -92,6 +104,7 @@ func TestRequests(t *testing.T) {
 	want := []string{
 		"GET /api/v1/namespaces/ns/pods?labelSelector=a%3Db",
 		"POST /api/v1/namespaces/ns/pods?",
+		"DELETE /api/v1/namespaces/ns/persistentvolumeclaims/gone?",
 		"GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/np?",
 		"POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews?",
 		"GET /version?",

@@ -103,6 +103,12 @@ func New(cfg *rest.Config) (API, error) {
 		c := rest.CopyConfig(cfg)
 		c.GroupVersion, c.APIPath = &gv, apiPath
 		c.NegotiatedSerializer = rest.CodecFactoryForGeneratedClient(scheme, codecs).WithoutConversion()
+		// Protobuf, as client-go's generated clients ask for these
+		// built-in kinds: a pass that lists a thousand Pods decodes them
+		// in less than half the CPU time JSON takes.
+		if c.ContentType == "" {
+			c.ContentType, c.AcceptContentTypes = runtime.ContentTypeProtobuf, runtime.ContentTypeProtobuf+","+runtime.ContentTypeJSON
+		}
 		if c.UserAgent == "" {
 			c.UserAgent = rest.DefaultKubernetesUserAgent()
 		}
@@ -178,7 +184,7 @@ func (a restAPI) ServerGroups(ctx context.Context) (*metav1.APIGroupList, error)
 }
 
 func (a restAPI) getJSON(ctx context.Context, path string, into any) error {
-	body, err := a.core.Get().AbsPath(path).Do(ctx).Raw()
+	body, err := a.core.Get().AbsPath(path).SetHeader("Accept", runtime.ContentTypeJSON).Do(ctx).Raw()
 	if err != nil {
 		return err
 	}

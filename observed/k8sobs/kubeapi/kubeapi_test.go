@@ -3,6 +3,7 @@ package kubeapi
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 )
 
@@ -24,23 +26,25 @@ func TestRequests(t *testing.T) {
 	var got []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		got = append(got, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
+		got = append(got, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery+" accept="+r.Header.Get("Accept"))
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
 		case "/api/v1/namespaces/ns/pods":
 			if r.Method == http.MethodPost {
-				var p corev1.Pod
-				json.NewDecoder(r.Body).Decode(&p)
+				p, ok := decode(t, r).(*corev1.Pod)
+				if !ok {
+					w.WriteHeader(http.StatusBadRequest)
+					return
+				}
 				p.UID = "u1"
 				json.NewEncoder(w).Encode(p)
 				return
 			}
 			json.NewEncoder(w).Encode(corev1.PodList{Items: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}}})
 		case "/api/v1/namespaces/ns/persistentvolumeclaims/gone":
-			var o metav1.DeleteOptions
-			json.NewDecoder(r.Body).Decode(&o)
-			if o.PropagationPolicy == nil || *o.PropagationPolicy != metav1.DeletePropagationBackground {
+			o, ok := decode(t, r).(*metav1.DeleteOptions)
+			if !ok || o.PropagationPolicy == nil || *o.PropagationPolicy != metav1.DeletePropagationBackground {
 				w.WriteHeader(http.StatusBadRequest)
 				return
 			}
@@ -101,16 +105,36 @@ func TestRequests(t *testing.T) {
 		t.Errorf("exec query %s", u.RawQuery)
 	}
 
+	const typed = " accept=application/vnd.kubernetes.protobuf,application/json"
 	want := []string{
-		"GET /api/v1/namespaces/ns/pods?labelSelector=a%3Db",
-		"POST /api/v1/namespaces/ns/pods?",
-		"DELETE /api/v1/namespaces/ns/persistentvolumeclaims/gone?",
-		"GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/np?",
-		"POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews?",
-		"GET /version?",
-		"GET /apis?",
+		"GET /api/v1/namespaces/ns/pods?labelSelector=a%3Db" + typed,
+		"POST /api/v1/namespaces/ns/pods?" + typed,
+		"DELETE /api/v1/namespaces/ns/persistentvolumeclaims/gone?" + typed,
+		"GET /apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/np?" + typed,
+		"POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews?" + typed,
+		"GET /version? accept=application/json",
+		"GET /apis? accept=application/json",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("requests (-want +got):\n%s", diff)
 	}
+}
+
+// decode reads a request body the way the API server does: protobuf or
+// JSON, by its content type.
+func decode(t *testing.T, r *http.Request) runtime.Object {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	if ct := r.Header.Get("Content-Type"); ct != runtime.ContentTypeProtobuf {
+		t.Errorf("%s %s sent %q, want protobuf", r.Method, r.URL.Path, ct)
+	}
+	obj, _, err := codecs.UniversalDeserializer().Decode(body, nil, nil)
+	if err != nil {
+		t.Errorf("decoding the body of %s %s: %v", r.Method, r.URL.Path, err)
+		return nil
+	}
+	return obj
 }

@@ -114,7 +114,26 @@ func checkAgentRelay(_ context.Context, e *Env) Result {
 			return Result{Status: Fail, Detail: path + " is dynamically linked: session images need not have its libraries", Fix: fix}
 		}
 	}
+	// The nodes' architecture is not readable with podspawn's namespaced
+	// Role; a node selector that names one is.
+	if want := e.Config.Kubernetes.NodeSelector[archLabel]; want != "" {
+		if got, known := goArch[f.Machine]; known && got != want {
+			return Result{Status: Fail,
+				Detail: fmt.Sprintf("%s is built for %s but kubernetes.node_selector puts sessions on %s=%s nodes; ssh -A connections get no agent", path, got, archLabel, want),
+				Fix:    fmt.Sprintf("build it for the nodes: CGO_ENABLED=0 GOARCH=%s go build -o %s ./cmd/agentrelay", want, path)}
+		}
+	}
 	return Result{Status: Pass, Detail: fmt.Sprintf("%s: static %s program (session Pods' nodes must run this architecture)", path, f.Machine)}
+}
+
+// archLabel is the well-known node label of a node's CPU architecture.
+const archLabel = "kubernetes.io/arch"
+
+// goArch names ELF machines as Go and Kubernetes do (kubernetes.io/arch
+// takes GOARCH's values).
+var goArch = map[elf.Machine]string{
+	elf.EM_X86_64: "amd64", elf.EM_AARCH64: "arm64", elf.EM_386: "386", elf.EM_ARM: "arm",
+	elf.EM_PPC64: "ppc64le", elf.EM_S390: "s390x", elf.EM_RISCV: "riscv64",
 }
 
 // kubeAPI is the client, or a failed result saying why there is none.

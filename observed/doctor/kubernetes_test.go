@@ -291,4 +291,17 @@ func TestAgentRelayCheck(t *testing.T) {
 			t.Errorf("%s: fix %q", name, r.Fix)
 		}
 	}
+
+	// A node selector naming another architecture than the relay's.
+	e.Config.Kubernetes.AgentRelay = static
+	e.Config.Kubernetes.NodeSelector = map[string]string{"kubernetes.io/arch": "arm64"}
+	r := checkAgentRelay(context.Background(), e)
+	want := static + " is built for amd64 but kubernetes.node_selector puts sessions on kubernetes.io/arch=arm64 nodes; ssh -A connections get no agent"
+	if r.Status != Fail || r.Detail != want || r.Fix != "build it for the nodes: CGO_ENABLED=0 GOARCH=arm64 go build -o "+static+" ./cmd/agentrelay" {
+		t.Errorf("other architecture: %+v, want Fail %q", r, want)
+	}
+	e.Config.Kubernetes.NodeSelector = map[string]string{"kubernetes.io/arch": "amd64"}
+	if r := checkAgentRelay(context.Background(), e); r.Status != Pass {
+		t.Errorf("same architecture: %+v, want Pass", r)
+	}
 }

@@ -14,6 +14,17 @@ fi
 
 failed=0
 
+# importers PATTERN PKG...: names the direct importers of each PKG in the
+# dependency graph of PATTERN, so the offending import is easy to find.
+importers() {
+  local graph pkg
+  graph="$(go list -deps -f '{{.ImportPath}}:{{range .Imports}} {{.}}{{end}}' "$1")"
+  shift
+  for pkg in "$@"; do
+    grep -F " ${pkg}" <<<"${graph}" | awk -v p="${pkg}" '{for (i = 2; i <= NF; i++) if ($i == p) print "    " p " imported by " substr($1, 1, length($1) - 1)}' >&2
+  done
+}
+
 # Packages forbidden anywhere in the transitive (non-test) dependency graph.
 # A package matches itself and its subpackages (net/http/httptrace, ...).
 forbidden='^(github\.com/docker|github\.com/jmoiron/sqlx|github\.com/mattn/go-sqlite3|net/http|os/exec|database/sql|context|github\.com/go-logr|go\.uber\.org/zap)(/|$)'
@@ -24,11 +35,7 @@ fi
 if bad="$(grep -E "${forbidden}" <<<"${deps}")"; then
   echo "verify-imports: reconcile/ depends on forbidden packages:" >&2
   sed 's/^/  /' <<<"${bad}" >&2
-  # Name the direct importers so the offending import is easy to find.
-  graph="$(go list -deps -f '{{.ImportPath}}:{{range .Imports}} {{.}}{{end}}' ./reconcile/...)"
-  for pkg in ${bad}; do
-    grep -F " ${pkg}" <<<"${graph}" | awk -v p="${pkg}" '{for (i = 2; i <= NF; i++) if ($i == p) print "    " p " imported by " substr($1, 1, length($1) - 1)}' >&2
-  done
+  importers ./reconcile/... ${bad}
   failed=1
 fi
 
@@ -86,10 +93,7 @@ fi
 if bad="$(grep -E '^k8s\.io/client-go/(kubernetes|informers|listers|applyconfigurations|discovery|dynamic|gentype|testing)(/|$)' <<<"${deps}")"; then
   echo "verify-imports: the podspawn binary links client-go's clientset or its kin; use observed/k8sobs/kubeapi:" >&2
   sed 's/^/  /' <<<"${bad}" | head -5 >&2
-  graph="$(go list -deps -f '{{.ImportPath}}:{{range .Imports}} {{.}}{{end}}' ./cmd)"
-  for pkg in $(head -3 <<<"${bad}"); do
-    grep -F " ${pkg}" <<<"${graph}" | awk -v p="${pkg}" '{for (i = 2; i <= NF; i++) if ($i == p) print "    " p " imported by " substr($1, 1, length($1) - 1)}' | head -3 >&2
-  done
+  importers ./cmd $(head -3 <<<"${bad}")
   failed=1
 fi
 

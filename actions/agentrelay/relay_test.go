@@ -222,14 +222,7 @@ func TestAgentSideCloses(t *testing.T) {
 		}
 		return a.dial()
 	})
-	c, err := net.Dial("unix", p.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := agent.NewClient(c).List(); err != nil {
-		t.Fatal(err)
-	}
+	c := listedClient(t, p.sock)
 	a.closeConns()
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("read after the agent hung up: %d, %v; want EOF", n, err)
@@ -256,14 +249,7 @@ func TestAgentSideCloses(t *testing.T) {
 func TestPodSideCloses(t *testing.T) {
 	a := startAgent(t)
 	p := startPair(t, a.dial)
-	c, err := net.Dial("unix", p.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := agent.NewClient(c).List(); err != nil {
-		t.Fatal(err)
-	}
+	c := listedClient(t, p.sock)
 	p.ln.Close()
 	if err := <-p.podDone; err != nil {
 		t.Fatal(err)
@@ -287,17 +273,25 @@ func TestPodSideCloses(t *testing.T) {
 func TestHostSideCloses(t *testing.T) {
 	a := startAgent(t)
 	p := startPair(t, a.dial)
-	c, err := net.Dial("unix", p.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := agent.NewClient(c).List(); err != nil {
-		t.Fatal(err)
-	}
+	c := listedClient(t, p.sock)
 	p.hostConn.Close()
 	p.wait(t)
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("client read after spawn's end closed: %d, %v", n, err)
 	}
+}
+
+// listedClient connects to the relay's socket and lists the agent's keys
+// through it once, so the stream is up end to end; the test closes it.
+func listedClient(t *testing.T, sock string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := agent.NewClient(c).List(); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

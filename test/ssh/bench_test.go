@@ -26,15 +26,7 @@ func BenchmarkSSHConnect(b *testing.B) {
 	u := s.user("ssa")
 	name := desired.ContainerName(desired.SessionKey{User: u.Name})
 
-	timeIt := func(what string, cmd *exec.Cmd) time.Duration {
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		d := time.Since(start)
-		if err != nil {
-			b.Fatalf("%s: %v\n%s", what, err, out)
-		}
-		return d
-	}
+	timeIt := func(what string, cmd *exec.Cmd) time.Duration { return timeCmd(b, what, cmd) }
 	var fresh, reattach, direct, floor, run, plain []time.Duration
 	// One round measures each once, so that a load that changes during
 	// the run (other processes on the host) weighs on the figures and
@@ -83,3 +75,16 @@ func BenchmarkSSHConnect(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// timeCmd runs cmd to its end and returns how long it took; a failure
+// ends the benchmark with cmd's output.
+func timeCmd(b *testing.B, what string, cmd *exec.Cmd) time.Duration {
+	b.Helper()
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		b.Fatalf("%s: %v\n%s", what, err, out)
+	}
+	return d
+}

@@ -143,13 +143,7 @@ func BenchmarkKubernetesAgentForwarding(b *testing.B) {
 	timeIt := func(what string, opts ...string) time.Duration {
 		cmd := s.ssh(u, opts, "true")
 		cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK="+agentSock)
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		d := time.Since(start)
-		if err != nil {
-			b.Fatalf("%s: %v\n%s", what, err, out)
-		}
-		return d
+		return timeCmd(b, what, cmd)
 	}
 	timeIt("new session")
 	first := timeIt("first ssh -A (copies the relay)", "-A")

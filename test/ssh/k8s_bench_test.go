@@ -54,15 +54,7 @@ func BenchmarkKubernetesSSHConnect(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	timeIt := func(what string, cmd *exec.Cmd) time.Duration {
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		d := time.Since(start)
-		if err != nil {
-			b.Fatalf("%s: %v\n%s", what, err, out)
-		}
-		return d
-	}
+	timeIt := func(what string, cmd *exec.Cmd) time.Duration { return timeCmd(b, what, cmd) }
 	// Each round measures one of each, so that a load that changes during
 	// the run (other processes on a shared host) weighs on the figures and
 	// their floors alike instead of on whichever block ran then.
